@@ -1,0 +1,1 @@
+"""fabric: GitOps for multi-tenant ETL."""

@@ -1,0 +1,64 @@
+"""Typed addresses of declared resources: `tenant.kind.name`, e.g. `acme.pipeline.orders`.
+
+One parser, one formatter and a total order, so plans, diagnostics and run records name things
+the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+class Kind(StrEnum):
+    """Kinds of declared resources; the values are what users see in addresses."""
+
+    TENANT = "tenant"
+    CONNECTION = "connection"
+    PIPELINE = "pipeline"
+    TRANSFORMATION = "transformation"
+    SCHEDULE = "schedule"
+
+
+KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
+SECTIONS: dict[str, Kind] = {
+    "connections": Kind.CONNECTION,
+    "pipelines": Kind.PIPELINE,
+    "transformations": Kind.TRANSFORMATION,
+    "schedules": Kind.SCHEDULE,
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    """A resource's identity across the repository, the control plane and run records.
+
+    A tenant itself is addressed as `acme.tenant.acme`, so every declared object has an address.
+    """
+
+    tenant: str
+    kind: Kind
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        tenant, _, rest = text.partition(".")
+        kind, _, name = rest.partition(".")
+        if not (TENANT_SLUG.fullmatch(tenant) and kind in KINDS and NAME.fullmatch(name)):
+            raise ValueError(
+                f"{text!r} is not an address; expected tenant.kind.name, e.g. acme.pipeline.orders"
+            )
+        return cls(tenant, Kind(kind), name)
+
+    @classmethod
+    def of_tenant(cls, slug: str) -> Address:
+        return cls(slug, Kind.TENANT, slug)
+
+    def __str__(self) -> str:
+        if self.kind is Kind.TENANT:
+            return self.tenant
+        return f"{self.tenant}.{self.kind}.{self.name}"

@@ -1,0 +1,568 @@
+"""Rules across fields and resources: references, directions, modes, cron, ownership.  [pure]
+
+Every function reports diagnostics at the field they are about and never raises.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from croniter import croniter
+
+from fabric.addresses import Address, Kind
+from fabric.config.sections import ValidSpec
+from fabric.config.specs import (
+    DESTINATION_TYPES,
+    SQL_SOURCE_TYPES,
+    WAREHOUSE_TYPES,
+    ProjectSpec,
+    TenantSpec,
+)
+from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
+from fabric.graph.selectors import parse_selector
+
+MODE_SOURCE_TYPES: dict[str, frozenset[str]] = {
+    "single_table": SQL_SOURCE_TYPES,
+    "full_database": SQL_SOURCE_TYPES,
+    "rest_api": frozenset({"rest_api"}),
+    "files": frozenset({"filesystem"}),
+}
+MODE_ONLY_FIELDS: dict[str, str] = {
+    "table": "single_table",
+    "table_names": "full_database",
+    "resources": "rest_api",
+    "table_name": "files",
+    "file_glob": "files",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    slug: str
+    tenant: TenantSpec
+    tenant_vs: ValidSpec
+    by_kind: Mapping[Kind, Mapping[str, ValidSpec]]
+    project: ProjectSpec
+    broken: frozenset[Address] = frozenset()
+    """Resources that exist but failed validation: references to them are not reported."""
+
+    def is_broken(self, kind: Kind, name: str) -> bool:
+        return Address(self.slug, kind, name) in self.broken if name else False
+
+
+def _at(vs: ValidSpec, *field: str | int, key: bool = False) -> SourceSpan:
+    return vs.file.locate((*vs.loc, *field), key=key)
+
+
+def _connection_ref(
+    ctx: TenantContext,
+    vs: ValidSpec,
+    field: str,
+    name: str,
+    *,
+    direction: str,
+    types: frozenset[str],
+    role: str,
+    diags: list[Diagnostic],
+) -> ValidSpec | None:
+    connections = ctx.by_kind[Kind.CONNECTION]
+    target = connections.get(name)
+    span = _at(vs, field) if field in _spec_fields_set(vs) else _at(vs, key=True)
+    if target is None and ctx.is_broken(Kind.CONNECTION, name):
+        return None
+    if target is None:
+        diags.append(
+            error(
+                "unknown-reference",
+                "Unknown reference",
+                f"{vs.address}: {field} {name!r} names no connection of tenant {ctx.slug}.",
+                hint=did_you_mean(name, connections)
+                or "Declare it under `connections:` in this tenant's folder.",
+                span=span,
+                address=vs.address,
+            )
+        )
+        return None
+    spec = target.spec
+    if spec.direction != direction:
+        diags.append(
+            error(
+                "wrong-direction",
+                "Wrong connection direction",
+                f"{vs.address}: {field} {name!r} is a {spec.direction} connection, "
+                f"but a {role} must be a {direction}.",
+                hint=f"Use a connection with `direction: {direction}`.",
+                span=span,
+                address=vs.address,
+            )
+        )
+        return None
+    if spec.type not in types:
+        diags.append(
+            error(
+                "wrong-connection-type",
+                "Wrong connection type",
+                f"{vs.address}: {field} {name!r} is of type {spec.type}; a {role} must be "
+                f"one of {', '.join(sorted(types))}.",
+                hint=f"Point {field} at a connection of a supported type.",
+                span=span,
+                address=vs.address,
+            )
+        )
+        return None
+    return target
+
+
+def _spec_fields_set(vs: ValidSpec) -> frozenset[str]:
+    return frozenset(vs.spec.model_fields_set) | frozenset(
+        f.alias
+        for n, f in type(vs.spec).model_fields.items()
+        if n in vs.spec.model_fields_set and f.alias
+    )
+
+
+def check_tenant(ctx: TenantContext) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    if ctx.tenant.warehouse is not None:
+        _connection_ref(
+            ctx,
+            ctx.tenant_vs,
+            "warehouse",
+            ctx.tenant.warehouse,
+            direction="destination",
+            types=WAREHOUSE_TYPES,
+            role="warehouse",
+            diags=diags,
+        )
+    return diags
+
+
+def check_connections(ctx: TenantContext) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    for vs in ctx.by_kind[Kind.CONNECTION].values():
+        spec = vs.spec
+        if spec.type in ("postgres", "mysql", "mssql"):
+            if spec.url is not None and (spec.host or spec.database or spec.password):
+                diags.append(
+                    error(
+                        "conflicting-fields",
+                        "Conflicting fields",
+                        f"{vs.address} sets both url and host/database/password.",
+                        hint="Use either url, or host, port, database, username and password.",
+                        span=_at(vs, "url"),
+                        address=vs.address,
+                    )
+                )
+            elif spec.url is None and not (spec.host and spec.database):
+                missing = "host" if not spec.host else "database"
+                diags.append(
+                    error(
+                        "missing-field",
+                        "Missing field",
+                        f"{vs.address} needs field {missing!r} (or a url).",
+                        hint="Give host and database, or url: ${secret:NAME}.",
+                        span=_at(vs, key=True),
+                        address=vs.address,
+                    )
+                )
+        if spec.type == "rest_api":
+            seen: dict[str, int] = {}
+            for i, resource in enumerate(spec.resources):
+                if resource.name in seen:
+                    diags.append(
+                        error(
+                            "duplicate-resource",
+                            "Duplicate resource",
+                            f"{vs.address} declares REST resource {resource.name!r} twice.",
+                            hint="Give each resource a unique name.",
+                            span=_at(vs, "resources", i, "name"),
+                            address=vs.address,
+                        )
+                    )
+                seen[resource.name] = i
+    return diags
+
+
+def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, Any]:
+    """Checks every pipeline; returns specs whose destination was filled from the warehouse."""
+    resolved: dict[str, Any] = {}
+    for name, vs in ctx.by_kind[Kind.PIPELINE].items():
+        spec = vs.spec
+        fields_set = _spec_fields_set(vs)
+        source = _connection_ref(
+            ctx,
+            vs,
+            "source",
+            spec.source,
+            direction="source",
+            types=MODE_SOURCE_TYPES[spec.mode],
+            role=f"{spec.mode} pipeline's source",
+            diags=diags,
+        )
+        destination = spec.destination or ctx.tenant.warehouse
+        if destination is None:
+            diags.append(
+                error(
+                    "missing-field",
+                    "Missing field",
+                    f"{vs.address} has no destination and tenant {ctx.slug} has no warehouse.",
+                    hint="Set `destination:` on the pipeline or `warehouse:` on the tenant.",
+                    span=_at(vs, key=True),
+                    address=vs.address,
+                )
+            )
+        else:
+            _connection_ref(
+                ctx,
+                vs,
+                "destination",
+                destination,
+                direction="destination",
+                types=DESTINATION_TYPES,
+                role="pipeline's destination",
+                diags=diags,
+            )
+            if spec.destination is None:
+                resolved[name] = spec.model_copy(update={"destination": destination})
+        for field, mode in MODE_ONLY_FIELDS.items():
+            if field in fields_set and spec.mode != mode:
+                diags.append(
+                    error(
+                        "field-not-for-mode",
+                        "Field not used by this mode",
+                        f"{vs.address}: {field!r} applies only to mode {mode}, "
+                        f"but the pipeline's mode is {spec.mode}.",
+                        hint=f"Remove {field!r} or change the mode to {mode}.",
+                        span=_at(vs, field, key=True),
+                        address=vs.address,
+                    )
+                )
+        if spec.mode == "single_table" and spec.table is None:
+            diags.append(
+                error(
+                    "missing-field",
+                    "Missing field",
+                    f"{vs.address} needs field 'table' (mode single_table).",
+                    hint="Name the source table: `table: orders`.",
+                    span=_at(vs, "mode"),
+                    address=vs.address,
+                )
+            )
+        if spec.source_schema is not None and spec.mode not in ("single_table", "full_database"):
+            diags.append(
+                error(
+                    "field-not-for-mode",
+                    "Field not used by this mode",
+                    f"{vs.address}: 'source_schema' applies only to SQL sources.",
+                    hint="Remove source_schema.",
+                    span=_at(vs, "source_schema", key=True),
+                    address=vs.address,
+                )
+            )
+        if spec.incremental is not None and spec.mode not in ("single_table", "files"):
+            diags.append(
+                error(
+                    "field-not-for-mode",
+                    "Field not used by this mode",
+                    f"{vs.address}: 'incremental' needs mode single_table or files "
+                    f"(mode is {spec.mode}).",
+                    hint="For full_database load tables one per single_table pipeline to make "
+                    "them incremental.",
+                    span=_at(vs, "incremental", key=True),
+                    address=vs.address,
+                )
+            )
+        rest_keys = False
+        if spec.mode == "rest_api" and source is not None:
+            known = {r.name: r for r in source.spec.resources}
+            for i, wanted in enumerate(spec.resources):
+                if wanted not in known:
+                    diags.append(
+                        error(
+                            "unknown-reference",
+                            "Unknown reference",
+                            f"{vs.address}: resource {wanted!r} is not declared by connection "
+                            f"{spec.source!r}.",
+                            hint=did_you_mean(wanted, known),
+                            span=_at(vs, "resources", i),
+                            address=vs.address,
+                        )
+                    )
+            chosen = [known[r] for r in spec.resources if r in known] or list(known.values())
+            rest_keys = bool(chosen) and all(r.primary_key for r in chosen)
+        if spec.write_disposition == "merge" and not spec.primary_key and not rest_keys:
+            diags.append(
+                error(
+                    "merge-needs-primary-key",
+                    "Merge without primary key",
+                    f"{vs.address} uses write_disposition merge but declares no primary_key.",
+                    hint="Add `primary_key: [id]` (the columns that identify a row).",
+                    span=_at(vs, "write_disposition"),
+                    address=vs.address,
+                )
+            )
+        for i, f in enumerate(spec.filters):
+            is_list = isinstance(f.value, tuple)
+            if (f.op in ("in", "not_in")) != is_list:
+                want = "a list of values" if f.op in ("in", "not_in") else "a single value"
+                diags.append(
+                    error(
+                        "invalid-value",
+                        "Invalid value",
+                        f"{vs.address}: filter {i + 1} on {f.column!r} with op {f.op} "
+                        f"needs {want}.",
+                        hint="Use a list with in/not_in and a single value with the other ops.",
+                        span=_at(vs, "filters", i, "value"),
+                        address=vs.address,
+                    )
+                )
+    return resolved
+
+
+def check_transformation(
+    ctx: TenantContext, vs: ValidSpec, diags: list[Diagnostic]
+) -> dict[str, Any]:
+    """Checks one transformation; returns field updates (the resolved warehouse)."""
+    spec = vs.spec
+    if (spec.sql is None) == (spec.sql_file is None):
+        diags.append(
+            error(
+                "sql-xor-sql-file",
+                "SQL missing or given twice",
+                f"{vs.address} must set exactly one of 'sql' and 'sql_file'.",
+                hint="Write the query inline under `sql:` or put it in a file named by "
+                "`sql_file:`.",
+                span=_at(vs, key=True),
+                address=vs.address,
+            )
+        )
+    if spec.unique_key is not None and spec.materialized != "incremental":
+        diags.append(
+            error(
+                "field-not-for-mode",
+                "Field not used by this materialization",
+                f"{vs.address}: 'unique_key' applies only to materialized: incremental.",
+                hint="Remove unique_key or set `materialized: incremental`.",
+                span=_at(vs, "unique_key", key=True),
+                address=vs.address,
+            )
+        )
+    transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    for column, tests in spec.tests.items():
+        for i, test in enumerate(tests):
+            if test.test == "relationships":
+                target = (test.to or "").strip()
+                if target.startswith("ref("):
+                    target = target[4:].rstrip(")").strip(" '\"")
+                if target not in transformations or not test.field:
+                    diags.append(
+                        error(
+                            "unknown-reference",
+                            "Unknown reference",
+                            f"{vs.address}: the relationships test on {column!r} must name a "
+                            f"transformation of tenant {ctx.slug} in 'to' and a column in "
+                            f"'field' (got to={test.to!r}).",
+                            hint=did_you_mean(target, transformations),
+                            span=_at(vs, "tests", column, i),
+                            address=vs.address,
+                        )
+                    )
+            if test.test == "accepted_values" and not test.values:
+                diags.append(
+                    error(
+                        "invalid-value",
+                        "Invalid value",
+                        f"{vs.address}: accepted_values on {column!r} needs a non-empty list.",
+                        hint="accepted_values: [gold, silver, bronze]",
+                        span=_at(vs, "tests", column, i),
+                        address=vs.address,
+                    )
+                )
+    warehouse = spec.warehouse or ctx.tenant.warehouse
+    if warehouse is None:
+        diags.append(
+            error(
+                "missing-field",
+                "Missing field",
+                f"{vs.address} has no warehouse and tenant {ctx.slug} has no default warehouse.",
+                hint="Set `warehouse:` on the transformation or on the tenant.",
+                span=_at(vs, key=True),
+                address=vs.address,
+            )
+        )
+        return {}
+    _connection_ref(
+        ctx,
+        vs,
+        "warehouse",
+        warehouse,
+        direction="destination",
+        types=WAREHOUSE_TYPES,
+        role="transformation's warehouse",
+        diags=diags,
+    )
+    return {} if spec.warehouse else {"warehouse": warehouse}
+
+
+def resolve_schedules(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, Any]:
+    resolved: dict[str, Any] = {}
+    for name, vs in ctx.by_kind[Kind.SCHEDULE].items():
+        spec = vs.spec
+        fields = spec.cron.split()
+        if len(fields) != 5 or not croniter.is_valid(spec.cron):
+            diags.append(
+                error(
+                    "bad-cron",
+                    "Invalid cron expression",
+                    f"{vs.address}: {spec.cron!r} is not a valid 5-field cron expression.",
+                    hint='Use minute hour day-of-month month day-of-week, e.g. "0 2 * * *".',
+                    span=_at(vs, "cron"),
+                    address=vs.address,
+                )
+            )
+        timezone = spec.timezone or ctx.project.defaults.timezone
+        if not _valid_timezone(timezone):
+            diags.append(
+                error(
+                    "bad-timezone",
+                    "Unknown timezone",
+                    f"{vs.address}: timezone {timezone!r} is not an IANA timezone.",
+                    hint="Use a name such as Europe/Berlin or UTC.",
+                    span=_at(vs, "timezone") if spec.timezone else _at(vs, key=True),
+                    address=vs.address,
+                )
+            )
+        elif spec.timezone is None:
+            resolved[name] = spec.model_copy(update={"timezone": timezone})
+        for i, target in enumerate(spec.targets):
+            _check_selector(ctx, vs, target, _at(vs, "targets", i), diags)
+    return resolved
+
+
+def _valid_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_selector(
+    ctx: TenantContext, vs: ValidSpec, text: str, span: SourceSpan, diags: list[Diagnostic]
+) -> None:
+    try:
+        selector = parse_selector(text)
+    except ValueError as exc:
+        diags.append(
+            error(
+                "bad-selector",
+                "Invalid selector",
+                f"{vs.address}: {exc}.",
+                hint="Examples: orders, pipeline:orders, +customer_totals, orders+, tag:nightly.",
+                span=span,
+                address=vs.address,
+            )
+        )
+        return
+    pipelines = ctx.by_kind[Kind.PIPELINE]
+    transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    if selector.method == "tag":
+        tags = {
+            t for vs2 in (*pipelines.values(), *transformations.values()) for t in vs2.spec.tags
+        }
+        if selector.value not in tags:
+            diags.append(
+                error(
+                    "unknown-reference",
+                    "Unknown reference",
+                    f"{vs.address}: target {text!r} selects nothing: no pipeline or "
+                    f"transformation of tenant {ctx.slug} has tag {selector.value!r}.",
+                    hint=did_you_mean(selector.value, tags),
+                    span=span,
+                    address=vs.address,
+                )
+            )
+        return
+    pool: dict[str, Mapping[str, ValidSpec]] = {
+        "name": {**transformations, **pipelines},
+        "pipeline": pipelines,
+        "transformation": transformations,
+    }
+    if selector.method in pool and selector.value not in pool[selector.method]:
+        what = "pipeline or transformation" if selector.method == "name" else selector.method
+        diags.append(
+            error(
+                "unknown-reference",
+                "Unknown reference",
+                f"{vs.address}: target {text!r} names no {what} of tenant {ctx.slug}.",
+                hint=did_you_mean(selector.value, pool[selector.method]),
+                span=span,
+                address=vs.address,
+            )
+        )
+
+
+def resolve_node_name(
+    ctx: TenantContext, entry: str, owner: Address, span: SourceSpan, diags: list[Diagnostic]
+) -> Address | None:
+    """`orders` or `pipeline:orders` in depends_on -> the node's address."""
+    kind_text, _, name = entry.rpartition(":")
+    pipelines = ctx.by_kind[Kind.PIPELINE]
+    transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    candidates: list[ValidSpec] = []
+    if kind_text in ("", "pipeline") and name in pipelines:
+        candidates.append(pipelines[name])
+    if kind_text in ("", "transformation") and name in transformations:
+        candidates.append(transformations[name])
+    if kind_text not in ("", "pipeline", "transformation"):
+        candidates = []
+    if len(candidates) == 1:
+        return candidates[0].address
+    if not candidates and any(ctx.is_broken(k, name) for k in (Kind.PIPELINE, Kind.TRANSFORMATION)):
+        return None
+    if len(candidates) > 1:
+        diags.append(
+            error(
+                "ambiguous-reference",
+                "Ambiguous reference",
+                f"{owner}: depends_on {entry!r} names both a pipeline and a transformation.",
+                hint=f"Write pipeline:{name} or transformation:{name}.",
+                span=span,
+                address=owner,
+            )
+        )
+        return None
+    diags.append(
+        error(
+            "unknown-reference",
+            "Unknown reference",
+            f"{owner}: depends_on {entry!r} names no pipeline or transformation of tenant "
+            f"{ctx.slug}.",
+            hint=did_you_mean(name, {**pipelines, **transformations})
+            or "depends_on takes names of pipelines or transformations of the same tenant.",
+            span=span,
+            address=owner,
+        )
+    )
+    return None
+
+
+def pipeline_tables(ctx: TenantContext, vs: ValidSpec) -> frozenset[str] | None:
+    """Tables a pipeline loads (what `source('pipeline', 'table')` may name); None = unknown."""
+    spec = vs.spec
+    match spec.mode:
+        case "single_table":
+            return frozenset({spec.table}) if spec.table else frozenset()
+        case "full_database":
+            return frozenset(spec.table_names) if spec.table_names else None
+        case "files":
+            return frozenset({spec.table_name or vs.address.name})
+        case _:
+            connection = ctx.by_kind[Kind.CONNECTION].get(spec.source)
+            if connection is None or connection.spec.type != "rest_api":
+                return None
+            declared = [r.name for r in connection.spec.resources]
+            return frozenset(spec.resources or declared)

@@ -1,0 +1,142 @@
+"""Load a repository into a DesiredState, with every diagnostic at once.  [shell]
+
+Reads the files (discovery), then runs the pure steps: parse, validate, resolve, check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from fabric.addresses import TENANT_SLUG, Address
+from fabric.config.discovery import discover, read_tenant_text
+from fabric.config.ownership import check_schema_ownership
+from fabric.config.resolve import build_tenant
+from fabric.config.sections import validate_project, validate_tenant_file
+from fabric.config.specs import ProjectSpec
+from fabric.config.yaml_source import MAX_FILE_BYTES, parse_yaml
+from fabric.diagnostics import Diagnostic, SourceSpan, error, has_errors, sorted_unique
+from fabric.domain.state import DesiredState, TenantState
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The desired state (None when there are errors) and every diagnostic found."""
+
+    root: Path
+    desired: DesiredState | None
+    diagnostics: tuple[Diagnostic, ...]
+    files: int = 0
+    tenants: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.desired is not None
+
+
+def load_repository(root: Path) -> LoadResult:
+    root = Path(root)
+    files = discover(root, max_bytes=MAX_FILE_BYTES)
+    diags: list[Diagnostic] = []
+    digest = hashlib.sha256()
+    for path, reason in files.unreadable:
+        diags.append(
+            error(
+                "unreadable-file",
+                "Unreadable file",
+                f"{path} cannot be read: {reason}.",
+                hint="Save the file as UTF-8 text.",
+                span=SourceSpan(path, 1, 1),
+            )
+        )
+    project: ProjectSpec | None = None
+    if files.project is None:
+        diags.append(
+            error(
+                "missing-project",
+                "Not a fabric repository",
+                f"{files.root} has no fabric.yaml.",
+                hint="Run `fabric init` there, or pass the repository's folder.",
+                span=SourceSpan("fabric.yaml", 1, 1),
+            )
+        )
+    else:
+        digest.update(b"fabric.yaml\0" + files.project.text.encode() + b"\0")
+        parsed = parse_yaml(files.project.text, files.project.path)
+        diags += parsed.diagnostics
+        if parsed.data is not None or not parsed.diagnostics:
+            project, problems = validate_project(parsed)
+            diags += problems
+    for path in files.stray:
+        diags.append(
+            error(
+                "stray-file",
+                "File outside a tenant folder",
+                f"{path} is directly under tenants/; fabric reads tenants/<slug>/*.yaml only.",
+                hint="Move it into a tenant's folder, e.g. tenants/acme/.",
+                span=SourceSpan(path, 1, 1),
+            )
+        )
+
+    tenants: dict[str, TenantState] = {}
+    count = 1 if files.project else 0
+    for slug, sources in files.tenants.items():
+        if not sources:
+            continue  # an empty folder declares nothing; plan treats the tenant as removed
+        count += len(sources)
+        if not TENANT_SLUG.fullmatch(slug):
+            diags.append(
+                error(
+                    "bad-tenant-slug",
+                    "Invalid tenant folder name",
+                    f"tenants/{slug} is not a valid tenant slug.",
+                    hint="Tenant folders are named like ^[a-z][a-z0-9_]{0,39}$, e.g. acme_retail.",
+                    span=SourceSpan(sources[0].path, 1, 1),
+                )
+            )
+            continue
+        specs = []
+        broken: list[Address] = []
+        for source in sources:
+            digest.update(source.path.encode() + b"\0" + source.text.encode() + b"\0")
+            parsed = parse_yaml(source.text, source.path)
+            diags += parsed.diagnostics
+            found, failed, problems = validate_tenant_file(parsed, slug)
+            specs += found
+            broken += failed
+            diags += problems
+        if project is None:
+            continue
+        sql_files: dict[str, str] = {}
+
+        def read_sql(rel: str, slug: str = slug, sql_files: dict[str, str] = sql_files):
+            text, problem = read_tenant_text(files.root, slug, rel)
+            if text is not None:
+                sql_files[rel] = text
+            return text, problem
+
+        state, problems = build_tenant(
+            slug, specs, project, read_sql, sources[0].path, frozenset(broken)
+        )
+        diags += problems
+        for rel, text in sorted(sql_files.items()):
+            digest.update(f"tenants/{slug}/{rel}".encode() + b"\0" + text.encode() + b"\0")
+        if state is not None:
+            tenants[slug] = state
+    diags += check_schema_ownership(tenants)
+
+    diagnostics = sorted_unique(diags)
+    desired = None
+    if project is not None and not has_errors(diagnostics):
+        desired = DesiredState(
+            project=project,
+            tenants=MappingProxyType(tenants),
+            source_hash=digest.hexdigest(),
+            files=count,
+        )
+    return LoadResult(files.root, desired, diagnostics, count, tuple(sorted(tenants)))
+
+
+__all__ = ["Address", "LoadResult", "load_repository"]

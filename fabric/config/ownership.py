@@ -1,0 +1,71 @@
+"""Two tenants may never write the same schema of the same warehouse.  [pure]"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from fabric.addresses import Address
+from fabric.diagnostics import Diagnostic, SourceSpan, error
+from fabric.domain.state import TenantState
+
+
+def warehouse_identity(spec: object) -> tuple[object, ...]:
+    """What makes two connections the same database server + database."""
+    kind = getattr(spec, "type", None)
+    if kind in ("postgres", "mysql", "mssql"):
+        if spec.url is not None:  # type: ignore[attr-defined]
+            return (kind, "url", spec.url)  # type: ignore[attr-defined]
+        default_port = {"postgres": 5432, "mysql": 3306, "mssql": 1433}[kind]
+        host = (spec.host or "").lower()  # type: ignore[attr-defined]
+        if host in ("localhost", "::1"):
+            host = "127.0.0.1"
+        return (kind, host, spec.port or default_port, spec.database)  # type: ignore[attr-defined]
+    if kind == "sqlite":
+        return (kind, spec.path)  # type: ignore[attr-defined]
+    if kind == "filesystem":
+        return (kind, spec.bucket_url.rstrip("/"))  # type: ignore[attr-defined]
+    return (kind,)
+
+
+def schema_writes(
+    tenant: TenantState,
+) -> Iterable[tuple[tuple[object, ...], str, Address, SourceSpan]]:
+    """(warehouse identity, schema, writer, where) for every schema a tenant writes."""
+    for declared in tenant.pipelines.values():
+        connection = tenant.connections.get(declared.spec.destination or "")
+        if connection is not None:
+            identity = warehouse_identity(connection.spec)
+            yield identity, declared.spec.dataset, declared.address, declared.span
+    for declared in tenant.transformations.values():
+        connection = tenant.connections.get(declared.spec.warehouse or "")
+        if connection is not None:
+            identity = warehouse_identity(connection.spec)
+            yield identity, declared.spec.schema_, declared.address, declared.span
+
+
+def check_schema_ownership(tenants: Mapping[str, TenantState]) -> list[Diagnostic]:
+    writers: dict[tuple[tuple[object, ...], str], dict[str, tuple[Address, SourceSpan]]] = (
+        defaultdict(dict)
+    )
+    for slug in sorted(tenants):
+        for identity, schema, address, span in schema_writes(tenants[slug]):
+            writers[(identity, schema)].setdefault(slug, (address, span))
+    diags: list[Diagnostic] = []
+    for (_, schema), by_tenant in writers.items():
+        if len(by_tenant) < 2:
+            continue
+        for slug, (address, span) in by_tenant.items():
+            others = ", ".join(f"{o} ({a})" for o, (a, _) in by_tenant.items() if o != slug)
+            diags.append(
+                error(
+                    "schema-conflict",
+                    "Schema written by two tenants",
+                    f"{address} writes schema {schema!r}, which tenant {others} also writes "
+                    "in the same warehouse.",
+                    hint="Give each tenant its own schemas, e.g. prefix them with the tenant slug.",
+                    span=span,
+                    address=address,
+                )
+            )
+    return diags

@@ -1,0 +1,63 @@
+"""`${env:NAME}` / `${secret:NAME}` references; secrets are never literals.  [pure]"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+REFERENCE = re.compile(r"\$\{(env|secret):([A-Za-z_][A-Za-z0-9_]{0,127})\}")
+REFERENCE_PATTERN = r"^\$\{(env|secret):[A-Za-z_][A-Za-z0-9_]{0,127}\}$"
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "token",
+        "api_key",
+        "apikey",
+        "secret",
+        "private_key",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "secret_access_key",
+        "session_token",
+        "account_key",
+        "sas_token",
+        "authorization",
+        "x-api-key",
+        "url",
+        "credentials_json",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Reference:
+    """A value to be resolved at apply or run time, never stored in git."""
+
+    scheme: str  # "env" | "secret"
+    name: str
+
+    def __str__(self) -> str:
+        return f"${{{self.scheme}:{self.name}}}"
+
+
+def parse_reference(value: str) -> Reference | None:
+    """The reference when `value` is exactly one `${env:X}` / `${secret:X}`, else None."""
+    match = REFERENCE.fullmatch(value.strip())
+    return Reference(match.group(1), match.group(2)) if match else None
+
+
+def references_in(value: str) -> tuple[Reference, ...]:
+    """Every reference inside a string (non-secret fields may interpolate, e.g. a host)."""
+    return tuple(Reference(m.group(1), m.group(2)) for m in REFERENCE.finditer(value))
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field of this name holds a credential (matched on the name, case-insensitive)."""
+    lowered = key.lower()
+    return lowered in SECRET_KEYS or lowered.endswith(
+        ("_password", "_token", "_secret", "_api_key")
+    )

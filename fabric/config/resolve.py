@@ -1,0 +1,325 @@
+"""Validated specs of one tenant -> its resolved, checked TenantState.  [pure]
+
+Resolution fills the defaults that depend on other resources (destination = the tenant's
+warehouse, timezone = the project's) and collects the DAG's edges from `depends_on` and from
+SQL refs. Every rule that needs more than one field lives here or in `checks.py` and reports a
+diagnostic at the exact field; nothing stops at the first problem.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from fabric.addresses import Address, Kind
+from fabric.config import checks
+from fabric.config.sections import ValidSpec
+from fabric.config.specs import ProjectSpec, TenantSpec
+from fabric.config.sql_refs import sql_refs
+from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
+from fabric.domain.state import Declared, Dependency, TenantState
+
+ReadSql = Callable[[str], tuple[str | None, str | None]]
+"""Reads a tenant-relative `sql_file`: (text, None) or (None, why it cannot be read)."""
+
+
+def build_tenant(
+    slug: str,
+    specs: Iterable[ValidSpec],
+    project: ProjectSpec,
+    read_sql: ReadSql,
+    first_file: str,
+    broken: frozenset[Address] = frozenset(),
+) -> tuple[TenantState | None, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    tenant_specs: list[ValidSpec] = []
+    by_kind: dict[Kind, dict[str, ValidSpec]] = {k: {} for k in Kind if k is not Kind.TENANT}
+    for vs in specs:
+        if vs.address.kind is Kind.TENANT:
+            tenant_specs.append(vs)
+            continue
+        section = by_kind[vs.address.kind]
+        if (first := section.get(vs.address.name)) is not None:
+            diags.append(
+                error(
+                    "duplicate-resource",
+                    "Duplicate resource",
+                    f"{vs.address} is declared twice (first at {first.file.locate(first.loc)}).",
+                    hint="Rename or remove one of them; names are unique per kind in a tenant.",
+                    span=vs.file.locate(vs.loc, key=True),
+                    address=vs.address,
+                )
+            )
+            continue
+        section[vs.address.name] = vs
+    if not tenant_specs:
+        if Address.of_tenant(slug) in broken:
+            return None, diags
+        diags.append(
+            error(
+                "missing-tenant",
+                "Missing tenant section",
+                f"Tenant folder tenants/{slug} has no `tenant:` section.",
+                hint="Add tenants/" + slug + "/tenant.yaml with `tenant: {display_name: ...}`.",
+                span=SourceSpan(first_file, 1, 1),
+                address=Address.of_tenant(slug),
+            )
+        )
+        return None, diags
+    for extra in tenant_specs[1:]:
+        diags.append(
+            error(
+                "duplicate-resource",
+                "Duplicate tenant section",
+                f"Tenant {slug} has a second `tenant:` section "
+                f"(first at {tenant_specs[0].file.locate(('tenant',))}).",
+                hint="Keep one `tenant:` section per tenant folder.",
+                span=extra.file.locate(("tenant",), key=True),
+                address=extra.address,
+            )
+        )
+    tenant_vs = tenant_specs[0]
+    tenant: TenantSpec = tenant_vs.spec
+    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken)
+
+    diags += checks.check_tenant(ctx)
+    diags += checks.check_connections(ctx)
+    pipelines = checks.resolve_pipelines(ctx, diags)
+    transformations, sql_text = _transformations(ctx, read_sql, diags)
+    schedules = checks.resolve_schedules(ctx, diags)
+    dependencies = _dependencies(ctx, sql_text, diags)
+
+    def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
+        return MappingProxyType(
+            {
+                name: Declared(
+                    address=vs.address,
+                    spec=specs.get(name, vs.spec),
+                    span=vs.file.locate(vs.loc, key=True),
+                )
+                for name, vs in sorted(by_kind[kind].items())
+            }
+        )
+
+    state = TenantState(
+        slug=slug,
+        spec=tenant,
+        span=tenant_vs.file.locate(("tenant",), key=True),
+        connections=declared(Kind.CONNECTION, {}),
+        pipelines=declared(Kind.PIPELINE, pipelines),
+        transformations=declared(Kind.TRANSFORMATION, transformations),
+        schedules=declared(Kind.SCHEDULE, schedules),
+        sql=MappingProxyType(dict(sorted(sql_text.items()))),
+        dependencies=tuple(sorted(dependencies)),
+    )
+    return state, diags
+
+
+def _transformations(
+    ctx: checks.TenantContext, read_sql: ReadSql, diags: list[Diagnostic]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    resolved: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for name, vs in ctx.by_kind[Kind.TRANSFORMATION].items():
+        spec = vs.spec
+        updates = checks.check_transformation(ctx, vs, diags)
+        if updates:
+            resolved[name] = spec.model_copy(update=updates)
+        if spec.sql is not None and spec.sql_file is None:
+            texts[name] = spec.sql
+        elif spec.sql_file is not None and spec.sql is None:
+            text, problem = read_sql(spec.sql_file)
+            if text is None:
+                diags.append(
+                    error(
+                        "bad-sql-file",
+                        "SQL file not usable",
+                        f"{vs.address}: sql_file {spec.sql_file!r} {problem}.",
+                        hint="Point sql_file at a .sql file inside the tenant's folder, "
+                        "e.g. models/" + name + ".sql.",
+                        span=vs.file.locate((*vs.loc, "sql_file")),
+                        address=vs.address,
+                    )
+                )
+            else:
+                texts[name] = text
+    return resolved, texts
+
+
+def _sql_span(vs: ValidSpec, line: int) -> SourceSpan:
+    spec = vs.spec
+    if spec.sql_file is not None:
+        folder = vs.file.path.split("/")[:2]  # tenants/<slug>
+        return SourceSpan("/".join([*folder, spec.sql_file.lstrip("./")]), line, 1)
+    base = vs.file.locate((*vs.loc, "sql"))
+    # A block scalar (`sql: |`) starts on the line after its indicator.
+    if _is_block(vs):
+        return SourceSpan(base.path, base.line + line, 1)
+    return SourceSpan(base.path, base.line + line - 1, base.column if line == 1 else 1)
+
+
+def _is_block(vs: ValidSpec) -> bool:
+    node = vs.file.root
+    for part in (*vs.loc, "sql"):
+        found = None
+        for key, value in getattr(node, "value", []):
+            if getattr(key, "value", None) == part:
+                found = value
+                break
+        if found is None:
+            return False
+        node = found
+    return getattr(node, "style", None) in ("|", ">")
+
+
+def _dependencies(
+    ctx: checks.TenantContext, sql_text: Mapping[str, str], diags: list[Diagnostic]
+) -> list[Dependency]:
+    pipelines = ctx.by_kind[Kind.PIPELINE]
+    transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    edges: dict[tuple[Address, Address], tuple[str, SourceSpan]] = {}
+
+    def add(up: Address, down: Address, origin: str, span: SourceSpan, explicit: bool) -> None:
+        if up == down:
+            diags.append(
+                error(
+                    "self-dependency",
+                    "Self-dependency",
+                    f"{down} depends on itself.",
+                    hint="Remove it from depends_on (or the ref to itself from its SQL).",
+                    span=span,
+                    address=down,
+                )
+            )
+            return
+        if (up, down) in edges:
+            previous_origin, previous_span = edges[(up, down)]
+            if explicit and previous_origin == "depends_on":
+                diags.append(
+                    error(
+                        "duplicate-dependency",
+                        "Duplicate dependency",
+                        f"{down} lists {up} twice in depends_on (first at {previous_span}).",
+                        hint="Remove the repeated entry.",
+                        span=span,
+                        address=down,
+                    )
+                )
+            return
+        edges[(up, down)] = (origin, span)
+
+    for vs in (*pipelines.values(), *transformations.values()):
+        for i, entry in enumerate(vs.spec.depends_on):
+            span = vs.file.locate((*vs.loc, "depends_on", i))
+            up = checks.resolve_node_name(ctx, entry, vs.address, span, diags)
+            if up is not None:
+                add(up, vs.address, "depends_on", span, True)
+    for name, sql in sql_text.items():
+        vs = transformations[name]
+        refs, dynamic = sql_refs(sql)
+        for line in dynamic:
+            diags.append(
+                error(
+                    "dynamic-ref",
+                    "Unresolvable ref",
+                    f"{vs.address}: a ref()/source() call on SQL line {line} is not a plain "
+                    "string literal, so its dependency cannot be known.",
+                    hint="Write {{ ref('model') }} or {{ source('pipeline', 'table') }} with "
+                    "literal names.",
+                    span=_sql_span(vs, line),
+                    address=vs.address,
+                )
+            )
+        for ref in refs:
+            span = _sql_span(vs, ref.line)
+            if ctx.is_broken(Kind.TRANSFORMATION if ref.kind == "ref" else Kind.PIPELINE, ref.name):
+                continue
+            if ref.kind == "ref":
+                if ref.name not in transformations:
+                    diags.append(
+                        error(
+                            "unknown-reference",
+                            "Unknown reference",
+                            f"{vs.address}: ref({ref.name!r}) names no transformation of "
+                            f"tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, transformations),
+                            span=span,
+                            address=vs.address,
+                        )
+                    )
+                    continue
+                add(transformations[ref.name].address, vs.address, "ref", span, False)
+            else:
+                target = pipelines.get(ref.name)
+                if target is None:
+                    diags.append(
+                        error(
+                            "unknown-reference",
+                            "Unknown reference",
+                            f"{vs.address}: source({ref.name!r}, {ref.table!r}) names no "
+                            f"pipeline of tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, pipelines),
+                            span=span,
+                            address=vs.address,
+                        )
+                    )
+                    continue
+                tables = checks.pipeline_tables(ctx, target)
+                if tables is not None and ref.table not in tables:
+                    diags.append(
+                        error(
+                            "unknown-reference",
+                            "Unknown reference",
+                            f"{vs.address}: pipeline {ref.name!r} loads no table "
+                            f"{ref.table!r} (it loads {', '.join(sorted(tables)) or 'none'}).",
+                            hint=did_you_mean(str(ref.table), tables),
+                            span=span,
+                            address=vs.address,
+                        )
+                    )
+                    continue
+                add(target.address, vs.address, "source", span, False)
+
+    _check_cycles(edges, diags)
+    return [
+        Dependency(upstream=up, downstream=down, origin=origin)  # type: ignore[arg-type]
+        for (up, down), (origin, _) in edges.items()
+    ]
+
+
+def _check_cycles(
+    edges: Mapping[tuple[Address, Address], tuple[str, SourceSpan]], diags: list[Diagnostic]
+) -> None:
+    """Report every cycle, each once, naming all of its nodes in order."""
+    remaining = dict(edges)
+    seen: set[frozenset[Address]] = set()
+    while True:
+        sorter: graphlib.TopologicalSorter[Address] = graphlib.TopologicalSorter()
+        for up, down in remaining:
+            sorter.add(down, up)
+        try:
+            sorter.prepare()
+            return
+        except graphlib.CycleError as exc:
+            # [a, b, ..., a]: each node is an immediate upstream of the next one
+            path: list[Address] = exc.args[1]
+        members = frozenset(path)
+        if members not in seen:
+            seen.add(members)
+            first = (path[0], path[1])
+            diags.append(
+                error(
+                    "dependency-cycle",
+                    "Dependency cycle",
+                    "These nodes depend on each other in a cycle: "
+                    + " -> ".join(str(a) for a in path)
+                    + ".",
+                    hint="Remove one of the dependencies (depends_on or a ref in the SQL).",
+                    span=remaining[first][1] if first in remaining else None,
+                    address=path[1],
+                )
+            )
+        # Break this cycle at one edge and look for others.
+        remaining.pop((path[0], path[1]), None)

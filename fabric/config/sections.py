@@ -1,0 +1,277 @@
+"""Parsed YAML files -> validated specs, with pydantic's errors turned into diagnostics.  [pure]
+
+Each resource is validated on its own, so one broken resource never hides the problems of
+another, and every error is mapped back to the line of the field it is about.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from fabric.addresses import NAME, SECTIONS, Address, Kind
+from fabric.config.specs import SECTION_SPECS, ProjectSpec, TenantSpec
+from fabric.config.yaml_source import ParsedYaml
+from fabric.diagnostics import Diagnostic, did_you_mean, error
+
+TENANT_SECTIONS = ("tenant", *SECTIONS)
+_ADAPTERS = {section: TypeAdapter(spec) for section, spec in SECTION_SPECS.items()}
+_TENANT_ADAPTER = TypeAdapter(TenantSpec)
+_PROJECT_ADAPTER = TypeAdapter(ProjectSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidSpec:
+    """One resource that passed validation, with where it came from."""
+
+    address: Address
+    spec: Any
+    file: ParsedYaml
+    loc: tuple[str | int, ...]
+    """Location of the resource's mapping inside its file, e.g. ("pipelines", "orders")."""
+
+
+def validate_project(parsed: ParsedYaml) -> tuple[ProjectSpec | None, list[Diagnostic]]:
+    data = {} if parsed.data is None else parsed.data
+    if not isinstance(data, dict):
+        return None, [_not_a_mapping(parsed, (), "fabric.yaml")]
+    try:
+        return _PROJECT_ADAPTER.validate_python(data), []
+    except ValidationError as exc:
+        return None, errors_to_diagnostics(exc, parsed, (), ProjectSpec, data, None)
+
+
+def validate_tenant_file(
+    parsed: ParsedYaml, slug: str
+) -> tuple[list[ValidSpec], list[Address], list[Diagnostic]]:
+    """Every section of one tenant file; the `tenant:` section is returned as kind TENANT.
+
+    Also returns the addresses of resources that exist but failed validation, so references
+    to them are not reported a second time as unknown.
+    """
+    found: list[ValidSpec] = []
+    broken: list[Address] = []
+    diagnostics: list[Diagnostic] = []
+    data = parsed.data
+    if data is None:
+        return found, broken, diagnostics
+    if not isinstance(data, dict):
+        return found, broken, [_not_a_mapping(parsed, (), f"tenant {slug}")]
+    for section, body in data.items():
+        if section not in TENANT_SECTIONS:
+            diagnostics.append(
+                error(
+                    "unknown-section",
+                    "Unknown section",
+                    f"{parsed.path} has a top-level section {section!r} that fabric does not know.",
+                    hint=did_you_mean(str(section), TENANT_SECTIONS),
+                    span=parsed.locate((section,), key=True),
+                    address=Address.of_tenant(slug),
+                )
+            )
+            continue
+        if section == "tenant":
+            address = Address.of_tenant(slug)
+            try:
+                found.append(
+                    ValidSpec(address, _TENANT_ADAPTER.validate_python(body), parsed, ("tenant",))
+                )
+            except ValidationError as exc:
+                diagnostics += errors_to_diagnostics(
+                    exc, parsed, ("tenant",), TenantSpec, body, address
+                )
+                broken.append(address)
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            diagnostics.append(_not_a_mapping(parsed, (section,), f"section {section!r}"))
+            continue
+        kind = SECTIONS[section]
+        adapter = _ADAPTERS[section]
+        for name, spec_data in body.items():
+            if not isinstance(name, str) or not NAME.fullmatch(name):
+                diagnostics.append(
+                    error(
+                        "bad-name",
+                        "Invalid resource name",
+                        f"{name!r} in {section} of tenant {slug} is not a valid name.",
+                        hint="Names start with a lowercase letter and hold only a-z, 0-9 and _ "
+                        "(at most 63 characters).",
+                        span=parsed.locate((section, name), key=True),
+                        address=Address.of_tenant(slug),
+                    )
+                )
+                continue
+            address = Address(slug, kind, name)
+            try:
+                spec = adapter.validate_python(spec_data)
+            except ValidationError as exc:
+                diagnostics += errors_to_diagnostics(
+                    exc, parsed, (section, name), SECTION_SPECS[section], spec_data, address
+                )
+                broken.append(address)
+                continue
+            found.append(ValidSpec(address, spec, parsed, (section, name)))
+    return found, broken, diagnostics
+
+
+def _not_a_mapping(parsed: ParsedYaml, loc: tuple[str | int, ...], what: str) -> Diagnostic:
+    return error(
+        "wrong-type",
+        "Wrong type",
+        f"{what} in {parsed.path} must be a mapping of names to values.",
+        hint="Write `key: value` pairs here.",
+        span=parsed.locate(loc),
+    )
+
+
+_SUMMARIES = {
+    "extra_forbidden": ("unknown-field", "Unknown field"),
+    "missing": ("missing-field", "Missing field"),
+    "literal_secret": ("literal-secret", "Secret written as a literal"),
+    "unsafe_identifier": ("unsafe-identifier", "Unsafe identifier"),
+    "bad_reference": ("bad-name", "Invalid resource name"),
+    "bad_name": ("bad-name", "Invalid resource name"),
+    "bad_tag": ("bad-tag", "Invalid tag"),
+    "unknown_test": ("unknown-test", "Unknown test"),
+    "union_tag_invalid": ("unknown-type", "Unknown type"),
+    "union_tag_not_found": ("missing-field", "Missing field"),
+    "literal_error": ("invalid-value", "Invalid value"),
+    "enum": ("invalid-value", "Invalid value"),
+}
+
+
+def errors_to_diagnostics(
+    exc: ValidationError,
+    parsed: ParsedYaml,
+    base: tuple[str | int, ...],
+    spec_type: Any,
+    data: Any,
+    address: Address | None,
+) -> list[Diagnostic]:
+    """Map pydantic errors onto file positions; never echo the input (it may be a secret)."""
+    out: list[Diagnostic] = []
+    subject = str(address) if address else parsed.path
+    for err in exc.errors(include_url=False, include_input=False):
+        kind = err["type"]
+        loc = _data_loc(data, err["loc"], last_is_key=kind in ("extra_forbidden", "missing"))
+        field = ".".join(str(p) for p in loc) or "(root)"
+        code, summary = _SUMMARIES.get(kind, ("wrong-type", "Wrong type"))
+        hint: str | None = None
+        if kind == "extra_forbidden":
+            detail = f"{subject} has no field {field!r}."
+            allowed = _allowed_fields(spec_type, data, loc)
+            hint = did_you_mean(str(loc[-1]), allowed) if allowed else None
+        elif kind in ("missing", "union_tag_not_found"):
+            missing = err.get("ctx", {}).get("discriminator", "").strip("'") or field
+            if kind == "union_tag_not_found":
+                field = ".".join(str(p) for p in (*loc, missing))
+            detail = f"{subject} needs field {field!r}."
+            hint = "Add it; see schemas/tenant.schema.json for the fields of each kind."
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+            where = ".".join(str(p) for p in (*loc, "type")) if loc else "type"
+            detail = f"{subject}: {where} {ctx.get('tag')!r} is not one of {', '.join(tags)}."
+            hint = did_you_mean(str(ctx.get("tag")), tags)
+            loc = (*loc, "type")
+        else:
+            detail = f"{subject}: field {field!r}: {err['msg']}."
+            if kind == "literal_secret":
+                hint = (
+                    "Store it with `fabric secrets set` and write ${secret:NAME}, "
+                    "or use ${env:NAME}."
+                )
+            elif kind == "literal_error":
+                expected = str(err.get("ctx", {}).get("expected", ""))
+                options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",")]
+                value = _value_at(data, loc)
+                hint = did_you_mean(str(value), options) if isinstance(value, str) else None
+            elif kind == "unsafe_identifier":
+                hint = (
+                    "Identifiers become SQL names: letters, digits and _, starting with a letter."
+                )
+        span = parsed.locate((*base, *loc), key=kind == "extra_forbidden")
+        out.append(error(code, summary, detail, hint=hint, span=span, address=address))
+    return out
+
+
+def _data_loc(data: Any, loc: Sequence[str | int], *, last_is_key: bool) -> tuple[str | int, ...]:
+    """Drop pydantic's own loc parts (union tags, validator names) that are not in the data."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        is_last = i == len(loc) - 1
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        ):
+            out.append(part)
+            node = node[part]
+        elif is_last and last_is_key and isinstance(node, dict):
+            out.append(part)
+    return tuple(out)
+
+
+def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _allowed_fields(spec_type: Any, data: Any, loc: Sequence[str | int]) -> list[str]:
+    """Field names (as written in YAML) of the model that holds the unknown key at `loc`."""
+    tp, node = spec_type, data
+    for part in loc[:-1]:
+        model = _model_of(tp, node)
+        fields = _aliases(model) if model is not None and isinstance(node, dict) else {}
+        tp = fields[part] if part in fields else _item_type(tp)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return []
+    model = _model_of(tp, node)
+    return list(_aliases(model)) if model else []
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, Any]:
+    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(tp) for t in _unwrap(arg)]
+    return [tp]
+
+
+def _model_of(tp: Any, node: Any) -> type[BaseModel] | None:
+    models = [t for t in _unwrap(tp) if isinstance(t, type) and issubclass(t, BaseModel)]
+    if len(models) > 1 and isinstance(node, dict):
+        for model in models:
+            type_field = model.model_fields.get("type")
+            if type_field and node.get("type") in typing.get_args(type_field.annotation):
+                return model
+    return models[0] if models else None
+
+
+def _item_type(tp: Any) -> Any:
+    for t in _unwrap(tp):
+        args = [a for a in typing.get_args(t) if a is not Ellipsis]
+        if typing.get_origin(t) in (dict, tuple, list) and args:
+            return args[-1]
+    return None
+
+
+def kind_of_section(section: str) -> Kind:
+    return SECTIONS[section]

@@ -1,0 +1,457 @@
+"""Pydantic v2 models that mirror YAML format v1 one to one.  [pure]
+
+They are the contract of the YAML files: frozen, `extra="forbid"`, tuples instead of lists and
+read-only mappings instead of dicts, so a loaded desired state cannot be changed by accident.
+Only shape and type are checked here; rules that look at several fields or resources at once
+live in `checks.py`, where they can point at the exact line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from fabric.config.references import REFERENCE_PATTERN, parse_reference
+
+SCHEMA_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+SQL_IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+TAG_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
+
+
+class Spec(BaseModel):
+    """Base of every spec: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _frozen_mapping(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(value))
+
+
+def FrozenMap(key: Any, value: Any) -> Any:
+    """A dict in YAML and JSON, a read-only mapping in memory."""
+    return Annotated[
+        dict[key, value],
+        AfterValidator(_frozen_mapping),
+        PlainSerializer(dict, return_type=dict[key, value]),
+    ]
+
+
+def _pattern(regex: str, code: str, what: str) -> Any:
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise PydanticCustomError(code, f"{value!r} is not a valid {what}")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": regex})]
+
+
+def _require_reference(value: str) -> str:
+    if parse_reference(value) is None:
+        raise PydanticCustomError(
+            "literal_secret",
+            "a secret field must hold a ${env:NAME} or ${secret:NAME} reference, never a value",
+        )
+    return value.strip()
+
+
+SchemaName = _pattern(
+    SCHEMA_IDENT, "unsafe_identifier", "schema name (lowercase letters, digits, _)"
+)
+SqlIdent = _pattern(SQL_IDENT, "unsafe_identifier", "SQL identifier (letters, digits, _)")
+ResourceRef = _pattern(NAME_PATTERN, "bad_reference", "resource name")
+Tag = _pattern(TAG_PATTERN, "bad_tag", "tag (lowercase letters, digits, _ or -)")
+Secret = Annotated[
+    str,
+    AfterValidator(_require_reference),
+    Field(json_schema_extra={"pattern": REFERENCE_PATTERN}),
+]
+Scalar = str | int | float | bool | None
+Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
+
+
+# ---------------------------------------------------------------------------------------------
+# fabric.yaml
+
+
+class Defaults(Spec):
+    """Project-wide defaults a resource may override."""
+
+    timezone: str = "UTC"
+    retries: int = Field(0, ge=0, le=20)
+    retry_backoff_seconds: Seconds = 30
+    timeout_seconds: Seconds | None = None
+
+
+class ApplySettings(Spec):
+    """Deletion safety for `fabric apply`."""
+
+    allow_delete: bool = False
+    max_deletes: int = Field(10, ge=0)
+
+
+class ProjectSpec(Spec):
+    """`fabric.yaml`: the project. Never holds secrets."""
+
+    format_version: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    defaults: Defaults = Defaults()
+    apply: ApplySettings = ApplySettings()
+
+
+# ---------------------------------------------------------------------------------------------
+# tenant
+
+
+class Member(Spec):
+    who: str
+    role: Literal["owner", "admin", "editor", "viewer"] = "viewer"
+
+
+class TenantSpec(Spec):
+    """`tenant:` in any file of the tenant's folder; exactly once per tenant."""
+
+    display_name: str
+    description: str | None = None
+    warehouse: ResourceRef | None = None
+    members: tuple[Member, ...] = ()
+    labels: FrozenMap(str, str) = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# connections
+
+
+class _Connection(Spec):
+    description: str | None = None
+    protect: bool = False
+
+
+class _SqlConnection(_Connection):
+    direction: Literal["source", "destination"]
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    database: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    url: Secret | None = None
+    """A whole SQLAlchemy URL (it may embed a password, so it must be a reference)."""
+    options: FrozenMap(str, Scalar) = Field(default_factory=dict)
+    """Driver query parameters, e.g. `sslmode: require`."""
+
+
+class PostgresConnection(_SqlConnection):
+    type: Literal["postgres"]
+
+
+class MysqlConnection(_SqlConnection):
+    type: Literal["mysql"]
+
+
+class MssqlConnection(_SqlConnection):
+    type: Literal["mssql"]
+    driver: str = "ODBC Driver 18 for SQL Server"
+
+
+class SqliteConnection(_Connection):
+    type: Literal["sqlite"]
+    direction: Literal["source", "destination"]
+    path: str
+    """Path of the database file; relative paths are relative to the repository root."""
+
+
+class BearerAuth(Spec):
+    type: Literal["bearer"]
+    token: Secret
+
+
+class ApiKeyAuth(Spec):
+    type: Literal["api_key"]
+    name: str = "Authorization"
+    api_key: Secret
+    location: Literal["header", "query", "cookie"] = "header"
+
+
+class HttpBasicAuth(Spec):
+    type: Literal["http_basic"]
+    username: str
+    password: Secret
+
+
+RestAuth = Annotated[BearerAuth | ApiKeyAuth | HttpBasicAuth, Field(discriminator="type")]
+Paginator = str | FrozenMap(str, Scalar)
+
+
+class RestResource(Spec):
+    """One endpoint of a REST API, in the shape of dlt's rest_api resource config."""
+
+    name: SqlIdent
+    path: str
+    method: Literal["GET", "POST"] = "GET"
+    params: FrozenMap(str, Scalar) = Field(default_factory=dict)
+    data_selector: str | None = None
+    paginator: Paginator | None = None
+    primary_key: tuple[SqlIdent, ...] = ()
+
+
+class RestApiConnection(_Connection):
+    type: Literal["rest_api"]
+    direction: Literal["source"] = "source"
+    base_url: str
+    auth: RestAuth | None = None
+    headers: FrozenMap(str, str) = Field(default_factory=dict)
+    paginator: Paginator | None = None
+    resources: tuple[RestResource, ...] = Field(min_length=1)
+
+
+class FilesystemConnection(_Connection):
+    type: Literal["filesystem"]
+    direction: Literal["source", "destination"] = "source"
+    bucket_url: str
+    """`file:///path`, a local path, or a cloud URL passed through to fsspec (s3://, gs://, az://)."""
+    file_glob: str = "*"
+    format: Literal["csv", "jsonl", "parquet"] = "csv"
+    credentials: FrozenMap(str, Secret) = Field(default_factory=dict)
+
+
+ConnectionSpec = Annotated[
+    PostgresConnection
+    | MysqlConnection
+    | MssqlConnection
+    | SqliteConnection
+    | RestApiConnection
+    | FilesystemConnection,
+    Field(discriminator="type"),
+]
+SQL_SOURCE_TYPES = frozenset({"postgres", "mysql", "mssql", "sqlite"})
+DESTINATION_TYPES = frozenset({"postgres", "mssql", "sqlite", "filesystem"})
+WAREHOUSE_TYPES = frozenset({"postgres"})
+
+
+# ---------------------------------------------------------------------------------------------
+# pipelines
+
+
+class Incremental(Spec):
+    cursor: SqlIdent
+    initial_value: str | int | float | None = None
+    """Where the first run starts; YAML dates and timestamps are kept as ISO text."""
+    end_value: str | int | float | None = None
+
+
+ContractMode = Literal["evolve", "freeze", "discard_value", "discard_row"]
+
+
+class SchemaContract(Spec):
+    tables: ContractMode | None = None
+    columns: ContractMode | None = None
+    data_type: ContractMode | None = None
+
+
+class Filter(Spec):
+    column: SqlIdent
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in"]
+    value: Scalar | tuple[Scalar, ...]
+
+
+class _Runnable(Spec):
+    """Fields every DAG node has."""
+
+    description: str | None = None
+    depends_on: tuple[str, ...] = ()
+    """Names of pipelines or transformations of the same tenant (`pipeline:x` when ambiguous)."""
+    tags: tuple[Tag, ...] = ()
+    retries: int | None = Field(None, ge=0, le=20)
+    retry_backoff_seconds: Seconds | None = None
+    timeout_seconds: Seconds | None = None
+    protect: bool = False
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+class PipelineSpec(_Runnable):
+    """A dlt extract+load from a source connection into a destination dataset."""
+
+    source: ResourceRef
+    destination: ResourceRef | None = None
+    """Defaults to the tenant's warehouse."""
+    dataset: SchemaName
+    mode: Literal["single_table", "full_database", "rest_api", "files"]
+    table: SqlIdent | None = None
+    """single_table: the source table."""
+    table_names: tuple[SqlIdent, ...] = ()
+    """full_database: the tables to load (all tables when empty)."""
+    resources: tuple[SqlIdent, ...] = ()
+    """rest_api: the connection's resources to load (all when empty)."""
+    table_name: SchemaName | None = None
+    """files: the destination table (defaults to the pipeline's name)."""
+    file_glob: str | None = None
+    """files: overrides the connection's file_glob."""
+    source_schema: SqlIdent | None = None
+    write_disposition: Literal["append", "replace", "merge"] = "append"
+    primary_key: tuple[SqlIdent, ...] = ()
+    incremental: Annotated[Incremental | None, BeforeValidator(lambda v: _iso_fields(v))] = None
+    schema_contract: SchemaContract | ContractMode | None = None
+    filters: tuple[Filter, ...] = ()
+    batch_size: int | None = Field(None, ge=1, le=10_000_000)
+    backend: Literal["auto", "sqlalchemy", "pyarrow", "connectorx", "pandas"] = "auto"
+
+
+def _iso_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _iso(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# transformations
+
+
+class ColumnTest(Spec):
+    """One dbt generic test on a column, normalised from its YAML shorthand."""
+
+    test: Literal["not_null", "unique", "accepted_values", "relationships"]
+    values: tuple[Scalar, ...] | None = None
+    to: str | None = None
+    field: SqlIdent | None = None
+
+
+def _column_test(value: Any) -> Any:
+    if isinstance(value, str):
+        if value in ("not_null", "unique"):
+            return {"test": value}
+        raise PydanticCustomError(
+            "unknown_test",
+            "unknown test {name!r}; use not_null, unique, accepted_values or relationships",
+            {"name": value},
+        )
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if name == "accepted_values":
+            values = arg.get("values") if isinstance(arg, dict) else arg
+            return {"test": name, "values": values}
+        if name == "relationships" and isinstance(arg, dict):
+            return {"test": name, **arg}
+        if name in ("not_null", "unique") and arg in (None, {}, True):
+            return {"test": name}
+        raise PydanticCustomError(
+            "unknown_test",
+            "unknown test {name!r}; use not_null, unique, accepted_values: [...] or "
+            "relationships: {{to: model, field: column}}",
+            {"name": name},
+        )
+    if isinstance(value, ColumnTest | dict):
+        return value
+    raise PydanticCustomError("unknown_test", "a test is a name or a one-key mapping")
+
+
+_TEST_JSON_SCHEMA = {
+    "anyOf": [
+        {"enum": ["not_null", "unique"]},
+        {
+            "type": "object",
+            "properties": {
+                "accepted_values": {
+                    "anyOf": [
+                        {"type": "array"},
+                        {"type": "object", "properties": {"values": {"type": "array"}}},
+                    ]
+                }
+            },
+            "required": ["accepted_values"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "relationships": {
+                    "type": "object",
+                    "properties": {"to": {"type": "string"}, "field": {"type": "string"}},
+                    "required": ["to", "field"],
+                    "additionalProperties": False,
+                }
+            },
+            "required": ["relationships"],
+            "additionalProperties": False,
+        },
+    ]
+}
+ColumnTestSpec = Annotated[
+    ColumnTest, BeforeValidator(_column_test), WithJsonSchema(_TEST_JSON_SCHEMA)
+]
+
+
+class TransformationSpec(_Runnable):
+    """A dbt model (SQL inline or in a file under the tenant's folder) with column tests."""
+
+    sql: str | None = None
+    sql_file: str | None = None
+    schema_: SchemaName = Field(alias="schema")
+    materialized: Literal["view", "table", "incremental"] = "view"
+    unique_key: SqlIdent | tuple[SqlIdent, ...] | None = None
+    warehouse: ResourceRef | None = None
+    """Defaults to the tenant's warehouse."""
+    tests: FrozenMap(str, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
+    tests_severity: Literal["error", "warn"] = "error"
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+
+
+class ScheduleSpec(Spec):
+    """A cron schedule that fires a selection of the tenant's DAG."""
+
+    cron: str
+    timezone: str | None = None
+    """Defaults to the project's default timezone."""
+    targets: tuple[str, ...] = Field(min_length=1)
+    active: bool = True
+    catchup: bool = False
+    max_instances: int = Field(1, ge=1, le=100)
+    misfire_grace_seconds: Seconds = 300
+    description: str | None = None
+    protect: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+ResourceName = _pattern(NAME_PATTERN, "bad_name", "resource name")
+
+
+class TenantFileSpec(Spec):
+    """Any `*.yaml` under `tenants/<slug>/`: every section is optional."""
+
+    tenant: TenantSpec | None = None
+    connections: FrozenMap(ResourceName, ConnectionSpec) = Field(default_factory=dict)
+    pipelines: FrozenMap(ResourceName, PipelineSpec) = Field(default_factory=dict)
+    transformations: FrozenMap(ResourceName, TransformationSpec) = Field(default_factory=dict)
+    schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
+
+
+SECTION_SPECS: dict[str, Any] = {
+    "connections": ConnectionSpec,
+    "pipelines": PipelineSpec,
+    "transformations": TransformationSpec,
+    "schedules": ScheduleSpec,
+}

@@ -1,0 +1,254 @@
+"""YAML text -> plain data plus the node tree its positions come from.  [pure]
+
+The text is parsed once, by libyaml (PyYAML's C composer), into a node tree. Plain Python
+data is built from that tree by a small constructor that also catches what PyYAML lets
+through: duplicate mapping keys (PyYAML silently keeps the last one), alias expansion bombs,
+documents nested too deeply, and tags fabric does not understand. Positions are not indexed up
+front: the tree is kept and `locate` walks it only when a diagnostic needs a line, which keeps
+the happy path as fast as a bare `yaml.load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from fabric.diagnostics import Diagnostic, SourceSpan, error
+
+try:  # libyaml is part of PyYAML's wheels; the pure-Python loader is a slow but correct fallback
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64
+STR_TAG = "tag:yaml.org,2002:str"
+MAP_TAG = "tag:yaml.org,2002:map"
+SEQ_TAG = "tag:yaml.org,2002:seq"
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+_SCALARS = yaml.SafeLoader.yaml_constructors
+_CONSTRUCTOR = yaml.SafeLoader("")  # only its stateless scalar constructors are used
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedYaml:
+    """One parsed file: its data (None when it could not be parsed) and its node tree."""
+
+    path: str
+    data: Any
+    root: yaml.Node | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    def locate(self, loc: Loc, *, key: bool = False) -> SourceSpan:
+        return locate(self.root, loc, self.path, key=key)
+
+
+class _Reject(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+
+
+def span_of(node: yaml.Node, path: str) -> SourceSpan:
+    return SourceSpan(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def parse_yaml(text: str, path: str, *, max_bytes: int = MAX_FILE_BYTES) -> ParsedYaml:
+    """Parse one YAML document. Problems come back as diagnostics, never as exceptions."""
+    if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        diag = error(
+            "file-too-large",
+            "File too large",
+            f"{path} is larger than {max_bytes // 1024} KiB.",
+            hint="Split the tenant's resources over several YAML files.",
+            span=SourceSpan(path, 1, 1),
+        )
+        return ParsedYaml(path, None, None, (diag,))
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        span = SourceSpan(path, mark.line + 1, mark.column + 1) if mark else SourceSpan(path, 1, 1)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        summary, hint = "YAML syntax error", "Fix the YAML syntax at this position."
+        if "nesting depth" in problem:
+            summary, hint = "Document too deeply nested", f"Keep nesting under {MAX_DEPTH} levels."
+        diag = error("yaml-syntax", summary, f"{path}: {problem}.", hint=hint, span=span)
+        return ParsedYaml(path, None, None, (diag,))
+    except yaml.YAMLError as exc:  # e.g. a reader error for control characters
+        diag = error(
+            "yaml-syntax",
+            "YAML syntax error",
+            f"{path}: {exc}",
+            hint="Fix the YAML syntax.",
+            span=SourceSpan(path, 1, 1),
+        )
+        return ParsedYaml(path, None, None, (diag,))
+    if root is None:
+        return ParsedYaml(path, None, None, ())
+    builder = _Builder(path, budget=2 * len(text) + 10_000)
+    try:
+        data = builder.build(root, 0)
+    except _Reject as exc:
+        return ParsedYaml(path, None, root, (*builder.diagnostics, exc.diagnostic))
+    return ParsedYaml(path, data, root, tuple(builder.diagnostics))
+
+
+class _Builder:
+    """Builds plain data from a node tree, counting every node it expands."""
+
+    __slots__ = ("budget", "diagnostics", "path")
+
+    def __init__(self, path: str, budget: int) -> None:
+        self.path = path
+        self.budget = budget
+        self.diagnostics: list[Diagnostic] = []
+
+    def build(self, node: yaml.Node, depth: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Reject(
+                error(
+                    "yaml-alias-bomb",
+                    "Alias expansion too large",
+                    f"{self.path}: YAML aliases expand to far more data than the file holds.",
+                    hint="Remove the nested anchors/aliases; write the values out.",
+                    span=span_of(node, self.path),
+                )
+            )
+        if depth > MAX_DEPTH:
+            raise _Reject(
+                error(
+                    "yaml-too-deep",
+                    "Document too deeply nested",
+                    f"{self.path}: nesting goes deeper than {MAX_DEPTH} levels.",
+                    hint="Flatten the document; fabric's format needs only a few levels.",
+                    span=span_of(node, self.path),
+                )
+            )
+        cls = type(node)
+        if cls is yaml.ScalarNode:
+            if node.tag == STR_TAG:
+                return node.value
+            constructor = _SCALARS.get(node.tag)
+            if constructor is None or node.tag.startswith(("tag:yaml.org,2002:binary", "!")):
+                raise _Reject(self._bad_tag(node))
+            return constructor(_CONSTRUCTOR, node)
+        if cls is yaml.MappingNode:
+            if node.tag != MAP_TAG:
+                raise _Reject(self._bad_tag(node))
+            return self._mapping(node, depth)
+        if node.tag != SEQ_TAG:
+            raise _Reject(self._bad_tag(node))
+        return [self.build(item, depth + 1) for item in node.value]
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        merged: list[dict[Any, Any]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                merged.extend(self._merge_sources(value_node, depth))
+                continue
+            if type(key_node) is not yaml.ScalarNode:
+                raise _Reject(
+                    error(
+                        "yaml-complex-key",
+                        "Unsupported mapping key",
+                        f"{self.path}: a mapping key must be a plain scalar.",
+                        hint="Use a plain name as the key.",
+                        span=span_of(key_node, self.path),
+                    )
+                )
+            key = key_node.value if key_node.tag == STR_TAG else self.build(key_node, depth + 1)
+            if key in result:
+                first = next(k for k, _ in node.value if k.value == key_node.value)
+                self.diagnostics.append(
+                    error(
+                        "duplicate-key",
+                        "Duplicate key",
+                        f"Key {key!r} appears twice in the same mapping (first at line "
+                        f"{first.start_mark.line + 1}); YAML would silently keep only the last.",
+                        hint="Remove or rename one of them.",
+                        span=span_of(key_node, self.path),
+                    )
+                )
+            result[key] = self.build(value_node, depth + 1)
+        for source in reversed(merged):  # explicit keys win, then the earlier merge sources
+            for key, value in source.items():
+                result.setdefault(key, value)
+        return result
+
+    def _merge_sources(self, node: yaml.Node, depth: int) -> list[dict[Any, Any]]:
+        nodes = node.value if type(node) is yaml.SequenceNode else [node]
+        sources = []
+        for item in reversed(nodes):
+            value = self.build(item, depth + 1)
+            if not isinstance(value, dict):
+                raise _Reject(
+                    error(
+                        "yaml-bad-merge",
+                        "Invalid merge key",
+                        f"{self.path}: `<<` must merge a mapping or a list of mappings.",
+                        span=span_of(item, self.path),
+                    )
+                )
+            sources.append(value)
+        return sources
+
+    def _bad_tag(self, node: yaml.Node) -> Diagnostic:
+        return error(
+            "yaml-tag",
+            "Unsupported YAML tag",
+            f"{self.path}: tag {node.tag!r} is not supported.",
+            hint="Remove the tag; fabric reads plain strings, numbers, lists and mappings.",
+            span=span_of(node, self.path),
+        )
+
+
+def locate(
+    root: yaml.Node | None, loc: Sequence[str | int], path: str, *, key: bool = False
+) -> SourceSpan:
+    """Span of the node at `loc`, or of its nearest existing ancestor.
+
+    With `key=True` and a mapping entry at the end of `loc`, the span is the key's (where an
+    unknown or misspelt field is written), not its value's.
+    """
+    if root is None:
+        return SourceSpan(path, 1, 1)
+    node = root
+    for i, part in enumerate(loc):
+        found = _child(node, part)
+        if found is None:
+            break
+        key_node, child = found
+        if key and i == len(loc) - 1 and key_node is not None:
+            return span_of(key_node, path)
+        node = child
+    return span_of(node, path)
+
+
+def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                merges.append(value_node)
+            elif isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                return key_node, value_node
+        for merge in merges:
+            for source in merge.value if isinstance(merge, yaml.SequenceNode) else [merge]:
+                if (found := _child(source, part)) is not None:
+                    return found
+        return None
+    if (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(part, int)
+        and 0 <= part < len(node.value)
+    ):
+        return None, node.value[part]
+    return None

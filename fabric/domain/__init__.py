@@ -1,0 +1,1 @@
+"""Domain values computed by the core: the desired state and its resources."""

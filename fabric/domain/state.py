@@ -1,0 +1,87 @@
+"""The desired state: what the repository declares, resolved and checked.  [pure]
+
+Resources keep the spec exactly as validated, with references already resolved to their
+effective values (a pipeline's destination defaults to the tenant's warehouse, a schedule's
+timezone to the project's), plus where they were declared so later steps can point at them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Generic, Literal, TypeVar
+
+from fabric.addresses import Address, Kind
+from fabric.config.specs import (
+    ConnectionSpec,
+    PipelineSpec,
+    ProjectSpec,
+    ScheduleSpec,
+    TenantSpec,
+    TransformationSpec,
+)
+from fabric.diagnostics import SourceSpan
+
+S = TypeVar("S")
+EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Declared(Generic[S]):
+    """A resource as declared: its address, its validated spec and where it was written."""
+
+    address: Address
+    spec: S
+    span: SourceSpan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class Dependency:
+    """An edge upstream -> downstream between two DAG nodes of one tenant."""
+
+    upstream: Address
+    downstream: Address
+    origin: Literal["depends_on", "ref", "source"] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantState:
+    """One tenant's declared resources, keyed by name within each kind."""
+
+    slug: str
+    spec: TenantSpec
+    span: SourceSpan
+    connections: Mapping[str, Declared[ConnectionSpec]]
+    pipelines: Mapping[str, Declared[PipelineSpec]]
+    transformations: Mapping[str, Declared[TransformationSpec]]
+    schedules: Mapping[str, Declared[ScheduleSpec]]
+    sql: Mapping[str, str]
+    """Transformation name -> its SQL text (inline, or read from `sql_file`)."""
+    dependencies: tuple[Dependency, ...]
+
+    def resources(self) -> Iterator[Declared[object]]:
+        for section in (self.connections, self.pipelines, self.transformations, self.schedules):
+            yield from section.values()
+
+    def count(self, kind: Kind) -> int:
+        return len(self.section(kind))
+
+    def section(self, kind: Kind) -> Mapping[str, Declared[object]]:
+        return {
+            Kind.CONNECTION: self.connections,
+            Kind.PIPELINE: self.pipelines,
+            Kind.TRANSFORMATION: self.transformations,
+            Kind.SCHEDULE: self.schedules,
+        }[kind]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DesiredState:
+    """Everything a repository declares; what `plan` diffs against the control plane."""
+
+    project: ProjectSpec
+    tenants: Mapping[str, TenantState]
+    source_hash: str
+    """sha256 over every file the state was loaded from (paths and contents)."""
+    files: int = 0

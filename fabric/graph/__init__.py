@@ -1,0 +1,1 @@
+"""The DAG of one tenant's pipelines and transformations, and dbt-style selection."""

@@ -1,0 +1,1 @@
+"""Renderers: documents in, text out. They never decide anything."""
