@@ -12,6 +12,9 @@ from enum import StrEnum
 
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+EDGE = re.compile(
+    r"(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}->(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}"
+)
 
 
 class Kind(StrEnum):
@@ -22,6 +25,7 @@ class Kind(StrEnum):
     PIPELINE = "pipeline"
     TRANSFORMATION = "transformation"
     SCHEDULE = "schedule"
+    DEPENDENCY = "dependency"
 
 
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
@@ -48,7 +52,10 @@ class Address:
     def parse(cls, text: str) -> Address:
         tenant, _, rest = text.partition(".")
         kind, _, name = rest.partition(".")
-        if not (TENANT_SLUG.fullmatch(tenant) and kind in KINDS and NAME.fullmatch(name)):
+        pattern = EDGE if kind == Kind.DEPENDENCY else NAME
+        if not rest:  # a tenant is addressed by its slug alone
+            kind, name = Kind.TENANT.value, tenant
+        if not (TENANT_SLUG.fullmatch(tenant) and kind in KINDS and pattern.fullmatch(name)):
             raise ValueError(
                 f"{text!r} is not an address; expected tenant.kind.name, e.g. acme.pipeline.orders"
             )
@@ -57,6 +64,18 @@ class Address:
     @classmethod
     def of_tenant(cls, slug: str) -> Address:
         return cls(slug, Kind.TENANT, slug)
+
+    @classmethod
+    def of_edge(cls, upstream: Address, downstream: Address) -> Address:
+        """A dependency's address: `acme.dependency.pipeline.orders->transformation.totals`."""
+        name = f"{upstream.kind}.{upstream.name}->{downstream.kind}.{downstream.name}"
+        return cls(upstream.tenant, Kind.DEPENDENCY, name)
+
+    def edge(self) -> tuple[Address, Address]:
+        """The (upstream, downstream) of a dependency's address."""
+        up, _, down = self.name.partition("->")
+        (uk, _, un), (dk, _, dn) = up.partition("."), down.partition(".")
+        return Address(self.tenant, Kind(uk), un), Address(self.tenant, Kind(dk), dn)
 
     def __str__(self) -> str:
         if self.kind is Kind.TENANT:

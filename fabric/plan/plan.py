@@ -1,0 +1,145 @@
+"""The Plan value and its serialized document (the saved plan file and `--format json`).  [pure]
+
+The document is the contract: text, markdown and JSON are all rendered from it, and a saved
+plan file is that same document. Secret fields reach it as `sensitive: true` with no values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from fabric.addresses import Address
+from fabric.plan.diff import Action, Change, FieldChange, Target, counts
+from fabric.plan.fingerprint import fingerprint
+
+PLAN_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    source_hash: str
+    """sha256 of the repository files the plan was made from."""
+    repo: str
+    tenants: tuple[str, ...]
+    """Tenants the plan covers (all of the repository's and the control plane's, or --tenant)."""
+    read_set: Mapping[Address, str | None]
+    """Content token of every stored object the plan read or changes; None = absent."""
+    changes: tuple[Change, ...]
+    created_at: str
+    warnings: tuple[str, ...] = ()
+    """Why apply would refuse this plan with the current options (deletion safety)."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def plan_hash(self) -> str:
+        """Hash of everything but the creation time: what apply history records."""
+        return str(to_document(self)["plan_hash"])
+
+
+def _field(f: FieldChange) -> dict[str, Any]:
+    if f.sensitive:
+        return {"name": f.name, "sensitive": True}
+    return {"name": f.name, "sensitive": False, "before": f.before, "after": f.after}
+
+
+def _target(t: Target | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    return {
+        "spec": dict(t.spec),
+        "secret_refs": dict(t.secret_refs),
+        "secret_fingerprints": dict(t.secret_fps),
+        "protect": t.protect,
+        "fingerprint": t.fingerprint,
+    }
+
+
+def to_document(plan: Plan) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "format_version": PLAN_FORMAT_VERSION,
+        "kind": "fabric-plan",
+        "plan_hash": "",
+        "created_at": plan.created_at,
+        "source_hash": plan.source_hash,
+        "repo": plan.repo,
+        "tenants": list(plan.tenants),
+        "summary": counts(plan.changes),
+        "changes": [
+            {
+                "address": str(c.address),
+                "tenant": c.address.tenant,
+                "kind": c.address.kind.value,
+                "action": c.action.value,
+                "reason": c.reason,
+                "protected": c.protected,
+                "fields": [_field(f) for f in c.fields],
+                "target": _target(c.target),
+            }
+            for c in plan.changes
+        ],
+        "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
+        "read_set": {str(a): token for a, token in sorted(plan.read_set.items())},
+    }
+    body = {k: v for k, v in doc.items() if k not in ("created_at", "plan_hash")}
+    doc["plan_hash"] = fingerprint(body)
+    return doc
+
+
+def from_document(doc: Mapping[str, Any]) -> Plan:
+    """Rebuild a Plan from a saved document; raises ValueError when it is not one."""
+    if doc.get("kind") != "fabric-plan":
+        raise ValueError("not a fabric plan file")
+    if doc.get("format_version") != PLAN_FORMAT_VERSION:
+        raise ValueError(
+            f"plan format {doc.get('format_version')!r} is not supported "
+            f"(this fabric reads format {PLAN_FORMAT_VERSION})"
+        )
+    changes = []
+    for c in doc["changes"]:
+        t = c.get("target")
+        target = None
+        if t is not None:
+            target = Target(
+                spec=MappingProxyType(dict(t["spec"])),
+                secret_refs=MappingProxyType(dict(t["secret_refs"])),
+                secret_fps=MappingProxyType(dict(t["secret_fingerprints"])),
+                protect=bool(t["protect"]),
+                fingerprint=t["fingerprint"],
+            )
+        fields = tuple(
+            FieldChange(name=f["name"], sensitive=True)
+            if f["sensitive"]
+            else FieldChange(name=f["name"], before=f.get("before"), after=f.get("after"))
+            for f in c["fields"]
+        )
+        changes.append(
+            Change(
+                address=Address.parse(c["address"]),
+                action=Action(c["action"]),
+                fields=fields,
+                reason=c.get("reason"),
+                target=target,
+                protected=bool(c.get("protected")),
+            )
+        )
+    plan = Plan(
+        source_hash=doc["source_hash"],
+        repo=doc["repo"],
+        tenants=tuple(doc["tenants"]),
+        read_set=MappingProxyType({Address.parse(a): t for a, t in doc["read_set"].items()}),
+        changes=tuple(changes),
+        created_at=doc["created_at"],
+        warnings=tuple(doc.get("warnings", ())),
+        notes=tuple(doc.get("notes", ())),
+    )
+    if doc.get("plan_hash") != plan.plan_hash:
+        raise ValueError("the plan file was modified after it was saved (its hash does not match)")
+    return plan
