@@ -1,0 +1,101 @@
+"""Database fixtures: a real PostgreSQL for shell tests, isolated per session and per test.
+
+The server is FABRIC_TEST_DATABASE_URL when set (any database on it; e.g.
+`postgresql+psycopg://postgres@127.0.0.1:5432/postgres`), else fabric's own embedded server,
+kept in the pytest cache folder so later runs reuse it (the first start takes about a second;
+it keeps running after the tests, like fabric's; `pytest --cache-clear` removes it, and PostgreSQL
+exits by itself within a minute of losing its folder).
+
+Isolation:
+- the session creates its own database `fabric_test_<random>` and drops it at the end, so
+  concurrent sessions (two terminals, CI jobs sharing a server) never meet;
+- `db_schema` gives each test a fresh schema and drops it afterwards, so tests run in any order;
+- `make_database` gives a test whole databases (a demo warehouse, a source), dropped afterwards.
+
+Only objects created here are dropped; nothing else on the server is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from fabric.state.embedded import ensure_server, stop_server
+from fabric.state.engine import create_database, drop_database, make_engine, psycopg_url
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """URL of a database on the test server, to create other databases from.
+
+    The embedded server is reached over TCP, like FABRIC_TEST_DATABASE_URL usually is, so tools
+    that cannot use a unix socket (connectorx, dlt) work with every fixture URL.
+    """
+    if url := os.environ.get("FABRIC_TEST_DATABASE_URL"):
+        yield psycopg_url(url).render_as_string(hide_password=False)
+        return
+    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
+    if cache is not None:
+        yield ensure_server(Path(cache.mkdir("fabric-postgres"))).tcp_url()
+        return
+    home = tmp_path_factory.mktemp("fabric-postgres")  # nothing to reuse it: stop it after
+    yield ensure_server(home).tcp_url()
+    stop_server(home)
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """URL of a database created for this test session (`fabric_test_<random>`), dropped after."""
+    name = _unique("fabric_test")
+    url = create_database(pg_server_url, name)
+    yield url
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def engine(pg_url: str) -> Iterator[Engine]:
+    """SQLAlchemy engine (psycopg 3) on the session database."""
+    engine = make_engine(pg_url, application_name="fabric-tests")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_schema(engine: Engine) -> Iterator[str]:
+    """Name of a schema created for this test alone and dropped (with its contents) after it.
+
+    Use it as `Table(..., schema=db_schema)`, or set
+    `engine.execution_options(schema_translate_map={None: db_schema})`.
+    """
+    name = _unique("test")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    yield name
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+
+
+@pytest.fixture
+def make_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh databases on the test server; returns each one's URL; drops them after."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = _unique("fabric_test_db")
+        created.append(name)
+        return create_database(pg_server_url, name)
+
+    yield make
+    for name in created:
+        drop_database(pg_server_url, name)
