@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fabric.addresses import Kind
 from fabric.config.loader import LoadResult, load_repository
+from fabric.plan.plan import Plan
+from fabric.plan.safety import SafetyOptions
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from fabric.apply import ApplyOptions, ApplyResult
+    from fabric.settings import Settings
+    from fabric.state.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +45,143 @@ class ValidateResult:
 def validate(repo: Path) -> ValidateResult:
     """Load and check a repository; never raises for a bad repository."""
     return ValidateResult(load_repository(repo))
+
+
+# ---------------------------------------------------------------------------------------------
+# plan / apply
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """What every command against the control plane needs: where, with which settings."""
+
+    root: Path
+    settings: Settings
+    environ: Mapping[str, str]
+
+    def engine(self, command: str = "plan") -> Engine:
+        from fabric.apply import client_name
+        from fabric.state.embedded import control_plane_url
+        from fabric.state.engine import make_engine
+
+        url = control_plane_url(self.root, self.settings)
+        return make_engine(url, application_name=client_name(command))
+
+    def secret_box(self) -> SecretBox:
+        from fabric.state.embedded import fabric_home
+        from fabric.state.secrets import load_secret_box
+
+        home = None if self.settings.database_url else fabric_home(self.root, self.settings)
+        return load_secret_box(self.settings, home)
+
+
+def workspace(repo: Path, environ: Mapping[str, str] | None = None) -> Workspace:
+    from fabric.settings import load_settings
+
+    env = dict(os.environ if environ is None else environ)
+    return Workspace(Path(repo).resolve(), load_settings(env), env)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    plan: Plan
+    load: LoadResult
+
+
+def load_valid(repo: Path) -> LoadResult:
+    from fabric.errors import ConfigError
+
+    load = load_repository(repo)
+    if load.desired is None:
+        raise ConfigError(load.diagnostics)
+    return load
+
+
+def plan(
+    repo: Path,
+    *,
+    tenants: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    safety: SafetyOptions | None = None,
+    engine: Engine | None = None,
+) -> PlanResult:
+    """Diff the repository against the control plane (read-only)."""
+    from fabric.planning import make_plan
+
+    ws = workspace(repo, environ)
+    load = load_valid(ws.root)
+    assert load.desired is not None
+    engine = engine or ws.engine("plan")
+    box = ws.secret_box()
+    with engine.connect() as conn:
+        result = make_plan(
+            conn,
+            load.desired,
+            repo=str(ws.root),
+            box=box,
+            environ=ws.environ,
+            tenants=tenants,
+            safety=safety,
+        )
+    return PlanResult(result, load)
+
+
+def read_plan_file(path: Path) -> Plan:
+    import json
+
+    from fabric.errors import PlanError
+    from fabric.plan.plan import from_document
+
+    try:
+        return from_document(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PlanError(f"{path} is not a usable fabric plan file: {exc}") from None
+
+
+def check_plan_source(plan_: Plan, repo: Path) -> None:
+    """Refuse a saved plan made from files other than the repository's current ones."""
+    from fabric.errors import PlanError
+
+    load = load_valid(repo)
+    assert load.desired is not None
+    if load.desired.source_hash != plan_.source_hash:
+        raise PlanError(
+            f"The plan was made from different files than {repo} holds now (source hash "
+            f"{plan_.source_hash[:12]} vs {load.desired.source_hash[:12]}). "
+            "Run `fabric plan` again."
+        )
+
+
+def apply(
+    plan_: Plan,
+    *,
+    repo: Path,
+    options: ApplyOptions,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+) -> ApplyResult:
+    """Apply a plan in one locked transaction (see fabric/apply.py)."""
+    from fabric.apply import apply_plan
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("apply")
+    needs_box = any(c.target is not None and c.target.secret_refs for c in plan_.changes)
+    box = ws.secret_box() if needs_box else None
+    return apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+
+
+def git_identity(repo: Path) -> tuple[str | None, str | None]:
+    """(commit, author) of the checkout's HEAD, or (None, None) outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "log", "-1", "--format=%H%n%an <%ae>"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return (out[0], out[1]) if len(out) >= 2 else (None, None)

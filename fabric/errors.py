@@ -4,10 +4,17 @@ FabricError
 ├── ConfigError                 the repository is invalid; .diagnostics
 ├── PlanError
 │   ├── StalePlanError          objects changed since the plan was made; .changed
-│   └── UnsafePlanError         deletes without --allow-delete, protected resources; .diagnostics
+│   └── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
 ├── StateError                  the control plane cannot be reached or used
 │   ├── LockTimeoutError        .tenant, .holder, .since
-│   └── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
+│   ├── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
+│   └── TenantNotAppliedError   the tenant has no schema in the control plane yet; .tenant
+├── SecretError                 a secret cannot be stored, found or decrypted
+│   ├── SecretKeyError          FABRIC_SECRET_KEYS is missing or malformed; .position, .source
+│   ├── SecretDecryptError      wrong binding (copied value) or no key decrypts it; .binding,
+│   │                           .found_binding, .key_count, .source
+│   ├── SecretNotFoundError     `${secret:NAME}` was never set; .tenant, .name
+│   └── MissingSecretError      `${env:NAME}` variables unset at apply time; .missing
 └── NodeError                   a DAG node failed; .address
     ├── TransientNodeError      retry per policy (connection reset, deadlock, timeout)
     └── TerminalNodeError       never retry (bad SQL, schema contract violation)
@@ -18,7 +25,7 @@ traceback. Every error keeps its data in attributes, so callers and tests never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,10 +39,16 @@ __all__ = [
     "EmbeddedDatabaseError",
     "FabricError",
     "LockTimeoutError",
+    "MissingSecretError",
     "NodeError",
     "PlanError",
+    "SecretDecryptError",
+    "SecretError",
+    "SecretKeyError",
+    "SecretNotFoundError",
     "StalePlanError",
     "StateError",
+    "TenantNotAppliedError",
     "TerminalNodeError",
     "TransientNodeError",
     "UnsafePlanError",
@@ -78,12 +91,10 @@ class StalePlanError(PlanError):
 class UnsafePlanError(PlanError):
     """The plan would delete without permission or touch protected resources."""
 
-    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
-        count = len(self.diagnostics)
-        super().__init__(
-            f"The plan is unsafe to apply ({count} problem{'s' if count != 1 else ''})."
-        )
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons: tuple[str, ...] = tuple(reasons)
+        listed = "\n".join(f"  - {r}" for r in self.reasons)
+        super().__init__(f"Refusing to apply this plan:\n{listed}")
 
 
 class StateError(FabricError):
@@ -145,3 +156,96 @@ class TransientNodeError(NodeError):
 
 class TerminalNodeError(NodeError):
     """A failure that will repeat (bad SQL, schema contract violation): never retry."""
+
+
+class TenantNotAppliedError(StateError):
+    """The tenant has no live row (or no schema) in the control plane: it was never applied."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        super().__init__(
+            f"Tenant {tenant!r} is not in the control plane; it has never been applied. "
+            "Run `fabric apply` first."
+        )
+
+
+class SecretError(FabricError):
+    """A secret cannot be stored, found or decrypted. Messages never hold values or tokens."""
+
+
+class SecretKeyError(SecretError):
+    """The encryption keys are missing or malformed; never shows a key."""
+
+    def __init__(self, detail: str, *, position: int | None = None, source: str) -> None:
+        self.detail = detail
+        self.position = position
+        """1-based position of the bad key in FABRIC_SECRET_KEYS; None when not about one key."""
+        self.source = source
+        """Where the keys came from: "FABRIC_SECRET_KEYS" or the key file's path."""
+        super().__init__(detail)
+
+
+class SecretDecryptError(SecretError):
+    """A stored value cannot be decrypted for the row it sits in."""
+
+    def __init__(
+        self,
+        binding: str,
+        *,
+        found_binding: str | None = None,
+        key_count: int,
+        source: str,
+    ) -> None:
+        self.binding = binding
+        """Where the value was read: `acme.connection.dwh#password`, `acme.secret.dwh_password`."""
+        self.found_binding = found_binding
+        """Where the value was encrypted for, when a key decrypts it but the binding differs."""
+        self.key_count = key_count
+        self.source = source
+        if found_binding is not None:
+            message = (
+                f"The secret value stored for {binding} was encrypted for {found_binding}, not "
+                f"{binding}; it was copied between rows. Store it again for {binding} "
+                "(`fabric secrets set` or `fabric apply`)."
+            )
+        elif source == "FABRIC_SECRET_KEYS":
+            keys = f"{key_count} key{'s' if key_count != 1 else ''}"
+            message = (
+                f"The secret value stored for {binding} cannot be decrypted: none of the {keys} "
+                "in FABRIC_SECRET_KEYS can decrypt it. It was encrypted with a key that is no "
+                "longer configured; add the old key back (after the newest one)."
+            )
+        else:
+            message = (
+                f"The secret value stored for {binding} cannot be decrypted with the key in "
+                f"{source}. It was encrypted with another key; set FABRIC_SECRET_KEYS to that "
+                "key."
+            )
+        super().__init__(message)
+
+
+class SecretNotFoundError(SecretError):
+    """`${secret:NAME}` names a secret that was never stored for the tenant."""
+
+    def __init__(self, tenant: str, name: str) -> None:
+        self.tenant = tenant
+        self.name = name
+        super().__init__(
+            f"Tenant {tenant!r} has no secret {name!r}. Store it with:\n"
+            f"    fabric secrets set {tenant} {name}"
+        )
+
+
+class MissingSecretError(SecretError):
+    """`${env:NAME}` references an apply needs, whose variables are not set."""
+
+    def __init__(self, missing: Mapping[str, tuple[str, ...]]) -> None:
+        self.missing = dict(missing)
+        parts = [
+            f"{name} (used by {_shown(list(users), 3)})" for name, users in self.missing.items()
+        ]
+        super().__init__(
+            "Environment variables needed to apply are not set: "
+            + "; ".join(parts)
+            + ". Set them in the environment of `fabric apply`."
+        )

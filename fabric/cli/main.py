@@ -27,6 +27,13 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FabricError as exc:
+            from fabric.errors import ConfigError
+
+            if isinstance(exc, ConfigError):
+                from fabric.render.diagnostics import render_diagnostics_text
+
+                color = sys.stderr.isatty()
+                click.echo(render_diagnostics_text(exc.diagnostics, color=color), err=True)
             click.secho(f"Error: {exc}", fg="red", err=True)
             raise SystemExit(1) from None
 
@@ -93,5 +100,17 @@ def demo() -> None:
     click.echo(render.render_summary(result.counts(), result.load.tenants))
 
 
+def _register() -> None:
+    """Attach the command modules (importing them is cheap: their imports are lazy)."""
+    from fabric.cli.commands import plan_apply  # noqa: F401
+
+    try:
+        from fabric.cli.commands.secrets import secrets_group
+    except ImportError:  # pragma: no cover - during development only
+        return
+    cli.add_command(secrets_group, "secrets")
+
+
 def main() -> None:
+    _register()
     cli(prog_name="fabric")

@@ -1,0 +1,219 @@
+"""Apply a plan: lock, re-check what it read, write everything in one transaction.  [shell]
+
+Order inside the one transaction: per-tenant advisory locks (sorted), re-read the content
+tokens of the touched tenants and refuse a stale plan naming what moved, create new tenants'
+schemas, encrypt secrets, write, record the apply. Any failure rolls everything back; a killed
+process leaves the control plane exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, text
+
+from fabric.addresses import Address, Kind
+from fabric.config.references import parse_reference
+from fabric.errors import MissingSecretError, StalePlanError, UnsafePlanError
+from fabric.plan.diff import Action, Change, counts, tenants_of
+from fabric.plan.fingerprint import record_fingerprint
+from fabric.plan.plan import Plan
+from fabric.plan.safety import SafetyOptions, unsafe_reasons
+from fabric.state import history, locks, writes
+from fabric.state.migrate import shared_is_current, upgrade_shared
+from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
+
+if TYPE_CHECKING:
+    from fabric.state.secrets import SecretBox
+
+MIGRATION_LOCK = 0  # second key of the lock that serialises shared-schema migrations
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyOptions:
+    lock_timeout: float = 30.0
+    safety: SafetyOptions = field(default_factory=SafetyOptions)
+    git_commit: str | None = None
+    author: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    apply_id: int | None
+    counts: Mapping[str, int]
+    tenants: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.apply_id is not None
+
+
+def client_name(command: str = "apply") -> str:
+    """What other sessions see as this session's application_name (names a lock holder)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"fabric {command} {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
+
+
+def apply_plan(
+    engine: Engine,
+    plan: Plan,
+    *,
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    options: ApplyOptions,
+) -> ApplyResult:
+    reasons = unsafe_reasons(plan.changes, options.safety)
+    if reasons:
+        raise UnsafePlanError(reasons)
+    touched = tenants_of(plan.changes)
+    if not touched:
+        return ApplyResult(None, counts(()), ())
+    _check_env(plan, environ)
+    started = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('application_name', :n, true)"), {"n": client_name()})
+        if not shared_is_current(conn):
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                {"ns": locks.APPLY_NAMESPACE, "k": MIGRATION_LOCK},
+            )
+            upgrade_shared(conn)
+        locks.acquire_tenant_locks(conn, touched, timeout=options.lock_timeout)
+        _refuse_if_stale(conn, plan, touched)
+        tenant_rows = read_tenant_rows(conn, touched)
+        row_writes = _row_writes(conn, plan.changes, tenant_rows, box, environ)
+        new_tenants = [
+            w
+            for w in row_writes
+            if w.change.address.kind is Kind.TENANT and w.change.action is Action.CREATE
+        ]
+        tenant_rows.update(writes.create_tenants(conn, new_tenants))
+        writes.update_tenants(
+            conn,
+            [
+                w
+                for w in row_writes
+                if w.change.address.kind is Kind.TENANT and w.change.action is Action.UPDATE
+            ],
+        )
+        resource_writes = [w for w in row_writes if w.change.address.kind is not Kind.TENANT]
+        deletes = [c for c in plan.changes if c.action is Action.DELETE]
+        writes.write_resources(conn, tenant_rows, resource_writes, deletes)
+        writes.delete_tenants(
+            conn, [c.address.tenant for c in deletes if c.address.kind is Kind.TENANT]
+        )
+        apply_id = history.record_apply(
+            conn,
+            started_at=started,
+            outcome="success",
+            plan_hash=plan.plan_hash,
+            source_hash=plan.source_hash,
+            tenants=touched,
+            counts=counts(plan.changes),
+            git_commit=options.git_commit,
+            author=options.author,
+            client=client_name(),
+        )
+    return ApplyResult(apply_id, counts(plan.changes), touched)
+
+
+def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:
+    """Every `${env:NAME}` a write needs must be set, before anything is locked or written."""
+    missing: dict[str, list[Address]] = {}
+    for change in plan.changes:
+        if change.target is None:
+            continue
+        for ref_text in change.target.secret_refs.values():
+            ref = parse_reference(ref_text)
+            if ref is not None and ref.scheme == "env" and ref.name not in environ:
+                missing.setdefault(ref.name, []).append(change.address)
+    if missing:
+        raise MissingSecretError(
+            {name: tuple(str(a) for a in addresses) for name, addresses in sorted(missing.items())}
+        )
+
+
+def _refuse_if_stale(conn: Connection, plan: Plan, touched: tuple[str, ...]) -> None:
+    current = read_snapshot(conn, touched).tokens
+    scope = set(touched)
+    moved = {
+        a for a, token in plan.read_set.items() if a.tenant in scope and current.get(a) != token
+    }
+    moved |= {a for a in current if a.tenant in scope and a not in plan.read_set}
+    if moved:
+        raise StalePlanError(sorted(moved))
+
+
+def _row_writes(
+    conn: Connection,
+    changes: tuple[Change, ...],
+    tenants: Mapping[str, TenantRow],
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+) -> list[writes.RowWrite]:
+    out: list[writes.RowWrite] = []
+    store_cache: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    for change in changes:
+        target = change.target
+        if target is None:
+            continue
+        secrets: dict[str, Any] = {}
+        fps: dict[str, str | None] = {}
+        for path, ref_text in sorted(target.secret_refs.items()):
+            ref = parse_reference(ref_text)
+            assert ref is not None
+            binding = f"{change.address}#{path}"
+            value: str | None
+            if ref.scheme == "env":
+                value = environ[ref.name]
+                planned = target.secret_fps.get(path)
+                prefer = planned.split(":", 1)[0] if planned else None
+                fp = _box(box).fingerprint(value, prefer_key_id=prefer)
+            else:
+                key = (change.address.tenant, ref.name)
+                if key not in store_cache:
+                    store_cache[key] = _from_store(conn, tenants, box, *key)
+                value, fp = store_cache[key]
+            secrets[path] = {
+                "ref": ref_text,
+                "ct": _box(box).encrypt(binding, value) if value is not None else None,
+                "fp": fp,
+            }
+            fps[path] = fp
+        fingerprint = record_fingerprint(
+            dict(target.spec), dict(sorted(fps.items())), target.protect
+        )
+        out.append(writes.RowWrite(change, secrets, fingerprint))
+    return out
+
+
+def _from_store(
+    conn: Connection,
+    tenants: Mapping[str, TenantRow],
+    box: SecretBox | None,
+    slug: str,
+    name: str,
+) -> tuple[str | None, str | None]:
+    """(value, fingerprint) of a stored `${secret:NAME}`, or (None, None) when not set yet."""
+    from fabric.state.secrets import read_secret_entry
+
+    row = tenants.get(slug)
+    if row is None:
+        return None, None
+    entry = read_secret_entry(conn, _box(box), slug, row.schema_name, name)
+    return entry if entry is not None else (None, None)
+
+
+def _box(box: SecretBox | None) -> SecretBox:
+    if box is None:
+        raise RuntimeError("secret values need a secret box (FABRIC_SECRET_KEYS)")
+    return box

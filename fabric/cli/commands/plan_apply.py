@@ -1,0 +1,207 @@
+"""`fabric plan`, `fabric apply`, `fabric history`, `fabric locks`.  [shell]
+
+Each command parses options, calls fabric.api, renders, and picks the exit code; nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fabric.cli.main import REPO, cli, handle_errors
+
+
+def _render(doc: dict, fmt: str, *, color: bool) -> str:
+    if fmt == "json":
+        return json.dumps(doc, indent=2)
+    if fmt == "markdown":
+        from fabric.render.plan_markdown import render_plan_markdown
+
+        return render_plan_markdown(doc)
+    from fabric.render.plan_text import render_plan_text
+
+    return render_plan_text(doc, color=color)
+
+
+@cli.command()
+@REPO
+@click.option(
+    "--tenant", "tenants", multiple=True, help="Limit the plan to this tenant (repeatable)."
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan for `fabric apply PLANFILE`.",
+)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error."
+)
+@handle_errors
+def plan(
+    repo: Path, tenants: tuple[str, ...], fmt: str, out: Path | None, detailed_exitcode: bool
+) -> None:
+    """Show what `fabric apply` would change in the control plane."""
+    from fabric import api
+    from fabric.plan.plan import to_document
+
+    result = api.plan(repo, tenants=tenants)
+    doc = to_document(result.plan)
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    click.echo(_render(doc, fmt, color=sys.stdout.isatty()))
+    if out is not None and fmt == "text":
+        click.echo(
+            f"\nSaved the plan to {out}. Apply exactly this plan with:\n  fabric apply {out}"
+        )
+    if detailed_exitcode and result.plan.has_changes:
+        raise SystemExit(2)
+
+
+@cli.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path), default=".")
+@click.option(
+    "--repo",
+    "repo_opt",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Repository of a saved plan (default: the one it was made from).",
+)
+@click.option("--tenant", "tenants", multiple=True, help="Limit to this tenant (repeatable).")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--allow-delete", is_flag=True, default=None, help="Allow the plan to delete resources."
+)
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(min=0),
+    help="Refuse plans deleting more (project default 10).",
+)
+@click.option(
+    "--allow-delete-tenant",
+    "allow_tenants",
+    multiple=True,
+    help="Allow deleting this whole tenant (repeatable).",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for another apply's lock.",
+)
+@click.option("--commit", "git_commit", help="Git commit to record (default: the checkout's HEAD).")
+@click.option("--author", help="Author to record (default: the HEAD commit's author).")
+@handle_errors
+def apply(
+    target: Path,
+    repo_opt: Path | None,
+    tenants: tuple[str, ...],
+    auto_approve: bool,
+    allow_delete: bool | None,
+    max_deletes: int | None,
+    allow_tenants: tuple[str, ...],
+    lock_timeout: float,
+    git_commit: str | None,
+    author: str | None,
+) -> None:
+    """Apply REPO's changes (planned now) or a saved PLANFILE, in one locked transaction."""
+    from fabric import api
+    from fabric.apply import ApplyOptions
+    from fabric.plan.plan import to_document
+    from fabric.plan.safety import SafetyOptions
+
+    if target.is_file():
+        the_plan = api.read_plan_file(target)
+        repo = repo_opt or Path(the_plan.repo)
+        api.check_plan_source(the_plan, repo)
+        project = api.load_valid(repo).desired.project  # type: ignore[union-attr]
+    else:
+        repo = target
+        result = api.plan(repo, tenants=tenants)
+        the_plan, project = result.plan, result.load.desired.project  # type: ignore[union-attr]
+    safety = SafetyOptions(
+        allow_delete=project.apply.allow_delete if allow_delete is None else allow_delete,
+        max_deletes=project.apply.max_deletes if max_deletes is None else max_deletes,
+        allow_delete_tenants=frozenset(allow_tenants),
+    )
+    click.echo(_render(to_document(the_plan), "text", color=sys.stdout.isatty()))
+    if not the_plan.has_changes:
+        return
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise click.UsageError("Refusing to apply without confirmation: pass --auto-approve.")
+        click.confirm("\nApply these changes?", abort=True)
+    detected_commit, detected_author = api.git_identity(repo)
+    options = ApplyOptions(
+        lock_timeout=lock_timeout,
+        safety=safety,
+        git_commit=git_commit or detected_commit,
+        author=author or detected_author,
+    )
+    outcome = api.apply(the_plan, repo=repo, options=options)
+    c = outcome.counts
+    click.secho(
+        f"\nApply complete! Resources: {c['create']} added, {c['update']} changed, "
+        f"{c['delete']} destroyed. (apply #{outcome.apply_id})",
+        fg="green",
+        color=sys.stdout.isatty(),
+    )
+
+
+@cli.command()
+@REPO
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--tenant", help="Only applies that touched this tenant.")
+@handle_errors
+def history(repo: Path, limit: int, tenant: str | None) -> None:
+    """List recorded applies: when, who, which commit and plan, what changed."""
+    from fabric import api
+    from fabric.state.history import read_history
+
+    with api.workspace(repo).engine("history").connect() as conn:
+        from fabric.state.migrate import shared_is_current
+
+        records = read_history(conn, limit=limit, tenant=tenant) if shared_is_current(conn) else []
+    if not records:
+        click.echo("No applies recorded yet.")
+        return
+    click.echo(
+        f"{'ID':>5}  {'STARTED':20}  {'OUTCOME':8}  {'+/~/-':>11}  {'COMMIT':8}  AUTHOR / TENANTS"
+    )
+    for r in records:
+        counts = f"{r.creates}/{r.updates}/{r.deletes}"
+        commit = (r.git_commit or "-")[:8]
+        click.echo(
+            f"{r.id:>5}  {r.started_at:%Y-%m-%d %H:%M:%S}  {r.outcome:8}  {counts:>11}  "
+            f"{commit:8}  {r.author or '-'}  [{', '.join(r.tenants)}]"
+        )
+
+
+@cli.command()
+@REPO
+@handle_errors
+def locks(repo: Path) -> None:
+    """List apply locks held right now, as the server reports them."""
+    from fabric import api
+    from fabric.state.locks import held_locks
+
+    ws = api.workspace(repo)
+    with ws.engine("locks").connect() as conn:
+        from fabric.state.snapshot import read_tenant_rows
+
+        slugs = list(read_tenant_rows(conn))
+        load = api.load_repository(ws.root)
+        slugs += list(load.tenants)
+        holders = held_locks(conn, slugs)
+    if not holders:
+        click.echo("No apply locks are held.")
+        return
+    for h in holders:
+        since = f"{h.since:%Y-%m-%d %H:%M:%S %Z}" if h.since else "?"
+        click.echo(
+            f"{h.tenant or '(unknown tenant)'}: {h.application_name} pid {h.pid} "
+            f"from {h.client} since {since}"
+        )

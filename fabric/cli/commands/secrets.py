@@ -1,0 +1,175 @@
+"""`fabric secrets`: store, list and rotate encrypted secrets; make keys.  [shell]
+
+A value is read from stdin or a hidden prompt, never from the command line (argv is visible in
+`ps` and shell history), and no command ever prints one. Imports are lazy, so `fabric --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from fabric.cli.main import handle_errors
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from fabric.state.secrets import SecretBox
+
+REPO_OPTION = click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Repository whose embedded control plane (.fabric/) to use when "
+    "FABRIC_DATABASE_URL is unset.",
+)
+
+
+def _control_plane(repo: Path, command: str) -> tuple[Engine, SecretBox]:
+    """The control plane's engine and the secret keys, resolved like every fabric command."""
+    from fabric.config.discovery import find_repository_root
+    from fabric.settings import load_settings
+    from fabric.state.embedded import control_plane_url, fabric_home
+    from fabric.state.engine import make_engine
+    from fabric.state.secrets import load_secret_box
+
+    root = find_repository_root(repo) or repo.resolve()
+    settings = load_settings()
+    home = None if settings.database_url else fabric_home(root, settings)
+    box = load_secret_box(settings, home)  # before starting anything: bad keys fail fast
+    url = control_plane_url(root, settings)
+    return make_engine(url, application_name=f"fabric secrets {command}"), box
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _read_value(name: str) -> str:
+    if _stdin_is_terminal():
+        # NOTE: click asks again on an empty answer, so an empty value never gets through.
+        return str(click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True))
+    # Strip only the newline that `echo` or a file adds; other whitespace may be the value's.
+    value = sys.stdin.read()
+    return value.removesuffix("\r\n") if value.endswith("\r\n") else value.removesuffix("\n")
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Store, list and rotate encrypted secrets (`${secret:NAME}` values).
+
+    Values are encrypted with the Fernet keys in FABRIC_SECRET_KEYS (comma-separated, newest
+    first) and bound to their tenant; they are never printed.
+    """
+
+
+@secrets_group.command("set")
+@click.argument("tenant")
+@click.argument("name")
+@REPO_OPTION
+@handle_errors
+def set_command(tenant: str, name: str, repo: Path) -> None:
+    """Store the value of ${secret:NAME} for TENANT, read from stdin or a hidden prompt.
+
+    \b
+    Examples:
+      fabric secrets set acme dwh_password              (prompts, twice, without echo)
+      printf %s "$PASSWORD" | fabric secrets set acme dwh_password
+    """
+    from fabric.errors import SecretError
+    from fabric.state.secrets import set_secret, tenant_schema
+
+    value = _read_value(name)
+    if not value:
+        raise SecretError(f"The value of secret {name!r} is empty; nothing was stored.")
+    engine, box = _control_plane(repo, "set")
+    try:
+        with engine.begin() as conn:
+            changed = set_secret(conn, box, tenant, tenant_schema(conn, tenant), name, value)
+    finally:
+        engine.dispose()
+    if changed:
+        click.echo(f"Stored secret {name!r} for tenant {tenant}.")
+    else:
+        click.echo(f"Secret {name!r} of tenant {tenant} already has this value; nothing changed.")
+
+
+@secrets_group.command("list")
+@click.argument("tenant")
+@REPO_OPTION
+@handle_errors
+def list_command(tenant: str, repo: Path) -> None:
+    """List TENANT's secrets: names and when each last changed, never values."""
+    from fabric.state.secrets import list_secrets, tenant_schema
+
+    engine, _ = _control_plane(repo, "list")
+    try:
+        with engine.connect() as conn:
+            rows = list_secrets(conn, tenant_schema(conn, tenant))
+    finally:
+        engine.dispose()
+    if not rows:
+        click.echo(f"Tenant {tenant} has no secrets. Add one with:")
+        click.echo(f"  fabric secrets set {tenant} NAME")
+        return
+    width = max(len("NAME"), *(len(name) for name, _ in rows))
+    click.echo(f"{'NAME':<{width}}  UPDATED")
+    for name, updated_at in rows:
+        click.echo(f"{name:<{width}}  {updated_at.isoformat(timespec='seconds')}")
+
+
+@secrets_group.command("rotate")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Rows re-encrypted per transaction.",
+)
+@REPO_OPTION
+@handle_errors
+def rotate_command(batch_size: int, repo: Path) -> None:
+    """Re-encrypt every stored secret under the newest key (the first in FABRIC_SECRET_KEYS).
+
+    Safe to interrupt and run again. Once it reports no failures, older keys can be removed
+    from FABRIC_SECRET_KEYS.
+    """
+    from fabric.state.secrets import rotate_all
+
+    engine, box = _control_plane(repo, "rotate")
+    try:
+        result = rotate_all(engine, box, batch_size=batch_size)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"Rotated {result.rotated} secret value(s) to the newest key; "
+        f"{result.current} already used it; {len(result.failed)} failed."
+    )
+    for error in result.failed:
+        click.secho(f"Error: {error}", fg="red", err=True)
+    if result.failed:
+        click.echo(
+            "Keep the old keys in FABRIC_SECRET_KEYS until the failures are fixed.", err=True
+        )
+        raise SystemExit(1)
+
+
+@secrets_group.command("keygen")
+def keygen_command() -> None:
+    """Print a new Fernet key for FABRIC_SECRET_KEYS."""
+    from fabric.state.secrets import generate_key
+
+    click.echo(generate_key())
+    click.echo(
+        "Put it first in FABRIC_SECRET_KEYS (comma-separated, newest first: the first "
+        "encrypts, all decrypt), then run `fabric secrets rotate`.",
+        err=True,
+    )
+
+
+__all__ = ["secrets_group"]

@@ -1,0 +1,145 @@
+"""Make a plan: read the control plane once, resolve secret fingerprints, diff.  [shell]
+
+The pure steps (records, diff, ordering, safety) live in fabric/plan; this module feeds them
+what only the shell can know: the stored state and the current secret values' fingerprints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from fabric.addresses import Address, Kind
+from fabric.config.references import parse_reference
+from fabric.domain.state import DesiredState
+from fabric.plan.diff import addresses_to_inspect, desired_fingerprints, diff
+from fabric.plan.plan import Plan
+from fabric.plan.records import Record, desired_records
+from fabric.plan.safety import SafetyOptions, unsafe_reasons
+from fabric.state.snapshot import Snapshot, load_specs, read_snapshot
+
+if TYPE_CHECKING:
+    from fabric.state.secrets import SecretBox
+
+SecretFps = dict[Address, dict[str, str | None]]
+
+
+def make_plan(
+    conn: Connection,
+    desired: DesiredState,
+    *,
+    repo: str,
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    tenants: Iterable[str] = (),
+    safety: SafetyOptions | None = None,
+) -> Plan:
+    only = frozenset(tenants)
+    snapshot = read_snapshot(conn, only or None)
+    scope = set(desired.tenants) | set(snapshot.tenants)
+    if only:
+        scope &= only
+    records = desired_records(desired, frozenset(scope))
+    store_fps = _store_fingerprints(conn, snapshot, records)
+    notes: list[str] = []
+    fps = _secret_fps(records, store_fps, box, environ, {}, notes)
+    observed = dict(snapshot.observed)
+    inspect = addresses_to_inspect(
+        desired_fingerprints(records, fps),
+        {a: (o.fingerprint, o.intact) for a, o in observed.items()},
+    )
+    loaded = load_specs(conn, snapshot.tenants, inspect)
+    for address, (spec, secret_fps) in loaded.items():
+        observed[address] = replace(observed[address], spec=spec, secret_fps=secret_fps)
+    if loaded:  # prefer the keys that made the stored fingerprints, so a rotation is no change
+        stored = {a: o.secret_fps for a, o in observed.items() if a in loaded}
+        fps = _secret_fps(records, store_fps, box, environ, stored, [])
+    changes = diff(records, fps, observed, tenants=scope)
+    read_set: dict[Address, str | None] = {
+        a: token for a, token in snapshot.tokens.items() if a.tenant in scope
+    }
+    for change in changes:
+        read_set.setdefault(change.address, None)
+    options = safety or SafetyOptions(
+        allow_delete=desired.project.apply.allow_delete,
+        max_deletes=desired.project.apply.max_deletes,
+    )
+    return Plan(
+        source_hash=desired.source_hash,
+        repo=repo,
+        tenants=tuple(sorted(scope)),
+        read_set=MappingProxyType(read_set),
+        changes=changes,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        warnings=unsafe_reasons(changes, options),
+        notes=tuple(sorted(set(notes))),
+    )
+
+
+def _store_fingerprints(
+    conn: Connection, snapshot: Snapshot, records: Mapping[Address, Record]
+) -> dict[str, dict[str, str]]:
+    """Fingerprints of `${secret:NAME}` values in each tenant's secret store (one query each)."""
+    from fabric.state.secrets import secret_fingerprints
+
+    wanted = {
+        a.tenant
+        for a, r in records.items()
+        if any(ref.startswith("${secret:") for ref in r.secret_refs.values())
+    }
+    return {
+        slug: secret_fingerprints(conn, snapshot.tenants[slug].schema_name)
+        for slug in sorted(wanted)
+        if slug in snapshot.tenants
+    }
+
+
+def _secret_fps(
+    records: Mapping[Address, Record],
+    store_fps: Mapping[str, Mapping[str, str]],
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    stored: Mapping[Address, Mapping[str, str]],
+    notes: list[str],
+) -> SecretFps:
+    out: SecretFps = {}
+    for address, record in records.items():
+        if not record.secret_refs:
+            continue
+        fps: dict[str, str | None] = {}
+        for path, ref_text in record.secret_refs.items():
+            ref = parse_reference(ref_text)
+            assert ref is not None
+            previous = stored.get(address, {}).get(path)
+            if ref.scheme == "secret":
+                fps[path] = store_fps.get(address.tenant, {}).get(ref.name)
+                if fps[path] is None:
+                    notes.append(
+                        f"secret {ref.name!r} of tenant {address.tenant} is not set: set it with "
+                        f"`fabric secrets set {address.tenant} {ref.name}` after this apply"
+                    )
+                continue
+            value = environ.get(ref.name)
+            if value is None:
+                notes.append(f"${{env:{ref.name}}} is not set here: its value was not compared")
+                fps[path] = previous
+                continue
+            if box is None:
+                raise RuntimeError("a secret box is needed to fingerprint secrets")
+            prefer = previous.split(":", 1)[0] if previous else None
+            fps[path] = box.fingerprint(value, prefer_key_id=prefer)
+        out[address] = fps
+    return out
+
+
+def plan_needs_secrets(desired: DesiredState) -> bool:
+    return any(
+        r.secret_refs
+        for r in desired_records(desired).values()
+        if r.address.kind is not Kind.TENANT
+    )

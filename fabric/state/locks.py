@@ -1,0 +1,101 @@
+"""Per-tenant advisory locks for apply: transaction-scoped, in a fixed order.  [shell]
+
+`pg_advisory_xact_lock` is released by commit, rollback or a dead connection, and works behind
+a transaction-mode pooler. Locks are taken in sorted order, so two applies of different tenants
+run side by side and two applies of overlapping tenants can never deadlock. A waiter gives up
+after `timeout` seconds (PostgreSQL's lock_timeout) and names the holder as the server sees
+it: its application_name, client, and since when it has held its transaction.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
+
+from fabric.errors import LockTimeoutError
+
+APPLY_NAMESPACE = 0x0FAB
+"""First key of fabric's apply locks (the second is the tenant's hash)."""
+
+
+def tenant_lock_key(slug: str) -> int:
+    """A stable signed 32-bit key per tenant slug (a collision only serialises two tenants)."""
+    value = zlib.crc32(slug.encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    tenant: str | None
+    pid: int
+    application_name: str
+    client: str | None
+    since: datetime | None
+    state: str | None
+
+
+def acquire_tenant_locks(conn: Connection, slugs: Iterable[str], *, timeout: float) -> None:
+    """Lock every tenant, in sorted order, within the caller's transaction."""
+    ms = max(1, int(timeout * 1000))
+    for slug in sorted(set(slugs)):
+        conn.execute(text("SAVEPOINT fabric_lock"))
+        conn.execute(text(f"SET LOCAL lock_timeout = '{ms}ms'"))
+        try:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+                {"ns": APPLY_NAMESPACE, "key": tenant_lock_key(slug)},
+            )
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            conn.execute(text("ROLLBACK TO SAVEPOINT fabric_lock"))
+            holder = lock_holder(conn, slug)
+            raise LockTimeoutError(
+                tenant=slug,
+                holder=_describe(holder) if holder else "another session (gone by now)",
+                since=holder.since if holder else None,
+            ) from None
+        conn.execute(text("RESET lock_timeout"))
+        conn.execute(text("RELEASE SAVEPOINT fabric_lock"))
+
+
+_HOLDERS_SQL = """
+SELECT l.objid::bigint AS key, a.pid, coalesce(a.application_name, '') AS application_name,
+       coalesce(host(a.client_addr), 'local socket') AS client,
+       coalesce(a.xact_start, a.backend_start) AS since, a.state
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :ns AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def held_locks(conn: Connection, slugs: Iterable[str] = ()) -> list[LockHolder]:
+    """Every fabric apply lock held right now on this database, as the server reports it."""
+    names = {_unsigned(tenant_lock_key(s)): s for s in slugs}
+    rows = conn.execute(text(_HOLDERS_SQL), {"ns": APPLY_NAMESPACE})
+    return [
+        LockHolder(names.get(r.key), r.pid, r.application_name, r.client, r.since, r.state)
+        for r in rows
+    ]
+
+
+def lock_holder(conn: Connection, slug: str) -> LockHolder | None:
+    key = _unsigned(tenant_lock_key(slug))
+    for holder in held_locks(conn, [slug]):
+        if _unsigned(tenant_lock_key(slug)) == key and holder.tenant == slug:
+            return holder
+    return None
+
+
+def _unsigned(key: int) -> int:
+    return key & 0xFFFFFFFF
+
+
+def _describe(holder: LockHolder) -> str:
+    name = holder.application_name or "(no application_name)"
+    return f"{name} (pid {holder.pid}, {holder.client})"

@@ -1,0 +1,178 @@
+"""Control-plane tables (SQLAlchemy 2 Core).  [shell]
+
+Shared schema `fabric`: tenants and apply history. One schema per tenant, `tenant_<id>`, with
+its declared resources, secrets, runs and node runs. Tenant tables are defined once against the
+placeholder schema `tenant` and bound to a real schema with `schema_translate_map`.
+
+Every declared-resource table has the same shape: the spec as JSONB (what the YAML said,
+secrets as references), encrypted secret values, the fingerprint apply wrote, a hash of the
+row's content taken by PostgreSQL at write time (`content_md5`; a hand edit makes it disagree
+with the content, which is how drift is seen without decoding specs), `protect`, and
+`created_at` / `updated_at` / `deleted_at` (soft delete).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from fabric.addresses import Kind
+
+SHARED_SCHEMA = "fabric"
+TENANT_PLACEHOLDER = "tenant"
+
+shared = MetaData(schema=SHARED_SCHEMA)
+tenant = MetaData(schema=TENANT_PLACEHOLDER)
+
+
+def _timestamps() -> list[Column]:
+    return [
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("deleted_at", DateTime(timezone=True)),
+    ]
+
+
+def _resource_columns() -> list[Column]:
+    return [
+        Column("id", BigInteger, Identity(always=False), primary_key=True),
+        Column("spec", JSONB, nullable=False),
+        Column("secrets", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("fingerprint", Text, nullable=False),
+        Column("content_md5", Text, nullable=False),
+        Column("protect", Boolean, nullable=False, server_default=text("false")),
+        *_timestamps(),
+    ]
+
+
+tenants = Table(
+    "tenants",
+    shared,
+    *_resource_columns(),
+    Column("slug", Text, nullable=False),
+    Column("schema_name", Text),
+    Column("schema_version", Text),
+    Index(
+        "tenants_live_slug",
+        "slug",
+        unique=True,
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+)
+
+applies = Table(
+    "applies",
+    shared,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", Text, nullable=False),
+    Column("git_commit", Text),
+    Column("author", Text),
+    Column("plan_hash", Text, nullable=False),
+    Column("source_hash", Text, nullable=False),
+    Column("tenants", ARRAY(Text), nullable=False),
+    Column("creates", Integer, nullable=False, server_default=text("0")),
+    Column("updates", Integer, nullable=False, server_default=text("0")),
+    Column("deletes", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    Column("client", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+def _resource_table(name: str) -> Table:
+    return Table(
+        name,
+        tenant,
+        *_resource_columns(),
+        Column("name", Text, nullable=False),
+        Index(
+            f"{name}_live_name", "name", unique=True, postgresql_where=text("deleted_at IS NULL")
+        ),
+    )
+
+
+connections = _resource_table("connections")
+pipelines = _resource_table("pipelines")
+transformations = _resource_table("transformations")
+dependencies = _resource_table("dependencies")
+schedules = _resource_table("schedules")
+
+RESOURCE_TABLES: dict[Kind, Table] = {
+    Kind.CONNECTION: connections,
+    Kind.PIPELINE: pipelines,
+    Kind.TRANSFORMATION: transformations,
+    Kind.DEPENDENCY: dependencies,
+    Kind.SCHEDULE: schedules,
+}
+
+secrets = Table(
+    "secrets",
+    tenant,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+runs = Table(
+    "runs",
+    tenant,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("trigger", Text, nullable=False),
+    Column("selection", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("status", Text, nullable=False),
+    Column("who", Text),
+    Column("schedule_name", Text),
+    Column("fire_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("schedule_name", "fire_at", name="runs_schedule_fire_at"),
+)
+
+node_runs = Table(
+    "node_runs",
+    tenant,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("run_id", BigInteger, ForeignKey(f"{TENANT_PLACEHOLDER}.runs.id"), nullable=False),
+    Column("node", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("rows_loaded", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("error", Text),
+    Column("log_tail", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("run_id", "node", name="node_runs_run_node"),
+)
+
+
+def tenant_schema_name(tenant_id: int) -> str:
+    return f"tenant_{tenant_id}"
+
+
+CONTENT_MD5_SQL = "md5(({spec})::text || ({secrets})::text || ({protect})::text)"
+"""How PostgreSQL hashes a row's content; the same expression at write and at read time."""

@@ -1,0 +1,440 @@
+"""plan + apply against a real PostgreSQL control plane (one fresh database per test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+from fabric import api
+from fabric.addresses import Address
+from fabric.apply import ApplyOptions
+from fabric.errors import (
+    LockTimeoutError,
+    MissingSecretError,
+    PlanError,
+    StalePlanError,
+    UnsafePlanError,
+)
+from fabric.plan.diff import DRIFT, Action
+from fabric.plan.safety import SafetyOptions
+from fabric.state.engine import make_engine
+from fabric.state.locks import APPLY_NAMESPACE, tenant_lock_key
+
+KEY = Fernet.generate_key().decode()
+DWH_PASSWORD = "dwh-Pa55word-never-shown"
+SHOP_PASSWORD = "shop-Pa55word-never-shown"
+
+FABRIC_YAML = "format_version: 1\nname: test\n"
+ACME = {
+    "tenants/acme/tenant.yaml": """
+        tenant:
+          display_name: Acme
+          warehouse: dwh
+        connections:
+          dwh:
+            type: postgres
+            direction: destination
+            host: 127.0.0.1
+            database: dwh
+            username: loader
+            password: ${env:ACME_DWH_PASSWORD}
+          shop:
+            type: postgres
+            direction: source
+            host: 127.0.0.1
+            database: shop
+            password: ${secret:shop_password}
+        """,
+    "tenants/acme/pipelines.yaml": """
+        pipelines:
+          orders:
+            source: shop
+            dataset: acme_raw
+            mode: single_table
+            table: orders
+            write_disposition: merge
+            primary_key: [id]
+            tags: [nightly]
+        transformations:
+          totals:
+            schema: acme_marts
+            materialized: table
+            sql: select count(*) as n from {{ source('orders', 'orders') }}
+        schedules:
+          nightly:
+            cron: "0 2 * * *"
+            targets: ["tag:nightly+"]
+        """,
+}
+GLOBEX = {
+    "tenants/globex/tenant.yaml": """
+        tenant:
+          display_name: Globex
+          warehouse: dwh
+        connections:
+          dwh:
+            type: postgres
+            direction: destination
+            host: 127.0.0.1
+            database: globex_dwh
+            password: ${env:ACME_DWH_PASSWORD}
+        """,
+}
+
+
+@pytest.fixture
+def cp_url(make_database) -> str:
+    """A fresh, empty control-plane database."""
+    return make_database()
+
+
+@pytest.fixture
+def env(cp_url: str) -> dict[str, str]:
+    return {
+        "FABRIC_DATABASE_URL": cp_url,
+        "FABRIC_SECRET_KEYS": KEY,
+        "ACME_DWH_PASSWORD": DWH_PASSWORD,
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path):
+    root = tmp_path / "repo"
+
+    def write(files: dict[str, str | None]) -> Path:
+        for rel, body in files.items():
+            path = root / rel
+            if body is None:
+                path.unlink(missing_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(body))
+        return root
+
+    write({"fabric.yaml": FABRIC_YAML})
+    return write
+
+
+def do_apply(root: Path, env: dict[str, str], **safety) -> api.ApplyResult:
+    plan = api.plan(root, environ=env).plan
+    return api.apply(
+        plan, repo=root, environ=env, options=ApplyOptions(safety=SafetyOptions(**safety))
+    )
+
+
+def actions(root: Path, env: dict[str, str]) -> dict[str, str]:
+    return {str(c.address): c.action.value for c in api.plan(root, environ=env).plan.changes}
+
+
+def sql(url: str, statement: str, **params):
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return result.all() if result.returns_rows else None
+    finally:
+        engine.dispose()
+
+
+def test_first_apply_creates_everything_and_replanning_shows_no_changes(repo, env, cp_url):
+    root = repo(ACME)
+    planned = actions(root, env)
+    assert set(planned.values()) == {"create"}
+    assert {"acme", "acme.connection.dwh", "acme.pipeline.orders"} <= set(planned)
+    assert "acme.dependency.pipeline.orders->transformation.totals" in planned
+    result = do_apply(root, env)
+    assert result.counts["create"] == len(planned)
+    assert actions(root, env) == {}
+    (schema,) = sql(cp_url, "SELECT schema_name FROM fabric.tenants WHERE slug = 'acme'")[0]
+    rows = sql(cp_url, f"SELECT name FROM {schema}.pipelines WHERE deleted_at IS NULL")
+    assert rows == [("orders",)]
+
+
+def test_changed_field_is_an_update_then_no_change(repo, env):
+    root = repo(ACME)
+    do_apply(root, env)
+    repo(
+        {
+            "tenants/acme/pipelines.yaml": ACME["tenants/acme/pipelines.yaml"].replace(
+                "acme_raw", "acme_raw2"
+            )
+        }
+    )
+    changes = api.plan(root, environ=env).plan.changes
+    (change,) = [c for c in changes if str(c.address) == "acme.pipeline.orders"]
+    assert change.action is Action.UPDATE
+    assert [(f.name, f.before, f.after) for f in change.fields] == [
+        ("dataset", "acme_raw", "acme_raw2")
+    ]
+    do_apply(root, env)
+    assert actions(root, env) == {}
+
+
+def test_hand_edit_in_the_database_is_drift_to_revert(repo, env, cp_url):
+    root = repo(ACME)
+    do_apply(root, env)
+    schema = sql(cp_url, "SELECT schema_name FROM fabric.tenants WHERE slug = 'acme'")[0][0]
+    sql(
+        cp_url,
+        f"UPDATE {schema}.pipelines SET spec = jsonb_set(spec, '{{dataset}}', '\"hand\"') "
+        "WHERE name = 'orders'",
+    )
+    (change,) = api.plan(root, environ=env).plan.changes
+    assert change.reason == DRIFT
+    assert [(f.name, f.before, f.after) for f in change.fields] == [("dataset", "hand", "acme_raw")]
+    do_apply(root, env)
+    assert actions(root, env) == {}
+
+
+def test_deletes_need_allow_delete(repo, env):
+    root = repo(ACME)
+    do_apply(root, env)
+    body = ACME["tenants/acme/pipelines.yaml"]
+    repo({"tenants/acme/pipelines.yaml": body.split("        schedules:")[0]})
+    assert actions(root, env)["acme.schedule.nightly"] == "delete"
+    with pytest.raises(UnsafePlanError, match="--allow-delete"):
+        do_apply(root, env)
+    do_apply(root, env, allow_delete=True)
+    assert actions(root, env) == {}
+
+
+def test_protected_resource_stays_protected_after_its_yaml_is_removed(repo, env):
+    body = ACME["tenants/acme/pipelines.yaml"]
+    protected = body.replace("tags: [nightly]", "tags: [nightly]\n            protect: true")
+    root = repo({**ACME, "tenants/acme/pipelines.yaml": protected})
+    do_apply(root, env)
+    # Remove the pipelines file's resources (the protected pipeline among them).
+    repo({"tenants/acme/pipelines.yaml": "pipelines: {}\n"})
+    with pytest.raises(UnsafePlanError, match="protected"):
+        do_apply(root, env, allow_delete=True)
+    # Unprotect first (a plain update), then delete: two steps.
+    repo({"tenants/acme/pipelines.yaml": protected.replace("protect: true", "protect: false")})
+    do_apply(root, env)
+    repo({"tenants/acme/pipelines.yaml": "pipelines: {}\n"})
+    do_apply(root, env, allow_delete=True)
+    assert actions(root, env) == {}
+
+
+def test_vanished_tenant_needs_its_name(repo, env):
+    root = repo({**ACME, **GLOBEX})
+    do_apply(root, env)
+    repo({"tenants/globex/tenant.yaml": None})
+    assert actions(root, env) == {"globex": "delete", "globex.connection.dwh": "delete"}
+    with pytest.raises(UnsafePlanError, match="allow-delete-tenant"):
+        do_apply(root, env, allow_delete=True)
+    do_apply(root, env, allow_delete=True, allow_delete_tenants=frozenset({"globex"}))
+    assert actions(root, env) == {}
+
+
+def test_stale_plan_is_refused_naming_what_moved_but_not_for_other_tenants(repo, env, cp_url):
+    root = repo({**ACME, **GLOBEX})
+    do_apply(root, env)
+    repo(
+        {
+            "tenants/acme/pipelines.yaml": ACME["tenants/acme/pipelines.yaml"].replace(
+                "acme_raw", "acme_v2"
+            )
+        }
+    )
+    stale = api.plan(root, environ=env).plan
+    # An unrelated tenant changes: the acme plan is still good...
+    schema_g = sql(cp_url, "SELECT schema_name FROM fabric.tenants WHERE slug='globex'")[0][0]
+    sql(cp_url, f"UPDATE {schema_g}.connections SET spec = spec || '{{\"port\": 1}}'")
+    # ...but a hand edit of an acme object it read makes it stale.
+    schema = sql(cp_url, "SELECT schema_name FROM fabric.tenants WHERE slug='acme'")[0][0]
+    sql(cp_url, f"UPDATE {schema}.schedules SET spec = spec || '{{\"active\": false}}'")
+    with pytest.raises(StalePlanError) as err:
+        api.apply(stale, repo=root, environ=env, options=ApplyOptions())
+    assert err.value.changed == (Address.parse("acme.schedule.nightly"),)
+    fresh = api.plan(root, environ=env, tenants=["acme"]).plan
+    api.apply(fresh, repo=root, environ=env, options=ApplyOptions())
+
+
+def test_plan_made_from_other_files_is_refused(repo, env):
+    root = repo(ACME)
+    plan = api.plan(root, environ=env).plan
+    repo({"tenants/acme/pipelines.yaml": ACME["tenants/acme/pipelines.yaml"] + "\n# edited\n"})
+    with pytest.raises(PlanError, match="different files"):
+        api.check_plan_source(plan, root)
+
+
+def test_missing_env_secret_at_apply_names_the_variable(repo, env):
+    root = repo(ACME)
+    plan = api.plan(root, environ=env).plan
+    env.pop("ACME_DWH_PASSWORD")
+    with pytest.raises(MissingSecretError, match="ACME_DWH_PASSWORD"):
+        api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+
+
+def test_changed_secret_shows_as_sensitive_change(repo, env):
+    root = repo(ACME)
+    do_apply(root, env)
+    env["ACME_DWH_PASSWORD"] = "another-value"
+    (change,) = api.plan(root, environ=env).plan.changes
+    assert str(change.address) == "acme.connection.dwh"
+    assert [(f.name, f.sensitive) for f in change.fields] == [("password", True)]
+
+
+def test_second_apply_of_the_same_tenant_times_out_naming_the_holder(repo, env, cp_url):
+    root = repo(ACME)
+    plan = api.plan(root, environ=env).plan
+    holder = make_engine(cp_url, application_name="holder-under-test")
+    with holder.connect() as conn, conn.begin():
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+            {"ns": APPLY_NAMESPACE, "k": tenant_lock_key("acme")},
+        )
+        with pytest.raises(LockTimeoutError) as err:
+            api.apply(plan, repo=root, environ=env, options=ApplyOptions(lock_timeout=0.5))
+        assert "holder-under-test" in str(err.value) and err.value.since is not None
+        # Another tenant is not blocked by acme's lock.
+        globex = repo(GLOBEX)
+        other = api.plan(globex, environ=env, tenants=["globex"]).plan
+        api.apply(other, repo=globex, environ=env, options=ApplyOptions(lock_timeout=0.5))
+    holder.dispose()
+    api.apply(plan, repo=root, environ=env, options=ApplyOptions(lock_timeout=5))
+
+
+def _cli(args: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fabric", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        **kw,
+    )
+
+
+def test_concurrent_applies_from_two_processes_lose_nothing(repo, env, cp_url):
+    root = repo({**ACME, **GLOBEX})
+    args = ["apply", str(root), "--auto-approve", "--lock-timeout", "60"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fabric", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    # One applies; the other either found nothing left to do or refused its stale plan.
+    assert codes[0] == 0, outs
+    assert all("Traceback" not in o + e for o, e in outs)
+    if codes[1] != 0:
+        assert any("stale" in e for _, e in outs), outs
+    assert actions(root, env) == {}
+    assert sql(cp_url, "SELECT count(*) FROM fabric.tenants")[0][0] == 2
+
+
+def test_sigkill_in_the_middle_of_a_large_apply_leaves_state_as_before(repo, env, cp_url):
+    files = {}
+    for t in range(150):
+        files[f"tenants/t{t:03d}/tenant.yaml"] = (
+            "tenant: {display_name: T, warehouse: dwh}\n"
+            "connections:\n  dwh: {type: postgres, direction: destination, host: h, "
+            f"database: d{t}, password: '${{env:ACME_DWH_PASSWORD}}'}}\n"
+            "pipelines:\n"
+            + "".join(
+                f"  p{i}: {{source: dwh, dataset: t{t:03d}_raw, mode: single_table, table: x}}\n"
+                for i in range(0)
+            )
+        )
+    root = repo(files)
+    plan_file = root / "plan.json"
+    done = _cli(["plan", str(root), "--out", str(plan_file)], env)
+    assert done.returncode == 0, done.stderr
+    before = sql(cp_url, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "apply", str(plan_file), "--auto-approve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Kill it once its transaction has written something (a tenant schema exists in it).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = sql(
+            cp_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fabric apply%' "
+            "AND state = 'active'",
+        )[0][0]
+        if busy:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The server notices the dead client and rolls its transaction back.
+    deadline = time.monotonic() + 30
+    while sql(
+        cp_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fabric apply%'"
+    )[0][0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    after = sql(cp_url, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'")
+    assert after == before
+    exists = sql(cp_url, "SELECT to_regclass('fabric.tenants') IS NOT NULL")[0][0]
+    if exists:
+        assert sql(cp_url, "SELECT count(*) FROM fabric.tenants")[0][0] == 0
+    # And the same plan file still applies cleanly afterwards.
+    done = _cli(["apply", str(plan_file), "--auto-approve"], env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_secrets_never_appear_in_any_output(repo, env, tmp_path):
+    root = repo(ACME)
+    plan_file = tmp_path / "plan.json"
+    outputs = []
+    for args in (
+        ["plan", str(root)],
+        ["plan", str(root), "--format", "json"],
+        ["plan", str(root), "--format", "markdown"],
+        ["plan", str(root), "--out", str(plan_file)],
+        ["apply", str(plan_file), "--auto-approve"],
+    ):
+        done = _cli(args, env)
+        assert done.returncode == 0, done.stderr
+        outputs += [done.stdout, done.stderr]
+    done = _cli(["secrets", "set", "acme", "shop_password"], env, input=SHOP_PASSWORD)
+    assert done.returncode == 0, done.stderr
+    outputs += [done.stdout, done.stderr]
+    env["ACME_DWH_PASSWORD"] = DWH_PASSWORD + "-rotated"
+    for args in (
+        ["plan", str(root)],
+        ["plan", str(root), "--format", "json"],
+        ["apply", str(root), "--auto-approve"],
+        ["history", str(root)],
+    ):
+        done = _cli(args, env)
+        assert done.returncode == 0, done.stderr
+        outputs += [done.stdout, done.stderr]
+    outputs.append(plan_file.read_text())
+    blob = "\n".join(outputs)
+    assert "(sensitive value changed)" in blob
+    for secret in (DWH_PASSWORD, SHOP_PASSWORD, KEY):
+        assert secret not in blob
+
+
+def test_history_records_commit_author_and_counts(repo, env):
+    root = repo(ACME)
+    plan = api.plan(root, environ=env).plan
+    options = ApplyOptions(git_commit="abc123", author="Ana <ana@acme.example>")
+    result = api.apply(plan, repo=root, environ=env, options=options)
+    done = _cli(["history", str(root)], env)
+    assert done.returncode == 0, done.stderr
+    assert "abc123" in done.stdout and "Ana" in done.stdout and "success" in done.stdout
+    assert result.apply_id == 1
