@@ -13,6 +13,7 @@ from typing import Any
 from croniter import croniter
 
 from fabric.addresses import Address, Kind
+from fabric.config.references import is_secret_key, references_in
 from fabric.config.sections import ValidSpec
 from fabric.config.specs import (
     DESTINATION_TYPES,
@@ -144,6 +145,7 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     for vs in ctx.by_kind[Kind.CONNECTION].values():
         spec = vs.spec
+        _check_free_form_secrets(vs, diags)
         if spec.type in ("postgres", "mysql", "mssql"):
             if spec.url is not None and (spec.host or spec.database or spec.password):
                 diags.append(
@@ -186,6 +188,32 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
     return diags
 
 
+def _check_free_form_secrets(vs: ValidSpec, diags: list[Diagnostic]) -> None:
+    """Credentials in free-form maps (`Authorization` header, `api_key` param) are references."""
+    spec = vs.spec
+    maps: list[tuple[tuple[str | int, ...], Mapping[str, Any]]] = [
+        ((name,), getattr(spec, name)) for name in ("options", "headers") if hasattr(spec, name)
+    ]
+    if spec.type == "rest_api":
+        maps += [(("resources", i, "params"), r.params) for i, r in enumerate(spec.resources)]
+    for loc, mapping in maps:
+        for key, value in mapping.items():
+            if is_secret_key(key) and not (isinstance(value, str) and references_in(value)):
+                field = ".".join(str(p) for p in (*loc, key))
+                diags.append(
+                    error(
+                        "literal-secret",
+                        "Secret written as a literal",
+                        f"{vs.address}: field {field!r} holds a credential, so it must use a "
+                        "${env:NAME} or ${secret:NAME} reference, never a value.",
+                        hint="Store it with `fabric secrets set` and write ${secret:NAME} "
+                        "(e.g. `Bearer ${secret:api_token}`), or use ${env:NAME}.",
+                        span=_at(vs, *loc, key),
+                        address=vs.address,
+                    )
+                )
+
+
 def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, Any]:
     """Checks every pipeline; returns specs whose destination was filled from the warehouse."""
     resolved: dict[str, Any] = {}
@@ -214,6 +242,8 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
                     address=vs.address,
                 )
             )
+        elif spec.destination is None:  # the tenant's warehouse, checked once on the tenant
+            resolved[name] = spec.model_copy(update={"destination": destination})
         else:
             _connection_ref(
                 ctx,
@@ -225,8 +255,6 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
                 role="pipeline's destination",
                 diags=diags,
             )
-            if spec.destination is None:
-                resolved[name] = spec.model_copy(update={"destination": destination})
         for field, mode in MODE_ONLY_FIELDS.items():
             if field in fields_set and spec.mode != mode:
                 diags.append(
@@ -394,6 +422,8 @@ def check_transformation(
             )
         )
         return {}
+    if spec.warehouse is None:  # the tenant's warehouse, checked once on the tenant
+        return {"warehouse": warehouse}
     _connection_ref(
         ctx,
         vs,
@@ -404,7 +434,7 @@ def check_transformation(
         role="transformation's warehouse",
         diags=diags,
     )
-    return {} if spec.warehouse else {"warehouse": warehouse}
+    return {}
 
 
 def resolve_schedules(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, Any]:
@@ -445,7 +475,7 @@ def resolve_schedules(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
 def _valid_timezone(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # `Europe` is a folder
         return False
     return True
 
@@ -469,11 +499,13 @@ def _check_selector(
         return
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    nodes = (Kind.PIPELINE, Kind.TRANSFORMATION)
     if selector.method == "tag":
         tags = {
             t for vs2 in (*pipelines.values(), *transformations.values()) for t in vs2.spec.tags
         }
-        if selector.value not in tags:
+        # The tag may be on a node that failed validation (already reported).
+        if selector.value not in tags and not any(a.kind in nodes for a in ctx.broken):
             diags.append(
                 error(
                     "unknown-reference",
@@ -486,23 +518,25 @@ def _check_selector(
                 )
             )
         return
-    pool: dict[str, Mapping[str, ValidSpec]] = {
-        "name": {**transformations, **pipelines},
-        "pipeline": pipelines,
-        "transformation": transformations,
-    }
-    if selector.method in pool and selector.value not in pool[selector.method]:
-        what = "pipeline or transformation" if selector.method == "name" else selector.method
-        diags.append(
-            error(
-                "unknown-reference",
-                "Unknown reference",
-                f"{vs.address}: target {text!r} names no {what} of tenant {ctx.slug}.",
-                hint=did_you_mean(selector.value, pool[selector.method]),
-                span=span,
-                address=vs.address,
-            )
+    kinds = {"name": nodes, "pipeline": (Kind.PIPELINE,), "transformation": (Kind.TRANSFORMATION,)}
+    if selector.method not in kinds:  # `*`
+        return
+    pool = {name: vs2 for kind in kinds[selector.method] for name, vs2 in ctx.by_kind[kind].items()}
+    if selector.value in pool or any(
+        ctx.is_broken(kind, selector.value) for kind in kinds[selector.method]
+    ):
+        return  # found, or it failed validation (already reported)
+    what = "pipeline or transformation" if selector.method == "name" else selector.method
+    diags.append(
+        error(
+            "unknown-reference",
+            "Unknown reference",
+            f"{vs.address}: target {text!r} names no {what} of tenant {ctx.slug}.",
+            hint=did_you_mean(selector.value, pool),
+            span=span,
+            address=vs.address,
         )
+    )
 
 
 def resolve_node_name(

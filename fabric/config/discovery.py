@@ -25,8 +25,8 @@ class RepositoryFiles:
     """Folder name under tenants/ -> its YAML files, sorted by path."""
     stray: tuple[str, ...]
     """Files directly under tenants/ (they belong in a tenant folder)."""
-    unreadable: tuple[tuple[str, str], ...]
-    """(path, reason) for files that could not be read as UTF-8 text."""
+    unreadable: tuple[tuple[str, str, int], ...]
+    """(path, reason, line) for files that could not be read as UTF-8 text."""
 
 
 def find_repository_root(start: Path) -> Path | None:
@@ -40,7 +40,7 @@ def find_repository_root(start: Path) -> Path | None:
 
 def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
     root = root.resolve()
-    unreadable: list[tuple[str, str]] = []
+    unreadable: list[tuple[str, str, int]] = []
 
     def read(path: Path) -> SourceFile | None:
         rel = path.relative_to(root).as_posix()
@@ -51,9 +51,10 @@ def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
                     return SourceFile(rel, fh.read(max_bytes + 1).decode("utf-8", "replace"))
             return SourceFile(rel, path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as exc:
-            unreadable.append((rel, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            unreadable.append((rel, f"not UTF-8 text ({exc.reason} at byte {exc.start})", line))
         except OSError as exc:
-            unreadable.append((rel, exc.strerror or str(exc)))
+            unreadable.append((rel, exc.strerror or str(exc), 1))
         return None
 
     project_path = root / "fabric.yaml"
@@ -94,12 +95,18 @@ def read_tenant_text(root: Path, tenant: str, relative: str) -> tuple[str | None
     folder = (root / "tenants" / tenant).resolve()
     if Path(relative).is_absolute():
         return None, "is an absolute path; give a path relative to the tenant's folder"
-    target = (folder / relative).resolve()
-    if not target.is_relative_to(folder):
-        return None, "points outside the tenant's folder"
-    if not target.is_file():
-        return None, "does not exist"
     try:
+        target = (folder / relative).resolve()
+        if not target.is_relative_to(folder):
+            return None, "points outside the tenant's folder"
+        if not target.is_file():
+            return None, "does not exist"
         return target.read_text(encoding="utf-8"), None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot be read ({exc})"
+    except UnicodeDecodeError as exc:
+        return None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except RuntimeError:  # raised by Path.resolve for a symlink loop (Python < 3.13)
+        return None, "is a symlink loop"
+    except ValueError:  # e.g. a NUL character
+        return None, "is not a valid path"
+    except OSError as exc:  # e.g. a name too long
+        return None, f"cannot be read ({exc.strerror or type(exc).__name__})"

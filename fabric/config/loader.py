@@ -41,14 +41,14 @@ def load_repository(root: Path) -> LoadResult:
     files = discover(root, max_bytes=MAX_FILE_BYTES)
     diags: list[Diagnostic] = []
     digest = hashlib.sha256()
-    for path, reason in files.unreadable:
+    for path, reason, line in files.unreadable:
         diags.append(
             error(
                 "unreadable-file",
                 "Unreadable file",
                 f"{path} cannot be read: {reason}.",
                 hint="Save the file as UTF-8 text.",
-                span=SourceSpan(path, 1, 1),
+                span=SourceSpan(path, line, 1),
             )
         )
     project: ProjectSpec | None = None
@@ -82,6 +82,7 @@ def load_repository(root: Path) -> LoadResult:
 
     tenants: dict[str, TenantState] = {}
     count = 1 if files.project else 0
+    unreadable_tenants = {p.split("/")[1] for p, _, _ in files.unreadable if p.count("/") >= 2}
     for slug, sources in files.tenants.items():
         if not sources:
             continue  # an empty folder declares nothing; plan treats the tenant as removed
@@ -99,15 +100,19 @@ def load_repository(root: Path) -> LoadResult:
             continue
         specs = []
         broken: list[Address] = []
+        # A file that could not be read or parsed may declare anything: checking the tenant's
+        # references without it would only add false errors, so the tenant is not built.
+        is_complete = slug not in unreadable_tenants
         for source in sources:
             digest.update(source.path.encode() + b"\0" + source.text.encode() + b"\0")
             parsed = parse_yaml(source.text, source.path)
             diags += parsed.diagnostics
+            is_complete = is_complete and not (parsed.data is None and parsed.diagnostics)
             found, failed, problems = validate_tenant_file(parsed, slug)
             specs += found
             broken += failed
             diags += problems
-        if project is None:
+        if project is None or not is_complete:
             continue
         sql_files: dict[str, str] = {}
 

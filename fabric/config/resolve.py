@@ -46,7 +46,8 @@ def build_tenant(
                 error(
                     "duplicate-resource",
                     "Duplicate resource",
-                    f"{vs.address} is declared twice (first at {first.file.locate(first.loc)}).",
+                    f"{vs.address} is declared twice "
+                    f"(first at {first.file.locate(first.loc, key=True)}).",
                     hint="Rename or remove one of them; names are unique per kind in a tenant.",
                     span=vs.file.locate(vs.loc, key=True),
                     address=vs.address,
@@ -74,7 +75,7 @@ def build_tenant(
                 "duplicate-resource",
                 "Duplicate tenant section",
                 f"Tenant {slug} has a second `tenant:` section "
-                f"(first at {tenant_specs[0].file.locate(('tenant',))}).",
+                f"(first at {tenant_specs[0].file.locate(('tenant',), key=True)}).",
                 hint="Keep one `tenant:` section per tenant folder.",
                 span=extra.file.locate(("tenant",), key=True),
                 address=extra.address,

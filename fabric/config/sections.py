@@ -6,6 +6,7 @@ another, and every error is mapped back to the line of the field it is about.
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Sequence
@@ -74,6 +75,12 @@ def validate_tenant_file(
                     address=Address.of_tenant(slug),
                 )
             )
+            # What a misspelt section (`connection:`) declares exists: references to it are
+            # not reported a second time.
+            close = difflib.get_close_matches(str(section), SECTIONS, n=1)
+            if close and isinstance(body, dict):
+                kind = SECTIONS[close[0]]
+                broken += [Address(slug, kind, n) for n in body if isinstance(n, str)]
             continue
         if section == "tenant":
             address = Address.of_tenant(slug)
@@ -158,29 +165,52 @@ def errors_to_diagnostics(
     """Map pydantic errors onto file positions; never echo the input (it may be a secret)."""
     out: list[Diagnostic] = []
     subject = str(address) if address else parsed.path
-    for err in exc.errors(include_url=False, include_input=False):
+    errors = _one_error_per_fault(exc, data)
+    # A misspelt field (`datset`) is reported once, as unknown with a did-you-mean, not also
+    # as its correct spelling missing.
+    misspelt = {
+        (loc[:-1], close[0])
+        for err, loc in errors
+        if err["type"] == "extra_forbidden"
+        and (
+            close := difflib.get_close_matches(
+                str(loc[-1]), _allowed_fields(spec_type, data, loc), n=1
+            )
+        )
+    }
+    for err, loc in errors:
         kind = err["type"]
-        loc = _data_loc(data, err["loc"], last_is_key=kind in ("extra_forbidden", "missing"))
+        if kind == "missing" and loc and (loc[:-1], loc[-1]) in misspelt:
+            continue
         field = ".".join(str(p) for p in loc) or "(root)"
         code, summary = _SUMMARIES.get(kind, ("wrong-type", "Wrong type"))
         hint: str | None = None
+        span = parsed.locate((*base, *loc), key=err["loc"][-1:] == ("[key]",))
         if kind == "extra_forbidden":
             detail = f"{subject} has no field {field!r}."
             allowed = _allowed_fields(spec_type, data, loc)
             hint = did_you_mean(str(loc[-1]), allowed) if allowed else None
+            span = parsed.locate((*base, *loc), key=True)
         elif kind in ("missing", "union_tag_not_found"):
             missing = err.get("ctx", {}).get("discriminator", "").strip("'") or field
             if kind == "union_tag_not_found":
                 field = ".".join(str(p) for p in (*loc, missing))
             detail = f"{subject} needs field {field!r}."
             hint = "Add it; see schemas/tenant.schema.json for the fields of each kind."
+            # Where the mapping that lacks the field is named, e.g. the resource's name.
+            owner = loc[:-1] if kind == "missing" else loc
+            span = parsed.locate((*base, *owner), key=True)
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
             tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
             where = ".".join(str(p) for p in (*loc, "type")) if loc else "type"
             detail = f"{subject}: {where} {ctx.get('tag')!r} is not one of {', '.join(tags)}."
             hint = did_you_mean(str(ctx.get("tag")), tags)
-            loc = (*loc, "type")
+            span = parsed.locate((*base, *loc, "type"))
+        elif kind in _NOT_A_MAPPING:
+            where = f": field {field!r}" if loc else ""
+            detail = f"{subject}{where} must be a mapping of names to values."
+            hint = "Write `key: value` pairs here."
         else:
             detail = f"{subject}: field {field!r}: {err['msg']}."
             if kind == "literal_secret":
@@ -197,8 +227,43 @@ def errors_to_diagnostics(
                 hint = (
                     "Identifiers become SQL names: letters, digits and _, starting with a letter."
                 )
-        span = parsed.locate((*base, *loc), key=kind == "extra_forbidden")
         out.append(error(code, summary, detail, hint=hint, span=span, address=address))
+    return out
+
+
+_NOT_A_MAPPING = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def _one_error_per_fault(
+    exc: ValidationError, data: Any
+) -> list[tuple[dict[str, Any], tuple[str | int, ...]]]:
+    """pydantic's errors with their loc in the data, one per fault.
+
+    A union reports one error per member (`value: {x: 1}` is not a bool, an int, ...): a
+    member's specific complaint wins (an unsafe identifier rather than "not a tuple"), else the
+    type mismatches become one error. A length error after failed items is dropped too.
+    """
+    by_loc: dict[tuple[str | int, ...], list[dict[str, Any]]] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        last_is_key = err["type"] in ("extra_forbidden", "missing")
+        by_loc.setdefault(_data_loc(data, err["loc"], last_is_key=last_is_key), []).append(err)
+    out: list[tuple[dict[str, Any], tuple[str | int, ...]]] = []
+    for loc, errs in by_loc.items():
+        if any(e["type"] in ("too_short", "too_long") for e in errs) and any(
+            other[: len(loc)] == loc and len(other) > len(loc) for other in by_loc
+        ):
+            errs = [e for e in errs if e["type"] not in ("too_short", "too_long")]
+        if len(errs) > 1:
+            specific = [e for e in errs if not e["type"].endswith("_type")]
+            if specific:
+                errs = specific
+            else:
+                expected = [e["msg"].removeprefix("Input should be ") for e in errs]
+                expected = list(dict.fromkeys(expected))
+                msg = ", ".join(expected[:-1]) + " or " if len(expected) > 1 else ""
+                msg = f"Input should be {msg}{expected[-1]}"
+                errs = [{"type": "union_types", "loc": errs[0]["loc"], "msg": msg}]
+        out += [(e, loc) for e in errs]
     return out
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_serializer,
 )
 from pydantic_core import PydanticCustomError
 
@@ -334,6 +335,15 @@ class ColumnTest(Spec):
     to: str | None = None
     field: SqlIdent | None = None
 
+    @model_serializer
+    def _as_written(self) -> Any:
+        """Serialise back to the YAML shorthand, so stored specs and exports read as written."""
+        if self.test == "accepted_values":
+            return {"accepted_values": list(self.values or ())}
+        if self.test == "relationships":
+            return {"relationships": {"to": self.to, "field": self.field}}
+        return self.test
+
 
 def _column_test(value: Any) -> Any:
     if isinstance(value, str):
@@ -341,7 +351,7 @@ def _column_test(value: Any) -> Any:
             return {"test": value}
         raise PydanticCustomError(
             "unknown_test",
-            "unknown test {name!r}; use not_null, unique, accepted_values or relationships",
+            "unknown test '{name}'; use not_null, unique, accepted_values or relationships",
             {"name": value},
         )
     if isinstance(value, dict) and len(value) == 1:
@@ -355,8 +365,8 @@ def _column_test(value: Any) -> Any:
             return {"test": name}
         raise PydanticCustomError(
             "unknown_test",
-            "unknown test {name!r}; use not_null, unique, accepted_values: [...] or "
-            "relationships: {{to: model, field: column}}",
+            "unknown test '{name}'; use not_null, unique, accepted_values: [...] or "
+            "relationships: {to: model, field: column}",
             {"name": name},
         )
     if isinstance(value, ColumnTest | dict):
@@ -410,7 +420,8 @@ class TransformationSpec(_Runnable):
     unique_key: SqlIdent | tuple[SqlIdent, ...] | None = None
     warehouse: ResourceRef | None = None
     """Defaults to the tenant's warehouse."""
-    tests: FrozenMap(str, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
+    tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
+    """Column name -> its tests; the names become SQL identifiers in dbt's schema.yml."""
     tests_severity: Literal["error", "warn"] = "error"
 
 

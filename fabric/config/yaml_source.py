@@ -73,14 +73,34 @@ def parse_yaml(text: str, path: str, *, max_bytes: int = MAX_FILE_BYTES) -> Pars
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and _is_at_end(text, mark):
+            # Found at the end of the file: point at what was left open (a quote, a bracket).
+            mark = exc.context_mark
         span = SourceSpan(path, mark.line + 1, mark.column + 1) if mark else SourceSpan(path, 1, 1)
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        summary, hint = "YAML syntax error", "Fix the YAML syntax at this position."
+        code, summary = "yaml-syntax", "YAML syntax error"
+        hint = "Fix the YAML syntax at this position."
         if "nesting depth" in problem:
-            summary, hint = "Document too deeply nested", f"Keep nesting under {MAX_DEPTH} levels."
-        diag = error("yaml-syntax", summary, f"{path}: {problem}.", hint=hint, span=span)
+            code, summary = "yaml-too-deep", "Document too deeply nested"
+            hint = f"Keep nesting under {MAX_DEPTH} levels."
+        diag = error(code, summary, f"{path}: {problem}.", hint=hint, span=span)
         return ParsedYaml(path, None, None, (diag,))
-    except yaml.YAMLError as exc:  # e.g. a reader error for control characters
+    except yaml.reader.ReaderError as exc:  # control characters, invalid code points
+        # libyaml counts bytes, not characters: find the (first) offending character instead.
+        char = exc.character if isinstance(exc.character, int) else None
+        index = max(text.find(chr(char)), 0) if char is not None else 0
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        what = f"character #x{char:04X}" if char is not None else "a character"
+        diag = error(
+            "yaml-syntax",
+            "YAML syntax error",
+            f"{path}: {what}: {exc.reason}.",
+            hint="Remove the character, or write it as an escape in a double-quoted string.",
+            span=SourceSpan(path, line, column),
+        )
+        return ParsedYaml(path, None, None, (diag,))
+    except yaml.YAMLError as exc:
         diag = error(
             "yaml-syntax",
             "YAML syntax error",
@@ -97,6 +117,12 @@ def parse_yaml(text: str, path: str, *, max_bytes: int = MAX_FILE_BYTES) -> Pars
     except _Reject as exc:
         return ParsedYaml(path, None, root, (*builder.diagnostics, exc.diagnostic))
     return ParsedYaml(path, data, root, tuple(builder.diagnostics))
+
+
+def _is_at_end(text: str, mark: yaml.Mark) -> bool:
+    """Whether only whitespace follows `mark` (libyaml's index counts bytes, so use lines)."""
+    rest = text.split("\n")[mark.line :]
+    return not rest or not (rest[0][mark.column :] + "".join(rest[1:])).strip()
 
 
 class _Builder:
@@ -138,7 +164,18 @@ class _Builder:
             constructor = _SCALARS.get(node.tag)
             if constructor is None or node.tag.startswith(("tag:yaml.org,2002:binary", "!")):
                 raise _Reject(self._bad_tag(node))
-            return constructor(_CONSTRUCTOR, node)
+            try:
+                return constructor(_CONSTRUCTOR, node)
+            except (ValueError, KeyError, AttributeError, TypeError):  # e.g. `!!int abc`
+                raise _Reject(
+                    error(
+                        "yaml-tag",
+                        "Invalid tagged value",
+                        f"{self.path}: the value does not fit its tag {node.tag!r}.",
+                        hint="Remove the tag, or write a value of that type.",
+                        span=span_of(node, self.path),
+                    )
+                ) from None
         if cls is yaml.MappingNode:
             if node.tag != MAP_TAG:
                 raise _Reject(self._bad_tag(node))
@@ -149,6 +186,7 @@ class _Builder:
 
     def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
+        first_keys: dict[Any, yaml.Node] = {}
         merged: list[dict[Any, Any]] = []
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
@@ -166,7 +204,7 @@ class _Builder:
                 )
             key = key_node.value if key_node.tag == STR_TAG else self.build(key_node, depth + 1)
             if key in result:
-                first = next(k for k, _ in node.value if k.value == key_node.value)
+                first = first_keys[key]
                 self.diagnostics.append(
                     error(
                         "duplicate-key",
@@ -177,6 +215,7 @@ class _Builder:
                         span=span_of(key_node, self.path),
                     )
                 )
+            first_keys.setdefault(key, key_node)
             result[key] = self.build(value_node, depth + 1)
         for source in reversed(merged):  # explicit keys win, then the earlier merge sources
             for key, value in source.items():

@@ -1,0 +1,471 @@
+"""Cross-resource rules, through the loader: what they accept, what they reject, and where.
+
+The corpus (test_corpus.py) holds one repository per fault; these tests vary one rule over
+many inputs, check what a valid repository resolves to, and that one fault is not reported
+again as the errors it causes elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from fabric.addresses import Address, Kind
+from fabric.config.discovery import read_tenant_text
+from fabric.config.loader import LoadResult, load_repository
+
+MakeRepo = Callable[[Mapping[str, str]], Path]  # the `make_repo` fixture (conftest.py)
+P = "tenants/acme/pipelines.yaml"
+ORDERS = """\
+pipelines:
+  orders:
+    source: shop_db
+    dataset: acme_raw
+    mode: single_table
+    table: orders
+    tags: [nightly]
+"""
+
+
+def load(make_repo: MakeRepo, files: Mapping[str, str]) -> LoadResult:
+    return load_repository(make_repo(files))
+
+
+def codes(result: LoadResult) -> list[str]:
+    return [d.code for d in result.diagnostics]
+
+
+def where(result: LoadResult) -> list[tuple[str, str, int]]:
+    return [(d.code, d.span.path, d.span.line) for d in result.diagnostics if d.span]
+
+
+def load_pipelines(make_repo: MakeRepo, text: str) -> LoadResult:
+    return load_repository(make_repo({P: text}))
+
+
+# --------------------------------------------------------------------------------------------
+# a valid repository
+
+
+def test_a_valid_repository_resolves_defaults_and_dependencies(make_repo: MakeRepo) -> None:
+    repo = make_repo(
+        {
+            "fabric.yaml": "format_version: 1\ndefaults: {timezone: Europe/Berlin}\n",
+            P: ORDERS
+            + """\
+transformations:
+  customers:
+    sql: select 1 as id
+    schema: acme_marts
+  totals:
+    sql_file: models/totals.sql
+    schema: acme_marts
+    depends_on: [customers]
+schedules:
+  nightly:
+    cron: "0 2 * * *"
+    targets: ["tag:nightly+"]
+""",
+            "tenants/acme/models/totals.sql": "select *\nfrom {{ source('orders', 'orders') }}\n"
+            "join {{ ref('customers') }} using (id)\n",
+        }
+    )
+    result = load_repository(repo)
+
+    assert result.diagnostics == ()
+    tenant = result.desired.tenants["acme"]
+    assert tenant.pipelines["orders"].spec.destination == "dwh"
+    assert tenant.transformations["totals"].spec.warehouse == "dwh"
+    assert tenant.schedules["nightly"].spec.timezone == "Europe/Berlin"
+    assert tenant.sql["totals"].startswith("select *")
+    edges = {(str(d.upstream), str(d.downstream), d.origin) for d in tenant.dependencies}
+    assert edges == {
+        ("acme.pipeline.orders", "acme.transformation.totals", "source"),
+        ("acme.transformation.customers", "acme.transformation.totals", "depends_on"),
+    }  # the ref() to customers is the same edge as depends_on: kept once
+
+
+# --------------------------------------------------------------------------------------------
+# schedules
+
+
+def schedule(cron: str, timezone: str = "UTC", targets: str = "[orders]") -> str:
+    return ORDERS + (
+        f'schedules:\n  s:\n    cron: "{cron}"\n    timezone: "{timezone}"\n'
+        f"    targets: {targets}\n"
+    )
+
+
+@pytest.mark.parametrize("cron", ["0 2 * * *", "*/15 8-18 * * 1-5", "0 0 1 1 *", "30 4 * * sun"])
+def test_valid_cron(make_repo: MakeRepo, cron: str) -> None:
+    assert codes(load_pipelines(make_repo, schedule(cron))) == []
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "0 0 2 * * *",
+        "61 2 * * *",
+        "0 24 * * *",
+        "0 2 32 * *",
+        "0 2 * 13 *",
+        "0 2 * * 9",
+        "* * *",
+        "@daily",
+        "*/0 * * * *",
+        "not a cron",
+    ],
+)
+def test_invalid_cron(make_repo: MakeRepo, cron: str) -> None:
+    result = load_pipelines(make_repo, schedule(cron))
+    assert where(result) == [("bad-cron", P, 10)]
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"])
+def test_valid_timezone(make_repo: MakeRepo, timezone: str) -> None:
+    assert codes(load_pipelines(make_repo, schedule("0 2 * * *", timezone))) == []
+
+
+@pytest.mark.parametrize(
+    "timezone", ["Europe", "Mars/Olympus", "../../etc/passwd", "/etc/localtime", "UTC\\0"]
+)
+def test_invalid_timezone(make_repo: MakeRepo, timezone: str) -> None:
+    result = load_pipelines(make_repo, schedule("0 2 * * *", timezone))
+    assert where(result) == [("bad-timezone", P, 11)]
+
+
+@pytest.mark.parametrize(
+    ("targets", "code"),
+    [
+        ("['*', orders, +orders+, 'pipeline:orders', 'tag:nightly']", None),
+        ("[order]", "unknown-reference"),
+        ("['transformation:orders']", "unknown-reference"),
+        ("['tag:weekly']", "unknown-reference"),
+        ("['pipeline:*']", "bad-selector"),
+        ("['Orders']", "bad-selector"),
+    ],
+)
+def test_schedule_targets(make_repo: MakeRepo, targets: str, code: str | None) -> None:
+    result = load_pipelines(make_repo, schedule("0 2 * * *", targets=targets))
+    assert codes(result) == ([code] if code else [])
+
+
+# --------------------------------------------------------------------------------------------
+# secrets
+
+
+REST = """\
+connections:
+  api:
+    type: rest_api
+    base_url: https://api.example.com
+    headers:
+      {header}
+    resources:
+      - name: customers
+        path: /customers
+        params: {{{param}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("header", "param", "line"),
+    [
+        ("Authorization: Bearer sk_live_abc", "page_size: 100", 6),
+        ("X-Api-Key: sk_live_abc", "page_size: 100", 6),
+        ("X-Source: fabric", "api_key: sk_live_abc", 10),
+        ("X-Source: fabric", "access_token: 12345", 10),
+    ],
+)
+def test_credentials_in_headers_and_params_must_be_references(
+    make_repo: MakeRepo, header: str, param: str, line: int
+) -> None:
+    result = load(make_repo, {"tenants/acme/api.yaml": REST.format(header=header, param=param)})
+    assert where(result) == [("literal-secret", "tenants/acme/api.yaml", line)]
+    assert "sk_live_abc" not in repr(result.diagnostics)
+
+
+def test_references_in_headers_and_params_are_fine(make_repo: MakeRepo) -> None:
+    text = REST.format(
+        header="Authorization: Bearer ${secret:api_token}", param='api_key: "${env:API_KEY}"'
+    )
+    assert codes(load(make_repo, {"tenants/acme/api.yaml": text})) == []
+
+
+def test_credentials_in_driver_options_must_be_references(make_repo: MakeRepo) -> None:
+    text = """\
+connections:
+  crm:
+    type: mysql
+    direction: source
+    host: crm.internal
+    database: crm
+    options: {ssl_mode: required, ssl_password: hunter2}
+"""
+    result = load(make_repo, {"tenants/acme/crm.yaml": text})
+    assert where(result) == [("literal-secret", "tenants/acme/crm.yaml", 7)]
+
+
+# --------------------------------------------------------------------------------------------
+# pipelines
+
+
+def test_merge_is_fine_when_the_rest_resources_declare_primary_keys(make_repo: MakeRepo) -> None:
+    text = """\
+connections:
+  api:
+    type: rest_api
+    base_url: https://api.example.com
+    resources:
+      - {name: customers, path: /customers, primary_key: [id]}
+pipelines:
+  customers:
+    source: api
+    dataset: acme_raw
+    mode: rest_api
+    write_disposition: merge
+"""
+    assert codes(load(make_repo, {"tenants/acme/api.yaml": text})) == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "ok"),
+    [
+        ("[{column: status, op: in, value: [a, b]}]", True),
+        ("[{column: status, op: ne, value: test}]", True),
+        ("[{column: status, op: in, value: a}]", False),
+        ("[{column: status, op: eq, value: [a, b]}]", False),
+    ],
+)
+def test_filter_values_match_their_op(make_repo: MakeRepo, filters: str, ok: bool) -> None:
+    result = load_pipelines(make_repo, ORDERS + f"    filters: {filters}\n")
+    assert codes(result) == ([] if ok else ["invalid-value"])
+
+
+# --------------------------------------------------------------------------------------------
+# transformations
+
+
+def transformation(body: str) -> str:
+    return ORDERS + "transformations:\n  totals:\n    schema: acme_marts\n" + body
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("    sql: select 1\n    sql_file: models/totals.sql\n", "sql-xor-sql-file"),
+        ("    materialized: table\n", "sql-xor-sql-file"),
+        ("    sql: select 1 as id\n    unique_key: id\n", "field-not-for-mode"),
+        (
+            "    sql: select 1 as id\n    tests: {id: [{relationships: {to: x, field: id}}]}\n",
+            "unknown-reference",
+        ),
+        ("    sql: select 1 as id\n    tests: {id: [{accepted_values: []}]}\n", "invalid-value"),
+        ("    sql: select 1 as id\n    tests: {id: [not_nul]}\n", "unknown-test"),
+    ],
+)
+def test_transformation_rules(make_repo: MakeRepo, body: str, code: str) -> None:
+    assert codes(load_pipelines(make_repo, transformation(body))) == [code]
+
+
+def test_a_relationships_test_may_name_a_model_with_ref(make_repo: MakeRepo) -> None:
+    body = (
+        "    sql: select 1 as id\n"
+        "    tests: {id: [not_null, {relationships: {to: \"ref('totals')\", field: id}}]}\n"
+    )
+    assert codes(load_pipelines(make_repo, transformation(body))) == []
+
+
+def test_source_of_a_full_database_pipeline_without_table_names_is_not_checked(
+    make_repo: MakeRepo,
+) -> None:
+    text = ORDERS.replace("single_table\n    table: orders", "full_database") + (
+        "transformations:\n  totals:\n    schema: acme_marts\n"
+        "    sql: select * from {{ source('orders', 'anything') }}\n"
+    )
+    assert codes(load_pipelines(make_repo, text)) == []
+
+
+# --------------------------------------------------------------------------------------------
+# sql_file
+
+
+@pytest.fixture
+def tenant_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "tenants" / "acme"
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "ok.sql").write_text("select 1\n")
+    (tmp_path / "outside.sql").write_text("select 2\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("relative", "problem"),
+    [
+        ("models/ok.sql", None),
+        ("./models/../models/ok.sql", None),
+        ("models/missing.sql", "does not exist"),
+        ("models", "does not exist"),
+        ("../../outside.sql", "points outside the tenant's folder"),
+        ("/etc/passwd", "is an absolute path; give a path relative to the tenant's folder"),
+        ("models/ok\0.sql", "is not a valid path"),
+        ("x" * 300 + ".sql", "cannot be read (File name too long)"),
+    ],
+)
+def test_read_tenant_text(tenant_folder: Path, relative: str, problem: str | None) -> None:
+    text, got = read_tenant_text(tenant_folder.parents[1], "acme", relative)
+    assert got == problem
+    assert (text == "select 1\n") is (problem is None)
+
+
+def test_read_tenant_text_resolves_symlinks_before_the_check(tenant_folder: Path) -> None:
+    root = tenant_folder.parents[1]
+    try:
+        os.symlink(tenant_folder / "models" / "ok.sql", tenant_folder / "inside.sql")
+        os.symlink(root / "outside.sql", tenant_folder / "models" / "out.sql")
+        os.symlink(tenant_folder / "b.sql", tenant_folder / "a.sql")
+        os.symlink(tenant_folder / "a.sql", tenant_folder / "b.sql")
+    except (OSError, NotImplementedError) as exc:
+        pytest.skip(f"cannot create a symlink here: {exc}")
+    assert read_tenant_text(root, "acme", "inside.sql") == ("select 1\n", None)
+    assert read_tenant_text(root, "acme", "models/out.sql")[1] == (
+        "points outside the tenant's folder"
+    )
+    assert read_tenant_text(root, "acme", "a.sql")[0] is None
+
+
+# --------------------------------------------------------------------------------------------
+# schema ownership
+
+
+BETA = """\
+tenant:
+  display_name: Beta
+  warehouse: dwh
+connections:
+  dwh:
+    type: postgres
+    direction: destination
+    host: {host}
+    database: analytics
+    password: ${{secret:beta_dwh}}
+transformations:
+  totals:
+    sql: select 1 as id
+    schema: {schema}
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "conflict"),
+    [
+        ("dwh.internal", "acme_raw", True),  # beta's model writes acme's pipeline's dataset
+        ("DWH.internal", "acme_raw", True),  # host names are case-insensitive
+        ("other.internal", "acme_raw", False),  # another server
+        ("dwh.internal", "beta_marts", False),
+    ],
+)
+def test_two_tenants_may_not_write_one_schema_of_one_warehouse(
+    make_repo: MakeRepo, host: str, schema: str, conflict: bool
+) -> None:
+    result = load(
+        make_repo,
+        {
+            "tenants/acme/pipelines.yaml": ORDERS,
+            "tenants/beta/tenant.yaml": BETA.format(host=host, schema=schema),
+        },
+    )
+    expected = [
+        ("schema-conflict", P, 2),
+        ("schema-conflict", "tenants/beta/tenant.yaml", 12),
+    ]
+    assert where(result) == (expected if conflict else [])
+
+
+# --------------------------------------------------------------------------------------------
+# one fault, one diagnostic
+
+
+def test_a_broken_resource_is_not_reported_again_by_what_refers_to_it(
+    make_repo: MakeRepo,
+) -> None:
+    text = ORDERS.replace("acme_raw", "Acme-Raw") + (
+        "transformations:\n"
+        "  totals:\n"
+        "    schema: acme_marts\n"
+        "    sql: select * from {{ source('orders', 'orders') }}\n"
+        "    depends_on: [orders]\n"
+        "schedules:\n"
+        "  nightly:\n"
+        '    cron: "0 2 * * *"\n'
+        "    targets: [orders, 'pipeline:orders', 'tag:nightly', +totals]\n"
+    )
+    result = load_pipelines(make_repo, text)
+    assert where(result) == [("unsafe-identifier", P, 4)]
+
+
+def test_a_broken_connection_is_not_reported_again_by_pipelines(make_repo: MakeRepo) -> None:
+    text = """\
+connections:
+  crm:
+    type: postgress
+    direction: source
+pipelines:
+  contacts:
+    source: crm
+    dataset: acme_raw
+    mode: single_table
+    table: contacts
+"""
+    assert where(load_pipelines(make_repo, text)) == [("unknown-type", P, 3)]
+
+
+def test_a_file_that_cannot_be_parsed_stops_the_tenants_cross_checks(make_repo: MakeRepo) -> None:
+    result = load(
+        make_repo,
+        {
+            "tenants/acme/tenant.yaml": "tenant: {display_name: Acme, warehouse: dwh\n",
+            "tenants/acme/pipelines.yaml": ORDERS,
+            "tenants/beta/tenant.yaml": "tenant: {display_name: Beta}\n",
+            "tenants/beta/pipelines.yaml": ORDERS,  # still checked: beta has no shop_db
+        },
+    )
+    assert where(result) == [
+        ("yaml-syntax", "tenants/acme/tenant.yaml", 1),
+        ("missing-field", "tenants/beta/pipelines.yaml", 2),  # no destination, no warehouse
+        ("unknown-reference", "tenants/beta/pipelines.yaml", 3),
+    ]
+
+
+def test_a_file_that_is_not_utf8_stops_the_tenants_cross_checks(make_repo: MakeRepo) -> None:
+    repo = make_repo({P: ORDERS})
+    (repo / "tenants" / "acme" / "tenant.yaml").write_bytes(
+        b"tenant:\n  display_name: M\xfcnchen\n"
+    )
+    result = load_repository(repo)
+    assert where(result) == [("unreadable-file", "tenants/acme/tenant.yaml", 2)]
+
+
+def test_a_misspelt_field_is_reported_once(make_repo: MakeRepo) -> None:
+    result = load_pipelines(make_repo, ORDERS.replace("    dataset:", "    datset:"))
+    assert [(d.code, d.hint) for d in result.diagnostics] == [
+        ("unknown-field", "Did you mean 'dataset'?")  # and not also "needs field 'dataset'"
+    ]
+
+
+def test_the_second_declaration_names_where_the_first_is(make_repo: MakeRepo) -> None:
+    result = load(
+        make_repo,
+        {
+            "tenants/acme/a.yaml": ORDERS,
+            "tenants/acme/b.yaml": ORDERS,
+        },
+    )
+    (diag,) = result.diagnostics
+    assert diag.code == "duplicate-resource"
+    assert diag.address == Address("acme", Kind.PIPELINE, "orders")
+    assert (diag.span.path, diag.span.line) == ("tenants/acme/b.yaml", 2)
+    assert "first at tenants/acme/a.yaml:2:3" in diag.detail

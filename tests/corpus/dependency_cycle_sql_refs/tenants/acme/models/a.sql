@@ -1,0 +1,2 @@
+-- a depends on b
+select * from {{ ref('b') }}

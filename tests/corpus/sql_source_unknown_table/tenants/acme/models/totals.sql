@@ -1,0 +1,4 @@
+-- totals per customer
+select customer_id, count(*) as n
+from {{ source('orders', 'customers') }}
+group by 1
