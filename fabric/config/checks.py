@@ -5,8 +5,9 @@ Every function reports diagnostics at the field they are about and never raises.
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,10 @@ def _connection_ref(
 ) -> ValidSpec | None:
     connections = ctx.by_kind[Kind.CONNECTION]
     target = connections.get(name)
-    span = _at(vs, field) if field in _spec_fields_set(vs) else _at(vs, key=True)
+
+    def span() -> SourceSpan:  # computed only when there is something to report
+        return _at(vs, field) if field in _spec_fields_set(vs) else _at(vs, key=True)
+
     if target is None and ctx.is_broken(Kind.CONNECTION, name):
         return None
     if target is None:
@@ -82,7 +86,7 @@ def _connection_ref(
                 f"{vs.address}: {field} {name!r} names no connection of tenant {ctx.slug}.",
                 hint=did_you_mean(name, connections)
                 or "Declare it under `connections:` in this tenant's folder.",
-                span=span,
+                span=span(),
                 address=vs.address,
             )
         )
@@ -96,7 +100,7 @@ def _connection_ref(
                 f"{vs.address}: {field} {name!r} is a {spec.direction} connection, "
                 f"but a {role} must be a {direction}.",
                 hint=f"Use a connection with `direction: {direction}`.",
-                span=span,
+                span=span(),
                 address=vs.address,
             )
         )
@@ -109,7 +113,7 @@ def _connection_ref(
                 f"{vs.address}: {field} {name!r} is of type {spec.type}; a {role} must be "
                 f"one of {', '.join(sorted(types))}.",
                 hint=f"Point {field} at a connection of a supported type.",
-                span=span,
+                span=span(),
                 address=vs.address,
             )
         )
@@ -468,7 +472,7 @@ def resolve_schedules(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
         elif spec.timezone is None:
             resolved[name] = spec.model_copy(update={"timezone": timezone})
         for i, target in enumerate(spec.targets):
-            _check_selector(ctx, vs, target, _at(vs, "targets", i), diags)
+            _check_selector(ctx, vs, target, functools.partial(_at, vs, "targets", i), diags)
     return resolved
 
 
@@ -481,7 +485,11 @@ def _valid_timezone(name: str) -> bool:
 
 
 def _check_selector(
-    ctx: TenantContext, vs: ValidSpec, text: str, span: SourceSpan, diags: list[Diagnostic]
+    ctx: TenantContext,
+    vs: ValidSpec,
+    text: str,
+    span: Callable[[], SourceSpan],
+    diags: list[Diagnostic],
 ) -> None:
     try:
         selector = parse_selector(text)
@@ -492,7 +500,7 @@ def _check_selector(
                 "Invalid selector",
                 f"{vs.address}: {exc}.",
                 hint="Examples: orders, pipeline:orders, +customer_totals, orders+, tag:nightly.",
-                span=span,
+                span=span(),
                 address=vs.address,
             )
         )
@@ -513,7 +521,7 @@ def _check_selector(
                     f"{vs.address}: target {text!r} selects nothing: no pipeline or "
                     f"transformation of tenant {ctx.slug} has tag {selector.value!r}.",
                     hint=did_you_mean(selector.value, tags),
-                    span=span,
+                    span=span(),
                     address=vs.address,
                 )
             )
@@ -533,14 +541,18 @@ def _check_selector(
             "Unknown reference",
             f"{vs.address}: target {text!r} names no {what} of tenant {ctx.slug}.",
             hint=did_you_mean(selector.value, pool),
-            span=span,
+            span=span(),
             address=vs.address,
         )
     )
 
 
 def resolve_node_name(
-    ctx: TenantContext, entry: str, owner: Address, span: SourceSpan, diags: list[Diagnostic]
+    ctx: TenantContext,
+    entry: str,
+    owner: Address,
+    span: Callable[[], SourceSpan],
+    diags: list[Diagnostic],
 ) -> Address | None:
     """`orders` or `pipeline:orders` in depends_on -> the node's address."""
     kind_text, _, name = entry.rpartition(":")
@@ -564,7 +576,7 @@ def resolve_node_name(
                 "Ambiguous reference",
                 f"{owner}: depends_on {entry!r} names both a pipeline and a transformation.",
                 hint=f"Write pipeline:{name} or transformation:{name}.",
-                span=span,
+                span=span(),
                 address=owner,
             )
         )
@@ -577,7 +589,7 @@ def resolve_node_name(
             f"{ctx.slug}.",
             hint=did_you_mean(name, {**pipelines, **transformations})
             or "depends_on takes names of pipelines or transformations of the same tenant.",
-            span=span,
+            span=span(),
             address=owner,
         )
     )

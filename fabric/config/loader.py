@@ -5,7 +5,10 @@ Reads the files (discovery), then runs the pure steps: parse, validate, resolve,
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -36,8 +39,30 @@ class LoadResult:
         return self.desired is not None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while loading.
+
+    Parsing keeps every file's node tree alive until its specs are validated: hundreds of
+    thousands of small, acyclic objects that make the collector rescan the heap again and
+    again (it tripled the time of a 12 MB repository). Nothing built here forms cycles, so
+    reference counting frees it all; the collector resumes afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_repository(root: Path) -> LoadResult:
-    root = Path(root)
+    with gc_paused():
+        return _load_repository(Path(root))
+
+
+def _load_repository(root: Path) -> LoadResult:
     files = discover(root, max_bytes=MAX_FILE_BYTES)
     diags: list[Diagnostic] = []
     digest = hashlib.sha256()

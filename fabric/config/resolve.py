@@ -8,6 +8,7 @@ diagnostic at the exact field; nothing stops at the first problem.
 
 from __future__ import annotations
 
+import functools
 import graphlib
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -21,6 +22,8 @@ from fabric.config.sql_refs import sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 from fabric.domain.state import Declared, Dependency, TenantState
 
+Span = Callable[[], SourceSpan]
+"""A span computed only when a diagnostic needs it (the happy path never does)."""
 ReadSql = Callable[[str], tuple[str | None, str | None]]
 """Reads a tenant-relative `sql_file`: (text, None) or (None, why it cannot be read)."""
 
@@ -180,9 +183,9 @@ def _dependencies(
 ) -> list[Dependency]:
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
-    edges: dict[tuple[Address, Address], tuple[str, SourceSpan]] = {}
+    edges: dict[tuple[Address, Address], tuple[str, Span]] = {}
 
-    def add(up: Address, down: Address, origin: str, span: SourceSpan, explicit: bool) -> None:
+    def add(up: Address, down: Address, origin: str, span: Span, explicit: bool) -> None:
         if up == down:
             diags.append(
                 error(
@@ -190,7 +193,7 @@ def _dependencies(
                     "Self-dependency",
                     f"{down} depends on itself.",
                     hint="Remove it from depends_on (or the ref to itself from its SQL).",
-                    span=span,
+                    span=span(),
                     address=down,
                 )
             )
@@ -202,9 +205,9 @@ def _dependencies(
                     error(
                         "duplicate-dependency",
                         "Duplicate dependency",
-                        f"{down} lists {up} twice in depends_on (first at {previous_span}).",
+                        f"{down} lists {up} twice in depends_on (first at {previous_span()}).",
                         hint="Remove the repeated entry.",
-                        span=span,
+                        span=span(),
                         address=down,
                     )
                 )
@@ -213,7 +216,7 @@ def _dependencies(
 
     for vs in (*pipelines.values(), *transformations.values()):
         for i, entry in enumerate(vs.spec.depends_on):
-            span = vs.file.locate((*vs.loc, "depends_on", i))
+            span = functools.partial(vs.file.locate, (*vs.loc, "depends_on", i))
             up = checks.resolve_node_name(ctx, entry, vs.address, span, diags)
             if up is not None:
                 add(up, vs.address, "depends_on", span, True)
@@ -234,7 +237,7 @@ def _dependencies(
                 )
             )
         for ref in refs:
-            span = _sql_span(vs, ref.line)
+            span = functools.partial(_sql_span, vs, ref.line)
             if ctx.is_broken(Kind.TRANSFORMATION if ref.kind == "ref" else Kind.PIPELINE, ref.name):
                 continue
             if ref.kind == "ref":
@@ -246,7 +249,7 @@ def _dependencies(
                             f"{vs.address}: ref({ref.name!r}) names no transformation of "
                             f"tenant {ctx.slug}.",
                             hint=did_you_mean(ref.name, transformations),
-                            span=span,
+                            span=span(),
                             address=vs.address,
                         )
                     )
@@ -262,7 +265,7 @@ def _dependencies(
                             f"{vs.address}: source({ref.name!r}, {ref.table!r}) names no "
                             f"pipeline of tenant {ctx.slug}.",
                             hint=did_you_mean(ref.name, pipelines),
-                            span=span,
+                            span=span(),
                             address=vs.address,
                         )
                     )
@@ -276,7 +279,7 @@ def _dependencies(
                             f"{vs.address}: pipeline {ref.name!r} loads no table "
                             f"{ref.table!r} (it loads {', '.join(sorted(tables)) or 'none'}).",
                             hint=did_you_mean(str(ref.table), tables),
-                            span=span,
+                            span=span(),
                             address=vs.address,
                         )
                     )
@@ -291,7 +294,7 @@ def _dependencies(
 
 
 def _check_cycles(
-    edges: Mapping[tuple[Address, Address], tuple[str, SourceSpan]], diags: list[Diagnostic]
+    edges: Mapping[tuple[Address, Address], tuple[str, Span]], diags: list[Diagnostic]
 ) -> None:
     """Report every cycle, each once, naming all of its nodes in order."""
     remaining = dict(edges)
@@ -318,7 +321,7 @@ def _check_cycles(
                     + " -> ".join(str(a) for a in path)
                     + ".",
                     hint="Remove one of the dependencies (depends_on or a ref in the SQL).",
-                    span=remaining[first][1] if first in remaining else None,
+                    span=remaining[first][1]() if first in remaining else None,
                     address=path[1],
                 )
             )

@@ -11,7 +11,7 @@ the happy path as fast as a bare `yaml.load`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -19,9 +19,33 @@ import yaml
 from fabric.diagnostics import Diagnostic, SourceSpan, error
 
 try:  # libyaml is part of PyYAML's wheels; the pure-Python loader is a slow but correct fallback
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+_RESOLVED: dict[tuple[Any, Any, Any], str] = {}
+_RESOLVED_MAX = 200_000
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """libyaml's parser with a memo on tag resolution.
+
+    PyYAML resolves the tag of every plain scalar in Python, with regular expressions, even
+    under the C loader; config files repeat the same few keys and values thousands of times, so
+    a memo turns most of that work into one dict lookup. Resolution depends only on
+    (kind, value, implicit) because fabric registers no path resolvers.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        key = (kind, value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) >= _RESOLVED_MAX:
+                _RESOLVED.clear()
+            _RESOLVED[key] = tag
+        return tag
+
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
@@ -44,9 +68,35 @@ class ParsedYaml:
     data: Any
     root: yaml.Node | None
     diagnostics: tuple[Diagnostic, ...]
+    _entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Per mapping node, its entries by key: filled lazily, so each mapping is scanned once."""
 
     def locate(self, loc: Loc, *, key: bool = False) -> SourceSpan:
-        return locate(self.root, loc, self.path, key=key)
+        return locate(self.root, loc, self.path, key=key, entries=self._entries)
+
+
+def _mapping_entries(
+    node: yaml.MappingNode, cache: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]]
+) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """Key -> (key node, value node); explicit keys win over `<<` merges, the first merge first."""
+    table: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    merges: list[yaml.Node] = []
+    for key_node, value_node in node.value:
+        if key_node.tag == MERGE_TAG:
+            merges.append(value_node)
+        elif isinstance(key_node, yaml.ScalarNode):
+            table.setdefault(key_node.value, (key_node, value_node))
+    for merge in merges:
+        for source in merge.value if isinstance(merge, yaml.SequenceNode) else [merge]:
+            if isinstance(source, yaml.MappingNode):
+                inner = cache.get(id(source))
+                if inner is None:
+                    inner = cache[id(source)] = _mapping_entries(source, cache)
+                for k, v in inner.items():
+                    table.setdefault(k, v)
+    return table
 
 
 class _Reject(Exception):
@@ -250,7 +300,12 @@ class _Builder:
 
 
 def locate(
-    root: yaml.Node | None, loc: Sequence[str | int], path: str, *, key: bool = False
+    root: yaml.Node | None,
+    loc: Sequence[str | int],
+    path: str,
+    *,
+    key: bool = False,
+    entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] | None = None,
 ) -> SourceSpan:
     """Span of the node at `loc`, or of its nearest existing ancestor.
 
@@ -260,8 +315,9 @@ def locate(
     if root is None:
         return SourceSpan(path, 1, 1)
     node = root
+    cache = {} if entries is None else entries
     for i, part in enumerate(loc):
-        found = _child(node, part)
+        found = _child(node, part, cache)
         if found is None:
             break
         key_node, child = found
@@ -271,19 +327,14 @@ def locate(
     return span_of(node, path)
 
 
-def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+def _child(
+    node: yaml.Node, part: str | int, cache: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]]
+) -> tuple[yaml.Node | None, yaml.Node] | None:
     if isinstance(node, yaml.MappingNode):
-        merges = []
-        for key_node, value_node in node.value:
-            if key_node.tag == MERGE_TAG:
-                merges.append(value_node)
-            elif isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
-                return key_node, value_node
-        for merge in merges:
-            for source in merge.value if isinstance(merge, yaml.SequenceNode) else [merge]:
-                if (found := _child(source, part)) is not None:
-                    return found
-        return None
+        table = cache.get(id(node))
+        if table is None:
+            table = cache[id(node)] = _mapping_entries(node, cache)
+        return table.get(str(part))
     if (
         isinstance(node, yaml.SequenceNode)
         and isinstance(part, int)
