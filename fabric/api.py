@@ -113,7 +113,9 @@ def plan(
     assert load.desired is not None
     engine = engine or ws.engine("plan")
     box = ws.secret_box()
-    with engine.connect() as conn:
+    from fabric.config.loader import gc_paused
+
+    with engine.connect() as conn, gc_paused():
         result = make_plan(
             conn,
             load.desired,
@@ -167,7 +169,10 @@ def apply(
     engine = engine or ws.engine("apply")
     needs_box = any(c.target is not None and c.target.secret_refs for c in plan_.changes)
     box = ws.secret_box() if needs_box else None
-    return apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+    from fabric.config.loader import gc_paused
+
+    with gc_paused():
+        return apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
 
 
 def git_identity(repo: Path) -> tuple[str | None, str | None]:
@@ -185,3 +190,40 @@ def git_identity(repo: Path) -> tuple[str | None, str | None]:
     except (OSError, subprocess.SubprocessError):
         return None, None
     return (out[0], out[1]) if len(out) >= 2 else (None, None)
+
+
+def export(
+    repo: Path,
+    out: Path,
+    *,
+    tenants: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+) -> list[Path]:
+    """Write the applied state of these tenants (all when empty) as a repository under `out`."""
+    from fabric.config.export import export_files
+    from fabric.config.json_schema import json_schemas, render_schema
+    from fabric.errors import FabricError
+    from fabric.state.snapshot import read_records, read_tenant_rows
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("export")
+    with engine.connect() as conn:
+        rows = read_tenant_rows(conn, tenants or None)
+        missing = sorted(set(tenants) - set(rows))
+        if missing:
+            raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
+        records = read_records(conn, rows)
+    files = export_files(records)
+    for name, schema in json_schemas().items():
+        files[f"schemas/{name}"] = render_schema(schema)
+    root = Path(out).resolve()
+    written = []
+    for rel, body in sorted(files.items()):
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root):  # a hand-edited sql_file must not escape `out`
+            raise FabricError(f"Refusing to write {rel!r}: it points outside {root}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+        written.append(path)
+    return written

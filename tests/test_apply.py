@@ -438,3 +438,29 @@ def test_history_records_commit_author_and_counts(repo, env):
     assert done.returncode == 0, done.stderr
     assert "abc123" in done.stdout and "Ana" in done.stdout and "success" in done.stdout
     assert result.apply_id == 1
+
+
+def test_export_round_trip_plans_no_changes(repo, env, tmp_path):
+    sql_file = {
+        "tenants/acme/models/big.sql": "select 1 as one\nfrom {{ ref('totals') }}\n",
+        "tenants/acme/more.yaml": """
+            transformations:
+              big:
+                sql_file: models/big.sql
+                schema: acme_marts
+                materialized: incremental
+                unique_key: [one]
+                tests:
+                  one: [not_null, {accepted_values: [1]}]
+            """,
+    }
+    root = repo({**ACME, **GLOBEX, **sql_file})
+    do_apply(root, env)
+    out = tmp_path / "exported"
+    api.export(root, out, environ=env)
+    assert (out / "tenants/acme/models/big.sql").read_text() == sql_file[
+        "tenants/acme/models/big.sql"
+    ]
+    assert actions(out, env) == {}
+    done = _cli(["validate", str(out)], env)
+    assert done.returncode == 0, done.stdout

@@ -6,6 +6,7 @@ plan file is that same document. Secret fields reach it as `sensitive: true` wit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,7 +19,7 @@ from fabric.plan.fingerprint import fingerprint
 PLAN_FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     source_hash: str
     """sha256 of the repository files the plan was made from."""
@@ -37,7 +38,7 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.changes)
 
-    @property
+    @functools.cached_property
     def plan_hash(self) -> str:
         """Hash of everything but the creation time: what apply history records."""
         return str(to_document(self)["plan_hash"])

@@ -151,3 +151,33 @@ def _fps(secrets: Mapping[str, Any] | None) -> dict[str, str]:
 def read_tokens(conn: Connection, slugs: Iterable[str]) -> dict[Address, str]:
     """Current content token of every live object of these tenants (for the stale check)."""
     return dict(read_snapshot(conn, slugs).tokens)
+
+
+def read_records(
+    conn: Connection, tenants: Mapping[str, TenantRow]
+) -> dict[Address, tuple[dict[str, Any], bool]]:
+    """(spec, protect) of every live object of these tenants; for export, not for plans."""
+    out: dict[Address, tuple[dict[str, Any], bool]] = {}
+    if not tenants:
+        return out
+    for r in conn.execute(
+        text(
+            f"SELECT slug, spec, protect FROM {tables.SHARED_SCHEMA}.tenants "
+            "WHERE deleted_at IS NULL AND slug = ANY(:slugs)"
+        ),
+        {"slugs": sorted(tenants)},
+    ):
+        out[Address.of_tenant(r.slug)] = (r.spec, r.protect)
+    ordered = sorted(tenants.values(), key=lambda t: t.id)
+    for start in range(0, len(ordered), BATCH_TENANTS):
+        batch = ordered[start : start + BATCH_TENANTS]
+        by_id = {t.id: t for t in batch}
+        parts = [
+            f"SELECT {t.id} AS tenant_id, '{table}' AS tbl, name, spec, protect "
+            f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
+            for t in batch
+            for table in KIND_TABLES.values()
+        ]
+        for r in conn.execute(text("\nUNION ALL\n".join(parts))):
+            out[Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)] = (r.spec, r.protect)
+    return out

@@ -109,52 +109,84 @@ def write_resources(
     writes: Sequence[RowWrite],
     deletes: Sequence[Change],
 ) -> None:
-    """Creates and updates parents-first, then deletes children-first, grouped per statement."""
-    groups: dict[tuple[str, Kind, Action], list[RowWrite]] = defaultdict(list)
-    for w in writes:
-        a = w.change.address
-        groups[(a.tenant, a.kind, w.change.action)].append(w)
+    """Creates and updates parents-first, then deletes children-first.
+
+    Rows travel once, by COPY, into a temporary staging table; one script of INSERT/UPDATE
+    ... SELECT statements (one per tenant, kind and action) then moves them into the tenant
+    tables in a single round trip.
+    """
     order = [Kind.CONNECTION, Kind.PIPELINE, Kind.TRANSFORMATION, Kind.DEPENDENCY, Kind.SCHEDULE]
-    for kind in order:
-        for (slug, k, action), group in sorted(groups.items(), key=lambda i: i[0][0]):
-            if k is not kind:
-                continue
+    script: list[str] = []
+    if writes:
+        _stage(conn, writes)
+        groups = sorted(
+            {(w.change.address.tenant, w.change.address.kind, w.change.action) for w in writes},
+            key=lambda g: (order.index(g[1]), g[0], g[2].value),
+        )
+        content = tables.CONTENT_MD5_SQL.format(
+            spec="x.spec", secrets="x.secrets", protect="x.protect"
+        )
+        for slug, kind, action in groups:
             table = f'"{tenants[slug].schema_name}".{KIND_TABLES[kind]}'
+            where = (
+                f"x.tenant = '{slug}' AND x.kind = '{kind.value}' AND x.action = '{action.value}'"
+            )
             if action is Action.CREATE:
-                conn.execute(
-                    text(
-                        f"INSERT INTO {table} "
-                        "(name, spec, secrets, fingerprint, protect, content_md5) "
-                        f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {_CONTENT_X} "
-                        f"FROM {_RECORDSET}"
-                    ),
-                    {"rows": _payload(group)},
+                script.append(
+                    f"INSERT INTO {table} (name, spec, secrets, fingerprint, protect, content_md5) "
+                    f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {content} "
+                    f"FROM fabric_stage x WHERE {where}"
                 )
             else:
-                conn.execute(
-                    text(
-                        f"UPDATE {table} t SET spec = x.spec, secrets = x.secrets, "
-                        f"fingerprint = x.fingerprint, protect = x.protect, "
-                        f"content_md5 = {_CONTENT_X}, updated_at = now() FROM {_RECORDSET} "
-                        "WHERE t.name = x.name AND t.deleted_at IS NULL"
-                    ),
-                    {"rows": _payload(group)},
+                script.append(
+                    f"UPDATE {table} t SET spec = x.spec, secrets = x.secrets, "
+                    f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {content}, "
+                    f"updated_at = now() FROM fabric_stage x "
+                    f"WHERE {where} AND t.name = x.name AND t.deleted_at IS NULL"
                 )
     by_table: dict[tuple[str, Kind], list[str]] = defaultdict(list)
     for c in deletes:
         if c.address.kind is not Kind.TENANT:
             by_table[(c.address.tenant, c.address.kind)].append(c.address.name)
-    for kind in reversed(order):
-        for (slug, k), names in sorted(by_table.items()):
-            if k is kind:
-                conn.execute(
-                    text(
-                        f'UPDATE "{tenants[slug].schema_name}".{KIND_TABLES[kind]} '
-                        "SET deleted_at = now(), updated_at = now() "
-                        "WHERE name = ANY(:names) AND deleted_at IS NULL"
-                    ),
-                    {"names": names},
+    for (slug, kind), names in sorted(
+        by_table.items(), key=lambda i: (-order.index(i[0][1]), i[0][0])
+    ):
+        quoted = ", ".join("'" + n.replace("'", "''") + "'" for n in names)
+        script.append(
+            f'UPDATE "{tenants[slug].schema_name}".{KIND_TABLES[kind]} '
+            "SET deleted_at = now(), updated_at = now() "
+            f"WHERE name IN ({quoted}) AND deleted_at IS NULL"
+        )
+    if script:
+        # Names, slugs and kinds are validated identifiers; values travel only through COPY.
+        conn.exec_driver_sql(";\n".join(script))
+
+
+def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
+    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
+    with cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE fabric_stage (tenant text, kind text, action text, name text, "
+            "spec jsonb, secrets jsonb, fingerprint text, protect boolean) ON COMMIT DROP"
+        )
+        with cursor.copy("COPY fabric_stage FROM STDIN") as copy:
+            for w in writes:
+                a, target = w.change.address, w.change.target
+                assert target is not None
+                copy.write_row(
+                    (
+                        a.tenant,
+                        a.kind.value,
+                        w.change.action.value,
+                        a.name,
+                        json.dumps(dict(target.spec)),
+                        json.dumps(dict(w.secrets)),
+                        w.fingerprint,
+                        target.protect,
+                    )
                 )
+        cursor.execute("CREATE INDEX ON fabric_stage (tenant, kind, action)")
+        cursor.execute("ANALYZE fabric_stage")
 
 
 def tenant_addresses(changes: Sequence[Change]) -> list[Address]:

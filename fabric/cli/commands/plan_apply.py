@@ -205,3 +205,21 @@ def locks(repo: Path) -> None:
             f"{h.tenant or '(unknown tenant)'}: {h.application_name} pid {h.pid} "
             f"from {h.client} since {since}"
         )
+
+
+@cli.command()
+@REPO
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write the repository into.",
+)
+@click.option("--tenant", "tenants", multiple=True, help="Export only this tenant (repeatable).")
+@handle_errors
+def export(repo: Path, out: Path, tenants: tuple[str, ...]) -> None:
+    """Write the applied state back as a repository (planning it shows no changes)."""
+    from fabric import api
+
+    written = api.export(repo, out, tenants=tenants)
+    click.echo(f"Wrote {len(written)} files to {out}.")

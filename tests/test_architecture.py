@@ -1,0 +1,91 @@
+"""The functional core stays pure, and the CLI stays fast to start."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import fabric
+
+ROOT = Path(fabric.__file__).parent
+PURE = [
+    "addresses",
+    "diagnostics",
+    "errors",
+    "config/yaml_source",
+    "config/specs",
+    "config/sections",
+    "config/references",
+    "config/resolve",
+    "config/checks",
+    "config/ownership",
+    "config/sql_refs",
+    "config/json_schema",
+    "domain",
+    "graph",
+    "render",
+]
+SHELL_ONLY = {
+    "sqlalchemy",
+    "psycopg",
+    "dlt",
+    "dbt",
+    "click",
+    "subprocess",
+    "watchfiles",
+    "os",
+    "fabric.state",
+    "fabric.cli",
+    "fabric.settings",
+    "fabric.api",
+    "fabric.config.loader",
+    "fabric.config.discovery",
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return names | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+
+def test_pure_modules_import_nothing_with_side_effects():
+    for entry in PURE:
+        single = ROOT / f"{entry}.py"
+        paths = [single] if single.exists() else sorted((ROOT / entry).rglob("*.py"))
+        assert paths, f"{entry} names no module"
+        for path in paths:
+            bad = {
+                m
+                for m in imported_modules(path)
+                if any(m == s or m.startswith(s + ".") for s in SHELL_ONLY)
+            }
+            assert not bad, f"{path.relative_to(ROOT)} is [pure] but imports {sorted(bad)}"
+
+
+def test_only_the_cli_imports_click():
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("cli/"):
+            continue
+        assert "click" not in imported_modules(path), f"{rel} imports click"
+
+
+def _modules_loaded_by(args: list[str]) -> set[str]:
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['fabric', *{args!r}]\n"
+        "try:\n    runpy.run_module('fabric', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('\\n'.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return set(proc.stderr.split())
+
+
+def test_help_and_validate_do_not_import_dlt_dbt_or_sqlalchemy():
+    example = str(ROOT.parent / "example-repo")
+    for args in (["--help"], ["validate", example]):
+        loaded = _modules_loaded_by(args)
+        heavy = {m for m in loaded if m.split(".")[0] in {"dlt", "dbt", "sqlalchemy", "alembic"}}
+        assert not heavy, f"fabric {' '.join(args)} imported {sorted(heavy)[:5]}"
