@@ -120,8 +120,9 @@ def _secret_fps(
                 fps[path] = store_fps.get(address.tenant, {}).get(ref.name)
                 if fps[path] is None:
                     notes.append(
-                        f"secret {ref.name!r} of tenant {address.tenant} is not set: set it with "
-                        f"`fabric secrets set {address.tenant} {ref.name}` after this apply"
+                        f"secret {ref.name!r} of tenant {address.tenant} is not set yet: "
+                        f"`fabric secrets set {address.tenant} {ref.name}` "
+                        "(runs needing it fail until then)"
                     )
                 continue
             value = environ.get(ref.name)
