@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
-from fabric.errors import MissingSecretError, StalePlanError, UnsafePlanError
+from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
 from fabric.plan.diff import Action, Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
@@ -78,6 +79,35 @@ def apply_plan(
     if not touched:
         return ApplyResult(None, counts(()), ())
     _check_env(plan, environ)
+    try:
+        return _apply(engine, plan, touched, box, environ, options)
+    except DBAPIError as exc:
+        raise StateError(_database_failure(exc)) from None
+
+
+def _database_failure(exc: DBAPIError) -> str:
+    """A one-paragraph account of a failed statement: never the statement (it may be huge)."""
+    orig = exc.orig
+    first = str(orig).strip().splitlines()[0] if orig is not None else type(exc).__name__
+    code = getattr(orig, "sqlstate", None)
+    hint = ""
+    if code == "53200":  # out_of_memory in the lock table
+        hint = (
+            " The server's lock table is too small for this many new tenants in one apply: "
+            "raise max_locks_per_transaction (fabric's embedded server uses 1024), or apply "
+            "fewer new tenants at a time with --tenant."
+        )
+    return f"The apply failed and was rolled back; nothing was changed. Server said: {first}.{hint}"
+
+
+def _apply(
+    engine: Engine,
+    plan: Plan,
+    touched: tuple[str, ...],
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    options: ApplyOptions,
+) -> ApplyResult:
     started = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('application_name', :n, true)"), {"n": client_name()})

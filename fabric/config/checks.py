@@ -142,7 +142,41 @@ def check_tenant(ctx: TenantContext) -> list[Diagnostic]:
             role="warehouse",
             diags=diags,
         )
+    seen: dict[str, int] = {}
+    for i, member in enumerate(ctx.tenant.members):
+        who = member.who.strip().lower()
+        if who in seen:
+            diags.append(
+                error(
+                    "duplicate-member",
+                    "Duplicate member",
+                    f"Tenant {ctx.slug} lists {member.who!r} twice in members "
+                    f"(first as entry {seen[who] + 1}).",
+                    hint="List each member once, with the highest role they need.",
+                    span=_at(ctx.tenant_vs, "members", i),
+                    address=ctx.tenant_vs.address,
+                )
+            )
+        seen.setdefault(who, i)
     return diags
+
+
+def check_project_timezone(
+    project: ProjectSpec, locate: Callable[[], SourceSpan]
+) -> list[Diagnostic]:
+    """The project's default timezone is checked where it is written, used or not."""
+    if _valid_timezone(project.defaults.timezone):
+        return []
+    return [
+        error(
+            "bad-timezone",
+            "Unknown timezone",
+            f"fabric.yaml: defaults.timezone {project.defaults.timezone!r} "
+            "is not an IANA timezone.",
+            hint="Use a name such as Europe/Berlin or UTC.",
+            span=locate(),
+        )
+    ]
 
 
 def check_connections(ctx: TenantContext) -> list[Diagnostic]:

@@ -6,6 +6,7 @@ Reads the files (discovery), then runs the pure steps: parse, validate, resolve,
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
+from fabric.config.checks import check_project_timezone
 from fabric.config.discovery import discover, read_tenant_text
 from fabric.config.ownership import check_schema_ownership
 from fabric.config.resolve import build_tenant
@@ -94,6 +96,9 @@ def _load_repository(root: Path) -> LoadResult:
         if parsed.data is not None or not parsed.diagnostics:
             project, problems = validate_project(parsed)
             diags += problems
+            if project is not None:
+                where = functools.partial(parsed.locate, ("defaults", "timezone"))
+                diags += check_project_timezone(project, where)
     for path in files.stray:
         diags.append(
             error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -24,7 +25,10 @@ def warehouse_identity(spec: object) -> tuple[object, ...]:
     if kind == "sqlite":
         return (kind, spec.path)  # type: ignore[attr-defined]
     if kind == "filesystem":
-        return (kind, spec.bucket_url.rstrip("/"))  # type: ignore[attr-defined]
+        url = spec.bucket_url.removeprefix("file://")  # type: ignore[attr-defined]
+        if "://" not in url:  # a local folder: ./data/lake, data/lake/ and data/lake are one
+            url = posixpath.normpath(url)
+        return (kind, url.rstrip("/"))
     return (kind,)
 
 

@@ -31,8 +31,13 @@ def render_diagnostics_text(diagnostics: Sequence[Diagnostic], *, color: bool = 
 
 def render_summary(counts: Mapping[str, int], tenants: Iterable[str]) -> str:
     tenants = list(tenants)
-    parts = ", ".join(f"{n} {k}" for k, n in counts.items())
-    return f"Loaded {len(tenants)} tenants ({', '.join(tenants)}): {parts}."
+    parts = ", ".join(f"{n} {k if n != 1 else _singular(k)}" for k, n in counts.items())
+    noun = "tenant" if len(tenants) == 1 else "tenants"
+    return f"Loaded {len(tenants)} {noun} ({', '.join(tenants)}): {parts}."
+
+
+def _singular(plural: str) -> str:
+    return plural[:-3] + "y" if plural.endswith("ies") else plural.removesuffix("s")
 
 
 def diagnostics_document(

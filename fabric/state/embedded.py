@@ -68,6 +68,7 @@ CONTROL_PLANE_DATABASE = "fabric"
 LOCK_TIMEOUT = 120.0
 """Seconds to wait for another fabric process that is starting the same server."""
 START_TIMEOUT = 60
+MAX_LOCKS_PER_TRANSACTION = 1024
 """Seconds pg_ctl waits for the server to accept connections."""
 # Linux allows 107 bytes in a socket path, macOS 103; keep a margin.
 _MAX_SOCKET_PATH = 100
@@ -242,6 +243,9 @@ def _start(home: Path, previous: _Postmaster | None) -> EmbeddedServer:
     socket_dir = _socket_dir(home, config.port, handle.system_user)
     options = f"-h {HOST} -p {config.port} -k {shlex.quote(str(socket_dir))}"
     options += " -c unix_socket_permissions=0700"
+    # An apply creates each new tenant's schema (about 50 relations, each locked until commit)
+    # in one transaction; the default lock table (64 per connection) fits about 130 tenants.
+    options += f" -c max_locks_per_transaction={MAX_LOCKS_PER_TRANSACTION}"
     log = str(pgdata / "log")
     _pg_ctl(home, handle, "-w", "-t", str(START_TIMEOUT), "-o", options, "-l", log, "start")
 
