@@ -21,7 +21,7 @@ from fabric.plan.diff import addresses_to_inspect, desired_fingerprints, diff
 from fabric.plan.plan import Plan
 from fabric.plan.records import Record, desired_records
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
-from fabric.state.snapshot import Snapshot, load_specs, read_snapshot
+from fabric.state.snapshot import Snapshot, load_specs, read_secret_fingerprints, read_snapshot
 
 if TYPE_CHECKING:
     from fabric.state.secrets import SecretBox
@@ -49,17 +49,20 @@ def make_plan(
     notes: list[str] = []
     fps = _secret_fps(records, store_fps, box, environ, {}, notes)
     observed = dict(snapshot.observed)
+    fingerprints = desired_fingerprints(records, fps)
     inspect = addresses_to_inspect(
-        desired_fingerprints(records, fps),
-        {a: (o.fingerprint, o.intact) for a, o in observed.items()},
+        fingerprints, {a: (o.fingerprint, o.intact) for a, o in observed.items()}
     )
     loaded = load_specs(conn, snapshot.tenants, inspect)
     for address, (spec, secret_fps) in loaded.items():
         observed[address] = replace(observed[address], spec=spec, secret_fps=secret_fps)
-    if loaded:  # prefer the keys that made the stored fingerprints, so a rotation is no change
-        stored = {a: o.secret_fps for a, o in observed.items() if a in loaded}
-        fps = _secret_fps(records, store_fps, box, environ, stored, [])
-    changes = diff(records, fps, observed, tenants=scope)
+    # Prefer the keys that made the stored fingerprints, so adding a key changes nothing.
+    rechecked = {a: records[a] for a in loaded if a in records and records[a].secret_refs}
+    if rechecked:
+        stored = {a: observed[a].secret_fps for a in rechecked}
+        fps.update(_secret_fps(rechecked, store_fps, box, environ, stored, []))
+        fingerprints.update(desired_fingerprints(rechecked, fps))
+    changes = diff(records, fps, observed, tenants=scope, fingerprints=fingerprints)
     read_set: dict[Address, str | None] = {
         a: token for a, token in snapshot.tokens.items() if a.tenant in scope
     }
@@ -84,19 +87,14 @@ def make_plan(
 def _store_fingerprints(
     conn: Connection, snapshot: Snapshot, records: Mapping[Address, Record]
 ) -> dict[str, dict[str, str]]:
-    """Fingerprints of `${secret:NAME}` values in each tenant's secret store (one query each)."""
-    from fabric.state.secrets import secret_fingerprints
-
+    """Fingerprints of `${secret:NAME}` values in the tenants' secret stores."""
     wanted = {
         a.tenant
         for a, r in records.items()
         if any(ref.startswith("${secret:") for ref in r.secret_refs.values())
     }
-    return {
-        slug: secret_fingerprints(conn, snapshot.tenants[slug].schema_name)
-        for slug in sorted(wanted)
-        if slug in snapshot.tenants
-    }
+    rows = [snapshot.tenants[slug] for slug in sorted(wanted) if slug in snapshot.tenants]
+    return read_secret_fingerprints(conn, rows)
 
 
 def _secret_fps(

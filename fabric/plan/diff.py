@@ -103,10 +103,15 @@ def diff(
     observed: Mapping[Address, Observed],
     *,
     tenants: Iterable[str],
+    fingerprints: Mapping[Address, str] | None = None,
 ) -> tuple[Change, ...]:
-    """Changes that make the observed state of `tenants` equal to the desired records."""
+    """Changes that make the observed state of `tenants` equal to the desired records.
+
+    `fingerprints` may pass desired_fingerprints(records, secret_fps) when already computed.
+    """
     scope = frozenset(tenants)
-    fingerprints = desired_fingerprints(records, secret_fps)
+    if fingerprints is None:
+        fingerprints = desired_fingerprints(records, secret_fps)
     changes: list[Change] = []
     for address, record in records.items():
         fps = _fps(secret_fps.get(address, {}))

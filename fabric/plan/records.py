@@ -44,8 +44,10 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
     yield _record(
         Address.of_tenant(tenant.slug), tenant.spec.model_dump(mode="json", by_alias=True)
     )
+    # Only connections have secret fields (the specs say so); other kinds skip that walk.
     for declared in tenant.connections.values():
-        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        yield _record(declared.address, spec, has_secrets=True)
     for declared in tenant.pipelines.values():
         yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
     for declared in tenant.transformations.values():
@@ -64,9 +66,9 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(address, spec)
 
 
-def _record(address: Address, spec: dict[str, Any]) -> Record:
+def _record(address: Address, spec: dict[str, Any], *, has_secrets: bool = False) -> Record:
     protect = bool(spec.pop("protect", False))
-    refs = dict(secret_paths(spec))
+    refs = dict(secret_paths(spec)) if has_secrets else {}
     return Record(
         address=address,
         spec=MappingProxyType(spec),

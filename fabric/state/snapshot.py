@@ -89,13 +89,20 @@ def read_snapshot(conn: Connection, slugs: Iterable[str] | None = None) -> Snaps
         batch = ordered[start : start + BATCH_TENANTS]
         parts = [
             f"SELECT {t.id} AS tenant_id, '{table}' AS tbl, name, fingerprint, protect, "
-            f"content_md5 = {_CONTENT} AS intact, {_TOKEN} AS token "
+            f"content_md5, {_CONTENT} AS content "
             f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
             for t in batch
             for table in KIND_TABLES.values()
         ]
         by_id = {t.id: t for t in batch}
-        for r in conn.execute(text("\nUNION ALL\n".join(parts))):
+        # PostgreSQL hashes each row's content once; intact and token both derive from it.
+        sql = (
+            "SELECT tenant_id, tbl, name, fingerprint, protect, content_md5 = content AS intact, "
+            "md5(content || fingerprint) AS token FROM (\n"
+            + "\nUNION ALL\n".join(parts)
+            + "\n) AS rows"
+        )
+        for r in conn.execute(text(sql)):
             address = Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)
             observed[address] = Observed(
                 address=address, fingerprint=r.fingerprint, intact=r.intact, protect=r.protect
@@ -181,3 +188,20 @@ def read_records(
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):
             out[Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)] = (r.spec, r.protect)
     return out
+
+
+def read_secret_fingerprints(
+    conn: Connection, tenants: Iterable[TenantRow]
+) -> dict[str, dict[str, str]]:
+    """Stored fingerprint of every `${secret:NAME}` of these tenants, one query a batch."""
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    ordered = sorted(tenants, key=lambda t: t.id)
+    for start in range(0, len(ordered), BATCH_TENANTS * 5):
+        batch = ordered[start : start + BATCH_TENANTS * 5]
+        parts = [
+            f"SELECT '{t.slug}' AS slug, name, fingerprint FROM \"{t.schema_name}\".secrets"
+            for t in batch
+        ]
+        for r in conn.execute(text("\nUNION ALL\n".join(parts))):
+            out[r.slug][r.name] = r.fingerprint
+    return dict(out)

@@ -1,0 +1,1 @@
+"""Running the DAG: node values, executors, and the dlt/dbt node adapters."""

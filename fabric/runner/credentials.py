@@ -1,0 +1,137 @@
+"""Decrypt a node's connections inside the worker, build URLs, and redact secrets.  [shell]
+
+This is the only place (with fabric/state/secrets.py) that holds plaintext credentials, and it
+runs in the worker process: the runner passes ciphertexts. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
+
+from fabric.config.references import REFERENCE
+from fabric.errors import SecretNotFoundError
+from fabric.runner.nodes import StoredConnection
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
+    from fabric.state.secrets import SecretBox
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConnection:
+    """A connection with its secrets decrypted: `spec` has them in place."""
+
+    name: str
+    type: str
+    spec: Mapping[str, Any]
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        return f"ResolvedConnection({self.name!r}, {self.type!r}, <secrets hidden>)"
+
+
+def resolve_connection(
+    stored: StoredConnection,
+    box: SecretBox | None,
+    environ: Mapping[str, str] | None = None,
+) -> ResolvedConnection:
+    """Decrypt every secret field into place and interpolate `${env:X}` in the other fields."""
+    env = os.environ if environ is None else environ
+    spec: dict[str, Any] = copy.deepcopy(dict(stored.spec))
+    values: list[str] = []
+    for path, entry in sorted(stored.secrets.items()):
+        if entry.get("ct") is None:
+            ref = str(entry.get("ref", ""))
+            name = ref.removeprefix("${secret:").removesuffix("}")
+            raise SecretNotFoundError(stored.address.tenant, name)
+        if box is None:
+            raise RuntimeError("a secret box is needed to decrypt connection secrets")
+        value = box.decrypt(f"{stored.address}#{path}", entry["ct"])
+        _set_path(spec, path, value)
+        values.append(value)
+    spec = _interpolate(spec, env, skip=set(stored.secrets))
+    return ResolvedConnection(
+        stored.address.name, str(spec.get("type")), spec, tuple(v for v in values if v)
+    )
+
+
+def _set_path(target: dict[str, Any], path: str, value: str) -> None:
+    parts = path.split(".")
+    node: Any = target
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _interpolate(value: Any, env: Mapping[str, str], skip: set[str], path: str = "") -> Any:
+    """`${env:X}` inside non-secret strings (e.g. a host) is read from the worker's env."""
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, env, skip, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, env, skip, f"{path}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str) and path not in skip and "${env:" in value:
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(1) != "env":
+                return match.group(0)
+            if match.group(2) not in env:
+                raise SecretNotFoundError("(environment)", match.group(2))
+            return env[match.group(2)]
+
+        return REFERENCE.sub(sub, value)
+    return value
+
+
+DRIVERS = {"postgres": "postgresql+psycopg", "mysql": "mysql+pymysql", "mssql": "mssql+pyodbc"}
+DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def sqlalchemy_url(conn: ResolvedConnection, repo_root: str | Path = ".") -> URL:
+    """The SQLAlchemy URL of a SQL connection (postgres, mysql, mssql, sqlite)."""
+    from sqlalchemy.engine import URL, make_url
+
+    spec = conn.spec
+    if conn.type == "sqlite":
+        path = Path(spec["path"])
+        if not path.is_absolute():
+            path = Path(repo_root) / path
+        return URL.create("sqlite", database=str(path))
+    if spec.get("url"):
+        url = make_url(spec["url"])
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername=DRIVERS["postgres"])
+        return url
+    query: dict[str, str] = {k: str(v) for k, v in (spec.get("options") or {}).items()}
+    if conn.type == "mssql":
+        query.setdefault("driver", spec.get("driver") or "ODBC Driver 18 for SQL Server")
+    return URL.create(
+        DRIVERS[conn.type],
+        username=spec.get("username"),
+        password=spec.get("password"),
+        host=spec.get("host"),
+        port=spec.get("port") or DEFAULT_PORTS[conn.type],
+        database=spec.get("database"),
+        query=query,
+    )
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value (and its URL-encoded forms) in `text` with ***."""
+    for value in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        for form in {value, quote(value, safe=""), quote_plus(value)}:
+            text = text.replace(form, "***")
+    return text

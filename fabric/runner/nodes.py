@@ -1,0 +1,91 @@
+"""Values that cross the process boundary between the runner and its workers.  [pure]
+
+A worker receives a NodeSpec (everything needed to run one node, secrets still encrypted) and
+returns a NodeResult. Library objects (dlt's, dbt's) never cross this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from fabric.addresses import Address
+
+
+class NodeStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset(
+    {NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
+)
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredConnection:
+    """A connection as applied: its spec and its encrypted secret fields."""
+
+    address: Address
+    spec: Mapping[str, Any]
+    secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Field path -> {"ref": "${secret:X}", "ct": Fernet token or None, "fp": ...}."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSpec:
+    """One node to run, as the worker needs it."""
+
+    address: Address
+    kind: str
+    """"pipeline", "transformation", or "noop" (a test-only node that sleeps and may fail)."""
+    spec: Mapping[str, Any]
+    connections: Mapping[str, StoredConnection] = field(default_factory=dict)
+    """The connections the node uses, by name (source, destination, warehouse)."""
+    run_id: int = 0
+    attempt: int = 1
+    control_plane_url: str = ""
+    """For the per-pipeline advisory lock a load holds while it runs."""
+    workdir: str = ""
+    """The tenant's work folder (dlt pipelines dir, dbt project)."""
+    repo_root: str = ""
+    """Relative paths in specs (a sqlite file, a local folder) are relative to this."""
+    secret_home: str | None = None
+    """Where the embedded default keeps its key file (None: FABRIC_SECRET_KEYS only)."""
+    full_refresh: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeResult:
+    address: Address
+    status: NodeStatus
+    rows_loaded: Mapping[str, int] = field(default_factory=dict)
+    """Rows loaded per destination table (pipelines) or affected (models)."""
+    error: str | None = None
+    """One paragraph, no secrets; `timeout: ...`, `crashed: ...` prefixes for those cases."""
+    retryable: bool = False
+    """Whether a retry could help (a connection reset, a deadlock), per the error's class."""
+    log_tail: str = ""
+    duration_seconds: float = 0.0
+
+    @classmethod
+    def succeeded(cls, address: Address, **kw: Any) -> NodeResult:
+        return cls(address=address, status=NodeStatus.SUCCESS, **kw)
+
+    @classmethod
+    def failed(cls, address: Address, error: str, **kw: Any) -> NodeResult:
+        return cls(address=address, status=NodeStatus.FAILED, error=error, **kw)

@@ -1,0 +1,60 @@
+"""Read what has been applied for one tenant: the runner's view of the control plane.  [shell]"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from fabric.addresses import Address, Kind
+from fabric.errors import TenantNotAppliedError
+from fabric.runner.nodes import StoredConnection
+from fabric.state.snapshot import KIND_TABLES, TABLE_KINDS, TenantRow, read_tenant_rows
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedTenant:
+    tenant: TenantRow
+    spec: Mapping[str, Any]
+    nodes: Mapping[Address, Mapping[str, Any]]
+    """Pipelines and transformations: address -> stored spec."""
+    connections: Mapping[str, StoredConnection]
+    schedules: Mapping[str, Mapping[str, Any]]
+    edges: tuple[tuple[Address, Address], ...]
+    """(upstream, downstream) dependencies."""
+
+
+def read_applied(conn: Connection, slug: str) -> AppliedTenant:
+    """Everything the runner needs about a tenant, in two queries."""
+    rows = read_tenant_rows(conn, [slug])
+    if slug not in rows:
+        raise TenantNotAppliedError(slug)
+    tenant = rows[slug]
+    spec = conn.execute(
+        text("SELECT spec FROM fabric.tenants WHERE slug = :s AND deleted_at IS NULL"), {"s": slug}
+    ).scalar_one()
+    parts = [
+        f"SELECT '{table}' AS tbl, name, spec, secrets FROM \"{tenant.schema_name}\".{table} "
+        "WHERE deleted_at IS NULL"
+        for table in KIND_TABLES.values()
+    ]
+    nodes: dict[Address, Mapping[str, Any]] = {}
+    connections: dict[str, StoredConnection] = {}
+    schedules: dict[str, Mapping[str, Any]] = {}
+    edges: list[tuple[Address, Address]] = []
+    for r in conn.execute(text("\nUNION ALL\n".join(parts))):
+        kind = TABLE_KINDS[r.tbl]
+        address = Address(slug, kind, r.name)
+        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
+            nodes[address] = r.spec
+        elif kind is Kind.CONNECTION:
+            connections[r.name] = StoredConnection(
+                address=address, spec=r.spec, secrets=r.secrets or {}
+            )
+        elif kind is Kind.SCHEDULE:
+            schedules[r.name] = r.spec
+        else:
+            edges.append(address.edge())
+    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)))
