@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fabric.addresses import Kind
 from fabric.config.loader import LoadResult, load_repository
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from fabric.apply import ApplyOptions, ApplyResult
+    from fabric.running import RunResult
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 
@@ -227,3 +228,61 @@ def export(
         path.write_text(body)
         written.append(path)
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# run / runs / status / graph
+
+
+def run(
+    repo: Path,
+    *,
+    tenants: Sequence[str] = (),
+    all_tenants: bool = False,
+    selectors: Sequence[str] = (),
+    workers: int | None = None,
+    trigger: str = "manual",
+    full_refresh: bool = False,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+    on_event: Any = None,
+) -> RunResult:
+    """Run the selected nodes of what has been applied, recording the run(s)."""
+    from fabric.errors import FabricError
+    from fabric.running import RunOptions, run_tenants
+    from fabric.state.embedded import fabric_home
+    from fabric.state.snapshot import read_tenant_rows
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("run")
+    if all_tenants:
+        with engine.connect() as conn:
+            tenants = sorted(read_tenant_rows(conn))
+    if not tenants:
+        raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
+    home = fabric_home(ws.root, ws.settings)
+    options = RunOptions(
+        selectors=tuple(selectors),
+        workers=workers,
+        trigger=trigger,
+        full_refresh=full_refresh,
+        control_plane_url=engine.url.render_as_string(hide_password=False),
+        workdir=home / "work",
+        repo_root=ws.root,
+        secret_home=None if ws.settings.database_url else home,
+    )
+    try:
+        return run_tenants(engine, list(tenants), options, on_event=on_event)
+    except ValueError as exc:  # a selector that matches nothing or cannot be parsed
+        raise FabricError(str(exc)) from None
+
+
+def applied_dag(repo: Path, tenant: str, environ: Mapping[str, str] | None = None):
+    """The tenant's applied DAG (and what was read), for `fabric graph` and `fabric status`."""
+    from fabric.running import tenant_dag
+    from fabric.state.applied import read_applied
+
+    ws = workspace(repo, environ)
+    with ws.engine("graph").connect() as conn:
+        applied = read_applied(conn, tenant)
+    return tenant_dag(applied), applied

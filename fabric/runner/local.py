@@ -1,0 +1,244 @@
+"""The local executor: a pool of warm worker processes driven by the pure ready/skip rules.  [shell]
+
+Each worker is a process of its own, in its own process group, that runs one node at a time
+(dlt and dbt keep process-global state; a crash kills only that worker, and the pool starts a
+new one). The executor owns nothing but processes: which node may run is decided by
+fabric.graph.ready from the statuses, and everything that happens is reported through
+`on_event`, which the caller uses to write run records and show progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from fabric.addresses import Address
+from fabric.graph.dag import Dag
+from fabric.graph.ready import ready_nodes, to_skip
+from fabric.runner.nodes import FINISHED, NodeResult, NodeSpec, NodeStatus
+
+MAX_BACKOFF_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 0
+    backoff_seconds: float = 30.0
+    timeout_seconds: float | None = None
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff after the `attempt`-th failure, capped."""
+        return min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str
+    """started | finished | retrying | skipped | cancelled"""
+    address: Address
+    attempt: int = 0
+    result: NodeResult | None = None
+    retry_in: float = 0.0
+
+
+@dataclass
+class Outcome:
+    status: dict[Address, NodeStatus]
+    attempts: dict[Address, int]
+    results: dict[Address, NodeResult] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+def _worker_main(conn: Connection) -> None:
+    """Body of a worker process: its own process group, then node after node until told to stop."""
+    os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from fabric.runner.worker import execute
+
+    while True:
+        try:
+            node = conn.recv()
+        except EOFError:
+            return
+        if node is None:
+            return
+        conn.send(execute(node))
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.node: Address | None = None
+        self.deadline: float | None = None
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group (dlt may have children of its own)."""
+        pid = self.process.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+class LocalExecutor:
+    """Runs a DAG's nodes on up to `workers` warm processes."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["fabric.runner.worker"])
+        self._pool: list[_Worker] = []
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._pool:
+            worker.stop()
+        self._pool.clear()
+
+    def _idle(self) -> _Worker | None:
+        for worker in self._pool:
+            if worker.node is None:
+                return worker
+        if len(self._pool) < self.workers:
+            worker = _Worker(self._ctx)
+            self._pool.append(worker)
+            return worker
+        return None
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._pool.remove(worker)
+
+    def run(
+        self,
+        dag: Dag,
+        specs: Mapping[Address, NodeSpec],
+        policies: Mapping[Address, RetryPolicy],
+        on_event: Callable[[Event], None],
+    ) -> Outcome:
+        status = {n: NodeStatus.PENDING for n in dag.nodes}
+        attempts = {n: 0 for n in dag.nodes}
+        not_before: dict[Address, float] = {}
+        outcome = Outcome(status, attempts)
+        try:
+            self._loop(dag, specs, policies, on_event, outcome, not_before)
+        except KeyboardInterrupt:
+            outcome.cancelled = True
+            for worker in list(self._pool):
+                if worker.node is not None:
+                    node = worker.node
+                    self._replace(worker)
+                    status[node] = NodeStatus.CANCELLED
+                    on_event(Event("cancelled", node, attempts[node]))
+            for node in sorted(n for n, s in status.items() if s is NodeStatus.PENDING):
+                status[node] = NodeStatus.CANCELLED
+                on_event(Event("cancelled", node, attempts[node]))
+        return outcome
+
+    def _loop(
+        self,
+        dag: Dag,
+        specs: Mapping[Address, NodeSpec],
+        policies: Mapping[Address, RetryPolicy],
+        on_event: Callable[[Event], None],
+        outcome: Outcome,
+        not_before: dict[Address, float],
+    ) -> None:
+        status, attempts = outcome.status, outcome.attempts
+        running: set[Address] = set()
+
+        def settle(worker: _Worker, result: NodeResult) -> None:
+            node = result.address
+            running.discard(node)
+            worker.node, worker.deadline = None, None
+            policy = policies.get(node, RetryPolicy())
+            if result.status is NodeStatus.FAILED and attempts[node] <= policy.retries:
+                delay = policy.delay(attempts[node])
+                not_before[node] = time.monotonic() + delay
+                on_event(Event("retrying", node, attempts[node], result, delay))
+                return
+            status[node] = result.status
+            outcome.results[node] = result
+            on_event(Event("finished", node, attempts[node], result))
+
+        while True:
+            for node in to_skip(dag, status):
+                status[node] = NodeStatus.SKIPPED
+                on_event(Event("skipped", node))
+            if all(s in FINISHED for s in status.values()):
+                return
+            now = time.monotonic()
+            for node in ready_nodes(dag, status):
+                if node in running or not_before.get(node, 0.0) > now:
+                    continue
+                worker = self._idle()
+                if worker is None:
+                    break
+                attempts[node] += 1
+                spec = replace(specs[node], attempt=attempts[node])
+                timeout = policies.get(node, RetryPolicy()).timeout_seconds
+                worker.node = node
+                worker.deadline = now + timeout if timeout else None
+                worker.conn.send(spec)
+                running.add(node)
+                on_event(Event("started", node, attempts[node]))
+            busy = [w for w in self._pool if w.node is not None]
+            wake = [w.deadline for w in busy if w.deadline is not None]
+            wake += [t for n, t in not_before.items() if status[n] is NodeStatus.PENDING]
+            if not busy and not wake:
+                raise RuntimeError("runner stalled: nothing running and nothing ready")
+            timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
+            waitables: list[Any] = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            ready = wait(waitables, timeout=timeout) if waitables else time.sleep(timeout or 0)
+            ready = set(ready or ())
+            for worker in busy:
+                node = worker.node
+                assert node is not None
+                if worker.conn in ready:
+                    try:
+                        result = worker.conn.recv()
+                    except (EOFError, OSError):
+                        result = None
+                    if result is not None:
+                        settle(worker, result)
+                        continue
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    worker.process.join(timeout=5)  # the pipe closes before the exit is reaped
+                    code = worker.process.exitcode
+                    self._replace(worker)
+                    why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+                    settle(worker, NodeResult.failed(node, f"crashed: worker died ({why})"))
+                elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                    limit = policies[node].timeout_seconds
+                    self._replace(worker)
+                    settle(
+                        worker,
+                        NodeResult.failed(
+                            node, f"timeout: killed after {limit:g} s", retryable=True
+                        ),
+                    )

@@ -1,0 +1,323 @@
+"""Run and node-run records in the tenant's schema, written as the run goes.  [shell]
+
+A runner holds a session advisory lock per run for as long as it drives it; a run left
+`running` whose lock nobody holds belonged to a runner that died, and the next runner marks it
+`failed: abandoned`. The run row is inserted and its lock taken in one transaction, so no other
+runner can ever see a live run without its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from fabric.addresses import Address
+from fabric.runner.nodes import NodeStatus, RunStatus
+from fabric.state.snapshot import TenantRow
+
+RUN_NAMESPACE = 0x0FAC
+"""First key of the locks runners hold on their runs (the second is the run's hash)."""
+
+
+def run_lock_key(schema: str, run_id: int) -> int:
+    value = zlib.crc32(f"{schema}:{run_id}".encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def create_run(
+    conn: Connection,
+    tenant: TenantRow,
+    *,
+    trigger: str,
+    selection: Iterable[str],
+    who: str,
+    nodes: Iterable[Address],
+) -> int:
+    """Insert the run and its pending node runs; lock the run on `conn` (a session lock).
+
+    `conn` must stay open while the run goes on: closing it (or dying) releases the lock.
+    """
+    schema = tenant.schema_name
+    with conn.begin():
+        run_id = conn.execute(
+            text(
+                f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
+                "heartbeat_at) VALUES (:trigger, CAST(:selection AS jsonb), 'running', :who, "
+                "now(), now()) RETURNING id"
+            ),
+            {"trigger": trigger, "selection": json.dumps(list(selection)), "who": who},
+        ).scalar_one()
+        conn.execute(
+            text("SELECT pg_advisory_lock(:ns, :key)"),
+            {"ns": RUN_NAMESPACE, "key": run_lock_key(schema, run_id)},
+        )
+        rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
+        if rows:
+            conn.execute(
+                text(
+                    f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
+                    "VALUES (:run, :node, 'pending')"
+                ),
+                rows,
+            )
+    return run_id
+
+
+def release_run(conn: Connection, tenant: TenantRow, run_id: int) -> None:
+    conn.execute(
+        text("SELECT pg_advisory_unlock(:ns, :key)"),
+        {"ns": RUN_NAMESPACE, "key": run_lock_key(tenant.schema_name, run_id)},
+    )
+    conn.commit()
+
+
+def update_node(
+    conn: Connection,
+    tenant: TenantRow,
+    run_id: int,
+    node: Address,
+    *,
+    status: NodeStatus,
+    attempts: int | None = None,
+    started: bool = False,
+    finished: bool = False,
+    rows_loaded: Mapping[str, int] | None = None,
+    error: str | None = None,
+    log_tail: str | None = None,
+) -> None:
+    sets = ["status = :status", "updated_at = now()"]
+    params: dict[str, Any] = {"run": run_id, "node": str(node), "status": status.value}
+    if attempts is not None:
+        sets.append("attempts = :attempts")
+        params["attempts"] = attempts
+    if started:
+        sets.append("started_at = coalesce(started_at, now())")
+    if finished:
+        sets.append("finished_at = now()")
+    if rows_loaded is not None:
+        sets.append("rows_loaded = CAST(:rows AS jsonb)")
+        params["rows"] = json.dumps(dict(rows_loaded))
+    if error is not None:
+        sets.append("error = :error")
+        params["error"] = error
+    if log_tail is not None:
+        sets.append("log_tail = :log_tail")
+        params["log_tail"] = log_tail
+    conn.execute(
+        text(
+            f'UPDATE "{tenant.schema_name}".node_runs SET {", ".join(sets)} '
+            "WHERE run_id = :run AND node = :node"
+        ),
+        params,
+    )
+    conn.commit()
+
+
+def finish_run(
+    conn: Connection, tenant: TenantRow, run_id: int, status: RunStatus, error: str | None = None
+) -> None:
+    conn.execute(
+        text(
+            f'UPDATE "{tenant.schema_name}".runs SET status = :status, finished_at = now(), '
+            "heartbeat_at = now(), error = :error WHERE id = :id"
+        ),
+        {"status": status.value, "error": error, "id": run_id},
+    )
+    conn.commit()
+
+
+def heartbeat(conn: Connection, tenant: TenantRow, run_id: int) -> None:
+    conn.execute(
+        text(f'UPDATE "{tenant.schema_name}".runs SET heartbeat_at = now() WHERE id = :id'),
+        {"id": run_id},
+    )
+    conn.commit()
+
+
+def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple[str, int]]:
+    """Runs left `running` by a runner that is gone: failed, with their nodes settled."""
+    found: list[tuple[str, int]] = []
+    held = {
+        r.key
+        for r in conn.execute(
+            text(
+                "SELECT objid::bigint AS key FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = :ns AND objsubid = 2 AND granted"
+            ),
+            {"ns": RUN_NAMESPACE},
+        )
+    }
+    for tenant in tenants:
+        running = conn.execute(
+            text(f"SELECT id FROM \"{tenant.schema_name}\".runs WHERE status = 'running'")
+        ).scalars()
+        for run_id in list(running):
+            if run_lock_key(tenant.schema_name, run_id) & 0xFFFFFFFF in held:
+                continue
+            schema = tenant.schema_name
+            conn.execute(
+                text(
+                    f"UPDATE \"{schema}\".runs SET status = 'failed', finished_at = now(), "
+                    "error = 'abandoned: the runner driving this run stopped without finishing "
+                    "it' WHERE id = :id AND status = 'running'"
+                ),
+                {"id": run_id},
+            )
+            conn.execute(
+                text(
+                    f'UPDATE "{schema}".node_runs SET updated_at = now(), '
+                    "finished_at = coalesce(finished_at, now()), "
+                    "status = CASE status WHEN 'running' THEN 'failed' ELSE 'cancelled' END, "
+                    "error = CASE status WHEN 'running' THEN 'abandoned: its runner stopped' "
+                    "ELSE error END "
+                    "WHERE run_id = :id AND status IN ('running', 'pending')"
+                ),
+                {"id": run_id},
+            )
+            found.append((tenant.slug, run_id))
+    conn.commit()
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    tenant: str
+    id: int
+    trigger: str
+    selection: tuple[str, ...]
+    status: str
+    who: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    nodes: tuple[NodeRunRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRunRecord:
+    node: str
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    rows_loaded: Mapping[str, int]
+    error: str | None
+    log_tail: str | None
+
+
+def list_runs(conn: Connection, tenant: TenantRow, *, limit: int = 20) -> list[RunRecord]:
+    rows = conn.execute(
+        text(
+            "SELECT id, trigger, selection, status, who, started_at, finished_at, error "
+            f'FROM "{tenant.schema_name}".runs ORDER BY id DESC LIMIT :limit'
+        ),
+        {"limit": limit},
+    )
+    return [
+        RunRecord(
+            tenant.slug,
+            r.id,
+            r.trigger,
+            tuple(r.selection or ()),
+            r.status,
+            r.who,
+            r.started_at,
+            r.finished_at,
+            r.error,
+        )
+        for r in rows
+    ]
+
+
+def read_run(conn: Connection, tenant: TenantRow, run_id: int) -> RunRecord | None:
+    runs = [r for r in list_runs_by_id(conn, tenant, [run_id])]
+    if not runs:
+        return None
+    nodes = conn.execute(
+        text(
+            "SELECT node, status, attempts, started_at, finished_at, rows_loaded, error, "
+            f'log_tail FROM "{tenant.schema_name}".node_runs WHERE run_id = :id ORDER BY '
+            "started_at NULLS LAST, node"
+        ),
+        {"id": run_id},
+    )
+    records = tuple(
+        NodeRunRecord(
+            r.node,
+            r.status,
+            r.attempts,
+            r.started_at,
+            r.finished_at,
+            r.rows_loaded or {},
+            r.error,
+            r.log_tail,
+        )
+        for r in nodes
+    )
+    run = runs[0]
+    return RunRecord(
+        run.tenant,
+        run.id,
+        run.trigger,
+        run.selection,
+        run.status,
+        run.who,
+        run.started_at,
+        run.finished_at,
+        run.error,
+        records,
+    )
+
+
+def list_runs_by_id(conn: Connection, tenant: TenantRow, ids: list[int]) -> list[RunRecord]:
+    rows = conn.execute(
+        text(
+            "SELECT id, trigger, selection, status, who, started_at, finished_at, error "
+            f'FROM "{tenant.schema_name}".runs WHERE id = ANY(:ids)'
+        ),
+        {"ids": ids},
+    )
+    return [
+        RunRecord(
+            tenant.slug,
+            r.id,
+            r.trigger,
+            tuple(r.selection or ()),
+            r.status,
+            r.who,
+            r.started_at,
+            r.finished_at,
+            r.error,
+        )
+        for r in rows
+    ]
+
+
+def last_node_runs(conn: Connection, tenant: TenantRow) -> dict[str, NodeRunRecord]:
+    """Each node's most recent node run, in one query."""
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT ON (node) node, status, attempts, started_at, finished_at, "
+            f'rows_loaded, error, log_tail FROM "{tenant.schema_name}".node_runs '
+            "WHERE status <> 'pending' ORDER BY node, id DESC"
+        )
+    )
+    return {
+        r.node: NodeRunRecord(
+            r.node,
+            r.status,
+            r.attempts,
+            r.started_at,
+            r.finished_at,
+            r.rows_loaded or {},
+            r.error,
+            r.log_tail,
+        )
+        for r in rows
+    }

@@ -1,0 +1,228 @@
+"""Run what has been applied: build the DAG, record the run, execute, settle.  [shell]
+
+One run record per tenant (runs live in the tenant's schema); with several tenants their DAGs
+run together on one worker pool.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from fabric.addresses import Address, Kind
+from fabric.graph.dag import Dag
+from fabric.graph.ready import run_status
+from fabric.runner import records
+from fabric.runner.local import Event, LocalExecutor, RetryPolicy
+from fabric.runner.nodes import NodeSpec, NodeStatus, RunStatus
+from fabric.state.applied import AppliedTenant, read_applied
+from fabric.state.snapshot import TenantRow, read_tenant_rows
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    selectors: tuple[str, ...] = ()
+    workers: int | None = None
+    trigger: str = "manual"
+    who: str | None = None
+    full_refresh: bool = False
+    control_plane_url: str = ""
+    workdir: Path = Path(".fabric/work")
+    repo_root: Path = Path(".")
+    secret_home: Path | None = None
+
+
+@dataclass
+class RunResult:
+    runs: dict[str, int] = field(default_factory=dict)
+    """Tenant -> run id."""
+    status: dict[str, RunStatus] = field(default_factory=dict)
+    nodes: dict[Address, NodeStatus] = field(default_factory=dict)
+    attempts: dict[Address, int] = field(default_factory=dict)
+    rows: dict[Address, Mapping[str, int]] = field(default_factory=dict)
+    errors: dict[Address, str] = field(default_factory=dict)
+    durations: dict[Address, float] = field(default_factory=dict)
+    abandoned: list[tuple[str, int]] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s is RunStatus.SUCCESS for s in self.status.values())
+
+
+def who_am_i() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def tenant_dag(applied: AppliedTenant) -> Dag:
+    tags = {a: spec.get("tags") or () for a, spec in applied.nodes.items()}
+    return Dag.build(applied.nodes, applied.edges, tags)
+
+
+def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> NodeSpec:
+    spec = applied.nodes[address]
+    names = (
+        [spec.get("source"), spec.get("destination")]
+        if address.kind is Kind.PIPELINE
+        else [spec.get("warehouse")]
+    )
+    kind = "noop" if spec.get("noop") else address.kind.value  # test-only nodes
+    return NodeSpec(
+        address=address,
+        kind=kind,
+        spec=spec,
+        connections={n: applied.connections[n] for n in names if n in applied.connections},
+        control_plane_url=options.control_plane_url,
+        workdir=str((options.workdir / address.tenant).resolve()),
+        repo_root=str(options.repo_root),
+        secret_home=str(options.secret_home) if options.secret_home else None,
+        full_refresh=options.full_refresh,
+    )
+
+
+def policy_of(spec: Mapping[str, Any]) -> RetryPolicy:
+    return RetryPolicy(
+        retries=int(spec.get("retries") or 0),
+        backoff_seconds=float(
+            spec["retry_backoff_seconds"] if spec.get("retry_backoff_seconds") is not None else 30
+        ),
+        timeout_seconds=float(spec["timeout_seconds"]) if spec.get("timeout_seconds") else None,
+    )
+
+
+def run_tenants(
+    engine: Engine,
+    tenants: Sequence[str],
+    options: RunOptions,
+    *,
+    on_event: Callable[[Event, Mapping[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run the selection in each tenant; one run record per tenant."""
+    result = RunResult()
+    with engine.connect() as conn:
+        rows = read_tenant_rows(conn, tenants)
+        missing = sorted(set(tenants) - set(rows))
+        if missing:
+            from fabric.errors import TenantNotAppliedError
+
+            raise TenantNotAppliedError(missing[0])
+        result.abandoned = records.mark_abandoned(conn, rows.values())
+        applied = {slug: read_applied(conn, slug) for slug in tenants}
+    dags = {slug: tenant_dag(a) for slug, a in applied.items()}
+    selected = {slug: dag.subgraph(dag.select(options.selectors)) for slug, dag in dags.items()}
+    combined = Dag.build(
+        [n for d in selected.values() for n in d.nodes],
+        [(u, n) for d in selected.values() for n, ups in d.upstream.items() for u in ups],
+        {n: t for d in selected.values() for n, t in d.tags.items()},
+    )
+    specs = {n: node_spec(applied[n.tenant], n, options) for n in combined.nodes}
+    policies = {n: policy_of(applied[n.tenant].nodes[n]) for n in combined.nodes}
+    who = options.who or who_am_i()
+
+    lock_conn = engine.connect()  # holds each run's liveness lock until the runs end
+    write_conn = engine.connect()
+    try:
+        for slug, dag in sorted(selected.items()):
+            result.runs[slug] = records.create_run(
+                lock_conn,
+                rows[slug],
+                trigger=options.trigger,
+                selection=options.selectors or ("*",),
+                who=who,
+                nodes=dag.nodes,
+            )
+        progress = {"done": 0, "total": len(combined.nodes)}
+
+        def handle(event: Event) -> None:
+            _record_event(write_conn, rows[event.address.tenant], result, event, progress)
+            if on_event is not None:
+                on_event(event, progress)
+
+        with LocalExecutor(options.workers) as executor:
+            outcome = executor.run(combined, specs, policies, handle)
+        result.cancelled = outcome.cancelled
+        result.nodes.update(outcome.status)
+        result.attempts.update(outcome.attempts)
+        for slug in result.runs:
+            statuses = {n: s for n, s in outcome.status.items() if n.tenant == slug}
+            status = RunStatus.CANCELLED if outcome.cancelled else run_status(statuses)
+            result.status[slug] = status
+            failed = sum(s is NodeStatus.FAILED for s in statuses.values())
+            error = f"{failed} node(s) failed" if failed else None
+            records.finish_run(write_conn, rows[slug], result.runs[slug], status, error)
+    finally:
+        for slug, run_id in result.runs.items():
+            records.release_run(lock_conn, rows[slug], run_id)
+        lock_conn.close()
+        write_conn.close()
+    return result
+
+
+def _record_event(
+    conn: Any,
+    tenant: TenantRow,
+    result: RunResult,
+    event: Event,
+    progress: dict[str, int],
+) -> None:
+    run_id = result.runs[event.address.tenant]
+    node = event.address
+    match event.kind:
+        case "started":
+            records.update_node(
+                conn,
+                tenant,
+                run_id,
+                node,
+                status=NodeStatus.RUNNING,
+                attempts=event.attempt,
+                started=True,
+            )
+        case "retrying":
+            assert event.result is not None
+            records.update_node(
+                conn,
+                tenant,
+                run_id,
+                node,
+                status=NodeStatus.PENDING,
+                attempts=event.attempt,
+                error=event.result.error,
+                log_tail=event.result.log_tail,
+            )
+        case "finished":
+            r = event.result
+            assert r is not None
+            progress["done"] += 1
+            result.rows[node] = dict(r.rows_loaded)
+            result.durations[node] = r.duration_seconds
+            if r.error:
+                result.errors[node] = r.error
+            records.update_node(
+                conn,
+                tenant,
+                run_id,
+                node,
+                status=r.status,
+                attempts=event.attempt,
+                finished=True,
+                rows_loaded=r.rows_loaded,
+                error=r.error,
+                log_tail=r.log_tail,
+            )
+        case "skipped" | "cancelled":
+            progress["done"] += 1
+            status = NodeStatus.SKIPPED if event.kind == "skipped" else NodeStatus.CANCELLED
+            why = "upstream failed" if event.kind == "skipped" else "run cancelled"
+            records.update_node(conn, tenant, run_id, node, status=status, finished=True, error=why)
+            result.errors[node] = why
