@@ -76,7 +76,7 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
         if address.kind is Kind.PIPELINE
         else [spec.get("warehouse")]
     )
-    kind = "noop" if spec.get("noop") else address.kind.value  # test-only nodes
+    kind = "noop" if "noop" in spec else address.kind.value  # test-only nodes
     return NodeSpec(
         address=address,
         kind=kind,

@@ -44,28 +44,28 @@ def create_run(
     `conn` must stay open while the run goes on: closing it (or dying) releases the lock.
     """
     schema = tenant.schema_name
-    with conn.begin():
-        run_id = conn.execute(
-            text(
-                f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
-                "heartbeat_at) VALUES (:trigger, CAST(:selection AS jsonb), 'running', :who, "
-                "now(), now()) RETURNING id"
-            ),
-            {"trigger": trigger, "selection": json.dumps(list(selection)), "who": who},
-        ).scalar_one()
+    run_id = conn.execute(
+        text(
+            f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
+            "heartbeat_at) VALUES (:trigger, CAST(:selection AS jsonb), 'running', :who, "
+            "now(), now()) RETURNING id"
+        ),
+        {"trigger": trigger, "selection": json.dumps(list(selection)), "who": who},
+    ).scalar_one()
+    conn.execute(
+        text("SELECT pg_advisory_lock(:ns, :key)"),
+        {"ns": RUN_NAMESPACE, "key": run_lock_key(schema, run_id)},
+    )
+    rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
+    if rows:
         conn.execute(
-            text("SELECT pg_advisory_lock(:ns, :key)"),
-            {"ns": RUN_NAMESPACE, "key": run_lock_key(schema, run_id)},
+            text(
+                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
+                "VALUES (:run, :node, 'pending')"
+            ),
+            rows,
         )
-        rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
-        if rows:
-            conn.execute(
-                text(
-                    f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
-                    "VALUES (:run, :node, 'pending')"
-                ),
-                rows,
-            )
+    conn.commit()  # one transaction: nobody sees the run before its lock is held
     return run_id
 
 

@@ -1,0 +1,64 @@
+"""`fabric connections test`: open a tenant's applied connections and report each.  [shell]
+
+Parses options, calls fabric.connection_check, renders, picks the exit code (1 when any
+connection failed). Imports are lazy, so `fabric --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fabric.cli.main import handle_errors
+
+
+@click.group("connections")
+def connections_group() -> None:
+    """Check the connections a tenant has applied."""
+
+
+@connections_group.command("test")
+@click.argument("names", nargs=-1)
+@click.option("--tenant", required=True, help="The tenant whose applied connections to test.")
+@click.option(
+    "--repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Repository (for relative paths and the embedded control plane in .fabric/).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds each connection may take to answer.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float, fmt: str) -> None:
+    """Open each applied connection of TENANT (or only NAMES) and report ok or the error.
+
+    Connections are read from the control plane (what was applied), not from the YAML. No
+    secret is ever printed. Exit code 1 when any connection failed.
+
+    \b
+    Examples:
+      fabric connections test --tenant acme
+      fabric connections test --tenant acme shop_db dwh --timeout 5 --format json
+    """
+    from fabric import connection_check
+
+    checks = connection_check.test_connections(repo, tenant, names, timeout=timeout)
+    doc = connection_check.to_document(tenant, checks)
+    if fmt == "json":
+        click.echo(connection_check.render_json(doc))
+    else:
+        click.echo(connection_check.render_text(doc, color=sys.stdout.isatty()))
+    if not doc["ok"]:
+        raise SystemExit(1)
+
+
+__all__ = ["connections_group"]

@@ -1,0 +1,819 @@
+"""Test a tenant's applied connections: open each one, report ok or the server's error.  [shell]
+
+What `fabric connections test` runs. Per connection type:
+
+- postgres, mysql, mssql, sqlite: SQLAlchemy connect, `SELECT 1`, the server's version;
+- rest_api: an HTTP GET (the first plain GET resource, else the base URL) with the
+  connection's auth and headers; any status below 500 is ok, except 401/403;
+- filesystem: list the bucket URL with the file glob (local folders directly, cloud URLs
+  through fsspec) and count the matching files.
+
+Invariants:
+- Connections come from the control plane (what was applied) and are decrypted here with the
+  secret box; the YAML is never read.
+- No secret leaves this module: every message goes through `redact` with the connection's
+  secret values and the forms drivers echo them in (URL-encoded, libpq-quoted, basic-auth).
+- A check never raises: library exceptions stop here and become a failed ConnectionCheck
+  (STYLE rule 13).
+- Checks run concurrently, each bounded by its timeout: the driver's own timeouts first, then
+  a deadline here, after which the check is reported as timed out and abandoned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fabric.errors import FabricError, SecretDecryptError, SecretNotFoundError
+from fabric.runner.credentials import ResolvedConnection, redact, resolve_connection
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from fabric.runner.nodes import StoredConnection
+    from fabric.state.applied import AppliedTenant
+    from fabric.state.secrets import SecretBox
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ConnectionCheck",
+    "UnknownConnectionError",
+    "check_connections",
+    "render_json",
+    "render_text",
+    "test_connections",
+    "to_document",
+]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds one check may take (connect, query or request)."""
+MAX_WORKERS = 8
+"""Checks running at once; connections are independent, but a tenant may have many."""
+GRACE_SECONDS = 1.0
+"""Extra time a check gets past its timeout before it is abandoned: drivers round timeouts up
+to whole seconds, and their own message says more than ours."""
+MAX_DETAIL = 600
+"""Characters of a server's message kept in a detail."""
+APPLICATION_NAME = "fabric connections test"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionCheck:
+    """The outcome of testing one connection; holds no secret."""
+
+    name: str
+    type: str
+    direction: str
+    ok: bool
+    detail: str
+    """Ok: what answered (server version, round trip, files found). Failed: the server's or
+    the library's message, redacted, on one line."""
+    seconds: float
+    """Wall time of the check (the deadline, for a check that was abandoned)."""
+
+
+class UnknownConnectionError(FabricError):
+    """Connections named on the command line that the tenant has not applied."""
+
+    def __init__(self, tenant: str, names: Sequence[str], known: Sequence[str]) -> None:
+        self.tenant = tenant
+        self.names: tuple[str, ...] = tuple(names)
+        self.known: tuple[str, ...] = tuple(known)
+        from fabric.diagnostics import did_you_mean
+
+        listed = ", ".join(repr(n) for n in self.names)
+        hint = did_you_mean(self.names[0], self.known) if len(self.names) == 1 else None
+        if hint is None:
+            hint = f"Applied: {', '.join(self.known)}." if self.known else "It has none."
+        super().__init__(f"Tenant {tenant!r} has no applied connection {listed}. {hint}")
+
+
+class _Failed(Exception):
+    """A check's expected failure; its message is the detail (redacted by the caller)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def test_connections(
+    repo: Path,
+    tenant: str,
+    names: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    engine: Engine | None = None,
+) -> list[ConnectionCheck]:
+    """Test the tenant's applied connections (all of them, or `names`), by name.
+
+    Raises:
+        TenantNotAppliedError: the tenant is not in the control plane.
+        UnknownConnectionError: a name the tenant has not applied.
+        SecretKeyError: a connection has secrets and no keys are configured.
+    """
+    from fabric.api import workspace
+    from fabric.config.discovery import find_repository_root
+    from fabric.state.applied import read_applied
+    from fabric.state.secrets import list_secrets
+
+    ws = workspace(find_repository_root(Path(repo)) or Path(repo), environ)
+    own_engine = engine is None
+    engine = engine or ws.engine("connections test")
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
+    finally:
+        if own_engine:
+            engine.dispose()
+    chosen = _select(applied, names)
+    needs_box = any(entry.get("ct") is not None for c in chosen for entry in c.secrets.values())
+    return check_connections(
+        applied,
+        names,
+        box=ws.secret_box() if needs_box else None,
+        repo_root=ws.root,
+        timeout=timeout,
+        environ=ws.environ,
+        stored_secrets=stored,
+    )
+
+
+# NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.
+test_connections.__test__ = False  # type: ignore[attr-defined]
+
+
+def check_connections(
+    applied_tenant: AppliedTenant,
+    names: Sequence[str] = (),
+    *,
+    box: SecretBox | None,
+    repo_root: str | Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    environ: Mapping[str, str] | None = None,
+    stored_secrets: Collection[str] = (),
+    max_workers: int = MAX_WORKERS,
+) -> list[ConnectionCheck]:
+    """Open each connection (all, or `names`) concurrently; one result per connection, by name.
+
+    Args:
+        box: decrypts secret fields; None is fine when no chosen connection has one.
+        repo_root: what relative paths (a sqlite file, a local folder) are relative to.
+        timeout: seconds per check; a check still running `GRACE_SECONDS` later is reported
+            as timed out.
+        environ: for `${env:X}` in non-secret fields (the process environment by default).
+        stored_secrets: names in the tenant's secret store, to tell "never set" from "set
+            after the last apply" when a `${secret:X}` has no value.
+
+    Raises:
+        UnknownConnectionError: a name the tenant has not applied.
+    """
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    chosen = _select(applied_tenant, names)
+    tenant = applied_tenant.tenant.slug
+    root = Path(repo_root)
+    tasks = [
+        _bind(stored, tenant, box, root, timeout, environ, frozenset(stored_secrets))
+        for stored in chosen
+    ]
+    timed_out = [_timed_out(stored, timeout) for stored in chosen]
+    return _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
+
+
+def _select(applied: AppliedTenant, names: Sequence[str]) -> list[StoredConnection]:
+    known = sorted(applied.connections)
+    missing = [n for n in dict.fromkeys(names) if n not in applied.connections]
+    if missing:
+        raise UnknownConnectionError(applied.tenant.slug, missing, known)
+    wanted = sorted(set(names)) if names else known
+    return [applied.connections[n] for n in wanted]
+
+
+def _bind(
+    stored: StoredConnection,
+    tenant: str,
+    box: SecretBox | None,
+    root: Path,
+    timeout: float,
+    environ: Mapping[str, str] | None,
+    stored_secrets: frozenset[str],
+) -> Callable[[], ConnectionCheck]:
+    return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets)
+
+
+def _timed_out(stored: StoredConnection, timeout: float) -> ConnectionCheck:
+    return ConnectionCheck(
+        name=stored.address.name,
+        type=str(stored.spec.get("type")),
+        direction=_direction(stored.spec),
+        ok=False,
+        detail=f"timed out: no answer within {_seconds(timeout)}",
+        seconds=round(timeout + GRACE_SECONDS, 3),
+    )
+
+
+def _direction(spec: Mapping[str, Any]) -> str:
+    return str(spec.get("direction") or "source")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# running checks side by side
+
+
+def _run_bounded(
+    tasks: Sequence[Callable[[], ConnectionCheck]],
+    on_timeout: Sequence[ConnectionCheck],
+    *,
+    workers: int,
+    limit: float,
+) -> list[ConnectionCheck]:
+    """Run `tasks` at most `workers` at a time; a task running longer than `limit` seconds
+    gets its `on_timeout` result and loses its slot. Results come back in the tasks' order.
+
+    NOTE: not concurrent.futures.ThreadPoolExecutor: its threads are joined when the
+    interpreter exits, so a driver call stuck past its own timeout would keep `fabric` from
+    exiting after it printed the report. These threads are daemons; an abandoned one dies
+    with the process.
+    """
+    results: dict[int, ConnectionCheck] = {}
+    started: dict[int, float] = {}
+    pending = deque(range(len(tasks)))
+    done = threading.Condition()
+
+    def run(index: int) -> None:
+        result = tasks[index]()
+        with done:
+            results.setdefault(index, result)
+            done.notify_all()
+
+    with done:
+        while len(results) < len(tasks):
+            running = [i for i in started if i not in results]
+            while pending and len(running) < max(1, workers):
+                index = pending.popleft()
+                started[index] = time.monotonic()
+                running.append(index)
+                threading.Thread(
+                    target=run, args=(index,), name=f"fabric-check-{index}", daemon=True
+                ).start()
+            now = time.monotonic()
+            for index in running:
+                if now - started[index] >= limit:
+                    results[index] = on_timeout[index]
+            waits = [started[i] + limit - now for i in running if i not in results]
+            if waits:
+                done.wait(timeout=max(0.01, min(waits)))
+    return [results[i] for i in range(len(tasks))]
+
+
+# ---------------------------------------------------------------------------------------------
+# one connection
+
+
+def _check_one(
+    stored: StoredConnection,
+    tenant: str,
+    box: SecretBox | None,
+    root: Path,
+    timeout: float,
+    environ: Mapping[str, str] | None,
+    stored_secrets: frozenset[str],
+) -> ConnectionCheck:
+    started = time.perf_counter()
+    kind = str(stored.spec.get("type"))
+    secrets: tuple[str, ...] = ()
+    try:
+        resolved = _resolve(stored, tenant, box, environ, stored_secrets)
+        secrets = _secret_forms(resolved, root)
+        match kind:
+            case "postgres" | "mysql" | "mssql" | "sqlite":
+                detail = _check_sql(resolved, root, timeout)
+            case "rest_api":
+                detail = _check_rest_api(resolved, timeout)
+            case "filesystem":
+                detail = _check_filesystem(resolved, root, timeout)
+            case _:
+                raise _Failed(f"fabric cannot test connections of type {kind!r}")
+        ok = True
+    except _Failed as exc:
+        ok, detail = False, str(exc)
+    except Exception as exc:  # library errors stop here (rule 13); the message is redacted
+        ok, detail = False, _describe(exc)
+    return ConnectionCheck(
+        name=stored.address.name,
+        type=kind,
+        direction=_direction(stored.spec),
+        ok=ok,
+        detail=_one_line(redact(detail, secrets)),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _resolve(
+    stored: StoredConnection,
+    tenant: str,
+    box: SecretBox | None,
+    environ: Mapping[str, str] | None,
+    stored_secrets: frozenset[str],
+) -> ResolvedConnection:
+    if box is None and any(e.get("ct") is not None for e in stored.secrets.values()):
+        raise _Failed("its secret fields cannot be decrypted: no secret keys were given")
+    try:
+        return resolve_connection(stored, box, environ)
+    except SecretNotFoundError as exc:
+        if exc.tenant == "(environment)":
+            raise _Failed(
+                f"environment variable {exc.name} is not set (the connection's "
+                f"${{env:{exc.name}}} needs it)"
+            ) from None
+        if exc.name in stored_secrets:
+            raise _Failed(
+                f"secret {exc.name} was stored after the last apply: run `fabric apply` so "
+                "the connection uses it"
+            ) from None
+        raise _Failed(
+            f"secret {exc.name} is not set: fabric secrets set {tenant} {exc.name}"
+        ) from None
+    except SecretDecryptError as exc:
+        raise _Failed(str(exc)) from None
+
+
+def _secret_forms(conn: ResolvedConnection, root: Path) -> tuple[str, ...]:
+    """The secret values and the other forms a driver may echo them in."""
+    forms = set(conn.secret_values)
+    for value in conn.secret_values:
+        # libpq's conninfo quoting, which psycopg echoes in some connection errors.
+        forms.add(value.replace("\\", "\\\\").replace("'", "\\'"))
+    spec = conn.spec
+    if conn.type in ("postgres", "mysql", "mssql") and conn.secret_values:
+        try:
+            url = _sql_url(conn, root)
+        except Exception:
+            url = None
+        if url is not None and url.password:
+            password = str(url.password)
+            forms.add(password)
+            rendered = url.render_as_string(hide_password=False)
+            forms.add(rendered)
+            # SQLAlchemy's own escaping of the password inside a rendered URL.
+            if match := re.search(r"^[^:]+://[^:@/]*:(.*)@[^@]*$", rendered):
+                forms.add(match.group(1))
+    auth = spec.get("auth") or {}
+    if conn.type == "rest_api" and auth.get("type") == "http_basic":
+        pair = f"{auth.get('username', '')}:{auth.get('password', '')}"
+        forms.add(base64.b64encode(pair.encode()).decode())
+    return tuple(f for f in forms if f)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL databases
+
+_VERSION_SQL = {
+    "postgresql": ("PostgreSQL", "SELECT current_setting('server_version')"),
+    "mysql": ("MySQL", "SELECT VERSION()"),
+    "mssql": ("SQL Server", "SELECT CAST(SERVERPROPERTY('ProductVersion') AS VARCHAR(128))"),
+    "sqlite": ("SQLite", "SELECT sqlite_version()"),
+}
+
+
+def _sql_url(conn: ResolvedConnection, root: Path) -> Any:
+    from fabric.runner.credentials import sqlalchemy_url
+
+    return sqlalchemy_url(conn, root)
+
+
+def _check_sql(conn: ResolvedConnection, root: Path, timeout: float) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import NoSuchModuleError
+    from sqlalchemy.pool import NullPool
+
+    url = _sql_url(conn, root)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        missing = _missing_sqlite_file(conn, Path(url.database or ""))
+        if missing is not None:
+            return missing
+    if url.drivername == "mssql+pyodbc":
+        _require_odbc_driver(url.query.get("driver"))
+    try:
+        engine = create_engine(
+            url, poolclass=NullPool, connect_args=_connect_args(backend, url.query, timeout)
+        )
+    except (ImportError, NoSuchModuleError) as exc:
+        raise _Failed(
+            f"driver not available: {url.drivername} cannot be loaded here ({exc})"
+        ) from None
+    product, version_sql = _VERSION_SQL.get(backend, (backend, None))
+    try:
+        with engine.connect() as db:
+            started = time.perf_counter()
+            db.execute(text("SELECT 1")).scalar_one()
+            round_trip = time.perf_counter() - started
+            version = str(db.execute(text(version_sql)).scalar()) if version_sql else "?"
+            tables = None
+            if backend == "sqlite":
+                # Reads the file's header: fails on a file that is not an SQLite database.
+                tables = db.execute(
+                    text("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+                ).scalar_one()
+    finally:
+        engine.dispose()
+    if backend == "mysql" and "mariadb" in version.lower():
+        product, version = "MariaDB", version.split("-")[0]
+    detail = f"{product} {version}; SELECT 1 in {round_trip * 1000:.1f} ms"
+    if tables is not None:
+        detail += f"; {tables} table{'s' if tables != 1 else ''}"
+    return detail
+
+
+def _connect_args(backend: str, query: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+    """Driver timeouts, unless the connection's own options set them."""
+    whole = max(1, math.ceil(timeout))
+    match backend:
+        case "postgresql":  # psycopg: libpq parameters
+            args: dict[str, Any] = {"connect_timeout": whole, "application_name": APPLICATION_NAME}
+        case "mysql":  # pymysql: the handshake is read under read_timeout
+            args = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
+        case "mssql":  # pyodbc: the login timeout
+            args = {"timeout": whole}
+        case "sqlite":  # how long to wait for another writer's lock
+            args = {"timeout": timeout}
+        case _:
+            args = {}
+    return {k: v for k, v in args.items() if k not in query}
+
+
+def _missing_sqlite_file(conn: ResolvedConnection, path: Path) -> str | None:
+    """None when the file exists; for a destination that will create it, the ok detail.
+
+    Connecting would create a missing file, so a test must look first.
+    """
+    if path.is_file():
+        return None
+    if path.exists():
+        raise _Failed(f"{path} is not a file")
+    if _direction(conn.spec) == "source":
+        raise _Failed(f"database file {path} does not exist")
+    parent = _nearest_existing(path.parent)
+    if not os.access(parent, os.W_OK):
+        raise _Failed(f"database file {path} does not exist and {parent} is not writable")
+    return f"database file {path} does not exist yet; the first load will create it"
+
+
+def _require_odbc_driver(driver: str | None) -> None:
+    try:
+        import pyodbc  # type: ignore[import-not-found]
+    except ImportError:
+        raise _Failed(
+            "driver not available: the pyodbc package is not installed here (SQL Server "
+            f"needs pyodbc and the ODBC driver {driver!r})"
+        ) from None
+    installed = pyodbc.drivers()
+    if driver and driver not in installed:
+        shown = ", ".join(repr(d) for d in installed) or "none"
+        raise _Failed(
+            f"driver not available: the ODBC driver {driver!r} is not installed here "
+            f"(installed: {shown})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# REST APIs
+
+
+def _probe_target(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL and query to GET: the first GET resource without path placeholders (so the
+    auth is tried on an endpoint that exists), else the base URL."""
+    base = str(spec["base_url"])
+    for resource in spec.get("resources") or ():
+        path = str(resource.get("path", ""))
+        if resource.get("method", "GET") == "GET" and "{" not in path:
+            if urlsplit(path).scheme:
+                return path, dict(resource.get("params") or {})
+            return f"{base.rstrip('/')}/{path.lstrip('/')}", dict(resource.get("params") or {})
+    return base, {}
+
+
+def _check_rest_api(conn: ResolvedConnection, timeout: float) -> str:
+    import requests
+
+    spec = conn.spec
+    url, params = _probe_target(spec)
+    headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+    cookies: dict[str, str] = {}
+    basic: tuple[str, str] | None = None
+    auth = spec.get("auth") or {}
+    match auth.get("type"):
+        case None:
+            pass
+        case "bearer":
+            headers["Authorization"] = f"Bearer {auth['token']}"
+        case "api_key":
+            name, key = str(auth.get("name") or "Authorization"), str(auth["api_key"])
+            match auth.get("location", "header"):
+                case "query":
+                    params[name] = key
+                case "cookie":
+                    cookies[name] = key
+                case _:
+                    headers[name] = key
+        case "http_basic":
+            basic = (str(auth["username"]), str(auth["password"]))
+        case other:
+            raise _Failed(f"fabric cannot test auth of type {other!r}")
+    shown = _without_query(url)
+    started = time.perf_counter()
+    try:
+        with (
+            requests.Session() as session,
+            session.get(
+                url,
+                params=params,
+                headers=headers,
+                cookies=cookies,
+                auth=basic,
+                timeout=(timeout, timeout),
+                stream=True,  # the status is enough; never download a large body
+            ) as response,
+        ):
+            status, reason = response.status_code, response.reason or ""
+    except requests.exceptions.ConnectTimeout:
+        raise _Failed(f"GET {shown}: could not connect within {_seconds(timeout)}") from None
+    except requests.exceptions.ReadTimeout:
+        raise _Failed(f"GET {shown}: no response within {_seconds(timeout)}") from None
+    except requests.exceptions.RequestException as exc:
+        raise _Failed(f"GET {shown}: {_root_reason(exc)}") from None
+    elapsed = (time.perf_counter() - started) * 1000
+    answer = f"HTTP {status} {reason}".rstrip()
+    if status in (401, 403):
+        raise _Failed(f"authentication rejected: {answer} from GET {shown}")
+    if status >= 500:
+        raise _Failed(f"server error: {answer} from GET {shown}")
+    return f"{answer} from GET {shown} in {elapsed:.0f} ms"
+
+
+def _without_query(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]  # never show user:password@
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without object reprs."""
+    reason: BaseException = exc
+    for _ in range(10):
+        inner = getattr(reason, "reason", None)
+        if not isinstance(inner, BaseException) and reason.args:
+            inner = reason.args[0] if isinstance(reason.args[0], BaseException) else None
+        if not isinstance(inner, BaseException) or inner is reason:
+            break
+        reason = inner
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*", "", str(reason))
+    return text or type(reason).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _check_filesystem(conn: ResolvedConnection, root: Path, timeout: float) -> str:
+    spec = conn.spec
+    url = str(spec["bucket_url"])
+    pattern = str(spec.get("file_glob") or "*")
+    local = _local_path(url, root)
+    if local is not None:
+        return _check_local(local, pattern, destination=_direction(spec) == "destination")
+    return _check_remote(url, pattern, spec.get("credentials") or {}, timeout)
+
+
+def _local_path(url: str, root: Path) -> Path | None:
+    """The folder of a local bucket URL (relative to the repository root), or None."""
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        text = url[len("file://") :] if url.startswith("file://") else url[len("file:") :]
+    elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # C:\ is a path on Windows
+        text = url
+    else:
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _check_local(folder: Path, pattern: str, *, destination: bool) -> str:
+    if not folder.exists():
+        if not destination:
+            raise _Failed(f"folder {folder} does not exist")
+        parent = _nearest_existing(folder)
+        if not os.access(parent, os.W_OK):
+            raise _Failed(f"folder {folder} does not exist and {parent} is not writable")
+        return f"folder {folder} does not exist yet; the first load will create it"
+    if not folder.is_dir():
+        raise _Failed(f"{folder} is not a folder")
+    if destination and not os.access(folder, os.W_OK):
+        raise _Failed(f"folder {folder} is not writable")
+    count = sum(1 for p in folder.glob(pattern) if p.is_file())
+    return f"{_files(count)} match {pattern!r} in {folder}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or ".")
+
+
+def _files(count: int) -> str:
+    return f"{count} file{'s' if count != 1 else ''}" if count else "no files"
+
+
+# dlt's credential names (what a connection's `credentials:` holds) -> fsspec's arguments.
+_S3_OPTIONS = {
+    "aws_access_key_id": "key",
+    "aws_secret_access_key": "secret",
+    "aws_session_token": "token",
+    "profile_name": "profile",
+    "endpoint_url": "endpoint_url",
+}
+_AZURE_OPTIONS = {
+    "azure_storage_account_name": "account_name",
+    "azure_storage_account_key": "account_key",
+    "azure_storage_sas_token": "sas_token",
+    "azure_client_id": "client_id",
+    "azure_client_secret": "client_secret",
+    "azure_tenant_id": "tenant_id",
+}
+_CREDENTIAL_HINTS = {
+    "s3": "aws_access_key_id and aws_secret_access_key",
+    "gs": "project_id, client_email and private_key",
+    "gcs": "project_id, client_email and private_key",
+    "az": "azure_storage_account_name and azure_storage_account_key",
+    "abfs": "azure_storage_account_name and azure_storage_account_key",
+    "abfss": "azure_storage_account_name and azure_storage_account_key",
+}
+
+
+def _fsspec_options(
+    protocol: str, credentials: Mapping[str, Any], timeout: float
+) -> dict[str, Any]:
+    creds = {str(k): v for k, v in credentials.items()}
+    if protocol in ("s3", "s3a"):
+        options: dict[str, Any] = {_S3_OPTIONS.get(k, k): v for k, v in creds.items()}
+        if region := options.pop("region_name", None):
+            options["client_kwargs"] = {"region_name": region}
+        options["config_kwargs"] = {
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "retries": {"max_attempts": 1},
+        }
+        return options
+    if protocol in ("az", "abfs", "abfss"):
+        return {_AZURE_OPTIONS.get(k, k): v for k, v in creds.items()}
+    if protocol in ("gs", "gcs") and {"client_email", "private_key"} <= set(creds):
+        token = {"type": "service_account", **creds}
+        return {"project": creds.get("project_id"), "token": token}
+    return creds
+
+
+def _check_remote(url: str, pattern: str, credentials: Mapping[str, Any], timeout: float) -> str:
+    import fsspec
+
+    protocol = urlsplit(url).scheme.lower()
+    try:
+        fs_class = fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise _Failed(
+            f"protocol {protocol}:// is not supported (fsspec does not know it)"
+        ) from None
+    except ImportError as exc:
+        raise _Failed(
+            f"protocol {protocol}:// is not supported here: a package it needs is not "
+            f"installed ({exc})"
+        ) from None
+    base = str(fs_class._strip_protocol(url)).rstrip("/")
+    try:
+        fs = fs_class(skip_instance_cache=True, **_fsspec_options(protocol, credentials, timeout))
+        found = fs.glob(f"{base}/{pattern}", detail=True)
+        count = sum(1 for info in found.values() if info.get("type") != "directory")
+        if not count and not fs.exists(base):
+            raise _Failed(f"{url} does not exist")
+    except _Failed:
+        raise
+    except Exception as exc:
+        raise _Failed(_remote_error(exc, protocol, url, credentials)) from None
+    return f"{_files(count)} match {pattern!r} in {url}"
+
+
+def _remote_error(
+    exc: BaseException, protocol: str, url: str, credentials: Mapping[str, Any]
+) -> str:
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError") or (
+        name == "ValueError" and "credential" in str(exc).lower()
+    ):
+        where = "the connection has none" if not credentials else "they are incomplete"
+        needed = _CREDENTIAL_HINTS.get(protocol, "the protocol's credentials")
+        return f"missing credentials for {protocol}:// ({where}): set {needed} under credentials"
+    if isinstance(exc, PermissionError) or name == "AccessDenied":
+        return f"access denied to {url}: {_describe(exc)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"{url} does not exist"
+    return _describe(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# messages
+
+
+def _describe(exc: BaseException) -> str:
+    """A library exception as one message: the server's words, without SQLAlchemy's wrapping."""
+    from_driver = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError
+    if isinstance(from_driver, BaseException):
+        exc = from_driver
+    args = exc.args
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        return f"{args[1]} (error {args[0]})"  # pymysql, pyodbc: (code, message)
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# the report document (one document, rendered as text or JSON)
+
+
+def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any]:
+    """The report as a versioned, JSON-able document (what `--format json` prints)."""
+    rows = [
+        {
+            "name": c.name,
+            "type": c.type,
+            "direction": c.direction,
+            "ok": c.ok,
+            "detail": c.detail,
+            "seconds": c.seconds,
+        }
+        for c in checks
+    ]
+    failed = sum(not r["ok"] for r in rows)
+    return {
+        "format_version": 1,
+        "kind": "fabric-connection-test",
+        "tenant": tenant,
+        "ok": failed == 0,
+        "summary": {"tested": len(rows), "ok": len(rows) - failed, "failed": failed},
+        "connections": rows,
+    }
+
+
+def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
+    """The report for a terminal: one line per connection, then a summary line."""
+    rows = doc["connections"]
+    if not rows:
+        return f"Tenant {doc['tenant']} has no applied connections."
+
+    def paint(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    name_w = max(len(r["name"]) for r in rows)
+    type_w = max(len(r["type"]) for r in rows)
+    dir_w = max(len(r["direction"]) for r in rows)
+    lines = []
+    for r in rows:
+        status = paint("ok  ", "32") if r["ok"] else paint("FAIL", "31;1")
+        lines.append(
+            f"{status}  {r['name']:<{name_w}}  {r['type']:<{type_w}}  {r['direction']:<{dir_w}}"
+            f"  {r['detail']} ({r['seconds']:.2f}s)"
+        )
+    summary = doc["summary"]
+    line = (
+        f"Tenant {doc['tenant']}: {summary['tested']} connection"
+        f"{'s' if summary['tested'] != 1 else ''} tested, {summary['ok']} ok, "
+        f"{summary['failed']} failed."
+    )
+    lines += ["", paint(line, "32" if doc["ok"] else "31")]
+    return "\n".join(lines)
+
+
+def render_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2)
