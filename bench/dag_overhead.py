@@ -1,0 +1,138 @@
+"""Runner overhead per node: a 200-node DAG of no-op nodes in 8 parallel branches.
+
+Times, in this process (median of 3):
+  - executor only: fabric.runner.local.LocalExecutor on the DAG (warm pool), no database;
+  - full run: `fabric run` of the same DAG applied to a real control plane (run and node-run
+    records written as it goes), through fabric.api.run.
+Reports wall time / nodes, i.e. what each node costs beyond its own work. Target: < 50 ms.
+
+    uv run python bench/dag_overhead.py [--nodes 200] [--branches 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fabric import api  # noqa: E402
+from fabric.addresses import Address  # noqa: E402
+from fabric.apply import ApplyOptions  # noqa: E402
+from fabric.graph.dag import Dag  # noqa: E402
+from fabric.runner.local import LocalExecutor  # noqa: E402
+from fabric.runner.nodes import NodeSpec  # noqa: E402
+from fabric.state.embedded import ensure_server  # noqa: E402
+from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
+
+
+def chains(nodes: int, branches: int) -> list[tuple[str, str | None]]:
+    """(name, upstream name) for `branches` chains sharing `nodes` nodes."""
+    out = []
+    for i in range(nodes):
+        b, k = i % branches, i // branches
+        out.append((f"b{b}_n{k}", f"b{b}_n{k - 1}" if k else None))
+    return out
+
+
+def bench_executor(nodes: int, branches: int, workers: int) -> float:
+    graph = chains(nodes, branches)
+    addr = {n: Address.parse(f"bench.pipeline.{n}") for n, _ in graph}
+    dag = Dag.build(addr.values(), [(addr[u], addr[n]) for n, u in graph if u])
+    specs = {a: NodeSpec(address=a, kind="noop", spec={"noop": {}}) for a in addr.values()}
+    with LocalExecutor(workers) as executor:
+        executor.run(Dag.build([next(iter(addr.values()))], []), specs, {}, lambda e: None)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            outcome = executor.run(dag, specs, {}, lambda e: None)
+            times.append(time.perf_counter() - start)
+            assert all(s.value == "success" for s in outcome.status.values())
+    return statistics.median(times)
+
+
+def bench_full_run(nodes: int, branches: int, workers: int) -> float:
+    base = (
+        os.environ.get("FABRIC_DATABASE_URL")
+        or ensure_server(ROOT / "bench" / ".out" / "pg").tcp_url()
+    )
+    db = f"fabric_dag_bench_{os.getpid()}"
+    url = create_database(base, db)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "repo"
+            (root / "tenants" / "bench").mkdir(parents=True)
+            (root / "fabric.yaml").write_text("format_version: 1\n")
+            lines = [
+                "tenant: {display_name: Bench, warehouse: dwh}",
+                "connections:",
+                "  dwh: {type: postgres, direction: destination, host: h, database: d}",
+                "  src: {type: postgres, direction: source, host: h, database: s}",
+                "pipelines:",
+            ]
+            for name, up in chains(nodes, branches):
+                dep = f", depends_on: [{up}]" if up else ""
+                lines.append(
+                    f"  {name}: {{source: src, dataset: raw, mode: single_table, table: t{dep}}}"
+                )
+            (root / "tenants" / "bench" / "tenant.yaml").write_text("\n".join(lines) + "\n")
+            env = {
+                "FABRIC_DATABASE_URL": url,
+                "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
+                "FABRIC_HOME": str(Path(tmp) / "home"),
+            }
+            plan = api.plan(root, environ=env).plan
+            api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+            engine = make_engine(url)
+            with engine.begin() as conn:
+                schema = conn.execute(
+                    text("SELECT schema_name FROM fabric.tenants WHERE slug = 'bench'")
+                ).scalar_one()
+                conn.execute(
+                    text(f"UPDATE {schema}.pipelines SET spec = spec || CAST(:p AS jsonb)"),
+                    {"p": json.dumps({"noop": {}})},
+                )
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                result = api.run(
+                    root, tenants=["bench"], workers=workers, environ=env, engine=engine
+                )
+                times.append(time.perf_counter() - start)
+                assert result.ok
+            engine.dispose()
+            return statistics.median(times)
+    finally:
+        drop_database(base, db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--branches", type=int, default=8)
+    args = parser.parse_args()
+    n = args.nodes
+    print(f"DAG: {n} no-op nodes in {args.branches} parallel chains")
+    for workers in (1, args.branches):
+        t = bench_executor(n, args.branches, workers)
+        print(f"executor only, {workers} worker(s): {t:6.2f} s  -> {1000 * t / n:5.1f} ms/node")
+    for workers in (1, args.branches):
+        t = bench_full_run(n, args.branches, workers)
+        print(
+            f"full run with records, {workers} worker(s): {t:6.2f} s  -> "
+            f"{1000 * t / n:5.1f} ms/node (target < 50)"
+        )
+
+
+if __name__ == "__main__":
+    main()
