@@ -219,9 +219,11 @@ def _row_writes(
                 "fp": fp,
             }
             fps[path] = fp
-        fingerprint = record_fingerprint(
-            dict(target.spec), dict(sorted(fps.items())), target.protect
-        )
+        fingerprint = target.fingerprint
+        if fps != dict(target.secret_fps):  # a value resolved now differs from the planned one
+            fingerprint = record_fingerprint(
+                dict(target.spec), dict(sorted(fps.items())), target.protect
+            )
         out.append(writes.RowWrite(change, secrets, fingerprint))
     return out
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fabric.addresses import Address
 from fabric.plan.diff import Action, Change, FieldChange, Target, counts
-from fabric.plan.fingerprint import fingerprint
+from fabric.plan.fingerprint import fingerprint, record_fingerprint
 
 PLAN_FORMAT_VERSION = 1
 
@@ -40,8 +40,34 @@ class Plan:
 
     @functools.cached_property
     def plan_hash(self) -> str:
-        """Hash of everything but the creation time: what apply history records."""
-        return str(to_document(self)["plan_hash"])
+        """Hash of everything but the creation time: what apply history records.
+
+        Each change enters by its target's fingerprint (which covers its whole record), not
+        by its record, so hashing a 50k-change plan costs little; from_document checks every
+        target against its fingerprint, so a hand-edited plan file is still caught.
+        """
+        return fingerprint(
+            {
+                "format_version": PLAN_FORMAT_VERSION,
+                "source_hash": self.source_hash,
+                "repo": self.repo,
+                "tenants": list(self.tenants),
+                "changes": [
+                    [
+                        str(c.address),
+                        c.action.value,
+                        c.reason,
+                        c.protected,
+                        c.target.fingerprint if c.target else None,
+                        [[f.name, f.sensitive, f.before, f.after] for f in c.fields],
+                    ]
+                    for c in self.changes
+                ],
+                "warnings": list(self.warnings),
+                "notes": list(self.notes),
+                "read_set": {str(a): t for a, t in sorted(self.read_set.items())},
+            }
+        )
 
 
 def _field(f: FieldChange) -> dict[str, Any]:
@@ -89,8 +115,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "notes": list(plan.notes),
         "read_set": {str(a): token for a, token in sorted(plan.read_set.items())},
     }
-    body = {k: v for k, v in doc.items() if k not in ("created_at", "plan_hash")}
-    doc["plan_hash"] = fingerprint(body)
+    doc["plan_hash"] = plan.plan_hash
     return doc
 
 
@@ -141,6 +166,12 @@ def from_document(doc: Mapping[str, Any]) -> Plan:
         warnings=tuple(doc.get("warnings", ())),
         notes=tuple(doc.get("notes", ())),
     )
+    for change in plan.changes:
+        t = change.target
+        if t is not None and t.fingerprint != record_fingerprint(
+            dict(t.spec), dict(sorted(t.secret_fps.items())), t.protect
+        ):
+            raise ValueError(f"the plan file was modified after it was saved ({change.address})")
     if doc.get("plan_hash") != plan.plan_hash:
         raise ValueError("the plan file was modified after it was saved (its hash does not match)")
     return plan
