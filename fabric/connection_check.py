@@ -698,9 +698,7 @@ def _check_remote(url: str, pattern: str, credentials: Mapping[str, Any], timeou
     try:
         fs_class = fsspec.get_filesystem_class(protocol)
     except ValueError:
-        raise _Failed(
-            f"protocol {protocol}:// is not supported (fsspec does not know it)"
-        ) from None
+        raise _Failed(f"protocol {protocol}:// is not supported (unknown to fsspec)") from None
     except ImportError as exc:
         raise _Failed(
             f"protocol {protocol}:// is not supported here: a package it needs is not "

@@ -90,6 +90,11 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
     )
 
 
+def dbt_batch(spec: NodeSpec) -> object | None:
+    """Transformations of one tenant that are ready together run in one dbt invocation."""
+    return ("dbt", spec.address.tenant) if spec.kind == "transformation" else None
+
+
 def policy_of(spec: Mapping[str, Any]) -> RetryPolicy:
     return RetryPolicy(
         retries=int(spec.get("retries") or 0),
@@ -149,7 +154,7 @@ def run_tenants(
                 on_event(event, progress)
 
         with LocalExecutor(options.workers) as executor:
-            outcome = executor.run(combined, specs, policies, handle)
+            outcome = executor.run(combined, specs, policies, handle, batch_key=dbt_batch)
         result.cancelled = outcome.cancelled
         result.nodes.update(outcome.status)
         result.attempts.update(outcome.attempts)

@@ -101,8 +101,8 @@ def test_a_valid_repository_exits_0_with_a_summary(repo: Path) -> None:
     assert run.stderr == ""
     lines = run.stdout.splitlines()
     assert lines == [
-        "Loaded 1 tenants (acme): 2 connections, 1 pipelines, 1 transformations, "
-        "1 schedules, 1 dependencies.",
+        "Loaded 1 tenant (acme): 2 connections, 1 pipeline, 1 transformation, "
+        "1 schedule, 1 dependency.",
         f"{repo}: valid (3 files).",
     ]
 

@@ -60,7 +60,7 @@ def _worker_main(conn: Connection) -> None:
     """Body of a worker process: its own process group, then node after node until told to stop."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from fabric.runner.worker import execute
+    from fabric.runner.worker import execute, execute_batch
 
     while True:
         try:
@@ -69,7 +69,7 @@ def _worker_main(conn: Connection) -> None:
             return
         if node is None:
             return
-        conn.send(execute(node))
+        conn.send(execute_batch(node) if isinstance(node, list) else [execute(node)])
 
 
 class _Worker:
@@ -78,7 +78,8 @@ class _Worker:
         self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
         self.process.start()
         child.close()
-        self.node: Address | None = None
+        self.nodes: tuple[Address, ...] = ()
+        """What the worker is running now: one node, or a batch (e.g. several dbt models)."""
         self.deadline: float | None = None
 
     def kill(self) -> None:
@@ -122,7 +123,7 @@ class LocalExecutor:
 
     def _idle(self) -> _Worker | None:
         for worker in self._pool:
-            if worker.node is None:
+            if not worker.nodes:
                 return worker
         if len(self._pool) < self.workers:
             worker = _Worker(self._ctx)
@@ -140,21 +141,25 @@ class LocalExecutor:
         specs: Mapping[Address, NodeSpec],
         policies: Mapping[Address, RetryPolicy],
         on_event: Callable[[Event], None],
+        batch_key: Callable[[NodeSpec], object | None] = lambda spec: None,
     ) -> Outcome:
+        """Run every node; nodes ready together with the same non-None `batch_key` are sent
+        to one worker as a batch (dbt runs several models in one invocation)."""
         status = {n: NodeStatus.PENDING for n in dag.nodes}
         attempts = {n: 0 for n in dag.nodes}
         not_before: dict[Address, float] = {}
         outcome = Outcome(status, attempts)
         try:
-            self._loop(dag, specs, policies, on_event, outcome, not_before)
+            self._loop(dag, specs, policies, on_event, outcome, not_before, batch_key)
         except KeyboardInterrupt:
             outcome.cancelled = True
             for worker in list(self._pool):
-                if worker.node is not None:
-                    node = worker.node
+                if worker.nodes:
+                    nodes = worker.nodes
                     self._replace(worker)
-                    status[node] = NodeStatus.CANCELLED
-                    on_event(Event("cancelled", node, attempts[node]))
+                    for node in nodes:
+                        status[node] = NodeStatus.CANCELLED
+                        on_event(Event("cancelled", node, attempts[node]))
             for node in sorted(n for n, s in status.items() if s is NodeStatus.PENDING):
                 status[node] = NodeStatus.CANCELLED
                 on_event(Event("cancelled", node, attempts[node]))
@@ -168,14 +173,14 @@ class LocalExecutor:
         on_event: Callable[[Event], None],
         outcome: Outcome,
         not_before: dict[Address, float],
+        batch_key: Callable[[NodeSpec], object | None],
     ) -> None:
         status, attempts = outcome.status, outcome.attempts
         running: set[Address] = set()
 
-        def settle(worker: _Worker, result: NodeResult) -> None:
+        def settle(result: NodeResult) -> None:
             node = result.address
             running.discard(node)
-            worker.node, worker.deadline = None, None
             policy = policies.get(node, RetryPolicy())
             if result.status is NodeStatus.FAILED and attempts[node] <= policy.retries:
                 delay = policy.delay(attempts[node])
@@ -186,6 +191,19 @@ class LocalExecutor:
             outcome.results[node] = result
             on_event(Event("finished", node, attempts[node], result))
 
+        def dispatch(worker: _Worker, nodes: list[Address], now: float) -> None:
+            batch = []
+            for node in nodes:
+                attempts[node] += 1
+                batch.append(replace(specs[node], attempt=attempts[node]))
+            limits = [policies.get(n, RetryPolicy()).timeout_seconds for n in nodes]
+            worker.nodes = tuple(nodes)
+            worker.deadline = now + max(limits) if all(limits) else None  # type: ignore[type-var]
+            worker.conn.send(batch if len(batch) > 1 else batch[0])
+            for node in nodes:
+                running.add(node)
+                on_event(Event("started", node, attempts[node]))
+
         while True:
             for node in to_skip(dag, status):
                 status[node] = NodeStatus.SKIPPED
@@ -193,21 +211,20 @@ class LocalExecutor:
             if all(s in FINISHED for s in status.values()):
                 return
             now = time.monotonic()
+            groups: dict[object, list[Address]] = {}
             for node in ready_nodes(dag, status):
                 if node in running or not_before.get(node, 0.0) > now:
                     continue
+                key = batch_key(specs[node])
+                groups.setdefault(("single", node) if key is None else ("batch", key), []).append(
+                    node
+                )
+            for nodes in groups.values():
                 worker = self._idle()
                 if worker is None:
                     break
-                attempts[node] += 1
-                spec = replace(specs[node], attempt=attempts[node])
-                timeout = policies.get(node, RetryPolicy()).timeout_seconds
-                worker.node = node
-                worker.deadline = now + timeout if timeout else None
-                worker.conn.send(spec)
-                running.add(node)
-                on_event(Event("started", node, attempts[node]))
-            busy = [w for w in self._pool if w.node is not None]
+                dispatch(worker, nodes, now)
+            busy = [w for w in self._pool if w.nodes]
             wake = [w.deadline for w in busy if w.deadline is not None]
             wake += [t for n, t in not_before.items() if status[n] is NodeStatus.PENDING]
             if not busy and not wake:
@@ -217,28 +234,34 @@ class LocalExecutor:
             ready = wait(waitables, timeout=timeout) if waitables else time.sleep(timeout or 0)
             ready = set(ready or ())
             for worker in busy:
-                node = worker.node
-                assert node is not None
+                nodes = worker.nodes
                 if worker.conn in ready:
                     try:
-                        result = worker.conn.recv()
+                        results = worker.conn.recv()
                     except (EOFError, OSError):
-                        result = None
-                    if result is not None:
-                        settle(worker, result)
+                        results = None
+                    if results is not None:
+                        worker.nodes, worker.deadline = (), None
+                        by_node = {r.address: r for r in results}
+                        for node in nodes:
+                            settle(
+                                by_node.get(node)
+                                or NodeResult.failed(node, "the worker returned no result")
+                            )
                         continue
                 if worker.conn in ready or worker.process.sentinel in ready:
                     worker.process.join(timeout=5)  # the pipe closes before the exit is reaped
                     code = worker.process.exitcode
                     self._replace(worker)
                     why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
-                    settle(worker, NodeResult.failed(node, f"crashed: worker died ({why})"))
+                    for node in nodes:
+                        settle(NodeResult.failed(node, f"crashed: worker died ({why})"))
                 elif worker.deadline is not None and time.monotonic() >= worker.deadline:
-                    limit = policies[node].timeout_seconds
                     self._replace(worker)
-                    settle(
-                        worker,
-                        NodeResult.failed(
-                            node, f"timeout: killed after {limit:g} s", retryable=True
-                        ),
-                    )
+                    for node in nodes:
+                        limit = policies[node].timeout_seconds or 0
+                        settle(
+                            NodeResult.failed(
+                                node, f"timeout: killed after {limit:g} s", retryable=True
+                            )
+                        )

@@ -151,3 +151,19 @@ def test_one_worker_runs_a_chain_in_order(workers):
     _, events = run(Dag.build([a, b], [(a, b)]), specs_for(a={}, b={}), workers=workers)
     started = [e.address for e in events if e.kind == "started"]
     assert started == [a, b]
+
+
+def test_nodes_ready_together_with_one_batch_key_run_in_one_worker():
+    a, b, c, d = (addr(n) for n in "abcd")
+    dag = Dag.build([a, b, c, d], [(a, d)])
+    with LocalExecutor(4) as executor:
+        outcome = executor.run(
+            dag,
+            specs_for(a={}, b={}, c={}, d={}),
+            {},
+            lambda e: None,
+            batch_key=lambda spec: "together" if spec.address.name in "abc" else None,
+        )
+    pids = {n: outcome.results[n].log_tail for n in (a, b, c)}
+    assert len(set(pids.values())) == 1  # one dispatch, one worker
+    assert outcome.status[d] is NodeStatus.SUCCESS
