@@ -32,6 +32,7 @@ class RunOptions:
     trigger: str = "manual"
     who: str | None = None
     full_refresh: bool = False
+    tests_only: bool = False
     control_plane_url: str = ""
     workdir: Path = Path(".fabric/work")
     repo_root: Path = Path(".")
@@ -77,6 +78,16 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
         else [spec.get("warehouse")]
     )
     kind = "noop" if "noop" in spec else address.kind.value  # test-only nodes
+    project: dict[str, Any] = {}
+    if address.kind is Kind.TRANSFORMATION:
+        project = {
+            "tenant": address.tenant,
+            "transformations": {
+                a.name: s for a, s in applied.nodes.items() if a.kind is Kind.TRANSFORMATION
+            },
+            "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
+            "connections": dict(applied.connections),
+        }
     return NodeSpec(
         address=address,
         kind=kind,
@@ -87,6 +98,8 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
         repo_root=str(options.repo_root),
         secret_home=str(options.secret_home) if options.secret_home else None,
         full_refresh=options.full_refresh,
+        tests_only=options.tests_only,
+        project=project,
     )
 
 

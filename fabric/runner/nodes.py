@@ -67,6 +67,12 @@ class NodeSpec:
     secret_home: str | None = None
     """Where the embedded default keeps its key file (None: FABRIC_SECRET_KEYS only)."""
     full_refresh: bool = False
+    tests_only: bool = False
+    """Transformations: run the model's tests only (`fabric test`)."""
+    project: Mapping[str, Any] = field(default_factory=dict)
+    """Transformations: the tenant's whole applied project, which dbt needs to resolve refs
+    and sources: {"tenant": slug, "transformations": {name: spec}, "pipelines": {name: spec},
+    "connections": {name: StoredConnection}}."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
