@@ -21,9 +21,13 @@ PURE = [
     "config/ownership",
     "config/sql_refs",
     "config/json_schema",
+    "config/export",
     "domain",
     "graph",
+    "plan",
     "render",
+    "runner/nodes",
+    "scheduling",
 ]
 SHELL_ONLY = {
     "sqlalchemy",
@@ -40,6 +44,11 @@ SHELL_ONLY = {
     "fabric.api",
     "fabric.config.loader",
     "fabric.config.discovery",
+    "fabric.runner.local",
+    "fabric.runner.worker",
+    "fabric.running",
+    "fabric.planning",
+    "fabric.apply",
 }
 
 
