@@ -240,6 +240,7 @@ def run(
     tenants: Sequence[str] = (),
     all_tenants: bool = False,
     selectors: Sequence[str] = (),
+    exclude: Sequence[str] = (),
     workers: int | None = None,
     trigger: str = "manual",
     full_refresh: bool = False,
@@ -263,6 +264,7 @@ def run(
     home = fabric_home(ws.root, ws.settings)
     options = RunOptions(
         selectors=tuple(selectors),
+        exclude=tuple(exclude),
         workers=workers,
         trigger=trigger,
         full_refresh=full_refresh,

@@ -361,6 +361,9 @@ def _secret_forms(conn: ResolvedConnection, root: Path) -> tuple[str, ...]:
     for value in conn.secret_values:
         # libpq's conninfo quoting, which psycopg echoes in some connection errors.
         forms.add(value.replace("\\", "\\\\").replace("'", "\\'"))
+        # repr() and JSON escaping (requests shows a bad header value with repr), and the value
+        # without the stray whitespace a copy-paste or `echo` leaves around it.
+        forms.update((repr(value)[1:-1], json.dumps(value)[1:-1], value.strip()))
     spec = conn.spec
     if conn.type in ("postgres", "mysql", "mssql") and conn.secret_values:
         try:

@@ -28,6 +28,7 @@ from fabric.state.snapshot import TenantRow, read_tenant_rows
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     selectors: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     workers: int | None = None
     trigger: str = "manual"
     who: str | None = None
@@ -137,7 +138,13 @@ def run_tenants(
         result.abandoned = records.mark_abandoned(conn, rows.values())
         applied = {slug: read_applied(conn, slug) for slug in tenants}
     dags = {slug: tenant_dag(a) for slug, a in applied.items()}
-    selected = {slug: dag.subgraph(dag.select(options.selectors)) for slug, dag in dags.items()}
+    selected = {
+        slug: dag.subgraph(
+            dag.select(options.selectors)
+            - (dag.select(options.exclude, strict=False) if options.exclude else frozenset())
+        )
+        for slug, dag in dags.items()
+    }
     combined = Dag.build(
         [n for d in selected.values() for n in d.nodes],
         [(u, n) for d in selected.values() for n, ups in d.upstream.items() for u in ups],

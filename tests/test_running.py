@@ -192,3 +192,11 @@ def test_unknown_selector_is_a_clear_error(applied):
     )
     assert done.returncode == 1 and "matches no node" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_exclude_leaves_out_matching_nodes(applied):
+    root, env = applied
+    for name in ("orders", "customers", "items"):
+        make_noop(env, name)
+    result = api.run(root, tenants=["acme"], exclude=["tag:nightly+"], environ=env)
+    assert {str(a) for a in result.nodes} == {"acme.pipeline.customers"}

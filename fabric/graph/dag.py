@@ -72,15 +72,18 @@ class Dag:
             MappingProxyType({n: self.tags[n] for n in kept}),
         )
 
-    def select(self, selectors: Iterable[str | Selector]) -> frozenset[Address]:
-        """dbt-style selection; no selectors means every node. Raises ValueError if bad."""
+    def select(
+        self, selectors: Iterable[str | Selector], *, strict: bool = True
+    ) -> frozenset[Address]:
+        """dbt-style selection; no selectors means every node. Raises ValueError if bad, or
+        (when `strict`) if a selector matches nothing."""
         parsed = [s if isinstance(s, Selector) else parse_selector(s) for s in selectors]
         if not parsed:
             return self.nodes
         chosen: set[Address] = set()
         for sel in parsed:
             base = self._matching(sel)
-            if not base:
+            if not base and strict:
                 raise ValueError(f"selector {str(sel)!r} matches no node")
             chosen |= base
             if sel.with_upstream:

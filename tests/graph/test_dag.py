@@ -72,3 +72,7 @@ def test_ready_nodes_and_skips_follow_the_statuses(dag):
 def test_subgraph_drops_edges_to_unselected_nodes(dag):
     sub = dag.subgraph(dag.select(["totals"]))
     assert sub.upstream == {T["totals"]: frozenset()}
+
+
+def test_non_strict_selection_tolerates_selectors_that_match_nothing(dag):
+    assert dag.select(["tag:nope", "stg"], strict=False) == {T["stg"]}

@@ -23,6 +23,7 @@ SYMBOL = {"success": "✓", "failed": "✗", "skipped": "-", "cancelled": "!", "
 @click.argument("selectors", nargs=-1)
 @click.option("--tenant", "tenants", multiple=True, help="Tenant to run (repeatable).")
 @click.option("--all-tenants", is_flag=True, help="Run every applied tenant.")
+@click.option("--exclude", multiple=True, help="Leave out nodes matching this selector.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
 @REPO_OPT
@@ -31,6 +32,7 @@ def run_command(
     selectors: tuple[str, ...],
     tenants: tuple[str, ...],
     all_tenants: bool,
+    exclude: tuple[str, ...],
     workers: int | None,
     full_refresh: bool,
     repo: Path,
@@ -76,6 +78,7 @@ def run_command(
         tenants=tenants,
         all_tenants=all_tenants,
         selectors=selectors,
+        exclude=exclude,
         workers=workers,
         full_refresh=full_refresh,
         on_event=progress,
