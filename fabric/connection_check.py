@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,16 +256,25 @@ def _run_bounded(
     results: dict[int, ConnectionCheck] = {}
     started: dict[int, float] = {}
     pending = deque(range(len(tasks)))
+    bugs: list[BaseException] = []
     done = threading.Condition()
 
     def run(index: int) -> None:
-        result = tasks[index]()
+        try:
+            result = tasks[index]()
+        except BaseException as exc:  # a bug, not a failed check: re-raised below
+            with done:
+                bugs.append(exc)
+                done.notify_all()
+            return
         with done:
             results.setdefault(index, result)
             done.notify_all()
 
     with done:
         while len(results) < len(tasks):
+            if bugs:
+                raise bugs[0]
             running = [i for i in started if i not in results]
             while pending and len(running) < max(1, workers):
                 index = pending.popleft()
@@ -425,7 +435,7 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float) -> str:
         ) from None
     product, version_sql = _VERSION_SQL.get(backend, (backend, None))
     try:
-        with engine.connect() as db:
+        with _timeout_noted(timeout), engine.connect() as db:
             started = time.perf_counter()
             db.execute(text("SELECT 1")).scalar_one()
             round_trip = time.perf_counter() - started
@@ -444,6 +454,19 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float) -> str:
     if tables is not None:
         detail += f"; {tables} table{'s' if tables != 1 else ''}"
     return detail
+
+
+@contextlib.contextmanager
+def _timeout_noted(timeout: float) -> Iterator[None]:
+    """Say how long was waited when a driver gives up with a bare "timeout expired"."""
+    try:
+        yield
+    except Exception as exc:
+        message = _describe(exc)
+        cause = getattr(exc, "orig", None) or exc
+        if "timeout" in type(cause).__name__.lower() or "timed out" in message.lower():
+            raise _Failed(f"{message} (no answer within {_seconds(timeout)})") from None
+        raise
 
 
 def _connect_args(backend: str, query: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -717,20 +740,20 @@ def _check_remote(url: str, pattern: str, credentials: Mapping[str, Any], timeou
     except _Failed:
         raise
     except Exception as exc:
-        raise _Failed(_remote_error(exc, protocol, url, credentials)) from None
+        raise _Failed(_remote_error(exc, protocol, url)) from None
     return f"{_files(count)} match {pattern!r} in {url}"
 
 
-def _remote_error(
-    exc: BaseException, protocol: str, url: str, credentials: Mapping[str, Any]
-) -> str:
+def _remote_error(exc: BaseException, protocol: str, url: str) -> str:
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError") or (
         name == "ValueError" and "credential" in str(exc).lower()
     ):
-        where = "the connection has none" if not credentials else "they are incomplete"
         needed = _CREDENTIAL_HINTS.get(protocol, "the protocol's credentials")
-        return f"missing credentials for {protocol}:// ({where}): set {needed} under credentials"
+        return (
+            f"missing credentials for {protocol}://: set {needed} under the connection's "
+            "credentials"
+        )
     if isinstance(exc, PermissionError) or name == "AccessDenied":
         return f"access denied to {url}: {_describe(exc)}"
     if isinstance(exc, FileNotFoundError):

@@ -1,7 +1,8 @@
 """`fabric connections test`: open a tenant's applied connections and report each.  [shell]
 
 Parses options, calls fabric.connection_check, renders, picks the exit code (1 when any
-connection failed). Imports are lazy, so `fabric --help` stays fast.
+connection failed). Imports are lazy, so `fabric --help` stays fast. Importing this module
+attaches the group to `fabric` (as plan_apply's commands are), so `_register()` only imports it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.main import handle_errors
+from fabric.cli.main import cli, handle_errors
 
 
 @click.group("connections")
@@ -60,5 +61,7 @@ def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float
     if not doc["ok"]:
         raise SystemExit(1)
 
+
+cli.add_command(connections_group)
 
 __all__ = ["connections_group"]
