@@ -71,6 +71,13 @@ def tenant_dag(applied: AppliedTenant) -> Dag:
     return Dag.build(applied.nodes, applied.edges, tags)
 
 
+def tests_dag(dag: Dag) -> Dag:
+    """`dag`'s transformations without edges: tests need only the built models, so they all
+    run together (one dbt invocation per tenant) and a failing test skips nothing."""
+    keep = [n for n in dag.nodes if n.kind is Kind.TRANSFORMATION]
+    return Dag.build(keep, [], {n: dag.tags[n] for n in keep})
+
+
 def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> NodeSpec:
     spec = applied.nodes[address]
     names = (
@@ -145,6 +152,8 @@ def run_tenants(
         )
         for slug, dag in dags.items()
     }
+    if options.tests_only:  # `fabric test`: transformations only, all at once (one dbt batch)
+        selected = {slug: tests_dag(dag) for slug, dag in selected.items()}
     combined = Dag.build(
         [n for d in selected.values() for n in d.nodes],
         [(u, n) for d in selected.values() for n, ups in d.upstream.items() for u in ups],

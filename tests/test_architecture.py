@@ -27,6 +27,7 @@ PURE = [
     "plan",
     "render",
     "runner/nodes",
+    "runner/dbt_project",
     "scheduling",
 ]
 SHELL_ONLY = {

@@ -102,7 +102,7 @@ def demo() -> None:
 
 def _register() -> None:
     """Attach the command modules (importing them is cheap: their imports are lazy)."""
-    from fabric.cli.commands import connections, plan_apply, run  # noqa: F401
+    from fabric.cli.commands import connections, dbt, plan_apply, run  # noqa: F401
 
     try:
         from fabric.cli.commands.secrets import secrets_group

@@ -1,0 +1,69 @@
+"""`fabric compile` and `fabric test`: the dbt side of transformations.  [shell]
+
+Imports are lazy: registering these commands imports neither dbt nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fabric.cli.commands.run import REPO_OPT
+from fabric.cli.main import cli, handle_errors
+
+
+@cli.command(name="compile")
+@click.argument("address")
+@REPO_OPT
+@handle_errors
+def compile_command(address: str, repo: Path) -> None:
+    """Print the SQL an applied transformation compiles to (refs and sources resolved).
+
+    ADDRESS is TENANT.transformation.NAME, e.g. acme.transformation.customer_totals.
+    """
+    from fabric.transforming import compile_transformation
+
+    click.echo(compile_transformation(repo, address).rstrip("\n"))
+
+
+@cli.command(name="test")
+@click.argument("selectors", nargs=-1)
+@click.option("--tenant", "tenants", multiple=True, help="Tenant to test (repeatable).")
+@click.option("--all-tenants", is_flag=True, help="Test every applied tenant.")
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
+@REPO_OPT
+@handle_errors
+def test_command(
+    selectors: tuple[str, ...],
+    tenants: tuple[str, ...],
+    all_tenants: bool,
+    workers: int | None,
+    repo: Path,
+) -> None:
+    """Run only the tests of applied transformations (no model is rebuilt): SELECTORS as for
+    `fabric run` (default: every transformation). Exit 1 when a test fails."""
+    from fabric.render.runs import short, table
+    from fabric.transforming import run_tests
+
+    color = sys.stdout.isatty()
+    result = run_tests(
+        repo, tenants=tenants, all_tenants=all_tenants, selectors=selectors, workers=workers
+    )
+    rows = [
+        (str(node), status.value, short(result.errors.get(node), 80))
+        for node, status in sorted(result.nodes.items(), key=lambda i: str(i[0]))
+    ]
+    click.echo(table(("TRANSFORMATION", "TESTS", "FAILURES"), rows))
+    for slug, run_id in sorted(result.runs.items()):
+        status = result.status.get(slug)
+        click.secho(
+            f"Run {run_id} of {slug} (tests only): {status.value if status else '?'}",
+            fg="green" if status and status.value == "success" else "red",
+            color=color,
+        )
+    if result.cancelled:
+        raise SystemExit(130)
+    if not result.ok:
+        raise SystemExit(1)

@@ -1,0 +1,444 @@
+"""Run a tenant's ready transformations through dbt, inside a worker process.  [shell]
+
+The executor sends all the transformation nodes of one tenant that became ready together as one
+batch; this module runs them as few dbt invocations as possible (one per warehouse: a batch
+invocation targets one warehouse), through dbt's programmatic API in this (warm) process:
+
+1. write the tenant's dbt project (fabric.runner.dbt_project) into `<workdir>/dbt`, touching
+   only files whose content changed, so dbt's partial parsing stays warm;
+2. decrypt the warehouse connection and put its fields into the environment variables the
+   profile's `env_var()`s read, for the length of the invocation only (the worker is a process
+   of its own; the previous values are restored after, and nothing here logs them);
+3. `dbt build --select <models> tag:fabric_tests__<model>...` (models and then their own tests;
+   `dbt test` for tests-only nodes), with `--project-dir`/`--profiles-dir` (never a chdir) and a
+   target folder per warehouse and worker slot, so concurrent workers of one tenant never share
+   dbt's artifacts and each keeps its partial-parse state;
+4. turn dbt's results into plain values (secrets redacted) and map them to one NodeResult per
+   node (fabric.runner.dbt_project.node_results).
+
+dbt is imported lazily: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fabric.addresses import Address, Kind
+from fabric.errors import FabricError
+from fabric.runner import dbt_project as dp
+from fabric.runner.credentials import redact, resolve_connection
+from fabric.runner.nodes import NodeResult, NodeSpec, StoredConnection
+
+if TYPE_CHECKING:
+    from fabric.state.secrets import SecretBox
+
+__all__ = ["compile_node", "project_dir", "run_transformation_nodes", "write_project"]
+
+_UNPARSABLE: dict[tuple[str, str], tuple[str, str]] = {}
+"""(project folder, model) -> (its SQL, dbt's parse error). A model whose SQL breaks dbt's
+parsing would fail every model of the tenant; it is replaced by a stub and its own node fails
+with the error. A warm worker remembers it, so it does not fail a parse on it again."""
+
+_DOTS = re.compile(r" \.{3,} ")
+
+
+def project_dir(node: NodeSpec) -> Path:
+    if not node.workdir:
+        raise FabricError(f"{node.address} cannot run: the node has no work folder")
+    return Path(node.workdir).absolute() / dp.PROJECT_FOLDER
+
+
+def run_transformation_nodes(nodes: Sequence[NodeSpec], box: SecretBox | None) -> list[NodeResult]:
+    """Run transformation nodes of one tenant: one dbt invocation per warehouse (and per
+    full-refresh / tests-only flavour); one NodeResult per node, in order."""
+    if not nodes:
+        return []
+    project = _project(nodes)
+    root = project_dir(nodes[0])
+    groups: dict[tuple[str, bool, bool], list[NodeSpec]] = {}
+    for node in nodes:
+        key = (str(node.spec.get("warehouse") or ""), node.tests_only, node.full_refresh)
+        groups.setdefault(key, []).append(node)
+    results: dict[Address, NodeResult] = {}
+    for (warehouse, tests_only, full_refresh), group in groups.items():
+        try:
+            done = _run_group(
+                root, project, warehouse, group, box, tests_only=tests_only, full=full_refresh
+            )
+        except FabricError as exc:
+            done = [NodeResult.failed(n.address, str(exc)) for n in group]
+        results.update((r.address, r) for r in done)
+    return [results[n.address] for n in nodes]
+
+
+def compile_node(
+    node: NodeSpec, box: SecretBox | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """The SQL dbt compiles a transformation to (refs and sources resolved)."""
+    project = _project([node])
+    root = project_dir(node)
+    warehouse = str(node.spec.get("warehouse") or "")
+    name = node.address.name
+    env, secrets = _warehouse_env(project, warehouse, box, node, environ)
+
+    def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
+        if name in unparsable:
+            return None
+        return dp.invocation_args(
+            "compile",
+            project_dir=str(root),
+            target=warehouse,
+            target_path=str(slot.target),
+            log_path=str(slot.logs),
+            select=[name],
+        )
+
+    run, unparsable = _run_dbt(root, project, warehouse, env, secrets, args)
+    if name in unparsable:
+        raise FabricError(f"{node.address} does not compile: {redact(unparsable[name], secrets)}")
+    code = None if run is None else run.compiled.get(name)
+    if code is None:
+        model = None if run is None else next((o for o in run.outcomes if o.model == name), None)
+        why = (model.message if model else None) or (run and run.error) or "dbt compiled nothing"
+        raise FabricError(f"{node.address} does not compile: {why}")
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# the project on disk
+
+
+def write_project(root: Path, files: Mapping[str, str]) -> tuple[str, ...]:
+    """Write the files whose content differs (atomically) and remove stale files from the
+    folders fabric owns; returns the relative paths changed (empty: nothing was touched)."""
+    changed = []
+    for rel, text in files.items():
+        path = root / rel
+        try:
+            current = path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            current = None
+        if current != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+            changed.append(rel)
+    for folder in dp.MANAGED_FOLDERS:
+        if not (root / folder).is_dir():
+            continue
+        for path in sorted((root / folder).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and rel not in files and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+                changed.append(rel)
+    return tuple(changed)
+
+
+def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
+    """The tenant's project, with the batch's own specs in it (they are what must run)."""
+    first = nodes[0]
+    base = first.project or {}
+    transformations = dict(base.get("transformations") or {})
+    transformations.update((n.address.name, n.spec) for n in nodes)
+    connections = dict(first.connections)
+    connections.update(base.get("connections") or {})
+    return {
+        "tenant": base.get("tenant") or first.address.tenant,
+        "transformations": transformations,
+        "pipelines": dict(base.get("pipelines") or {}),
+        "connections": connections,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where one invocation's dbt writes: its target folder (artifacts, partial-parse state)
+    and its log folder."""
+
+    target: Path
+    logs: Path
+
+
+@contextlib.contextmanager
+def _slot(root: Path, warehouse: str) -> Iterator[_Slot]:
+    """Folders for dbt's target and logs that no other process uses while we hold them.
+
+    Slots are numbered per warehouse (`target/<warehouse>/<n>`, `logs/<warehouse>/<n>`); a
+    worker takes the first free one (a non-blocking flock on `target/<warehouse>/<n>.lock`), so
+    concurrent invocations of one tenant never share artifacts, and a warm worker mostly gets
+    the slot it used last, whose partial-parse state matches the project.
+    """
+    base = root / "target" / warehouse
+    base.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        handle = open(base / f"{i}.lock", "a")  # noqa: SIM115 - held across the yield
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield _Slot(target=base / str(i), logs=root / "logs" / warehouse / str(i))
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables for the block; restore the previous state after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _warehouse_env(
+    project: Mapping[str, Any],
+    warehouse: str,
+    box: SecretBox | None,
+    node: NodeSpec,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(environment for the profile, secret values to redact) of a warehouse connection."""
+    if not warehouse:
+        raise FabricError(f"{node.address} has no warehouse connection to run on")
+    stored = (project.get("connections") or {}).get(warehouse)
+    if stored is None:
+        raise FabricError(
+            f"{node.address} runs on warehouse connection {warehouse!r}, which is not applied"
+        )
+    if not isinstance(stored, StoredConnection):  # a plain mapping: the spec, no secrets
+        address = Address(node.address.tenant, Kind.CONNECTION, warehouse)
+        stored = StoredConnection(address=address, spec=stored)
+    resolved = resolve_connection(stored, box, environ)
+    if resolved.type != "postgres":
+        raise FabricError(
+            f"{node.address}: dbt runs transformations on postgres warehouses; connection "
+            f"{warehouse!r} is {resolved.type}"
+        )
+    try:
+        env = dp.profile_env(warehouse, resolved.spec)
+    except ValueError as exc:
+        raise FabricError(f"{node.address}: warehouse connection {warehouse!r}: {exc}") from None
+    secrets = (*resolved.secret_values, env[dp.env_name(warehouse, "password")])
+    env["DO_NOT_TRACK"] = "1"  # belt and braces: the project's flags turn tracking off too
+    return env, tuple(s for s in secrets if s)
+
+
+# ---------------------------------------------------------------------------------------------
+# one batch on one warehouse
+
+
+def _run_group(
+    root: Path,
+    project: dict[str, Any],
+    warehouse: str,
+    nodes: Sequence[NodeSpec],
+    box: SecretBox | None,
+    *,
+    tests_only: bool,
+    full: bool,
+) -> list[NodeResult]:
+    start = time.monotonic()
+    env, secrets = _warehouse_env(project, warehouse, box, nodes[0])
+    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    names = [n.address.name for n in nodes]
+
+    def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
+        runnable = [n for n in names if n not in unparsable]
+        tested = [n for n in runnable if dp.has_tests(transformations[n])]
+        select = dp.selection(runnable, tested, tests_only=tests_only)
+        if not select:
+            return None
+        return dp.invocation_args(
+            "test" if tests_only else "build",
+            project_dir=str(root),
+            target=warehouse,
+            target_path=str(slot.target),
+            log_path=str(slot.logs),
+            select=select,
+            full_refresh=full,
+        )
+
+    run, unparsable = _run_dbt(root, project, warehouse, env, secrets, args)
+    wall = time.monotonic() - start
+    batch = []
+    for node in nodes:
+        name = node.address.name
+        lines = [] if run is None else run.lines_of(name)
+        if tests_only and not dp.has_tests(transformations[name]):
+            lines.append("no tests declared")
+        batch.append(
+            dp.BatchNode(
+                address=node.address,
+                relation=dp.relation_name(transformations[name], name),
+                log=tuple(lines),
+            )
+        )
+    results = dp.node_results(
+        [b for b in batch if b.address.name not in unparsable],
+        [] if run is None else run.outcomes,
+        tests_only=tests_only,
+        error=None if run is None else run.error,
+        wall_seconds=wall,
+    )
+    by_address = {r.address: r for r in results}
+    for b in batch:
+        if b.address.name in unparsable:
+            by_address[b.address] = NodeResult.failed(
+                b.address,
+                redact(unparsable[b.address.name], secrets),
+                duration_seconds=wall if len(nodes) == 1 else 0.0,
+            )
+    return [by_address[n.address] for n in nodes]
+
+
+# ---------------------------------------------------------------------------------------------
+# dbt itself
+
+
+def _run_dbt(
+    root: Path,
+    project: Mapping[str, Any],
+    warehouse: str,
+    env: Mapping[str, str],
+    secrets: Sequence[str],
+    args_for: Callable[[Mapping[str, str], _Slot], list[str] | None],
+) -> tuple[_Run | None, dict[str, str]]:
+    """Write the project and invoke dbt with `args_for(unparsable models, slot folder)` (None:
+    nothing to run). When dbt cannot parse the project because of one model's SQL, that model
+    is stubbed (remembered in _UNPARSABLE) and dbt invoked again, so one broken model fails only
+    its own node. Returns the run (None when nothing ran) and the unparsable models' errors."""
+    key = str(root)
+    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    run: _Run | None = None
+    unparsable: dict[str, str] = {}
+    with _slot(root, warehouse) as slot, _environment(env):
+        for _ in range(len(transformations) + 1):
+            unparsable = {
+                model: message
+                for (folder, model), (sql, message) in _UNPARSABLE.items()
+                if folder == key and (transformations.get(model) or {}).get("sql") == sql
+            }
+            write_project(root, dp.project_files(project, unparsable=unparsable))
+            args = args_for(unparsable, slot)
+            if args is None:
+                return None, unparsable
+            run = _invoke(args, secrets)
+            bad = dp.unparsable_model(run.error or "", transformations) if run.not_parsed else None
+            if bad is None or bad in unparsable:
+                break
+            _UNPARSABLE[(key, bad)] = (str(transformations[bad].get("sql") or ""), run.error or "")
+    return run, unparsable
+
+
+@dataclass
+class _Run:
+    """What one dbt invocation produced, as plain values with secrets redacted."""
+
+    outcomes: list[dp.DbtOutcome] = field(default_factory=list)
+    error: str | None = None
+    """The invocation's own failure (no results at all, or a message dbt raised)."""
+    not_parsed: bool = False
+    """dbt produced no results: it failed before running anything (parse, profile, ...)."""
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    """unique_id -> dbt's log lines about that node."""
+    compiled: dict[str, str] = field(default_factory=dict)
+    """model name -> compiled SQL."""
+
+    def lines_of(self, model: str) -> list[str]:
+        uids = [o.unique_id for o in self.outcomes if o.model == model]
+        return [line for uid in uids for line in self.logs.get(uid, ())]
+
+
+def _invoke(args: list[str], secrets: Sequence[str]) -> _Run:
+    from dbt.cli.main import dbtRunner
+
+    logs: dict[str, deque[str]] = {}
+    errors: list[str] = []
+    on_event = _collector(logs, errors)
+    try:
+        result = dbtRunner(callbacks=[on_event]).invoke(args)
+    except Exception as exc:  # dbt catches its own errors; anything else is still a node error
+        return _Run(error=redact(f"dbt failed: {exc}", secrets), not_parsed=True)
+    run = _Run()
+    entries = getattr(result.result, "results", None)
+    if entries is None:
+        run.not_parsed = True
+        message = str(result.exception) if result.exception is not None else ""
+        run.error = redact(message or "\n".join(errors) or "dbt failed", secrets)
+    for entry in entries or ():
+        outcome = _outcome(entry, secrets)
+        if outcome is None:
+            continue
+        run.outcomes.append(outcome)
+        code = getattr(entry.node, "compiled_code", None)
+        if outcome.resource_type == "model" and code is not None:
+            run.compiled[outcome.name] = code
+    if run.error is None and result.exception is not None:
+        run.error = redact(str(result.exception), secrets)
+    run.logs = {
+        uid: [redact(_DOTS.sub(" ", line.strip()), secrets) for line in lines]
+        for uid, lines in logs.items()
+    }
+    return run
+
+
+def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any], None]:
+    def on_event(msg: Any) -> None:  # called for every event dbt fires, debug ones included
+        info = msg.info
+        if info.level not in ("info", "warn", "error") or not info.msg:
+            return
+        node_info = getattr(msg.data, "node_info", None)
+        uid = node_info.unique_id if node_info is not None else ""
+        if uid:
+            logs.setdefault(uid, deque(maxlen=dp.LOG_TAIL_LINES)).append(info.msg)
+        elif info.level == "error":
+            errors.append(info.msg)
+
+    return on_event
+
+
+def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
+    node = entry.node
+    kind = getattr(node.resource_type, "value", str(node.resource_type))
+    if kind == "model":
+        model: str | None = node.name
+    elif kind == "test":
+        tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]
+        attached = getattr(node, "attached_node", None) or ""
+        model = tags[0].removeprefix(dp.TESTS_TAG_PREFIX) if tags else attached.split(".")[-1]
+    else:
+        return None
+    response = entry.adapter_response or {}
+    rows = response.get("rows_affected") if isinstance(response, Mapping) else None
+    status = getattr(entry.status, "value", str(entry.status))
+    return dp.DbtOutcome(
+        unique_id=node.unique_id,
+        resource_type=kind,
+        name=node.name,
+        model=model,
+        status=str(status),
+        seconds=float(entry.execution_time or 0.0),
+        rows_affected=rows if isinstance(rows, int) else None,
+        message=redact(str(entry.message), secrets) if entry.message else None,
+    )
