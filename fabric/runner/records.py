@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -211,33 +211,53 @@ class NodeRunRecord:
     log_tail: str | None
 
 
+_RUN_COLUMNS = "id, trigger, selection, status, who, started_at, finished_at, error"
+
+
+def _run_record(tenant: TenantRow, r: Any) -> RunRecord:
+    return RunRecord(
+        tenant.slug,
+        r.id,
+        r.trigger,
+        tuple(r.selection or ()),
+        r.status,
+        r.who,
+        r.started_at,
+        r.finished_at,
+        r.error,
+    )
+
+
+def _node_run_record(r: Any) -> NodeRunRecord:
+    return NodeRunRecord(
+        r.node,
+        r.status,
+        r.attempts,
+        r.started_at,
+        r.finished_at,
+        r.rows_loaded or {},
+        r.error,
+        r.log_tail,
+    )
+
+
 def list_runs(conn: Connection, tenant: TenantRow, *, limit: int = 20) -> list[RunRecord]:
     rows = conn.execute(
         text(
-            "SELECT id, trigger, selection, status, who, started_at, finished_at, error "
-            f'FROM "{tenant.schema_name}".runs ORDER BY id DESC LIMIT :limit'
+            f'SELECT {_RUN_COLUMNS} FROM "{tenant.schema_name}".runs ORDER BY id DESC LIMIT :limit'
         ),
         {"limit": limit},
     )
-    return [
-        RunRecord(
-            tenant.slug,
-            r.id,
-            r.trigger,
-            tuple(r.selection or ()),
-            r.status,
-            r.who,
-            r.started_at,
-            r.finished_at,
-            r.error,
-        )
-        for r in rows
-    ]
+    return [_run_record(tenant, r) for r in rows]
 
 
 def read_run(conn: Connection, tenant: TenantRow, run_id: int) -> RunRecord | None:
-    runs = [r for r in list_runs_by_id(conn, tenant, [run_id])]
-    if not runs:
+    """One run with its node runs, or None."""
+    row = conn.execute(
+        text(f'SELECT {_RUN_COLUMNS} FROM "{tenant.schema_name}".runs WHERE id = :id'),
+        {"id": run_id},
+    ).one_or_none()
+    if row is None:
         return None
     nodes = conn.execute(
         text(
@@ -247,56 +267,7 @@ def read_run(conn: Connection, tenant: TenantRow, run_id: int) -> RunRecord | No
         ),
         {"id": run_id},
     )
-    records = tuple(
-        NodeRunRecord(
-            r.node,
-            r.status,
-            r.attempts,
-            r.started_at,
-            r.finished_at,
-            r.rows_loaded or {},
-            r.error,
-            r.log_tail,
-        )
-        for r in nodes
-    )
-    run = runs[0]
-    return RunRecord(
-        run.tenant,
-        run.id,
-        run.trigger,
-        run.selection,
-        run.status,
-        run.who,
-        run.started_at,
-        run.finished_at,
-        run.error,
-        records,
-    )
-
-
-def list_runs_by_id(conn: Connection, tenant: TenantRow, ids: list[int]) -> list[RunRecord]:
-    rows = conn.execute(
-        text(
-            "SELECT id, trigger, selection, status, who, started_at, finished_at, error "
-            f'FROM "{tenant.schema_name}".runs WHERE id = ANY(:ids)'
-        ),
-        {"ids": ids},
-    )
-    return [
-        RunRecord(
-            tenant.slug,
-            r.id,
-            r.trigger,
-            tuple(r.selection or ()),
-            r.status,
-            r.who,
-            r.started_at,
-            r.finished_at,
-            r.error,
-        )
-        for r in rows
-    ]
+    return replace(_run_record(tenant, row), nodes=tuple(_node_run_record(r) for r in nodes))
 
 
 def last_node_runs(conn: Connection, tenant: TenantRow) -> dict[str, NodeRunRecord]:
@@ -308,16 +279,4 @@ def last_node_runs(conn: Connection, tenant: TenantRow) -> dict[str, NodeRunReco
             "WHERE status <> 'pending' ORDER BY node, id DESC"
         )
     )
-    return {
-        r.node: NodeRunRecord(
-            r.node,
-            r.status,
-            r.attempts,
-            r.started_at,
-            r.finished_at,
-            r.rows_loaded or {},
-            r.error,
-            r.log_tail,
-        )
-        for r in rows
-    }
+    return {r.node: _node_run_record(r) for r in rows}

@@ -56,14 +56,6 @@ def test_command(
         for node, status in sorted(result.nodes.items(), key=lambda i: str(i[0]))
     ]
     click.echo(table(("TRANSFORMATION", "TESTS", "FAILURES"), rows))
-    for slug, run_id in sorted(result.runs.items()):
-        status = result.status.get(slug)
-        click.secho(
-            f"Run {run_id} of {slug} (tests only): {status.value if status else '?'}",
-            fg="green" if status and status.value == "success" else "red",
-            color=color,
-        )
-    if result.cancelled:
-        raise SystemExit(130)
-    if not result.ok:
-        raise SystemExit(1)
+    from fabric.cli.commands.run import finish_runs
+
+    finish_runs(result, color=color, label=" (tests only)")

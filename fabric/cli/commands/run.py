@@ -98,10 +98,15 @@ def run_command(
     ]
     click.echo()
     click.echo(table(("NODE", "STATUS", "ATTEMPTS", "TIME", "ROWS", "ERROR"), rows))
+    finish_runs(result, color=color)
+
+
+def finish_runs(result, *, color: bool, label: str = "") -> None:
+    """One line per tenant's run, then the exit code: 130 cancelled, 1 failed, else 0."""
     for slug, run_id in sorted(result.runs.items()):
         status = result.status.get(slug)
         click.secho(
-            f"Run {run_id} of {slug}: {status.value if status else '?'}",
+            f"Run {run_id} of {slug}{label}: {status.value if status else '?'}",
             fg="green" if status and status.value == "success" else "red",
             color=color,
         )
