@@ -274,6 +274,7 @@ def run(
         workdir=home / "work",
         repo_root=ws.root,
         secret_home=None if ws.settings.database_url else home,
+        environ=ws.environ,
     )
     try:
         return run_tenants(engine, list(tenants), options, on_event=on_event)

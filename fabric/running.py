@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from fabric.addresses import Address, Kind
+from fabric.config.references import Reference, references_in
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
 from fabric.runner import records
@@ -38,6 +39,8 @@ class RunOptions:
     workdir: Path = Path(".fabric/work")
     repo_root: Path = Path(".")
     secret_home: Path | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The runner's environment, for what nodes read from it (see NodeSpec.env)."""
 
 
 @dataclass
@@ -71,6 +74,18 @@ def tenant_dag(applied: AppliedTenant) -> Dag:
     return Dag.build(applied.nodes, applied.edges, tags)
 
 
+def env_references(value: Any) -> Iterator[Reference]:
+    """Every `${env:NAME}` inside a stored spec (hosts, ports, URLs interpolate them)."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from env_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from env_references(item)
+    elif isinstance(value, str):
+        yield from (r for r in references_in(value) if r.scheme == "env")
+
+
 def tests_dag(dag: Dag) -> Dag:
     """`dag`'s transformations without edges: tests need only the built models, so they all
     run together (one dbt invocation per tenant) and a failing test skips nothing."""
@@ -96,8 +111,14 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
             "connections": dict(applied.connections),
         }
+    wanted = {"FABRIC_SECRET_KEYS"}
+    for name in names:
+        if name in applied.connections:
+            wanted |= {r.name for r in env_references(applied.connections[name].spec)}
+    env = {k: options.environ[k] for k in sorted(wanted) if k in options.environ}
     return NodeSpec(
         address=address,
+        env=env,
         kind=kind,
         spec=spec,
         connections={n: applied.connections[n] for n in names if n in applied.connections},

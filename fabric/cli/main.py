@@ -85,19 +85,13 @@ def validate(repo: Path, fmt: str) -> None:
 
 
 @cli.command()
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
 @handle_errors
-def demo() -> None:
-    """Validate the bundled example-repo and show what it declares."""
-    from fabric import api
-    from fabric.render import diagnostics as render
+def demo(workers: int | None) -> None:
+    """Create sample sources, apply example-repo, run every tenant and show the results."""
+    from fabric.demo.flow import run_demo
 
-    repo = Path(__file__).resolve().parents[2] / "example-repo"
-    result = api.validate(repo)
-    if result.load.diagnostics:
-        click.echo(render.render_diagnostics_text(result.load.diagnostics))
-    if not result.ok:
-        raise SystemExit(1)
-    click.echo(render.render_summary(result.counts(), result.load.tenants))
+    raise SystemExit(run_demo(click.echo, workers=workers))
 
 
 def _register() -> None:

@@ -78,6 +78,9 @@ SchemaName = _pattern(
 SqlIdent = _pattern(SQL_IDENT, "unsafe_identifier", "SQL identifier (letters, digits, _)")
 ResourceRef = _pattern(NAME_PATTERN, "bad_reference", "resource name")
 Tag = _pattern(TAG_PATTERN, "bad_tag", "tag (lowercase letters, digits, _ or -)")
+EnvRef = _pattern(
+    r"^\$\{env:[A-Za-z_][A-Za-z0-9_]{0,127}\}$", "bad_reference", "${env:NAME} reference"
+)
 Secret = Annotated[
     str,
     AfterValidator(_require_reference),
@@ -148,7 +151,8 @@ class _Connection(Spec):
 class _SqlConnection(_Connection):
     direction: Literal["source", "destination"]
     host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
+    port: Annotated[int, Field(ge=1, le=65535)] | EnvRef | None = None
+    """A number, or `${env:NAME}` read from the worker's environment at run time."""
     database: str | None = None
     username: str | None = None
     password: Secret | None = None

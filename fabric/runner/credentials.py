@@ -123,7 +123,7 @@ def sqlalchemy_url(conn: ResolvedConnection, repo_root: str | Path = ".") -> URL
         username=spec.get("username"),
         password=spec.get("password"),
         host=spec.get("host"),
-        port=spec.get("port") or DEFAULT_PORTS[conn.type],
+        port=int(spec.get("port") or DEFAULT_PORTS[conn.type]),
         database=spec.get("database"),
         query=query,
     )

@@ -222,7 +222,7 @@ def _run(
             with timer("sync"):
                 pipeline.sync_destination()
             if pipeline.has_pending_data:
-                with timer("resume"):
+                with timer("resume"), dataset_lock(dest_url, spec.dataset):
                     rows += _finish_pending(pipeline, tail)
             with timer("extract"):
                 pipeline.extract(
@@ -236,7 +236,7 @@ def _run(
                 rows[naming.normalize_table_identifier(_table_name(resource))] += 0
             with timer("normalize"):
                 counts = _normalized_counts(pipeline.normalize())
-            with timer("load"):
+            with timer("load"), dataset_lock(dest_url, spec.dataset):
                 info = pipeline.load(workers=LOAD_WORKERS)
             for load_id in info.loads_ids if info else ():
                 rows.update(counts.get(load_id, {}))
@@ -371,6 +371,30 @@ def _delete_loaded_packages(pipeline: Any) -> None:
 
 
 # -- the run lock ---------------------------------------------------------------------------------
+
+
+DATASET_NAMESPACE = 0x0FAE
+
+
+@contextlib.contextmanager
+def dataset_lock(dest_url: Any, dataset: str) -> Iterator[None]:
+    """Serialise loads into one dataset of one warehouse, held on the warehouse itself.
+
+    Two pipelines loading into the same dataset at once both create dlt's tables
+    (`_dlt_loads`, ...) and their own, and PostgreSQL's catalog refuses the second CREATE
+    ("duplicate key ... pg_type_typname_nsp_index"). Extract and normalize still run in
+    parallel; only the load steps of one dataset take turns.
+    """
+    import psycopg
+
+    url = dest_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg.connect(url, autocommit=True, application_name="fabric dataset lock")
+    try:
+        key = pipeline_lock_key(f"dataset:{dataset}")
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (DATASET_NAMESPACE, key))
+        yield
+    finally:
+        conn.close()  # a session lock ends with its session
 
 
 def pipeline_lock_key(address: str) -> int:

@@ -67,6 +67,9 @@ class NodeSpec:
     secret_home: str | None = None
     """Where the embedded default keeps its key file (None: FABRIC_SECRET_KEYS only)."""
     full_refresh: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Environment the node needs from the runner's (the `${env:NAME}` its connections use,
+    FABRIC_SECRET_KEYS): workers are long-lived, so they get it with each node, not at start."""
     tests_only: bool = False
     """Transformations: run the model's tests only (`fabric test`)."""
     project: Mapping[str, Any] = field(default_factory=dict)

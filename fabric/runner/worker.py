@@ -6,8 +6,11 @@ a crash of one node kills only its worker. Imports of dlt/dbt happen here, lazil
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fabric.errors import FabricError
@@ -26,8 +29,33 @@ def load_box(node: NodeSpec):  # -> SecretBox | None
     return load_secret_box(load_settings(), home)
 
 
+@contextlib.contextmanager
+def node_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The runner's current values for what the node reads from the environment.
+
+    A worker process outlives the environment it was started with (a second run in the same
+    program may point `${env:...}` somewhere else); it exists only to run nodes, so setting
+    its own environment for the length of one node is safe. Restored afterwards.
+    """
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(node: NodeSpec) -> NodeResult:
     """Run one node; never raises (a bug becomes a failed result with its traceback's tail)."""
+    with node_environment(node.env):
+        return _execute(node)
+
+
+def _execute(node: NodeSpec) -> NodeResult:
     start = time.monotonic()
     try:
         result = _dispatch(node)
@@ -45,8 +73,13 @@ def execute(node: NodeSpec) -> NodeResult:
 
 def execute_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
     """Several transformation nodes of one tenant in one dbt invocation; never raises."""
+    with node_environment(nodes[0].env):
+        return _execute_batch(nodes)
+
+
+def _execute_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
     if any(n.kind != "transformation" for n in nodes):
-        return [execute(n) for n in nodes]
+        return [_execute(n) for n in nodes]
     start = time.monotonic()
     try:
         try:

@@ -1,0 +1,157 @@
+"""`fabric demo`: sample sources, apply example-repo, run every tenant, show the results.  [shell]
+
+Everything happens on the embedded PostgreSQL (or FABRIC_DATABASE_URL's server): the demo
+creates a shop database and a warehouse there, a SQLite ERP file and file drops under
+example-repo/data/, and serves initech's APIs from this process while the DAG runs. A second
+demo run adds a few source rows: the apply shows no changes and incremental loads pick up only
+the new rows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import text
+
+from fabric import api
+from fabric.apply import ApplyOptions
+from fabric.demo import DEMO_EXCLUDE, prepare_sources
+from fabric.plan.plan import to_document
+from fabric.render.plan_text import render_plan_text
+from fabric.render.runs import rows_total, short, table
+
+EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "example-repo"
+EXCLUDE = (*DEMO_EXCLUDE, "pipeline:erp_archive")
+"""Also left out: globex's archive to a filesystem destination (loads go to PostgreSQL)."""
+SHOWCASE = {
+    "acme": ("acme_marts", "customer_totals"),
+    "globex": ("globex_marts", "customer_revenue"),
+    "initech": ("initech_marts", "mrr_monthly"),
+}
+
+Echo = Callable[[str], None]
+
+
+def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = None) -> int:
+    """Returns the exit code: 0 when every tenant's run succeeded."""
+    started = time.monotonic()
+    ws = api.workspace(repo)
+    admin_url = _admin_url(ws)
+    echo(f"fabric demo: repository {repo}")
+    echo("1. Creating the sample sources (PostgreSQL shop, SQLite ERP, files, a local API) ...")
+    with prepare_sources(repo, admin_url, api_port=None) as sources:
+        # Connections read the sources' host, port and API URL from ${env:...} at run time.
+        os.environ.update(sources.locations)
+        environ = {**os.environ, **sources.locations}
+        echo(f"   demo run #{sources.run}; API at {sources.locations.get('FABRIC_DEMO_API_URL')}")
+
+        echo("\n2. fabric plan example-repo")
+        result = api.plan(repo, environ=environ)
+        echo(_indent(render_plan_text(to_document(result.plan))))
+        if result.plan.has_changes:
+            outcome = api.apply(result.plan, repo=repo, environ=environ, options=ApplyOptions())
+            echo(f"   applied: {outcome.counts}")
+        if _store_secrets(ws, environ, sources.secrets):
+            echo("   stored the demo's secrets (`fabric secrets set`); applying them:")
+            again = api.plan(repo, environ=environ).plan
+            api.apply(again, repo=repo, environ=environ, options=ApplyOptions())
+            changed = sum(1 for c in again.changes)
+            echo(f"   {changed} connection(s) now carry their encrypted credentials")
+
+        echo("\n3. fabric run --all-tenants " + " ".join(f"--exclude {e}" for e in EXCLUDE))
+        run = api.run(repo, all_tenants=True, exclude=EXCLUDE, workers=workers, environ=environ)
+        rows = [
+            (
+                str(node),
+                status.value,
+                f"{run.durations.get(node, 0):.1f}s",
+                f"{rows_total(run.rows.get(node)):,}",
+                short(run.errors.get(node), 50),
+            )
+            for node, status in sorted(run.nodes.items(), key=lambda i: str(i[0]))
+        ]
+        echo(_indent(table(("NODE", "STATUS", "TIME", "ROWS", "ERROR"), rows)))
+        loaded = sum(rows_total(r) for a, r in run.rows.items() if a.kind.value == "pipeline")
+        echo(f"   rows loaded this run: {loaded:,}")
+
+    echo("\n4. A few rows of the final models")
+    for line in _showcase(ws, sources.warehouse.name):
+        echo(line)
+    took = time.monotonic() - started
+    ok = run.ok
+    echo(f"\nDemo {'finished' if ok else 'finished with failures'} in {took:.0f} s.")
+    echo(
+        "\nTry next:\n"
+        "  uv run fabric demo                                   # again: new rows, no changes\n"
+        "  uv run fabric graph --tenant acme --repo example-repo --format mermaid\n"
+        "  uv run fabric runs --repo example-repo\n"
+        "  uv run fabric status --tenant acme --repo example-repo\n"
+        "  uv run fabric compile acme.transformation.customer_totals --repo example-repo\n"
+        "  edit example-repo/tenants/acme/pipelines.yaml, then: uv run fabric plan example-repo"
+    )
+    return 0 if ok else 1
+
+
+def _admin_url(ws: api.Workspace) -> str:
+    """A superuser URL on the server that will hold the demo's databases."""
+    if ws.settings.database_url:
+        return ws.settings.database_url
+    from fabric.state.embedded import ensure_server, fabric_home
+
+    return ensure_server(fabric_home(ws.root, ws.settings)).tcp_url()
+
+
+def _store_secrets(ws: api.Workspace, environ: dict[str, str], values: dict[str, str]) -> bool:
+    """`fabric secrets set` for each demo secret whose value is not stored yet."""
+    from fabric.state.secrets import set_secret, tenant_schema
+
+    box = api.workspace(ws.root, environ).secret_box()
+    changed = False
+    with ws.engine("demo").begin() as conn:
+        for name, value in sorted(values.items()):
+            slug = name.split("_", 1)[0].lower()
+            changed |= set_secret(conn, box, slug, tenant_schema(conn, slug), name, value)
+    return changed
+
+
+def _showcase(ws: api.Workspace, warehouse_db: str) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    from fabric.state.engine import make_engine
+
+    url = make_url(_admin_url(ws)).set(database=warehouse_db)
+    engine = make_engine(url, application_name="fabric demo")
+    lines: list[str] = []
+    try:
+        with engine.connect() as conn:
+            for tenant, (schema, model) in SHOWCASE.items():
+                try:
+                    result = conn.execute(text(f'SELECT * FROM "{schema}"."{model}" LIMIT 3'))
+                    cols = list(result.keys())[:6]
+                    data = [[r._mapping[c] for c in cols] for r in result]
+                    count = conn.execute(
+                        text(f'SELECT count(*) FROM "{schema}"."{model}"')
+                    ).scalar_one()
+                except Exception as exc:  # a model the run could not build
+                    conn.rollback()
+                    lines.append(
+                        f"   {tenant}: {schema}.{model} unavailable ({short(str(exc), 60)})"
+                    )
+                    continue
+                lines.append(f"   {tenant}: {schema}.{model} ({count:,} rows)")
+                lines.append(_indent(table(cols, [[_cell(v) for v in row] for row in data]), 6))
+    finally:
+        engine.dispose()
+    return lines
+
+
+def _cell(value: object) -> str:
+    text_ = str(value)
+    return text_ if len(text_) <= 24 else text_[:23] + "…"
+
+
+def _indent(block: str, spaces: int = 3) -> str:
+    return "\n".join(" " * spaces + line for line in block.splitlines())
