@@ -464,3 +464,12 @@ def test_export_round_trip_plans_no_changes(repo, env, tmp_path):
     assert actions(out, env) == {}
     done = _cli(["validate", str(out)], env)
     assert done.returncode == 0, done.stdout
+
+
+def test_detailed_exitcode_is_2_with_changes_and_0_without(repo, env):
+    root = repo(ACME)
+    assert _cli(["plan", str(root), "--detailed-exitcode"], env).returncode == 2
+    assert _cli(["apply", str(root), "--auto-approve"], env).returncode == 0
+    done = _cli(["plan", str(root), "--detailed-exitcode"], env)
+    assert done.returncode == 0, done.stderr
+    assert "No changes" in done.stdout
