@@ -80,7 +80,7 @@ def run_tests(
     """
     from fabric import api
 
-    return api.run(  # type: ignore[call-arg]  # `tests_only` is wired in fabric/api.py
+    return api.run(
         repo,
         tenants=tenants,
         all_tenants=all_tenants,
