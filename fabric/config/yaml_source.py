@@ -188,24 +188,20 @@ class _Builder:
     def build(self, node: yaml.Node, depth: int) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _Reject(
-                error(
-                    "yaml-alias-bomb",
-                    "Alias expansion too large",
-                    f"{self.path}: YAML aliases expand to far more data than the file holds.",
-                    hint="Remove the nested anchors/aliases; write the values out.",
-                    span=span_of(node, self.path),
-                )
+            raise self._reject(
+                node,
+                "yaml-alias-bomb",
+                "Alias expansion too large",
+                "YAML aliases expand to far more data than the file holds.",
+                "Remove the nested anchors/aliases; write the values out.",
             )
         if depth > MAX_DEPTH:
-            raise _Reject(
-                error(
-                    "yaml-too-deep",
-                    "Document too deeply nested",
-                    f"{self.path}: nesting goes deeper than {MAX_DEPTH} levels.",
-                    hint="Flatten the document; fabric's format needs only a few levels.",
-                    span=span_of(node, self.path),
-                )
+            raise self._reject(
+                node,
+                "yaml-too-deep",
+                "Document too deeply nested",
+                f"nesting goes deeper than {MAX_DEPTH} levels.",
+                "Flatten the document; fabric's format needs only a few levels.",
             )
         cls = type(node)
         if cls is yaml.ScalarNode:
@@ -217,14 +213,12 @@ class _Builder:
             try:
                 return constructor(_CONSTRUCTOR, node)
             except (ValueError, KeyError, AttributeError, TypeError):  # e.g. `!!int abc`
-                raise _Reject(
-                    error(
-                        "yaml-tag",
-                        "Invalid tagged value",
-                        f"{self.path}: the value does not fit its tag {node.tag!r}.",
-                        hint="Remove the tag, or write a value of that type.",
-                        span=span_of(node, self.path),
-                    )
+                raise self._reject(
+                    node,
+                    "yaml-tag",
+                    "Invalid tagged value",
+                    f"the value does not fit its tag {node.tag!r}.",
+                    "Remove the tag, or write a value of that type.",
                 ) from None
         if cls is yaml.MappingNode:
             if node.tag != MAP_TAG:
@@ -288,6 +282,11 @@ class _Builder:
                 )
             sources.append(value)
         return sources
+
+    def _reject(self, node: yaml.Node, code: str, summary: str, detail: str, hint: str) -> _Reject:
+        """A problem that stops building this file, at `node`'s position."""
+        span = span_of(node, self.path)
+        return _Reject(error(code, summary, f"{self.path}: {detail}", hint=hint, span=span))
 
     def _bad_tag(self, node: yaml.Node) -> Diagnostic:
         return error(

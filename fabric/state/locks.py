@@ -85,11 +85,7 @@ def held_locks(conn: Connection, slugs: Iterable[str] = ()) -> list[LockHolder]:
 
 
 def lock_holder(conn: Connection, slug: str) -> LockHolder | None:
-    key = _unsigned(tenant_lock_key(slug))
-    for holder in held_locks(conn, [slug]):
-        if _unsigned(tenant_lock_key(slug)) == key and holder.tenant == slug:
-            return holder
-    return None
+    return next((h for h in held_locks(conn, [slug]) if h.tenant == slug), None)
 
 
 def _unsigned(key: int) -> int:

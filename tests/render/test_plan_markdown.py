@@ -11,60 +11,20 @@ and review the diff before committing it.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
+from plan_docs import (
+    SECRET,
+    assert_golden,
+    change,
+    doc,
+    field,
+    golden_doc,
+)
 
 from fabric.render.plan_markdown import render_plan_markdown
-
-GOLDEN = Path(__file__).parent / "golden"
-SECRET = "hunter2-s3cr3t"
-
-
-def field(name: str, before: Any = None, after: Any = None) -> dict[str, Any]:
-    return {"name": name, "sensitive": False, "before": before, "after": after}
-
-
-def change(
-    address: str,
-    action: str = "create",
-    *fields: dict[str, Any],
-    reason: str | None = None,
-    protected: bool = False,
-) -> dict[str, Any]:
-    tenant, _, rest = address.partition(".")
-    return {
-        "address": address,
-        "tenant": tenant,
-        "kind": rest.partition(".")[0] or "tenant",
-        "action": action,
-        "reason": reason,
-        "protected": protected,
-        "fields": list(fields),
-        "target": None,
-    }
-
-
-def doc(*changes: dict[str, Any], tenants=None, warnings=(), notes=()) -> dict[str, Any]:
-    summary = {a: sum(c["action"] == a for c in changes) for a in ("create", "update", "delete")}
-    return {
-        "format_version": 1,
-        "kind": "fabric-plan",
-        "plan_hash": "0" * 64,
-        "created_at": "2024-05-01T12:00:00+00:00",
-        "source_hash": "1" * 64,
-        "repo": "example-repo",
-        "tenants": list(tenants or sorted({c["tenant"] for c in changes})),
-        "summary": summary,
-        "changes": list(changes),
-        "warnings": list(warnings),
-        "notes": list(notes),
-        "read_set": {},
-    }
 
 
 def big_doc(tenants: int = 5, per_tenant: int = 200) -> dict[str, Any]:
@@ -80,17 +40,6 @@ def big_doc(tenants: int = 5, per_tenant: int = 200) -> dict[str, Any]:
         for i in range(per_tenant)
     ]
     return doc(*changes)
-
-
-def golden_doc() -> dict[str, Any]:
-    return json.loads((GOLDEN / "plan.json").read_text())
-
-
-def assert_golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("FABRIC_REGENERATE_GOLDEN"):
-        path.write_text(actual)
-    assert actual == path.read_text(), f"{name} differs; see this module's docstring"
 
 
 def fences_balance(markdown: str) -> bool:
