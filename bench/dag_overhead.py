@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 from fabric import api  # noqa: E402
 from fabric.addresses import Address  # noqa: E402
 from fabric.apply import ApplyOptions  # noqa: E402
+from fabric.domain.runs import NodeSpec  # noqa: E402
 from fabric.graph.dag import Dag  # noqa: E402
 from fabric.runner.local import LocalExecutor  # noqa: E402
-from fabric.runner.nodes import NodeSpec  # noqa: E402
 from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 

@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fabric.addresses import Address, Kind  # noqa: E402
+from fabric.domain.runs import NodeSpec, StoredConnection  # noqa: E402
 from fabric.graph.dag import Dag  # noqa: E402
 from fabric.runner import dbt_project as dp  # noqa: E402
-from fabric.runner.nodes import NodeSpec, StoredConnection  # noqa: E402
 from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
 from fabric.state.secrets import SecretBox  # noqa: E402
@@ -135,7 +135,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
 
     from fabric.runner.dbt_node import run_transformation_nodes
     from fabric.runner.local import LocalExecutor
-    from fabric.running import dbt_batch
+    from fabric.runner.run import dbt_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         key = Fernet.generate_key().decode()

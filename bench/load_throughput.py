@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fabric.addresses import Address  # noqa: E402
+from fabric.domain.runs import NodeSpec, StoredConnection  # noqa: E402
 from fabric.runner import dlt_node, dlt_sources  # noqa: E402
-from fabric.runner.nodes import NodeSpec, StoredConnection  # noqa: E402
 from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
 from fabric.state.secrets import SecretBox  # noqa: E402

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fabric.addresses import Kind
+from fabric.addresses import Address, Kind
 from fabric.config.loader import LoadResult, load_repository
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions
@@ -17,7 +16,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from fabric.apply import ApplyOptions, ApplyResult
-    from fabric.running import RunResult
+    from fabric.runner.local import NodeFunction
+    from fabric.runner.probes import ConnectionCheck
+    from fabric.runner.run import RunResult
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 
@@ -77,9 +78,9 @@ class Workspace:
 
 
 def workspace(repo: Path, environ: Mapping[str, str] | None = None) -> Workspace:
-    from fabric.settings import load_settings
+    from fabric.settings import load_settings, process_environ
 
-    env = dict(os.environ if environ is None else environ)
+    env = process_environ() if environ is None else dict(environ)
     return Workspace(Path(repo).resolve(), load_settings(env), env)
 
 
@@ -248,10 +249,14 @@ def run(
     environ: Mapping[str, str] | None = None,
     engine: Engine | None = None,
     on_event: Any = None,
+    execute: NodeFunction | None = None,
 ) -> RunResult:
-    """Run the selected nodes of what has been applied, recording the run(s)."""
+    """Run the selected nodes of what has been applied, recording the run(s).
+
+    `execute` replaces what a worker runs for a node (tests); fabric's dlt/dbt by default.
+    """
     from fabric.errors import FabricError
-    from fabric.running import RunOptions, run_tenants
+    from fabric.runner.run import RunOptions, run_tenants
     from fabric.state.embedded import fabric_home
     from fabric.state.snapshot import read_tenant_rows
 
@@ -273,8 +278,9 @@ def run(
         control_plane_url=engine.url.render_as_string(hide_password=False),
         workdir=home / "work",
         repo_root=ws.root,
-        secret_home=None if ws.settings.database_url else home,
         environ=ws.environ,
+        secret_box=ws.secret_box,
+        execute=execute,
     )
     try:
         return run_tenants(engine, list(tenants), options, on_event=on_event)
@@ -284,10 +290,147 @@ def run(
 
 def applied_dag(repo: Path, tenant: str, environ: Mapping[str, str] | None = None):
     """The tenant's applied DAG (and what was read), for `fabric graph` and `fabric status`."""
-    from fabric.running import tenant_dag
+    from fabric.runner.run import tenant_dag
     from fabric.state.applied import read_applied
 
     ws = workspace(repo, environ)
     with ws.engine("graph").connect() as conn:
         applied = read_applied(conn, tenant)
     return tenant_dag(applied), applied
+
+
+# ---------------------------------------------------------------------------------------------
+# compile / test (what has been applied, never the YAML on disk)
+
+
+def compile_transformation(
+    repo: Path,
+    address: str | Address,
+    environ: Mapping[str, str] | None = None,
+    *,
+    engine: Engine | None = None,
+) -> str:
+    """The SQL dbt compiles an applied transformation to, refs and sources resolved.
+
+    `address` is `tenant.transformation.name`. dbt connects to the transformation's warehouse
+    (an incremental model's `is_incremental()` looks at the existing table), with the
+    credentials decrypted in this process and handed to dbt through the environment only.
+    """
+    from fabric.errors import FabricError
+    from fabric.runner.dbt_node import compile_node
+    from fabric.runner.run import RunOptions, node_spec
+    from fabric.state.applied import read_applied
+    from fabric.state.embedded import fabric_home
+
+    target = _transformation_address(address)
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("compile")
+    with engine.connect() as conn:
+        applied = read_applied(conn, target.tenant)
+    if target not in applied.nodes:
+        known = sorted(a.name for a in applied.nodes if a.kind is Kind.TRANSFORMATION)
+        hint = f" Applied transformations: {', '.join(known)}." if known else ""
+        raise FabricError(f"{target} is not an applied transformation.{hint}")
+    home = fabric_home(ws.root, ws.settings)
+    options = RunOptions(workdir=home / "work", repo_root=ws.root, environ=ws.environ)
+    return compile_node(node_spec(applied, target, options, ws.secret_box))
+
+
+def run_tests(
+    repo: Path,
+    *,
+    tenants: Sequence[str] = (),
+    all_tenants: bool = False,
+    selectors: Sequence[str] = (),
+    workers: int | None = None,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+    on_event: Any = None,
+) -> RunResult:
+    """Run only the tests of the selected transformations (`fabric test`), recorded as a run.
+
+    The normal runner path with `tests_only`: the selection keeps transformations only, and
+    each node runs `dbt test` on its own model's tests. Reads what has been applied, never
+    the YAML on disk, like `compile_transformation`.
+    """
+    return run(
+        repo,
+        tenants=tenants,
+        all_tenants=all_tenants,
+        selectors=selectors,
+        workers=workers,
+        tests_only=True,
+        environ=environ,
+        engine=engine,
+        on_event=on_event,
+    )
+
+
+def _transformation_address(address: str | Address) -> Address:
+    from fabric.errors import FabricError
+
+    if isinstance(address, Address):
+        target = address
+    else:
+        try:
+            target = Address.parse(address)
+        except ValueError:
+            target = None
+    if target is None or target.kind is not Kind.TRANSFORMATION:
+        raise FabricError(
+            f"{str(address)!r} is not a transformation's address; expected "
+            "TENANT.transformation.NAME, e.g. acme.transformation.customer_totals"
+        )
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# connections test
+
+
+def test_connections(
+    repo: Path,
+    tenant: str,
+    names: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
+    engine: Engine | None = None,
+) -> list[ConnectionCheck]:
+    """Test the tenant's applied connections (all of them, or `names`), by name.
+
+    Raises:
+        TenantNotAppliedError: the tenant is not in the control plane.
+        UnknownConnectionError: a name the tenant has not applied.
+        SecretKeyError: a connection has secrets and no keys are configured.
+    """
+    from fabric.config.discovery import find_repository_root
+    from fabric.runner.probes import check_connections, selected_connections
+    from fabric.state.applied import read_applied
+    from fabric.state.secrets import list_secrets
+
+    ws = workspace(find_repository_root(Path(repo)) or Path(repo), environ)
+    own_engine = engine is None
+    engine = engine or ws.engine("connections test")
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
+    finally:
+        if own_engine:
+            engine.dispose()
+    chosen = selected_connections(applied, names)
+    needs_box = any(entry.get("ct") is not None for c in chosen for entry in c.secrets.values())
+    return check_connections(
+        applied,
+        names,
+        box=ws.secret_box() if needs_box else None,
+        repo_root=ws.root,
+        timeout=timeout,
+        environ=ws.environ,
+        stored_secrets=stored,
+    )
+
+
+# NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.
+test_connections.__test__ = False  # type: ignore[attr-defined]

@@ -14,15 +14,16 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import Address
 from fabric.config.references import parse_reference
 from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
-from fabric.plan.diff import Action, Change, counts, tenants_of
+from fabric.plan import steps
+from fabric.plan.diff import Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
@@ -109,50 +110,59 @@ def _apply(
     options: ApplyOptions,
 ) -> ApplyResult:
     started = dt.datetime.now(dt.UTC)
+    by_address = {c.address: c for c in plan.changes}
+    row_writes: dict[Address, writes.RowWrite] = {}
+    tenant_rows: dict[str, TenantRow] = {}
+    apply_id: int | None = None
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('application_name', :n, true)"), {"n": client_name()})
-        if not shared_is_current(conn):
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, :k)"),
-                {"ns": locks.APPLY_NAMESPACE, "k": MIGRATION_LOCK},
-            )
-            upgrade_shared(conn)
-        locks.acquire_tenant_locks(conn, touched, timeout=options.lock_timeout)
-        _refuse_if_stale(conn, plan, touched)
-        tenant_rows = read_tenant_rows(conn, touched)
-        row_writes = _row_writes(conn, plan.changes, tenant_rows, box, environ)
-        new_tenants = [
-            w
-            for w in row_writes
-            if w.change.address.kind is Kind.TENANT and w.change.action is Action.CREATE
-        ]
-        tenant_rows.update(writes.create_tenants(conn, new_tenants))
-        writes.update_tenants(
-            conn,
-            [
-                w
-                for w in row_writes
-                if w.change.address.kind is Kind.TENANT and w.change.action is Action.UPDATE
-            ],
-        )
-        resource_writes = [w for w in row_writes if w.change.address.kind is not Kind.TENANT]
-        deletes = [c for c in plan.changes if c.action is Action.DELETE]
-        writes.write_resources(conn, tenant_rows, resource_writes, deletes)
-        writes.delete_tenants(
-            conn, [c.address.tenant for c in deletes if c.address.kind is Kind.TENANT]
-        )
-        apply_id = history.record_apply(
-            conn,
-            started_at=started,
-            outcome="success",
-            plan_hash=plan.plan_hash,
-            source_hash=plan.source_hash,
-            tenants=touched,
-            counts=counts(plan.changes),
-            git_commit=options.git_commit,
-            author=options.author,
-            client=client_name(),
-        )
+        for step in steps.apply_steps(plan.changes):
+            match step:
+                case steps.MigrateSharedSchema():
+                    if not shared_is_current(conn):
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                            {"ns": locks.LockNamespace.MIGRATION, "k": MIGRATION_LOCK},
+                        )
+                        upgrade_shared(conn)
+                case steps.LockTenants(tenants=slugs):
+                    locks.acquire_tenant_locks(conn, slugs, timeout=options.lock_timeout)
+                case steps.RefuseIfStale(tenants=slugs):
+                    _refuse_if_stale(conn, plan, slugs)
+                    tenant_rows.update(read_tenant_rows(conn, slugs))
+                case steps.PrepareRows(addresses=addresses):
+                    changes = tuple(by_address[a] for a in addresses)
+                    for w in _row_writes(conn, changes, tenant_rows, box, environ):
+                        row_writes[w.change.address] = w
+                case steps.CreateTenants(tenants=slugs):
+                    new = [row_writes[Address.of_tenant(s)] for s in slugs]
+                    tenant_rows.update(writes.create_tenants(conn, new))
+                case steps.UpdateTenants(tenants=slugs):
+                    writes.update_tenants(conn, [row_writes[Address.of_tenant(s)] for s in slugs])
+                case steps.WriteResources(upserts=upserts, deletes=deletes):
+                    writes.write_resources(
+                        conn,
+                        tenant_rows,
+                        [row_writes[a] for a in upserts],
+                        [by_address[a] for a in deletes],
+                    )
+                case steps.DeleteTenants(tenants=slugs):
+                    writes.delete_tenants(conn, list(slugs))
+                case steps.RecordApply(tenants=slugs):
+                    apply_id = history.record_apply(
+                        conn,
+                        started_at=started,
+                        outcome="success",
+                        plan_hash=plan.plan_hash,
+                        source_hash=plan.source_hash,
+                        tenants=slugs,
+                        counts=counts(plan.changes),
+                        git_commit=options.git_commit,
+                        author=options.author,
+                        client=client_name(),
+                    )
+                case _:
+                    assert_never(step)
     return ApplyResult(apply_id, counts(plan.changes), touched)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "process_environ"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +49,14 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         home=Path(home).expanduser() if home else None,
         secret_keys=tuple(key.strip() for key in keys.split(",") if key.strip()),
     )
+
+
+def process_environ() -> dict[str, str]:
+    """A copy of the process environment, for the `${env:NAME}` references a command resolves.
+
+    Commands take it once, at the edge, and pass it down explicitly.
+    """
+    return dict(os.environ)
 
 
 def _redact_password(url: str) -> str:

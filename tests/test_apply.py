@@ -27,7 +27,7 @@ from fabric.errors import (
 from fabric.plan.diff import DRIFT, Action
 from fabric.plan.safety import SafetyOptions
 from fabric.state.engine import make_engine
-from fabric.state.locks import APPLY_NAMESPACE, tenant_lock_key
+from fabric.state.locks import LockNamespace, tenant_lock_key
 
 KEY = Fernet.generate_key().decode()
 DWH_PASSWORD = "dwh-Pa55word-never-shown"
@@ -293,7 +293,7 @@ def test_second_apply_of_the_same_tenant_times_out_naming_the_holder(repo, env, 
     with holder.connect() as conn, conn.begin():
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:ns, :k)"),
-            {"ns": APPLY_NAMESPACE, "k": tenant_lock_key("acme")},
+            {"ns": LockNamespace.APPLY, "k": tenant_lock_key("acme")},
         )
         with pytest.raises(LockTimeoutError) as err:
             api.apply(plan, repo=root, environ=env, options=ApplyOptions(lock_timeout=0.5))

@@ -26,7 +26,7 @@ PURE = [
     "graph",
     "plan",
     "render",
-    "runner/nodes",
+    "domain",
     "runner/dbt_project",
     "scheduling",
 ]
@@ -47,7 +47,7 @@ SHELL_ONLY = {
     "fabric.config.discovery",
     "fabric.runner.local",
     "fabric.runner.worker",
-    "fabric.running",
+    "fabric.runner.run",
     "fabric.planning",
     "fabric.apply",
 }

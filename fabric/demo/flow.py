@@ -9,7 +9,6 @@ the new rows.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +43,7 @@ def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = Non
     echo("1. Creating the sample sources (PostgreSQL shop, SQLite ERP, files, a local API) ...")
     with prepare_sources(repo, admin_url, api_port=None) as sources:
         # Connections read the sources' host, port and API URL from ${env:...} at run time.
-        os.environ.update(sources.locations)
-        environ = {**os.environ, **sources.locations}
+        environ = {**ws.environ, **sources.locations}
         echo(f"   demo run #{sources.run}; API at {sources.locations.get('FABRIC_DEMO_API_URL')}")
 
         echo("\n2. fabric plan example-repo")
@@ -67,7 +65,7 @@ def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = Non
             (
                 str(node),
                 status.value,
-                f"{run.durations.get(node, 0):.1f}s",
+                f"{run.seconds(node):.1f}s",
                 f"{rows_total(run.rows.get(node)):,}",
                 short(run.errors.get(node), 50),
             )

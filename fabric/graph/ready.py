@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fabric.addresses import Address
+from fabric.domain.runs import FINISHED, NodeStatus, RunStatus
 from fabric.graph.dag import Dag
-from fabric.runner.nodes import FINISHED, NodeStatus, RunStatus
 
 
 def ready_nodes(dag: Dag, status: Mapping[Address, NodeStatus]) -> tuple[Address, ...]:

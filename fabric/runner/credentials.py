@@ -1,23 +1,22 @@
-"""Decrypt a node's connections inside the worker, build URLs, and redact secrets.  [shell]
+"""Decrypt a node's connections, build URLs.  [shell]
 
-This is the only place (with fabric/state/secrets.py) that holds plaintext credentials, and it
-runs in the worker process: the runner passes ciphertexts. Nothing here logs.
+This is the only place (with fabric/state/secrets.py) that turns ciphertexts into plaintext
+credentials. It runs where the secret keys are (the runner, `fabric connections test`,
+`fabric compile`); workers receive resolved connections and never hold a key. Nothing here logs.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 from fabric.config.references import REFERENCE
+from fabric.domain.runs import ResolvedConnection, StoredConnection
 from fabric.errors import SecretNotFoundError
-from fabric.runner.nodes import StoredConnection
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -25,26 +24,17 @@ if TYPE_CHECKING:
     from fabric.state.secrets import SecretBox
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedConnection:
-    """A connection with its secrets decrypted: `spec` has them in place."""
-
-    name: str
-    type: str
-    spec: Mapping[str, Any]
-    secret_values: tuple[str, ...] = field(default=(), repr=False)
-
-    def __repr__(self) -> str:
-        return f"ResolvedConnection({self.name!r}, {self.type!r}, <secrets hidden>)"
-
-
 def resolve_connection(
     stored: StoredConnection,
     box: SecretBox | None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str],
 ) -> ResolvedConnection:
-    """Decrypt every secret field into place and interpolate `${env:X}` in the other fields."""
-    env = os.environ if environ is None else environ
+    """Decrypt every secret field into place and interpolate `${env:X}` in the other fields.
+
+    `environ` is the caller's environment, passed explicitly (see fabric.settings): this module
+    never reads the process's own.
+    """
+    env = environ
     spec: dict[str, Any] = copy.deepcopy(dict(stored.spec))
     values: list[str] = []
     for path, entry in sorted(stored.secrets.items()):

@@ -6,9 +6,10 @@ invocation targets one warehouse), through dbt's programmatic API in this (warm)
 
 1. write the tenant's dbt project (fabric.runner.dbt_project) into `<workdir>/dbt`, touching
    only files whose content changed, so dbt's partial parsing stays warm;
-2. decrypt the warehouse connection and put its fields into the environment variables the
-   profile's `env_var()`s read, for the length of the invocation only (the worker is a process
-   of its own; the previous values are restored after, and nothing here logs them);
+2. put the warehouse connection's fields (resolved by the runner) into the environment
+   variables the profile's `env_var()`s read, for the length of the invocation only: the one
+   place in fabric that writes `os.environ` (dbt reads nothing else); the previous values are
+   restored after, and nothing here logs them;
 3. `dbt build --select <models> tag:fabric_tests__<model>...` (models and then their own tests;
    `dbt test` for tests-only nodes), with `--project-dir`/`--profiles-dir` (never a chdir) and a
    target folder per warehouse and worker slot, so concurrent workers of one tenant never share
@@ -26,21 +27,19 @@ import fcntl
 import itertools
 import os
 import re
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import Address
+from fabric.clock import utcnow
+from fabric.domain.runs import NodeResult, NodeSpec
 from fabric.errors import FabricError
 from fabric.runner import dbt_project as dp
-from fabric.runner.credentials import redact, resolve_connection
-from fabric.runner.nodes import NodeResult, NodeSpec, StoredConnection
-
-if TYPE_CHECKING:
-    from fabric.state.secrets import SecretBox
+from fabric.runner.failures import redact
 
 __all__ = ["compile_node", "project_dir", "run_transformation_nodes", "write_project"]
 
@@ -58,7 +57,7 @@ def project_dir(node: NodeSpec) -> Path:
     return Path(node.workdir).absolute() / dp.PROJECT_FOLDER
 
 
-def run_transformation_nodes(nodes: Sequence[NodeSpec], box: SecretBox | None) -> list[NodeResult]:
+def run_transformation_nodes(nodes: Sequence[NodeSpec]) -> list[NodeResult]:
     """Run transformation nodes of one tenant: one dbt invocation per warehouse (and per
     full-refresh / tests-only flavour); one NodeResult per node, in order."""
     if not nodes:
@@ -73,7 +72,7 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec], box: SecretBox | None) -
     for (warehouse, tests_only, full_refresh), group in groups.items():
         try:
             done = _run_group(
-                root, project, warehouse, group, box, tests_only=tests_only, full=full_refresh
+                root, project, warehouse, group, tests_only=tests_only, full=full_refresh
             )
         except FabricError as exc:
             done = [NodeResult.failed(n.address, str(exc)) for n in group]
@@ -81,15 +80,13 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec], box: SecretBox | None) -
     return [results[n.address] for n in nodes]
 
 
-def compile_node(
-    node: NodeSpec, box: SecretBox | None, environ: Mapping[str, str] | None = None
-) -> str:
+def compile_node(node: NodeSpec) -> str:
     """The SQL dbt compiles a transformation to (refs and sources resolved)."""
     project = _project([node])
     root = project_dir(node)
     warehouse = str(node.spec.get("warehouse") or "")
     name = node.address.name
-    env, secrets = _warehouse_env(project, warehouse, box, node, environ)
+    env, secrets = _warehouse_env(warehouse, node)
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
         if name in unparsable:
@@ -151,13 +148,11 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     base = first.project or {}
     transformations = dict(base.get("transformations") or {})
     transformations.update((n.address.name, n.spec) for n in nodes)
-    connections = dict(first.connections)
-    connections.update(base.get("connections") or {})
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
-        "connections": connections,
+        "connections": dict(base.get("connections") or {}),
     }
 
 
@@ -211,25 +206,15 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _warehouse_env(
-    project: Mapping[str, Any],
-    warehouse: str,
-    box: SecretBox | None,
-    node: NodeSpec,
-    environ: Mapping[str, str] | None = None,
-) -> tuple[dict[str, str], tuple[str, ...]]:
+def _warehouse_env(warehouse: str, node: NodeSpec) -> tuple[dict[str, str], tuple[str, ...]]:
     """(environment for the profile, secret values to redact) of a warehouse connection."""
     if not warehouse:
         raise FabricError(f"{node.address} has no warehouse connection to run on")
-    stored = (project.get("connections") or {}).get(warehouse)
-    if stored is None:
+    resolved = node.connections.get(warehouse)
+    if resolved is None:
         raise FabricError(
             f"{node.address} runs on warehouse connection {warehouse!r}, which is not applied"
         )
-    if not isinstance(stored, StoredConnection):  # a plain mapping: the spec, no secrets
-        address = Address(node.address.tenant, Kind.CONNECTION, warehouse)
-        stored = StoredConnection(address=address, spec=stored)
-    resolved = resolve_connection(stored, box, environ)
     if resolved.type != "postgres":
         raise FabricError(
             f"{node.address}: dbt runs transformations on postgres warehouses; connection "
@@ -253,13 +238,12 @@ def _run_group(
     project: dict[str, Any],
     warehouse: str,
     nodes: Sequence[NodeSpec],
-    box: SecretBox | None,
     *,
     tests_only: bool,
     full: bool,
 ) -> list[NodeResult]:
-    start = time.monotonic()
-    env, secrets = _warehouse_env(project, warehouse, box, nodes[0])
+    started_at = utcnow()
+    env, secrets = _warehouse_env(warehouse, nodes[0])
     transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
     names = [n.address.name for n in nodes]
 
@@ -280,7 +264,7 @@ def _run_group(
         )
 
     run, unparsable = _run_dbt(root, project, warehouse, env, secrets, args)
-    wall = time.monotonic() - start
+    invocation = (started_at, utcnow())
     batch = []
     for node in nodes:
         name = node.address.name
@@ -299,7 +283,7 @@ def _run_group(
         [] if run is None else run.outcomes,
         tests_only=tests_only,
         error=None if run is None else run.error,
-        wall_seconds=wall,
+        invocation=invocation,
     )
     by_address = {r.address: r for r in results}
     for b in batch:
@@ -307,7 +291,8 @@ def _run_group(
             by_address[b.address] = NodeResult.failed(
                 b.address,
                 redact(unparsable[b.address.name], secrets),
-                duration_seconds=wall if len(nodes) == 1 else 0.0,
+                started_at=invocation[0],
+                finished_at=invocation[1],
             )
     return [by_address[n.address] for n in nodes]
 
@@ -429,6 +414,7 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
         model = tags[0].removeprefix(dp.TESTS_TAG_PREFIX) if tags else attached.split(".")[-1]
     else:
         return None
+    started, finished = _timing(entry)
     response = entry.adapter_response or {}
     rows = response.get("rows_affected") if isinstance(response, Mapping) else None
     status = getattr(entry.status, "value", str(entry.status))
@@ -439,6 +425,21 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
         model=model,
         status=str(status),
         seconds=float(entry.execution_time or 0.0),
+        started_at=started,
+        finished_at=finished,
         rows_affected=rows if isinstance(rows, int) else None,
         message=redact(str(entry.message), secrets) if entry.message else None,
     )
+
+
+def _timing(entry: Any) -> tuple[datetime | None, datetime | None]:
+    """When dbt started and finished the node (compile to execute), as aware UTC datetimes."""
+    starts = [t.started_at for t in entry.timing or () if t.started_at is not None]
+    ends = [t.completed_at for t in entry.timing or () if t.completed_at is not None]
+
+    def aware(moment: datetime | None) -> datetime | None:
+        if moment is None or moment.tzinfo is not None:
+            return moment
+        return moment.replace(tzinfo=UTC)  # dbt records naive UTC times
+
+    return aware(min(starts, default=None)), aware(max(ends, default=None))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -36,7 +37,8 @@ import yaml
 
 from fabric.addresses import Address
 from fabric.config.sql_refs import sql_refs
-from fabric.runner.nodes import NodeResult, NodeStatus
+from fabric.domain.runs import NodeResult, NodeStatus
+from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
@@ -79,13 +81,6 @@ _NON_ALNUM = re.compile(r"[^a-zA-Z\d_]+")
 _UNDERSCORES = re.compile(r"_+")
 _MODEL_FILE = re.compile(r"\bmodels/([a-z][a-z0-9_]*)\.sql\b")
 _REF_OR_SOURCE = re.compile(r"^\s*(ref|source)\s*\(")
-_TRANSIENT = re.compile(
-    r"could not connect|connection refused|connection reset|server closed the connection|"
-    r"connection timed out|timeout expired|deadlock detected|could not serialize|"
-    r"too many connections|the database system is (starting up|shutting down|in recovery)|"
-    r"terminating connection|ssl syscall error",
-    re.IGNORECASE,
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,11 +440,6 @@ def unparsable_model(message: str, models: Iterable[str]) -> str | None:
     return None
 
 
-def is_transient(message: str | None) -> bool:
-    """Whether a dbt/database error could pass on a retry (a dropped connection, a deadlock)."""
-    return bool(message and _TRANSIENT.search(message))
-
-
 # ---------------------------------------------------------------------------------------------
 # results
 
@@ -467,6 +457,9 @@ class DbtOutcome:
     status: str
     """dbt's status: success | error | skipped (models); pass | fail | warn | error (tests)."""
     seconds: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    """dbt's own timing of the node (compile to execute), aware UTC."""
     rows_affected: int | None = None
     message: str | None = None
 
@@ -490,15 +483,16 @@ def node_results(
     *,
     tests_only: bool,
     error: str | None = None,
-    wall_seconds: float | None = None,
+    invocation: tuple[datetime, datetime] | None = None,
 ) -> list[NodeResult]:
     """One NodeResult per node, in `nodes`' order.
 
     A node succeeds when dbt built its model (unless tests_only) and none of its own tests
     failed or errored; a test with severity warn that fails is a warning in the log tail.
     `error` is the invocation's own failure (dbt could not start, connect or parse), used for
-    nodes dbt reported nothing about. `wall_seconds` is the duration of a one-node invocation;
-    in larger batches each node gets dbt's own time for its model and tests.
+    nodes dbt reported nothing about. A node's started_at/finished_at are dbt's own times for
+    its model and tests (so a model batched with others gets its own time, the same everywhere
+    it is shown); `invocation` (start, end) stands in when dbt timed nothing of the node.
     """
     by_model: dict[str, list[DbtOutcome]] = {}
     for outcome in outcomes:
@@ -509,9 +503,11 @@ def node_results(
         mine = by_model.get(node.address.name, [])
         model = next((o for o in mine if o.resource_type == "model"), None)
         tests = [o for o in mine if o.resource_type == "test"]
-        seconds = sum(o.seconds for o in mine)
-        if wall_seconds is not None and len(nodes) == 1:
-            seconds = wall_seconds
+        starts = [o.started_at for o in mine if o.started_at is not None]
+        ends = [o.finished_at for o in mine if o.finished_at is not None]
+        started_at = min(starts) if starts else (invocation[0] if invocation else None)
+        finished_at = max(ends) if ends else (invocation[1] if invocation else None)
+        times = {"started_at": started_at, "finished_at": finished_at}
         warnings = [
             f"warning: test {t.name}: {t.message or 'failed'}" for t in tests if t.status == "warn"
         ]
@@ -522,9 +518,7 @@ def node_results(
         problem = _problem(model, tests, tests_only=tests_only, error=error)
         if problem is None:
             results.append(
-                NodeResult.succeeded(
-                    node.address, rows_loaded=rows, log_tail=log, duration_seconds=seconds
-                )
+                NodeResult.succeeded(node.address, rows_loaded=rows, log_tail=log, **times)
             )
         else:
             results.append(
@@ -532,10 +526,10 @@ def node_results(
                     address=node.address,
                     status=NodeStatus.FAILED,
                     error=problem,
-                    retryable=is_transient(problem),
+                    failure=kind_of_message(problem),
                     rows_loaded=rows,
                     log_tail=log,
-                    duration_seconds=seconds,
+                    **times,
                 )
             )
     return results

@@ -1,12 +1,12 @@
 """Run one fabric pipeline with dlt, inside a worker process.  [shell]
 
-`run_pipeline_node(node, box)` turns a NodeSpec into a dlt pipeline run and returns a NodeResult;
+`run_pipeline_node(node)` turns a NodeSpec into a dlt pipeline run and returns a NodeResult;
 no dlt object or exception crosses that boundary.
 
 Invariants:
-- Credentials are decrypted here only (`resolve_connection`), passed to dlt as arguments, and
-  never logged: every error message and every log line is redacted with the values of the
-  node's secrets (and the control plane's password) before it leaves this module.
+- Credentials arrive resolved in the NodeSpec (the runner decrypts them), are passed to dlt as
+  arguments, and are never logged: every error message and every log line is redacted with
+  the values of the node's secrets (and the control plane's password) before it leaves this module.
 - Nothing here touches `os.environ` or the working directory. dlt's own settings (no
   telemetry, no compression, log level) are set with `dlt.config.values(...)`, which restores
   the previous values on exit.
@@ -35,16 +35,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fabric.clock import utcnow
+from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, ResolvedConnection
 from fabric.errors import FabricError
-from fabric.runner.credentials import ResolvedConnection, redact, resolve_connection, sqlalchemy_url
-from fabric.runner.nodes import NodeResult, NodeSpec
+from fabric.runner.credentials import sqlalchemy_url
+from fabric.runner.failures import classify, redact
+from fabric.state.locks import LockNamespace
 
 if TYPE_CHECKING:
     from fabric.config.specs import PipelineSpec
-    from fabric.state.secrets import SecretBox
 
-LOCK_NAMESPACE = 0x0FAC
-"""First key of a pipeline-run lock (apply locks use 0x0FAB); the second is crc32(address)."""
 LOCK_WAIT_SECONDS = 60.0
 """How long a run waits for another run of the same pipeline before it fails."""
 LOG_TAIL_LINES = 30
@@ -60,15 +60,6 @@ DLT_SETTINGS: Mapping[str, Any] = {
     "extract.data_writer.disable_compression": True,
     "normalize.data_writer.disable_compression": True,
 }
-
-_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "53", "57P01", "57P02", "57P03", "57014", "55P03")
-_TRANSIENT_WORDS = re.compile(
-    r"connection (refused|reset|timed out|closed|lost)|server closed the connection|"
-    r"could not connect|timeout expired|timed out|deadlock detected|broken pipe|"
-    r"terminating connection|too many connections|temporarily unavailable|"
-    r"\b(429|502|503|504)\b",
-    re.IGNORECASE,
-)
 
 
 class PipelineBusyError(FabricError):
@@ -88,19 +79,17 @@ class NodeConfigError(FabricError):
     """The node cannot run as configured (missing connection, unsupported destination)."""
 
 
-def run_pipeline_node(
-    node: NodeSpec, box: SecretBox | None, *, lock_wait: float = LOCK_WAIT_SECONDS
-) -> NodeResult:
+def run_pipeline_node(node: NodeSpec, *, lock_wait: float = LOCK_WAIT_SECONDS) -> NodeResult:
     """Extract and load one pipeline with dlt; never raises, never returns a secret."""
-    start = time.monotonic()
+    started_at = utcnow()
     tail = LogTail()
-    secrets: list[str] = []
+    secrets: list[str] = list(node.secret_values)
     try:
         spec = _pipeline_spec(node)
-        source = _connection(node, spec.source, box, secrets)
+        source = _connection(node, spec.source)
         if not spec.destination:
             raise NodeConfigError("the pipeline has no destination (and the tenant no warehouse)")
-        destination = _connection(node, spec.destination, box, secrets)
+        destination = _connection(node, spec.destination)
         if destination.type != "postgres":
             raise NodeConfigError(
                 f"destination {destination.name!r} is {destination.type}; pipelines load into "
@@ -122,14 +111,15 @@ def run_pipeline_node(
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # connectorx panics are BaseExceptions
-        message, retryable = describe_failure(exc)
-        tail.note(f"failed: {message}")
+        failure = classify(exc)
+        tail.note(f"failed: {failure.message}")
         return NodeResult.failed(
             node.address,
-            redact(message, secrets),
-            retryable=retryable,
+            redact(failure.message, secrets),
+            failure.kind,
             log_tail=tail.text(secrets),
-            duration_seconds=time.monotonic() - start,
+            started_at=started_at,
+            finished_at=utcnow(),
         )
     total = sum(rows.values())
     tail.note(f"loaded {total} rows into {len(rows)} tables of dataset {spec.dataset}")
@@ -137,7 +127,8 @@ def run_pipeline_node(
         node.address,
         rows_loaded=dict(sorted(rows.items())),
         log_tail=tail.text(secrets),
-        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+        finished_at=utcnow(),
     )
 
 
@@ -155,14 +146,10 @@ def _pipeline_spec(node: NodeSpec) -> PipelineSpec:
         raise NodeConfigError(f"the stored pipeline spec is invalid: {problems}") from None
 
 
-def _connection(
-    node: NodeSpec, name: str, box: SecretBox | None, secrets: list[str]
-) -> ResolvedConnection:
-    stored = node.connections.get(name)
-    if stored is None:
+def _connection(node: NodeSpec, name: str) -> ResolvedConnection:
+    resolved = node.connections.get(name)
+    if resolved is None:
         raise NodeConfigError(f"connection {name!r} was not passed to the node")
-    resolved = resolve_connection(stored, box)
-    secrets.extend(resolved.secret_values)
     return resolved
 
 
@@ -243,7 +230,10 @@ def _run(
         except BaseException as exc:
             # NOTE: only a dlt step that failed for good aborts; a transient failure keeps its
             # package for the retry to finish, and a bug in fabric must not destroy data.
-            if type(exc).__name__ == "PipelineStepFailed" and not is_transient(exc):
+            if (
+                type(exc).__name__ == "PipelineStepFailed"
+                and classify(exc).kind is not FailureKind.TRANSIENT
+            ):
                 _abort_packages(pipeline, tail)
             raise
         finally:
@@ -359,7 +349,8 @@ def _abort_packages(pipeline: Any, tail: LogTail) -> None:
         pipeline.abort_packages()
         tail.note("aborted the pending load package(s) of this failed run")
     except Exception as exc:  # the failure being reported matters more
-        tail.note(f"could not abort the pending load packages: {_first_line(exc)}")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        tail.note(f"could not abort the pending load packages: {first}")
 
 
 def _delete_loaded_packages(pipeline: Any) -> None:
@@ -371,9 +362,6 @@ def _delete_loaded_packages(pipeline: Any) -> None:
 
 
 # -- the run lock ---------------------------------------------------------------------------------
-
-
-DATASET_NAMESPACE = 0x0FAE
 
 
 @contextlib.contextmanager
@@ -391,7 +379,7 @@ def dataset_lock(dest_url: Any, dataset: str) -> Iterator[None]:
     conn = psycopg.connect(url, autocommit=True, application_name="fabric dataset lock")
     try:
         key = pipeline_lock_key(f"dataset:{dataset}")
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (DATASET_NAMESPACE, key))
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LockNamespace.DATASET, key))
         yield
     finally:
         conn.close()  # a session lock ends with its session
@@ -419,7 +407,7 @@ def pipeline_lock(url: str, address: str, *, application_name: str, wait: float)
         key = pipeline_lock_key(address)
         conn.execute(f"SET lock_timeout = '{max(1, int(wait * 1000))}ms'")
         try:
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key))
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LockNamespace.PIPELINE, key))
         except psycopg.errors.LockNotAvailable:
             raise PipelineBusyError(address, _lock_holder(conn, key), wait) from None
         conn.execute("RESET lock_timeout")
@@ -438,7 +426,7 @@ def _lock_holder(conn: Any, key: int) -> str | None:
           AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
         """,
-        (LOCK_NAMESPACE, key & 0xFFFFFFFF),
+        (LockNamespace.PIPELINE, key & 0xFFFFFFFF),
     ).fetchone()
     if row is None:
         return None
@@ -447,149 +435,6 @@ def _lock_holder(conn: Any, key: int) -> str | None:
         f"{name or '(no application_name)'} (pid {pid}, {client}, "
         f"since {since.isoformat(timespec='seconds')})"
     )
-
-
-# -- errors ---------------------------------------------------------------------------------------
-
-
-def describe_failure(exc: BaseException) -> tuple[str, bool]:
-    """(one-paragraph message, retryable) for anything a run raised; no traceback."""
-    from fabric.runner.dlt_sources import ConfigurationError
-
-    if isinstance(exc, FabricError | ConfigurationError):
-        return _one_paragraph(str(exc)), False
-    step = getattr(exc, "step", None)
-    causes = list(_causes(exc))
-    prefix = f"{step} step failed: " if step else ""
-    contract = next((c for c in causes if type(c).__name__ == "DataValidationError"), None)
-    if contract is not None:
-        return prefix + _contract_message(contract), False
-    root = _root_cause(causes)
-    detail = _one_paragraph(_exception_text(root))
-    what = type(root).__name__
-    message = f"{prefix}{what}: {detail}" if detail else f"{prefix}{what}"
-    return message, is_transient(exc)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a retry could help: a dropped connection, a timeout, a deadlock, a 5xx.
-
-    Decided by, in order: a terminal kind or wording (bad password, missing table, contract),
-    the first SQLSTATE in the chain, the exception types, and finally the wording.
-    """
-    causes = list(_causes(exc))
-    text = " ".join(str(c) for c in causes)
-    if any(type(c).__name__ in _TERMINAL_TYPES for c in causes) or _TERMINAL_WORDS.search(text):
-        return False
-    for cause in causes:
-        if state := _sqlstate(cause):
-            return state.startswith(_TRANSIENT_SQLSTATES)
-    for cause in causes:
-        if isinstance(cause, ConnectionError | TimeoutError):
-            return True
-        if type(cause).__name__ in _TRANSIENT_TYPES:
-            return True
-    return bool(_TRANSIENT_WORDS.search(text))
-
-
-_TERMINAL_TYPES = {"DataValidationError", "DestinationTerminalException", "PanicException"}
-_TRANSIENT_TYPES = {
-    "DestinationTransientException",
-    "DestinationConnectionError",
-    "DatabaseTransientException",
-    "LoadClientJobRetry",
-}
-_TERMINAL_WORDS = re.compile(
-    r"password authentication failed|authentication failed|permission denied|"
-    r"does not exist|access denied|\b(400|401|403|404|422)\b",
-    re.IGNORECASE,
-)
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    for attr in ("sqlstate", "pgcode"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, str):
-            return value
-    orig = getattr(exc, "orig", None)
-    return _sqlstate(orig) if isinstance(orig, BaseException) and orig is not exc else None
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, then what it wraps: dlt's `.exception`, then __cause__/__context__ chains."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for attr in ("exception", "job_exception", "orig"):
-            inner = getattr(current, attr, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-        if current.__cause__ is not None:
-            todo.append(current.__cause__)
-        elif current.__context__ is not None and not current.__suppress_context__:
-            todo.append(current.__context__)
-
-
-_WRAPPERS = {
-    "PipelineStepFailed",
-    "ResourceExtractionError",
-    "ExtractorException",
-    "NormalizeJobFailed",
-    "LoadClientJobFailed",
-    "LoadClientJobRetry",
-    "LoadClientJobTerminalRetry",
-    "ResourceNameMissing",
-    "PipeGenException",
-}
-
-
-def _root_cause(causes: list[BaseException]) -> BaseException:
-    """The innermost exception that is not one of dlt's wrappers."""
-    for cause in reversed(causes):
-        if type(cause).__name__ not in _WRAPPERS:
-            return cause
-    return causes[-1]
-
-
-def _exception_text(exc: BaseException) -> str:
-    text = str(exc)
-    # dlt's job failures embed the job's whole traceback: keep what the database said.
-    if "Traceback (most recent call last)" in text:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))]
-        lines = [ln for ln in lines if not ln.startswith(("Traceback", "The above exception"))]
-        text = lines[-1] if lines else text
-    return text
-
-
-def _contract_message(exc: Any) -> str:
-    table = getattr(exc, "table_name", None)
-    column = getattr(exc, "column_name", None)
-    entity = getattr(exc, "schema_entity", None)
-    mode = getattr(exc, "contract_mode", None)
-    if entity == "tables":
-        what = f"new table {table!r} is not allowed"
-    elif entity == "columns":
-        what = f"table {table!r} got a new column {column!r}"
-    else:
-        what = f"column {column!r} of table {table!r} changed its data type"
-    return (
-        f"schema contract violation: {what}, but the contract on {entity} is {mode}. "
-        "Change the source back, or relax `schema_contract` in the pipeline."
-    )
-
-
-def _one_paragraph(text: str, limit: int = 800) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 # -- log tail -------------------------------------------------------------------------------------

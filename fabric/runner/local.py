@@ -16,13 +16,15 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from fabric.addresses import Address
+from fabric.clock import utcnow
+from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeSpec, NodeStatus
 from fabric.graph.dag import Dag
 from fabric.graph.ready import ready_nodes, to_skip
-from fabric.runner.nodes import FINISHED, NodeResult, NodeSpec, NodeStatus
 
 MAX_BACKOFF_SECONDS = 600.0
 
@@ -38,6 +40,10 @@ class RetryPolicy:
         return min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
 
 
+NodeFunction = Callable[[NodeSpec], NodeResult]
+BatchFunction = Callable[[list[NodeSpec]], list[NodeResult]]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: str
@@ -46,6 +52,8 @@ class Event:
     attempt: int = 0
     result: NodeResult | None = None
     retry_in: float = 0.0
+    at: datetime | None = None
+    """For `started`: when the node was handed to a worker (its queued_at)."""
 
 
 @dataclass
@@ -56,12 +64,10 @@ class Outcome:
     cancelled: bool = False
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(conn: Connection, execute: NodeFunction, execute_batch: BatchFunction) -> None:
     """Body of a worker process: its own process group, then node after node until told to stop."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from fabric.runner.worker import execute, execute_batch
-
     while True:
         try:
             node = conn.recv()
@@ -69,18 +75,33 @@ def _worker_main(conn: Connection) -> None:
             return
         if node is None:
             return
-        conn.send(execute_batch(node) if isinstance(node, list) else [execute(node)])
+        started_at = utcnow()
+        results = execute_batch(node) if isinstance(node, list) else [execute(node)]
+        conn.send([_timed(r, started_at) for r in results])
+
+
+def _timed(result: NodeResult, started_at: datetime) -> NodeResult:
+    """Fill the times a node function left out with the worker's own view of them."""
+    if result.started_at is not None and result.finished_at is not None:
+        return result
+    return replace(
+        result,
+        started_at=result.started_at or started_at,
+        finished_at=result.finished_at or utcnow(),
+    )
 
 
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, functions: tuple[NodeFunction, BatchFunction]) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, *functions), daemon=True)
         self.process.start()
         child.close()
         self.nodes: tuple[Address, ...] = ()
         """What the worker is running now: one node, or a batch (e.g. several dbt models)."""
         self.deadline: float | None = None
+        self.since: datetime | None = None
+        """When the current node(s) were handed over."""
 
     def kill(self) -> None:
         """Kill the worker's whole process group (dlt may have children of its own)."""
@@ -102,10 +123,23 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Runs a DAG's nodes on up to `workers` warm processes."""
+    """Runs a DAG's nodes on up to `workers` warm processes.
 
-    def __init__(self, workers: int | None = None) -> None:
+    `execute` / `execute_batch` are what a worker calls for one node or a batch: fabric's
+    (fabric.runner.worker) by default; tests pass their own module-level functions.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        execute: NodeFunction | None = None,
+        execute_batch: BatchFunction | None = None,
+    ) -> None:
+        from fabric.runner import worker
+
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self._functions = (execute or worker.execute, execute_batch or worker.execute_batch)
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["fabric.runner.worker"])
         self._pool: list[_Worker] = []
@@ -126,7 +160,7 @@ class LocalExecutor:
             if not worker.nodes:
                 return worker
         if len(self._pool) < self.workers:
-            worker = _Worker(self._ctx)
+            worker = _Worker(self._ctx, self._functions)
             self._pool.append(worker)
             return worker
         return None
@@ -142,13 +176,19 @@ class LocalExecutor:
         policies: Mapping[Address, RetryPolicy],
         on_event: Callable[[Event], None],
         batch_key: Callable[[NodeSpec], object | None] = lambda spec: None,
+        unstartable: Mapping[Address, NodeResult] | None = None,
     ) -> Outcome:
         """Run every node; nodes ready together with the same non-None `batch_key` are sent
-        to one worker as a batch (dbt runs several models in one invocation)."""
+        to one worker as a batch (dbt runs several models in one invocation). `unstartable`
+        nodes (their connections could not be resolved) fail at once with the given result."""
         status = {n: NodeStatus.PENDING for n in dag.nodes}
         attempts = {n: 0 for n in dag.nodes}
         not_before: dict[Address, float] = {}
         outcome = Outcome(status, attempts)
+        for node, result in sorted((unstartable or {}).items()):
+            status[node] = result.status
+            outcome.results[node] = result
+            on_event(Event("finished", node, 0, result))
         try:
             self._loop(dag, specs, policies, on_event, outcome, not_before, batch_key)
         except KeyboardInterrupt:
@@ -182,7 +222,11 @@ class LocalExecutor:
             node = result.address
             running.discard(node)
             policy = policies.get(node, RetryPolicy())
-            if result.status is NodeStatus.FAILED and attempts[node] <= policy.retries:
+            if (
+                result.status is NodeStatus.FAILED
+                and result.retryable
+                and attempts[node] <= policy.retries
+            ):
                 delay = policy.delay(attempts[node])
                 not_before[node] = time.monotonic() + delay
                 on_event(Event("retrying", node, attempts[node], result, delay))
@@ -199,10 +243,11 @@ class LocalExecutor:
             limits = [policies.get(n, RetryPolicy()).timeout_seconds for n in nodes]
             worker.nodes = tuple(nodes)
             worker.deadline = now + max(limits) if all(limits) else None  # type: ignore[type-var]
+            worker.since = utcnow()
             worker.conn.send(batch if len(batch) > 1 else batch[0])
             for node in nodes:
                 running.add(node)
-                on_event(Event("started", node, attempts[node]))
+                on_event(Event("started", node, attempts[node], at=worker.since))
 
         while True:
             for node in to_skip(dag, status):
@@ -241,12 +286,12 @@ class LocalExecutor:
                     except (EOFError, OSError):
                         results = None
                     if results is not None:
-                        worker.nodes, worker.deadline = (), None
+                        since, worker.nodes, worker.deadline = worker.since, (), None
                         by_node = {r.address: r for r in results}
                         for node in nodes:
                             settle(
                                 by_node.get(node)
-                                or NodeResult.failed(node, "the worker returned no result")
+                                or _lost(node, "the worker returned no result", since)
                             )
                         continue
                 if worker.conn in ready or worker.process.sentinel in ready:
@@ -255,13 +300,33 @@ class LocalExecutor:
                     self._replace(worker)
                     why = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
                     for node in nodes:
-                        settle(NodeResult.failed(node, f"crashed: worker died ({why})"))
+                        settle(
+                            _lost(
+                                node,
+                                f"crashed: worker died ({why})",
+                                worker.since,
+                                FailureKind.CRASHED,
+                            )
+                        )
                 elif worker.deadline is not None and time.monotonic() >= worker.deadline:
                     self._replace(worker)
                     for node in nodes:
                         limit = policies[node].timeout_seconds or 0
                         settle(
-                            NodeResult.failed(
-                                node, f"timeout: killed after {limit:g} s", retryable=True
+                            _lost(
+                                node,
+                                f"timeout: killed after {limit:g} s",
+                                worker.since,
+                                FailureKind.TIMEOUT,
                             )
                         )
+
+
+def _lost(
+    node: Address,
+    error: str,
+    since: datetime | None,
+    failure: FailureKind = FailureKind.TERMINAL,
+) -> NodeResult:
+    """A failure the executor saw itself (the worker could not report it)."""
+    return NodeResult.failed(node, error, failure, started_at=since, finished_at=utcnow())

@@ -18,11 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from fabric.addresses import Address
-from fabric.runner.nodes import NodeStatus, RunStatus
+from fabric.domain.runs import FailureKind, NodeStatus, RunStatus
+from fabric.state.locks import LockNamespace
 from fabric.state.snapshot import TenantRow
-
-RUN_NAMESPACE = 0x0FAC
-"""First key of the locks runners hold on their runs (the second is the run's hash)."""
 
 
 def run_lock_key(schema: str, run_id: int) -> int:
@@ -54,7 +52,7 @@ def create_run(
     ).scalar_one()
     conn.execute(
         text("SELECT pg_advisory_lock(:ns, :key)"),
-        {"ns": RUN_NAMESPACE, "key": run_lock_key(schema, run_id)},
+        {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
     )
     rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
     if rows:
@@ -72,7 +70,7 @@ def create_run(
 def release_run(conn: Connection, tenant: TenantRow, run_id: int) -> None:
     conn.execute(
         text("SELECT pg_advisory_unlock(:ns, :key)"),
-        {"ns": RUN_NAMESPACE, "key": run_lock_key(tenant.schema_name, run_id)},
+        {"ns": LockNamespace.RUN, "key": run_lock_key(tenant.schema_name, run_id)},
     )
     conn.commit()
 
@@ -85,21 +83,40 @@ def update_node(
     *,
     status: NodeStatus,
     attempts: int | None = None,
-    started: bool = False,
+    queued_at: datetime | None = None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
     finished: bool = False,
+    failure: FailureKind | None = None,
     rows_loaded: Mapping[str, int] | None = None,
     error: str | None = None,
     log_tail: str | None = None,
 ) -> None:
+    """Write what is known of a node's (latest) attempt.
+
+    Times follow fabric.domain.runs: `queued_at` when the node was handed to a worker (it also
+    stands for started_at until the worker reports its own), `started_at`/`finished_at` as the
+    worker saw its work; `finished` without a time (skipped, cancelled) stamps the server's now.
+    """
     sets = ["status = :status", "updated_at = now()"]
     params: dict[str, Any] = {"run": run_id, "node": str(node), "status": status.value}
     if attempts is not None:
         sets.append("attempts = :attempts")
         params["attempts"] = attempts
-    if started:
-        sets.append("started_at = coalesce(started_at, now())")
-    if finished:
+    if queued_at is not None:
+        sets += ["queued_at = :queued", "started_at = :queued", "finished_at = NULL"]
+        params["queued"] = queued_at
+    if started_at is not None:
+        sets.append("started_at = :started")
+        params["started"] = started_at
+    if finished_at is not None:
+        sets.append("finished_at = :finished")
+        params["finished"] = finished_at
+    elif finished:
         sets.append("finished_at = now()")
+    if failure is not None or status is NodeStatus.SUCCESS:
+        sets.append("failure = :failure")
+        params["failure"] = failure.value if failure is not None else None
     if rows_loaded is not None:
         sets.append("rows_loaded = CAST(:rows AS jsonb)")
         params["rows"] = json.dumps(dict(rows_loaded))
@@ -150,7 +167,7 @@ def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple
                 "SELECT objid::bigint AS key FROM pg_locks WHERE locktype = 'advisory' "
                 "AND classid = :ns AND objsubid = 2 AND granted"
             ),
-            {"ns": RUN_NAMESPACE},
+            {"ns": LockNamespace.RUN},
         )
     }
     for tenant in tenants:
@@ -174,6 +191,8 @@ def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple
                     f'UPDATE "{schema}".node_runs SET updated_at = now(), '
                     "finished_at = coalesce(finished_at, now()), "
                     "status = CASE status WHEN 'running' THEN 'failed' ELSE 'cancelled' END, "
+                    "failure = CASE status WHEN 'running' THEN 'worker_lost' ELSE 'cancelled' "
+                    "END, "
                     "error = CASE status WHEN 'running' THEN 'abandoned: its runner stopped' "
                     "ELSE error END "
                     "WHERE run_id = :id AND status IN ('running', 'pending')"
@@ -209,8 +228,22 @@ class NodeRunRecord:
     rows_loaded: Mapping[str, int]
     error: str | None
     log_tail: str | None
+    queued_at: datetime | None = None
+    failure: str | None = None
+    """A FailureKind value, for failed, skipped and cancelled nodes."""
+
+    @property
+    def seconds(self) -> float | None:
+        """finished_at - started_at: the one duration every display shows."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
 
 
+_NODE_COLUMNS = (
+    "node, status, attempts, started_at, finished_at, rows_loaded, error, log_tail, queued_at, "
+    "failure"
+)
 _RUN_COLUMNS = "id, trigger, selection, status, who, started_at, finished_at, error"
 
 
@@ -238,6 +271,8 @@ def _node_run_record(r: Any) -> NodeRunRecord:
         r.rows_loaded or {},
         r.error,
         r.log_tail,
+        r.queued_at,
+        r.failure,
     )
 
 
@@ -261,9 +296,8 @@ def read_run(conn: Connection, tenant: TenantRow, run_id: int) -> RunRecord | No
         return None
     nodes = conn.execute(
         text(
-            "SELECT node, status, attempts, started_at, finished_at, rows_loaded, error, "
-            f'log_tail FROM "{tenant.schema_name}".node_runs WHERE run_id = :id ORDER BY '
-            "started_at NULLS LAST, node"
+            f'SELECT {_NODE_COLUMNS} FROM "{tenant.schema_name}".node_runs WHERE run_id = :id '
+            "ORDER BY started_at NULLS LAST, node"
         ),
         {"id": run_id},
     )
@@ -274,8 +308,8 @@ def last_node_runs(conn: Connection, tenant: TenantRow) -> dict[str, NodeRunReco
     """Each node's most recent node run, in one query."""
     rows = conn.execute(
         text(
-            "SELECT DISTINCT ON (node) node, status, attempts, started_at, finished_at, "
-            f'rows_loaded, error, log_tail FROM "{tenant.schema_name}".node_runs '
+            f"SELECT DISTINCT ON (node) {_NODE_COLUMNS} "
+            f'FROM "{tenant.schema_name}".node_runs '
             "WHERE status <> 'pending' ORDER BY node, id DESC"
         )
     )

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from fabric.addresses import Address, Kind
+from fabric.domain.runs import StoredConnection
 from fabric.errors import TenantNotAppliedError
-from fabric.runner.nodes import StoredConnection
 from fabric.state.snapshot import KIND_TABLES, TABLE_KINDS, TenantRow, read_tenant_rows
 
 

@@ -13,14 +13,30 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import IntEnum
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from fabric.errors import LockTimeoutError
 
-APPLY_NAMESPACE = 0x0FAB
-"""First key of fabric's apply locks (the second is the tenant's hash)."""
+
+class LockNamespace(IntEnum):
+    """First key of every advisory lock fabric takes (the second identifies the object).
+
+    One enum, so two kinds of lock can never share a namespace by accident (a test checks the
+    values are distinct)."""
+
+    APPLY = 0x0FAB
+    """Per tenant, transaction-scoped, while an apply writes (key: crc32 of the slug)."""
+    RUN = 0x0FAC
+    """Per run, session-scoped, held by the runner driving it (key: crc32 of schema:run id)."""
+    PIPELINE = 0x0FAD
+    """Per pipeline, session-scoped, while a load runs (key: crc32 of the address)."""
+    DATASET = 0x0FAE
+    """Per warehouse dataset, on the warehouse, while a load step writes into it."""
+    MIGRATION = 0x0FAF
+    """Transaction-scoped, while an apply migrates the shared schema (key: 0)."""
 
 
 def tenant_lock_key(slug: str) -> int:
@@ -48,7 +64,7 @@ def acquire_tenant_locks(conn: Connection, slugs: Iterable[str], *, timeout: flo
         try:
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-                {"ns": APPLY_NAMESPACE, "key": tenant_lock_key(slug)},
+                {"ns": LockNamespace.APPLY, "key": tenant_lock_key(slug)},
             )
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
@@ -77,7 +93,7 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :ns AND l.objsubid =
 def held_locks(conn: Connection, slugs: Iterable[str] = ()) -> list[LockHolder]:
     """Every fabric apply lock held right now on this database, as the server reports it."""
     names = {_unsigned(tenant_lock_key(s)): s for s in slugs}
-    rows = conn.execute(text(_HOLDERS_SQL), {"ns": APPLY_NAMESPACE})
+    rows = conn.execute(text(_HOLDERS_SQL), {"ns": LockNamespace.APPLY})
     return [
         LockHolder(names.get(r.key), r.pid, r.application_name, r.client, r.since, r.state)
         for r in rows

@@ -166,6 +166,8 @@ node_runs = Table(
     Column("log_tail", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("queued_at", DateTime(timezone=True)),
+    Column("failure", Text),
     UniqueConstraint("run_id", "node", name="node_runs_run_node"),
 )
 

@@ -5,9 +5,9 @@ import graphlib
 import pytest
 
 from fabric.addresses import Address
+from fabric.domain.runs import NodeStatus, RunStatus
 from fabric.graph.dag import Dag
 from fabric.graph.ready import ready_nodes, run_status, to_skip
-from fabric.runner.nodes import NodeStatus, RunStatus
 
 P = {n: Address.parse(f"acme.pipeline.{n}") for n in ("orders", "customers", "items")}
 T = {n: Address.parse(f"acme.transformation.{n}") for n in ("stg", "totals", "report", "orders")}

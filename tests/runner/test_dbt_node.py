@@ -18,14 +18,15 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from cryptography.fernet import Fernet
+from scripted_nodes import with_resolved
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from fabric.addresses import Address, Kind
+from fabric.domain.runs import NodeResult, NodeSpec, NodeStatus, StoredConnection
 from fabric.graph.dag import Dag
 from fabric.runner import dbt_project as dp
 from fabric.runner.dbt_node import compile_node, run_transformation_nodes, write_project
-from fabric.runner.nodes import NodeResult, NodeSpec, NodeStatus, StoredConnection
 from fabric.state.engine import create_database, drop_database, make_engine
 from fabric.state.secrets import SecretBox
 
@@ -147,7 +148,8 @@ class Warehouse:
         return out
 
     def run(self, *names: str, **kw: Any) -> dict[str, NodeResult]:
-        results = run_transformation_nodes(self.nodes(*names, **kw), self.box)
+        nodes = [with_resolved(n, self.box) for n in self.nodes(*names, **kw)]
+        results = run_transformation_nodes(nodes)
         self.results.extend(results)
         assert [r.address.name for r in results] == list(names)
         return {r.address.name: r for r in results}
@@ -288,12 +290,12 @@ def test_tests_only_runs_the_models_tests_without_rebuilding_it(wh: Warehouse):
 
 def test_compile_prints_sql_with_refs_and_sources_resolved(wh: Warehouse):
     (node,) = wh.nodes("order_totals")
-    sql = compile_node(node, wh.box)
+    sql = compile_node(with_resolved(node, wh.box))
     database = make_url(wh.url).database
     assert f'from "{database}"."acme_staging"."stg_orders"' in sql
     assert "{{" not in sql and "group by status" in sql
     (inc,) = wh.nodes("events_inc")
-    assert f'"{database}"."shop_raw"."events"' in compile_node(inc, wh.box)
+    assert f'"{database}"."shop_raw"."events"' in compile_node(with_resolved(inc, wh.box))
 
 
 def test_each_warehouse_is_a_target_of_its_own_and_a_batch_runs_on_both(wh: Warehouse):
@@ -355,7 +357,7 @@ def test_an_unchanged_project_is_not_rewritten_and_stale_models_are_removed(wh: 
 
 def test_nodes_run_through_the_local_executor_in_warm_worker_processes(wh: Warehouse):
     from fabric.runner.local import LocalExecutor
-    from fabric.running import dbt_batch
+    from fabric.runner.run import dbt_batch
 
     # The worker decrypts with keys from its own environment; this test hands it a connection
     # whose password is in the spec, so it needs none (the secret path is tested above).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 import fabric.runner.dbt_project as dp
 from fabric.addresses import Address, Kind
-from fabric.runner.nodes import NodeStatus, StoredConnection
+from fabric.domain.runs import NodeStatus, StoredConnection
 
 
 def conn(name: str, **spec) -> StoredConnection:
@@ -341,9 +342,14 @@ def model(name: str, status: str = "success", rows: int | None = 3, **kw) -> dp.
         model=name,
         status=status,
         seconds=1.0,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=1),
         rows_affected=rows,
         **kw,
     )
+
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def check(of: str, name: str, status: str, message: str | None = None) -> dp.DbtOutcome:
@@ -354,6 +360,8 @@ def check(of: str, name: str, status: str, message: str | None = None) -> dp.Dbt
         model=of,
         status=status,
         seconds=0.5,
+        started_at=T0 + timedelta(seconds=1),
+        finished_at=T0 + timedelta(seconds=1.5),
         message=message,
     )
 
@@ -371,7 +379,7 @@ def test_each_node_gets_its_own_models_and_tests_outcome():
     ]
     a, b, c, d = dp.node_results(batch("a", "b", "c", "d"), outcomes, tests_only=False)
     assert a.status is NodeStatus.SUCCESS and a.rows_loaded == {"s.a": 3}
-    assert a.duration_seconds == 1.5 and a.log_tail == "a log"
+    assert a.seconds == 1.5 and a.log_tail == "a log"  # its model, then its test
     assert b.status is NodeStatus.FAILED and "selec" in b.error and not b.retryable
     assert c.status is NodeStatus.FAILED and c.rows_loaded == {}
     assert c.error == (
@@ -405,18 +413,21 @@ def test_nodes_dbt_said_nothing_about_fail_with_the_invocations_error():
     assert skipped.status is NodeStatus.FAILED and skipped.error.startswith("dbt skipped")
 
 
-def test_a_one_node_batch_reports_the_invocations_wall_time():
-    (one,) = dp.node_results(batch("a"), [model("a")], tests_only=False, wall_seconds=4.0)
-    assert one.duration_seconds == 4.0
-    two = dp.node_results(
-        batch("a", "b"), [model("a"), model("b")], tests_only=False, wall_seconds=4.0
+def test_a_batched_model_gets_dbts_own_time_and_the_invocation_stands_in_for_the_rest():
+    """Regression: a batched model showed dbt's time in one place and the batch's in another;
+    now its started/finished are dbt's, and `seconds` is derived from them alone."""
+    invocation = (T0 - timedelta(seconds=2), T0 + timedelta(seconds=4))
+    a, b = dp.node_results(
+        batch("a", "b"), [model("a")], tests_only=False, error="x", invocation=invocation
     )
-    assert [r.duration_seconds for r in two] == [1.0, 1.0]
+    assert (a.started_at, a.finished_at, a.seconds) == (T0, T0 + timedelta(seconds=1), 1.0)
+    assert (b.started_at, b.finished_at, b.seconds) == (*invocation, 6.0)
 
 
 def test_the_module_is_pure():
     allowed = {"__future__", "re", "collections.abc", "dataclasses", "typing", "urllib.parse"}
-    allowed |= {"yaml", "fabric.addresses", "fabric.config.sql_refs", "fabric.runner.nodes"}
+    allowed |= {"yaml", "fabric.addresses", "fabric.config.sql_refs", "fabric.domain.runs"}
+    allowed |= {"datetime", "fabric.runner.failures"}
     tree = ast.parse(Path(dp.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

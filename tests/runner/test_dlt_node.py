@@ -18,19 +18,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from scripted_nodes import with_resolved
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
 from fabric.addresses import Address
 from fabric.config.specs import Filter, PipelineSpec
+from fabric.domain.runs import NodeResult, NodeSpec, NodeStatus, StoredConnection
+from fabric.runner import dlt_node
 from fabric.runner.credentials import resolve_connection
-from fabric.runner.dlt_node import pipeline_lock, run_pipeline_node
+from fabric.runner.dlt_node import pipeline_lock
 from fabric.runner.dlt_sources import (
     build_resources,
     row_predicate,
     sql_source_config,
 )
-from fabric.runner.nodes import NodeResult, NodeSpec, NodeStatus, StoredConnection
 from fabric.state.secrets import SecretBox
 
 TENANT = "acme"
@@ -83,6 +85,11 @@ def pg_connection(box: SecretBox, name: str, url: str, direction: str) -> Stored
         "password": None,
     }
     return connection(box, name, spec, {"password": u.password} if u.password else {})
+
+
+def run_pipeline_node(node: NodeSpec, box: Any, **kw: Any) -> NodeResult:
+    """Resolve the node's connections as the runner does, then run it."""
+    return dlt_node.run_pipeline_node(with_resolved(node, box), **kw)
 
 
 def node_for(
@@ -288,7 +295,7 @@ def test_batch_size_sets_the_size_of_extracted_batches(box, source_url, pg_pair,
             }
         )
         build = build_resources(
-            spec, resolve_connection(pg_pair["shop"], box), repo_root=tmp_path, name="orders"
+            spec, resolve_connection(pg_pair["shop"], box, {}), repo_root=tmp_path, name="orders"
         )
         (resource,) = build.resources
         sizes = [item.num_rows for item in resource]
@@ -436,7 +443,7 @@ def test_mssql_source_config_is_built_without_a_server(box):
         }
     )
 
-    config = sql_source_config(spec, resolve_connection(stored, box), ".")
+    config = sql_source_config(spec, resolve_connection(stored, box, {}), ".")
 
     url = config.url
     assert (url.drivername, url.host, url.port, url.database) == (
@@ -728,9 +735,8 @@ KILLED_CHILD = textwrap.dedent(
     import os, pickle, signal, sys
     from dlt.destinations.impl.postgres import postgres as pg
     from fabric.runner import dlt_node
-    from fabric.state.secrets import SecretBox
 
-    node, key = pickle.loads(open(sys.argv[1], "rb").read())
+    node = pickle.loads(open(sys.argv[1], "rb").read())
     copy = pg.PostgresParquetCopyJob.run
     copied = []
 
@@ -742,7 +748,7 @@ KILLED_CHILD = textwrap.dedent(
 
     pg.PostgresParquetCopyJob.run = copy_or_die
     dlt_node.LOAD_WORKERS = 1  # one file at a time, so the kill lands between two files
-    dlt_node.run_pipeline_node(node, SecretBox([key]))
+    dlt_node.run_pipeline_node(node)
     """
 )
 
@@ -767,7 +773,7 @@ def test_a_run_killed_mid_load_is_finished_by_the_next_run_exactly_once(
     }
     node = node_for(spec, pg_pair, tmp_path, control_plane_url=pg_url)
     payload = tmp_path / "node.pickle"
-    payload.write_bytes(pickle.dumps((node, fernet_key)))
+    payload.write_bytes(pickle.dumps(with_resolved(node, box)))
 
     child = subprocess.run(
         [sys.executable, "-c", KILLED_CHILD, str(payload)], capture_output=True, timeout=120

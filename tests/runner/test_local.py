@@ -1,4 +1,4 @@
-"""The local executor with real worker processes, on test-only noop nodes (no database)."""
+"""The local executor with real worker processes running scripted nodes (no database)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,37 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from scripted_nodes import scripted, scripted_batch
 
 from fabric.addresses import Address
+from fabric.domain.runs import FailureKind, NodeSpec, NodeStatus
 from fabric.graph.dag import Dag
 from fabric.runner.local import LocalExecutor, RetryPolicy
-from fabric.runner.nodes import NodeSpec, NodeStatus
 
 
 def addr(name: str) -> Address:
     return Address.parse(f"acme.pipeline.{name}")
 
 
-def specs_for(**noop_params):
+def specs_for(**scripts):
     return {
-        addr(name): NodeSpec(address=addr(name), kind="noop", spec={"noop": params})
-        for name, params in noop_params.items()
+        addr(name): NodeSpec(address=addr(name), kind="pipeline", spec={"script": params})
+        for name, params in scripts.items()
     }
+
+
+def executor(workers: int) -> LocalExecutor:
+    return LocalExecutor(workers, execute=scripted, execute_batch=scripted_batch)
 
 
 def run(dag, specs, policies=None, workers=2):
     events = []
-    with LocalExecutor(workers) as executor:
-        outcome = executor.run(dag, specs, policies or {}, events.append)
+    with executor(workers) as executor_:
+        outcome = executor_.run(dag, specs, policies or {}, events.append)
     return outcome, events
 
 
@@ -52,10 +58,10 @@ def test_independent_nodes_run_in_parallel():
     names = [addr(f"n{i}") for i in range(4)]
     dag = Dag.build(names, [])
     specs = specs_for(**{a.name: {"sleep": 0.6} for a in names})
-    with LocalExecutor(4) as executor:  # warm the pool first: process start is not the point
-        executor.run(Dag.build([names[0]], []), specs, {}, lambda e: None)
+    with executor(4) as ex:  # warm the pool first: process start is not the point
+        ex.run(Dag.build([names[0]], []), specs, {}, lambda e: None)
         start = time.monotonic()
-        outcome = executor.run(dag, specs, {}, lambda e: None)
+        outcome = ex.run(dag, specs, {}, lambda e: None)
         elapsed = time.monotonic() - start
     assert set(outcome.status.values()) == {NodeStatus.SUCCESS}
     assert elapsed < 4 * 0.6  # sequential would take 2.4 s
@@ -78,10 +84,44 @@ def test_retries_give_up_after_the_limit():
     a = addr("broken")
     outcome, _ = run(
         Dag.build([a], []),
-        specs_for(broken={"fail": True}),
+        specs_for(broken={"fail_attempts": 5}),
         {a: RetryPolicy(retries=1, backoff_seconds=0.01)},
     )
     assert outcome.status[a] is NodeStatus.FAILED and outcome.attempts[a] == 2
+    assert outcome.results[a].failure is FailureKind.TRANSIENT
+
+
+def test_a_terminal_failure_is_never_retried():
+    """Regression: the executor retried every failure, a wrong password included."""
+    a = addr("wrong_password")
+    outcome, events = run(
+        Dag.build([a], []),
+        specs_for(wrong_password={"fail": True}),
+        {a: RetryPolicy(retries=3, backoff_seconds=0.01)},
+    )
+    assert outcome.status[a] is NodeStatus.FAILED and outcome.attempts[a] == 1
+    assert outcome.results[a].failure is FailureKind.TERMINAL
+    assert "retrying" not in [e.kind for e in events]
+
+
+def test_a_crash_is_retried_when_the_policy_allows():
+    a = addr("crashy")
+    outcome, events = run(
+        Dag.build([a], []),
+        specs_for(crashy={"crash": True}),
+        {a: RetryPolicy(retries=1, backoff_seconds=0.01)},
+    )
+    assert outcome.attempts[a] == 2 and [e.kind for e in events].count("retrying") == 1
+    assert outcome.results[a].failure is FailureKind.CRASHED
+
+
+def test_node_times_are_the_workers_and_agree_with_the_duration():
+    a = addr("timed")
+    outcome, events = run(Dag.build([a], []), specs_for(timed={"sleep": 0.2}))
+    result = outcome.results[a]
+    queued = next(e.at for e in events if e.kind == "started")
+    assert queued <= result.started_at < result.finished_at
+    assert result.seconds == (result.finished_at - result.started_at).total_seconds() >= 0.2
 
 
 def test_timeout_kills_the_node_and_the_pool_goes_on():
@@ -94,6 +134,7 @@ def test_timeout_kills_the_node_and_the_pool_goes_on():
     )
     assert outcome.status == {slow: NodeStatus.FAILED, fast: NodeStatus.SUCCESS}
     assert outcome.results[slow].error.startswith("timeout:")
+    assert outcome.results[slow].failure is FailureKind.TIMEOUT
 
 
 def test_a_crashing_worker_is_recorded_as_failed_and_the_run_goes_on():
@@ -109,21 +150,24 @@ def test_a_crashing_worker_is_recorded_as_failed_and_the_run_goes_on():
 SCRIPT = textwrap.dedent(
     """
     import sys
+    sys.path.insert(0, HERE)
     from fabric.addresses import Address
     from fabric.graph.dag import Dag
     from fabric.runner.local import LocalExecutor
-    from fabric.runner.nodes import NodeSpec
+    from fabric.domain.runs import NodeSpec
+    from scripted_nodes import scripted, scripted_batch
 
     nodes = [Address.parse(f"acme.pipeline.n{i}") for i in range(3)]
-    specs = {a: NodeSpec(address=a, kind="noop", spec={"noop": {"sleep": 60}}) for a in nodes}
+    script = {"script": {"sleep": 60}}
+    specs = {a: NodeSpec(address=a, kind="pipeline", spec=script) for a in nodes}
     def show(event):
         print(event.kind, event.address, flush=True)
-    with LocalExecutor(3) as ex:
+    with LocalExecutor(3, execute=scripted, execute_batch=scripted_batch) as ex:
         outcome = ex.run(Dag.build(nodes, []), specs, {}, show)
     states = sorted(s.value for s in outcome.status.values())
     print("cancelled" if outcome.cancelled else "done", states, flush=True)
     """
-)
+).replace("HERE", repr(str(Path(__file__).parent)))
 
 
 def test_ctrl_c_cancels_cleanly_without_orphan_processes():
@@ -156,8 +200,8 @@ def test_one_worker_runs_a_chain_in_order(workers):
 def test_nodes_ready_together_with_one_batch_key_run_in_one_worker():
     a, b, c, d = (addr(n) for n in "abcd")
     dag = Dag.build([a, b, c, d], [(a, d)])
-    with LocalExecutor(4) as executor:
-        outcome = executor.run(
+    with executor(4) as ex:
+        outcome = ex.run(
             dag,
             specs_for(a={}, b={}, c={}, d={}),
             {},

@@ -1,6 +1,6 @@
 """`fabric connections test`: open a tenant's applied connections and report each.  [shell]
 
-Parses options, calls fabric.connection_check, renders, picks the exit code (1 when any
+Parses options, calls fabric.api.test_connections, renders, picks the exit code (1 when any
 connection failed). Imports are lazy, so `fabric --help` stays fast. Importing this module
 attaches the group to `fabric` (as plan_apply's commands are), so `_register()` only imports it.
 """
@@ -50,14 +50,16 @@ def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float
       fabric connections test --tenant acme
       fabric connections test --tenant acme shop_db dwh --timeout 5 --format json
     """
-    from fabric import connection_check
+    from fabric import api
+    from fabric.render import probes as render
+    from fabric.runner.probes import to_document
 
-    checks = connection_check.test_connections(repo, tenant, names, timeout=timeout)
-    doc = connection_check.to_document(tenant, checks)
+    checks = api.test_connections(repo, tenant, names, timeout=timeout)
+    doc = to_document(tenant, checks)
     if fmt == "json":
-        click.echo(connection_check.render_json(doc))
+        click.echo(render.render_json(doc))
     else:
-        click.echo(connection_check.render_text(doc, color=sys.stdout.isatty()))
+        click.echo(render.render_text(doc, color=sys.stdout.isatty()))
     if not doc["ok"]:
         raise SystemExit(1)
 

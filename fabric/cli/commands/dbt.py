@@ -23,7 +23,7 @@ def compile_command(address: str, repo: Path) -> None:
 
     ADDRESS is TENANT.transformation.NAME, e.g. acme.transformation.customer_totals.
     """
-    from fabric.transforming import compile_transformation
+    from fabric.api import compile_transformation
 
     click.echo(compile_transformation(repo, address).rstrip("\n"))
 
@@ -44,8 +44,8 @@ def test_command(
 ) -> None:
     """Run only the tests of applied transformations (no model is rebuilt): SELECTORS as for
     `fabric run` (default: every transformation). Exit 1 when a test fails."""
+    from fabric.api import run_tests
     from fabric.render.runs import short, table
-    from fabric.transforming import run_tests
 
     color = sys.stdout.isatty()
     result = run_tests(

@@ -40,9 +40,15 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error."
 )
+@click.option("--explain", is_flag=True, help="Also list the steps `fabric apply` would take.")
 @handle_errors
 def plan(
-    repo: Path, tenants: tuple[str, ...], fmt: str, out: Path | None, detailed_exitcode: bool
+    repo: Path,
+    tenants: tuple[str, ...],
+    fmt: str,
+    out: Path | None,
+    detailed_exitcode: bool,
+    explain: bool,
 ) -> None:
     """Show what `fabric apply` would change in the control plane."""
     from fabric import api
@@ -53,6 +59,13 @@ def plan(
     if out is not None:
         out.write_text(json.dumps(doc, indent=2) + "\n")
     click.echo(_render(doc, fmt, color=sys.stdout.isatty()))
+    if explain and fmt == "text":
+        from fabric.plan.steps import apply_steps, describe_step
+
+        listed = apply_steps(result.plan.changes)
+        click.echo("\nApply would, in one transaction:" if listed else "\nApply would do nothing.")
+        for number, step in enumerate(listed, 1):
+            click.echo(f"  {number}. {describe_step(step)}")
     if out is not None and fmt == "text":
         click.echo(
             f"\nSaved the plan to {out}. Apply exactly this plan with:\n  fabric apply {out}"

@@ -64,7 +64,7 @@ def run_command(
             err = f": {short(r.error)}" if r.error else ""
             click.secho(
                 f"{done} {SYMBOL[r.status.value]} {r.status.value:8} {node} "
-                f"{r.duration_seconds:.1f} s{extra}{err}",
+                f"{r.seconds:.1f} s{extra}{err}",
                 fg=fg,
                 color=color,
             )
@@ -90,7 +90,7 @@ def run_command(
             str(node),
             status.value,
             result.attempts.get(node, 0),
-            f"{result.durations.get(node, 0):.1f}s",
+            f"{result.seconds(node):.1f}s",
             f"{rows_total(result.rows.get(node)):,}",
             short(result.errors.get(node), 60),
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
 import os
 import re
@@ -33,16 +32,17 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fabric.domain.runs import ResolvedConnection
 from fabric.errors import FabricError, SecretDecryptError, SecretNotFoundError
-from fabric.runner.credentials import ResolvedConnection, redact, resolve_connection
+from fabric.runner.credentials import resolve_connection
+from fabric.runner.failures import describe, redact
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from fabric.runner.nodes import StoredConnection
+    from fabric.domain.runs import StoredConnection
     from fabric.state.applied import AppliedTenant
     from fabric.state.secrets import SecretBox
 
@@ -51,9 +51,7 @@ __all__ = [
     "ConnectionCheck",
     "UnknownConnectionError",
     "check_connections",
-    "render_json",
-    "render_text",
-    "test_connections",
+    "selected_connections",
     "to_document",
 ]
 
@@ -100,60 +98,15 @@ class UnknownConnectionError(FabricError):
         super().__init__(f"Tenant {tenant!r} has no applied connection {listed}. {hint}")
 
 
+EMPTY_ENVIRON: Mapping[str, str] = MappingProxyType({})
+
+
 class _Failed(Exception):
     """A check's expected failure; its message is the detail (redacted by the caller)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # entry points
-
-
-def test_connections(
-    repo: Path,
-    tenant: str,
-    names: Sequence[str] = (),
-    environ: Mapping[str, str] | None = None,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    engine: Engine | None = None,
-) -> list[ConnectionCheck]:
-    """Test the tenant's applied connections (all of them, or `names`), by name.
-
-    Raises:
-        TenantNotAppliedError: the tenant is not in the control plane.
-        UnknownConnectionError: a name the tenant has not applied.
-        SecretKeyError: a connection has secrets and no keys are configured.
-    """
-    from fabric.api import workspace
-    from fabric.config.discovery import find_repository_root
-    from fabric.state.applied import read_applied
-    from fabric.state.secrets import list_secrets
-
-    ws = workspace(find_repository_root(Path(repo)) or Path(repo), environ)
-    own_engine = engine is None
-    engine = engine or ws.engine("connections test")
-    try:
-        with engine.connect() as conn:
-            applied = read_applied(conn, tenant)
-            stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
-    finally:
-        if own_engine:
-            engine.dispose()
-    chosen = _select(applied, names)
-    needs_box = any(entry.get("ct") is not None for c in chosen for entry in c.secrets.values())
-    return check_connections(
-        applied,
-        names,
-        box=ws.secret_box() if needs_box else None,
-        repo_root=ws.root,
-        timeout=timeout,
-        environ=ws.environ,
-        stored_secrets=stored,
-    )
-
-
-# NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.
-test_connections.__test__ = False  # type: ignore[attr-defined]
 
 
 def check_connections(
@@ -163,7 +116,7 @@ def check_connections(
     box: SecretBox | None,
     repo_root: str | Path,
     timeout: float = DEFAULT_TIMEOUT,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] = EMPTY_ENVIRON,
     stored_secrets: Collection[str] = (),
     max_workers: int = MAX_WORKERS,
 ) -> list[ConnectionCheck]:
@@ -174,7 +127,7 @@ def check_connections(
         repo_root: what relative paths (a sqlite file, a local folder) are relative to.
         timeout: seconds per check; a check still running `GRACE_SECONDS` later is reported
             as timed out.
-        environ: for `${env:X}` in non-secret fields (the process environment by default).
+        environ: for `${env:X}` in connection fields (the caller's environment, explicitly).
         stored_secrets: names in the tenant's secret store, to tell "never set" from "set
             after the last apply" when a `${secret:X}` has no value.
 
@@ -183,7 +136,7 @@ def check_connections(
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    chosen = _select(applied_tenant, names)
+    chosen = selected_connections(applied_tenant, names)
     tenant = applied_tenant.tenant.slug
     root = Path(repo_root)
     tasks = [
@@ -194,7 +147,7 @@ def check_connections(
     return _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
 
 
-def _select(applied: AppliedTenant, names: Sequence[str]) -> list[StoredConnection]:
+def selected_connections(applied: AppliedTenant, names: Sequence[str]) -> list[StoredConnection]:
     known = sorted(applied.connections)
     missing = [n for n in dict.fromkeys(names) if n not in applied.connections]
     if missing:
@@ -209,7 +162,7 @@ def _bind(
     box: SecretBox | None,
     root: Path,
     timeout: float,
-    environ: Mapping[str, str] | None,
+    environ: Mapping[str, str],
     stored_secrets: frozenset[str],
 ) -> Callable[[], ConnectionCheck]:
     return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets)
@@ -303,7 +256,7 @@ def _check_one(
     box: SecretBox | None,
     root: Path,
     timeout: float,
-    environ: Mapping[str, str] | None,
+    environ: Mapping[str, str],
     stored_secrets: frozenset[str],
 ) -> ConnectionCheck:
     started = time.perf_counter()
@@ -325,7 +278,7 @@ def _check_one(
     except _Failed as exc:
         ok, detail = False, str(exc)
     except Exception as exc:  # library errors stop here (rule 13); the message is redacted
-        ok, detail = False, _describe(exc)
+        ok, detail = False, describe(exc)
     return ConnectionCheck(
         name=stored.address.name,
         type=kind,
@@ -340,7 +293,7 @@ def _resolve(
     stored: StoredConnection,
     tenant: str,
     box: SecretBox | None,
-    environ: Mapping[str, str] | None,
+    environ: Mapping[str, str],
     stored_secrets: frozenset[str],
 ) -> ResolvedConnection:
     if box is None and any(e.get("ct") is not None for e in stored.secrets.values()):
@@ -367,13 +320,7 @@ def _resolve(
 
 def _secret_forms(conn: ResolvedConnection, root: Path) -> tuple[str, ...]:
     """The secret values and the other forms a driver may echo them in."""
-    forms = set(conn.secret_values)
-    for value in conn.secret_values:
-        # libpq's conninfo quoting, which psycopg echoes in some connection errors.
-        forms.add(value.replace("\\", "\\\\").replace("'", "\\'"))
-        # repr() and JSON escaping (requests shows a bad header value with repr), and the value
-        # without the stray whitespace a copy-paste or `echo` leaves around it.
-        forms.update((repr(value)[1:-1], json.dumps(value)[1:-1], value.strip()))
+    forms = set(conn.secret_values)  # `redact` adds each value's escaped and encoded forms
     spec = conn.spec
     if conn.type in ("postgres", "mysql", "mssql") and conn.secret_values:
         try:
@@ -462,7 +409,7 @@ def _timeout_noted(timeout: float) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        message = _describe(exc)
+        message = describe(exc)
         cause = getattr(exc, "orig", None) or exc
         if "timeout" in type(cause).__name__.lower() or "timed out" in message.lower():
             raise _Failed(f"{message} (no answer within {_seconds(timeout)})") from None
@@ -755,35 +702,19 @@ def _remote_error(exc: BaseException, protocol: str, url: str) -> str:
             "credentials"
         )
     if isinstance(exc, PermissionError) or name == "AccessDenied":
-        return f"access denied to {url}: {_describe(exc)}"
+        return f"access denied to {url}: {describe(exc)}"
     if isinstance(exc, FileNotFoundError):
         return f"{url} does not exist"
-    return _describe(exc)
+    return describe(exc)
 
 
 # ---------------------------------------------------------------------------------------------
 # messages
 
 
-def _describe(exc: BaseException) -> str:
-    """A library exception as one message: the server's words, without SQLAlchemy's wrapping."""
-    from_driver = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError
-    if isinstance(from_driver, BaseException):
-        exc = from_driver
-    args = exc.args
-    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
-        return f"{args[1]} (error {args[0]})"  # pymysql, pyodbc: (code, message)
-    text = str(exc).strip()
-    return text or type(exc).__name__
-
-
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# the report document (one document, rendered as text or JSON)
 
 
 def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any]:
@@ -808,36 +739,3 @@ def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any
         "summary": {"tested": len(rows), "ok": len(rows) - failed, "failed": failed},
         "connections": rows,
     }
-
-
-def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
-    """The report for a terminal: one line per connection, then a summary line."""
-    rows = doc["connections"]
-    if not rows:
-        return f"Tenant {doc['tenant']} has no applied connections."
-
-    def paint(text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if color else text
-
-    name_w = max(len(r["name"]) for r in rows)
-    type_w = max(len(r["type"]) for r in rows)
-    dir_w = max(len(r["direction"]) for r in rows)
-    lines = []
-    for r in rows:
-        status = paint("ok  ", "32") if r["ok"] else paint("FAIL", "31;1")
-        lines.append(
-            f"{status}  {r['name']:<{name_w}}  {r['type']:<{type_w}}  {r['direction']:<{dir_w}}"
-            f"  {r['detail']} ({r['seconds']:.2f}s)"
-        )
-    summary = doc["summary"]
-    line = (
-        f"Tenant {doc['tenant']}: {summary['tested']} connection"
-        f"{'s' if summary['tested'] != 1 else ''} tested, {summary['ok']} ok, "
-        f"{summary['failed']} failed."
-    )
-    lines += ["", paint(line, "32" if doc["ok"] else "31")]
-    return "\n".join(lines)
-
-
-def render_json(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, indent=2)

@@ -1,29 +1,34 @@
 """Run what has been applied: build the DAG, record the run, execute, settle.  [shell]
 
 One run record per tenant (runs live in the tenant's schema); with several tenants their DAGs
-run together on one worker pool.
+run together on one worker pool. Connections are resolved here, where the secret keys and the
+caller's environment are: a worker receives each node's own credentials and nothing else.
 """
 
 from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from fabric.addresses import Address, Kind
-from fabric.config.references import Reference, references_in
+from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, RunStatus
+from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
 from fabric.runner import records
-from fabric.runner.local import Event, LocalExecutor, RetryPolicy
-from fabric.runner.nodes import NodeSpec, NodeStatus, RunStatus
+from fabric.runner.credentials import resolve_connection
+from fabric.runner.local import Event, LocalExecutor, NodeFunction, RetryPolicy
 from fabric.state.applied import AppliedTenant, read_applied
 from fabric.state.snapshot import TenantRow, read_tenant_rows
+
+if TYPE_CHECKING:
+    from fabric.state.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +40,15 @@ class RunOptions:
     who: str | None = None
     full_refresh: bool = False
     tests_only: bool = False
-    control_plane_url: str = ""
+    control_plane_url: str = field(default="", repr=False)
     workdir: Path = Path(".fabric/work")
     repo_root: Path = Path(".")
-    secret_home: Path | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
-    """The runner's environment, for what nodes read from it (see NodeSpec.env)."""
+    """The caller's environment, for the `${env:NAME}` references of connections."""
+    secret_box: Callable[[], SecretBox] | None = field(default=None, repr=False)
+    """Opens the secret box, when a node's connection has secrets (None: none may)."""
+    execute: NodeFunction | None = field(default=None, repr=False)
+    """What a worker calls for a node (tests pass their own); fabric's by default."""
 
 
 @dataclass
@@ -52,9 +60,15 @@ class RunResult:
     attempts: dict[Address, int] = field(default_factory=dict)
     rows: dict[Address, Mapping[str, int]] = field(default_factory=dict)
     errors: dict[Address, str] = field(default_factory=dict)
-    durations: dict[Address, float] = field(default_factory=dict)
+    results: dict[Address, NodeResult] = field(default_factory=dict)
+    """The last attempt's result of every node that ran (times, failure kind)."""
     abandoned: list[tuple[str, int]] = field(default_factory=list)
     cancelled: bool = False
+
+    def seconds(self, node: Address) -> float:
+        """The node's time (finished - started of its last attempt), as shown everywhere."""
+        result = self.results.get(node)
+        return result.seconds if result is not None else 0.0
 
     @property
     def ok(self) -> bool:
@@ -74,18 +88,6 @@ def tenant_dag(applied: AppliedTenant) -> Dag:
     return Dag.build(applied.nodes, applied.edges, tags)
 
 
-def env_references(value: Any) -> Iterator[Reference]:
-    """Every `${env:NAME}` inside a stored spec (hosts, ports, URLs interpolate them)."""
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from env_references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from env_references(item)
-    elif isinstance(value, str):
-        yield from (r for r in references_in(value) if r.scheme == "env")
-
-
 def tests_dag(dag: Dag) -> Dag:
     """`dag`'s transformations without edges: tests need only the built models, so they all
     run together (one dbt invocation per tenant) and a failing test skips nothing."""
@@ -93,14 +95,23 @@ def tests_dag(dag: Dag) -> Dag:
     return Dag.build(keep, [], {n: dag.tags[n] for n in keep})
 
 
-def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> NodeSpec:
+def node_spec(
+    applied: AppliedTenant,
+    address: Address,
+    options: RunOptions,
+    box: Callable[[], SecretBox | None] = lambda: None,
+) -> NodeSpec:
+    """The node as a worker needs it, its connections resolved (secrets decrypted, `${env:}`
+    interpolated from `options.environ`).
+
+    Raises SecretNotFoundError or SecretDecryptError when a connection cannot be resolved.
+    """
     spec = applied.nodes[address]
     names = (
         [spec.get("source"), spec.get("destination")]
         if address.kind is Kind.PIPELINE
         else [spec.get("warehouse")]
     )
-    kind = "noop" if "noop" in spec else address.kind.value  # test-only nodes
     project: dict[str, Any] = {}
     if address.kind is Kind.TRANSFORMATION:
         project = {
@@ -109,27 +120,39 @@ def node_spec(applied: AppliedTenant, address: Address, options: RunOptions) -> 
                 a.name: s for a, s in applied.nodes.items() if a.kind is Kind.TRANSFORMATION
             },
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
-            "connections": dict(applied.connections),
+            "connections": {name: c.spec for name, c in applied.connections.items()},
         }
-    wanted = {"FABRIC_SECRET_KEYS"}
+    connections = {}
     for name in names:
-        if name in applied.connections:
-            wanted |= {r.name for r in env_references(applied.connections[name].spec)}
-    env = {k: options.environ[k] for k in sorted(wanted) if k in options.environ}
+        stored = applied.connections.get(name) if name else None
+        if stored is not None:
+            needs_box = any(e.get("ct") is not None for e in stored.secrets.values())
+            connections[name] = resolve_connection(
+                stored, box() if needs_box else None, options.environ
+            )
     return NodeSpec(
         address=address,
-        env=env,
-        kind=kind,
+        kind=address.kind.value,
         spec=spec,
-        connections={n: applied.connections[n] for n in names if n in applied.connections},
+        connections=connections,
         control_plane_url=options.control_plane_url,
         workdir=str((options.workdir / address.tenant).resolve()),
         repo_root=str(options.repo_root),
-        secret_home=str(options.secret_home) if options.secret_home else None,
         full_refresh=options.full_refresh,
         tests_only=options.tests_only,
         project=project,
     )
+
+
+def unresolvable(address: Address, exc: Exception) -> NodeResult:
+    """The result of a node whose connections cannot be resolved: it never starts."""
+    if isinstance(exc, SecretNotFoundError) and exc.tenant == "(environment)":
+        why = f"environment variable {exc.name} is not set (a connection's ${{env:{exc.name}}})"
+    elif isinstance(exc, SecretNotFoundError):
+        why = f"secret {exc.name} is not set: fabric secrets set {address.tenant} {exc.name}"
+    else:
+        why = str(exc)
+    return NodeResult.failed(address, f"cannot start: {why}")
 
 
 def dbt_batch(spec: NodeSpec) -> object | None:
@@ -180,7 +203,20 @@ def run_tenants(
         [(u, n) for d in selected.values() for n, ups in d.upstream.items() for u in ups],
         {n: t for d in selected.values() for n, t in d.tags.items()},
     )
-    specs = {n: node_spec(applied[n.tenant], n, options) for n in combined.nodes}
+    opened: list[SecretBox] = []
+
+    def box() -> SecretBox | None:  # opened once, and only when a connection has secrets
+        if not opened and options.secret_box is not None:
+            opened.append(options.secret_box())
+        return opened[0] if opened else None
+
+    specs: dict[Address, NodeSpec] = {}
+    unstartable: dict[Address, NodeResult] = {}
+    for n in combined.nodes:
+        try:
+            specs[n] = node_spec(applied[n.tenant], n, options, box)
+        except (SecretNotFoundError, SecretDecryptError) as exc:
+            unstartable[n] = unresolvable(n, exc)
     policies = {n: policy_of(applied[n.tenant].nodes[n]) for n in combined.nodes}
     who = options.who or who_am_i()
 
@@ -203,8 +239,10 @@ def run_tenants(
             if on_event is not None:
                 on_event(event, progress)
 
-        with LocalExecutor(options.workers) as executor:
-            outcome = executor.run(combined, specs, policies, handle, batch_key=dbt_batch)
+        with LocalExecutor(options.workers, execute=options.execute) as executor:
+            outcome = executor.run(
+                combined, specs, policies, handle, batch_key=dbt_batch, unstartable=unstartable
+            )
         result.cancelled = outcome.cancelled
         result.nodes.update(outcome.status)
         result.attempts.update(outcome.attempts)
@@ -241,7 +279,7 @@ def _record_event(
                 node,
                 status=NodeStatus.RUNNING,
                 attempts=event.attempt,
-                started=True,
+                queued_at=event.at,
             )
         case "retrying":
             assert event.result is not None
@@ -260,7 +298,7 @@ def _record_event(
             assert r is not None
             progress["done"] += 1
             result.rows[node] = dict(r.rows_loaded)
-            result.durations[node] = r.duration_seconds
+            result.results[node] = r
             if r.error:
                 result.errors[node] = r.error
             records.update_node(
@@ -270,7 +308,9 @@ def _record_event(
                 node,
                 status=r.status,
                 attempts=event.attempt,
-                finished=True,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                failure=r.failure,
                 rows_loaded=r.rows_loaded,
                 error=r.error,
                 log_tail=r.log_tail,
@@ -279,5 +319,8 @@ def _record_event(
             progress["done"] += 1
             status = NodeStatus.SKIPPED if event.kind == "skipped" else NodeStatus.CANCELLED
             why = "upstream failed" if event.kind == "skipped" else "run cancelled"
-            records.update_node(conn, tenant, run_id, node, status=status, finished=True, error=why)
+            kind = FailureKind.UPSTREAM_FAILED if event.kind == "skipped" else FailureKind.CANCELLED
+            records.update_node(
+                conn, tenant, run_id, node, status=status, failure=kind, finished=True, error=why
+            )
             result.errors[node] = why

@@ -21,10 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from fabric import api
+from fabric.api import compile_transformation
 from fabric.apply import ApplyOptions
 from fabric.errors import FabricError
 from fabric.state.engine import make_engine
-from fabric.transforming import compile_transformation
 
 TENANT = """
 tenant: {{display_name: Acme, warehouse: dwh}}

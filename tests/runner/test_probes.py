@@ -31,11 +31,12 @@ from cryptography.fernet import Fernet
 from sqlalchemy import URL, make_url, text
 
 from fabric import api
-from fabric import connection_check as cc
 from fabric.apply import ApplyOptions
 from fabric.cli.commands.connections import connections_group
+from fabric.domain.runs import ResolvedConnection
 from fabric.errors import TenantNotAppliedError
-from fabric.runner.credentials import ResolvedConnection, redact
+from fabric.runner import probes as cc
+from fabric.runner.failures import redact
 from fabric.settings import load_settings
 from fabric.state.engine import make_engine
 from fabric.state.secrets import load_secret_box, set_secret, tenant_schema
@@ -211,7 +212,7 @@ def store_secret(env: dict[str, str], name: str, value: str) -> None:
 
 
 def run_checks(root: Path, env: dict[str, str], *names: str, timeout: float = 5.0):
-    checks = cc.test_connections(root, "acme", names, env, timeout=timeout)
+    checks = api.test_connections(root, "acme", names, env, timeout=timeout)
     return {c.name: c for c in checks}
 
 
@@ -345,7 +346,7 @@ def test_a_missing_sqlite_source_fails_and_is_not_created(make_repo, env):
 def test_wrong_password_fails_with_the_servers_message_and_no_secret(make_repo, env, pg_source):
     root = make_repo(pg(pg_source, "shop", "${env:PG_WRONG_PASSWORD}"))
     apply(root, env)
-    (check,) = cc.test_connections(root, "acme", (), env, timeout=5)
+    (check,) = api.test_connections(root, "acme", (), env, timeout=5)
     assert not check.ok
     assert f'password authentication failed for user "{pg_source["username"]}"' in check.detail
     assert_no_secret(check.detail)
@@ -419,7 +420,7 @@ def test_a_check_that_outlives_its_deadline_is_abandoned(make_repo, env, http_ap
     )
     apply(root, env)
     started = time.monotonic()
-    (check,) = cc.test_connections(root, "acme", (), env, timeout=1)
+    (check,) = api.test_connections(root, "acme", (), env, timeout=1)
     assert time.monotonic() - started < 1 + cc.GRACE_SECONDS + 1
     assert not check.ok
     assert check.detail == "timed out: no answer within 1s"
@@ -428,18 +429,18 @@ def test_a_check_that_outlives_its_deadline_is_abandoned(make_repo, env, http_ap
 def test_unset_secret_is_a_clear_failure(make_repo, env, pg_source):
     root = make_repo(pg(pg_source, "shop", "${secret:shop_password}"))
     apply(root, env)
-    (check,) = cc.test_connections(root, "acme", ["shop"], env)
+    (check,) = api.test_connections(root, "acme", ["shop"], env)
     assert not check.ok
     assert check.detail == "secret shop_password is not set: fabric secrets set acme shop_password"
 
     store_secret(env, "shop_password", PG_PASSWORD)
-    (check,) = cc.test_connections(root, "acme", ["shop"], env)
+    (check,) = api.test_connections(root, "acme", ["shop"], env)
     assert check.detail == (
         "secret shop_password was stored after the last apply: run `fabric apply` so the "
         "connection uses it"
     )
     apply(root, env)
-    (check,) = cc.test_connections(root, "acme", ["shop"], env)
+    (check,) = api.test_connections(root, "acme", ["shop"], env)
     assert check.ok, check
 
 
@@ -501,7 +502,7 @@ def test_http_basic_auth_is_sent(make_repo, env, http_api):
         "  resources: [{name: items, path: items}]\n"
     )
     apply(root, env)
-    (check,) = cc.test_connections(root, "acme", (), env)
+    (check,) = api.test_connections(root, "acme", (), env)
     # The test server wants a bearer token, so basic auth is rejected: but it was sent.
     assert check.detail.startswith("authentication rejected: HTTP 401")
 
@@ -541,7 +542,7 @@ def test_mssql_without_a_driver_is_a_clear_failure(make_repo, env):
         "  database: erp\n  username: sa\n  password: ${env:PG_PASSWORD}\n"
     )
     apply(root, env)
-    (check,) = cc.test_connections(root, "acme", (), env)
+    (check,) = api.test_connections(root, "acme", (), env)
     assert not check.ok
     assert check.detail.startswith("driver not available: ")
     assert "ODBC Driver 18 for SQL Server" in check.detail
@@ -625,11 +626,11 @@ def test_named_connections_only_and_unknown_names_are_an_error(make_repo, env, t
         "b:\n  type: sqlite\n  direction: destination\n  path: b.sqlite\n"
     )
     apply(root, env)
-    assert [c.name for c in cc.test_connections(root, "acme", ["b"], env)] == ["b"]
+    assert [c.name for c in api.test_connections(root, "acme", ["b"], env)] == ["b"]
     with pytest.raises(cc.UnknownConnectionError, match=r"no applied connection 'bb'.*'b'\?"):
-        cc.test_connections(root, "acme", ["bb"], env)
+        api.test_connections(root, "acme", ["bb"], env)
     with pytest.raises(TenantNotAppliedError):
-        cc.test_connections(root, "globex", [], env)
+        api.test_connections(root, "globex", [], env)
 
     result = CliRunner().invoke(
         connections_group, ["test", "--tenant", "acme", "--repo", str(root), "zz"], env=env

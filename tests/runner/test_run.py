@@ -1,8 +1,9 @@
-"""`fabric run` end to end on a real control plane, with test-only noop nodes.
+"""`fabric run` end to end on a real control plane, with scripted nodes.
 
-The pipelines are applied from YAML as usual; then their stored specs get a `noop` block
-(a test-only node kind the runner executes without dlt), so these tests exercise selection,
-records, skipping and abandoned-run detection without loading data.
+The pipelines are applied from YAML as usual; then their stored specs get a `script` block that
+the tests' own node function (scripted_nodes.py, handed to the executor) follows instead of
+loading data, so these tests exercise selection, records, skipping and abandoned-run detection
+without dlt. Production code knows nothing of scripts.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import textwrap
 
 import pytest
 from cryptography.fernet import Fernet
+from scripted_nodes import scripted
 from sqlalchemy import text
 
 from fabric import api
+from fabric.addresses import Address
 from fabric.apply import ApplyOptions
+from fabric.domain.runs import NodeStatus, RunStatus
 from fabric.runner import records
-from fabric.runner.nodes import NodeStatus, RunStatus
 from fabric.state.engine import make_engine
 from fabric.state.snapshot import read_tenant_rows
 
@@ -56,23 +59,23 @@ def applied(tmp_path, make_database):
     return root, env
 
 
-def make_noop(env, name: str, **params) -> None:
+def script(env, name: str, **params) -> None:
     engine = make_engine(env["FABRIC_DATABASE_URL"])
     with engine.begin() as conn:
         schema = read_tenant_rows(conn, ["acme"])["acme"].schema_name
         conn.execute(
             text(f"UPDATE {schema}.pipelines SET spec = spec || CAST(:p AS jsonb) WHERE name = :n"),
-            {"p": json.dumps({"noop": params}), "n": name},
+            {"p": json.dumps({"script": params}), "n": name},
         )
     engine.dispose()
 
 
 def test_run_records_every_node_and_skips_downstream_of_a_failure(applied):
     root, env = applied
-    make_noop(env, "orders", fail=True)
-    make_noop(env, "customers")
-    make_noop(env, "items")
-    result = api.run(root, tenants=["acme"], environ=env, workers=2)
+    script(env, "orders", fail=True)
+    script(env, "customers")
+    script(env, "items")
+    result = api.run(root, tenants=["acme"], environ=env, workers=2, execute=scripted)
     assert result.status == {"acme": RunStatus.FAILED}, result.errors
     statuses = {str(a): s for a, s in result.nodes.items()}
     assert statuses == {
@@ -87,8 +90,14 @@ def test_run_records_every_node_and_skips_downstream_of_a_failure(applied):
     engine.dispose()
     assert run.status == "failed" and run.trigger == "manual" and run.who
     by_node = {n.node: n for n in run.nodes}
-    assert by_node["acme.pipeline.orders"].error == "noop failed on attempt 1"
-    assert by_node["acme.pipeline.customers"].rows_loaded == {"noop": 1}
+    assert by_node["acme.pipeline.orders"].error == "scripted failure on attempt 1"
+    assert by_node["acme.pipeline.orders"].failure == "terminal"
+    assert by_node["acme.pipeline.items"].failure == "upstream_failed"
+    assert by_node["acme.pipeline.customers"].rows_loaded == {"rows": 1}
+    customers = by_node["acme.pipeline.customers"]
+    shown = result.seconds(Address.parse("acme.pipeline.customers"))
+    assert customers.queued_at <= customers.started_at < customers.finished_at
+    assert customers.seconds == pytest.approx(shown, abs=1e-3)  # one figure everywhere
     assert by_node["acme.pipeline.items"].status == "skipped"
     assert all(n.finished_at is not None for n in run.nodes)
 
@@ -96,8 +105,10 @@ def test_run_records_every_node_and_skips_downstream_of_a_failure(applied):
 def test_selection_runs_exactly_the_selected_nodes(applied):
     root, env = applied
     for name in ("orders", "customers", "items"):
-        make_noop(env, name)
-    result = api.run(root, tenants=["acme"], selectors=["tag:nightly+"], environ=env)
+        script(env, name)
+    result = api.run(
+        root, tenants=["acme"], selectors=["tag:nightly+"], environ=env, execute=scripted
+    )
     assert {str(a) for a in result.nodes} == {"acme.pipeline.orders", "acme.pipeline.items"}
     assert result.ok
 
@@ -105,12 +116,10 @@ def test_selection_runs_exactly_the_selected_nodes(applied):
 def test_a_run_left_running_by_a_dead_runner_is_marked_abandoned(applied):
     root, env = applied
     for name in ("orders", "customers", "items"):
-        make_noop(env, name)
+        script(env, name)
     engine = make_engine(env["FABRIC_DATABASE_URL"])
     conn = engine.connect()
     tenant = read_tenant_rows(conn, ["acme"])["acme"]
-    from fabric.addresses import Address
-
     dead = records.create_run(
         conn,
         tenant,
@@ -120,7 +129,7 @@ def test_a_run_left_running_by_a_dead_runner_is_marked_abandoned(applied):
         nodes=[Address.parse("acme.pipeline.orders")],
     )
     conn.invalidate()  # the runner "dies": its session (and the run's lock) is gone
-    result = api.run(root, tenants=["acme"], environ=env)
+    result = api.run(root, tenants=["acme"], environ=env, execute=scripted)
     assert ("acme", dead) in result.abandoned
     with engine.connect() as c:
         run = records.read_run(c, tenant, dead)
@@ -130,12 +139,13 @@ def test_a_run_left_running_by_a_dead_runner_is_marked_abandoned(applied):
 
 
 def test_cli_run_prints_a_summary_and_exits_1_on_failure(applied):
+    """A real `fabric run` whose loads fail (the source host `h` does not resolve)."""
     root, env = applied
-    make_noop(env, "orders")
-    make_noop(env, "customers", fail=True)
-    make_noop(env, "items")
     done = subprocess.run(
-        [sys.executable, "-m", "fabric", "run", "--tenant", "acme", "--repo", str(root)],
+        [
+            *(sys.executable, "-m", "fabric", "run", "customers"),
+            *("--tenant", "acme", "--repo", str(root)),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -170,7 +180,7 @@ def test_cli_run_prints_a_summary_and_exits_1_on_failure(applied):
         env=env,
         timeout=60,
     )
-    assert show.returncode == 0 and "noop failed" in show.stdout
+    assert show.returncode == 0 and "acme.pipeline.customers" in show.stdout
     status = subprocess.run(
         [sys.executable, "-m", "fabric", "status", "--tenant", "acme", "--repo", str(root)],
         capture_output=True,
@@ -197,6 +207,8 @@ def test_unknown_selector_is_a_clear_error(applied):
 def test_exclude_leaves_out_matching_nodes(applied):
     root, env = applied
     for name in ("orders", "customers", "items"):
-        make_noop(env, name)
-    result = api.run(root, tenants=["acme"], exclude=["tag:nightly+"], environ=env)
+        script(env, name)
+    result = api.run(
+        root, tenants=["acme"], exclude=["tag:nightly+"], environ=env, execute=scripted
+    )
     assert {str(a) for a in result.nodes} == {"acme.pipeline.customers"}

@@ -1,0 +1,160 @@
+"""What `fabric apply` does with a plan, as an ordered list of steps.  [pure]
+
+`apply_steps(changes)` decides the order once, as data; fabric.apply runs the steps one by one
+with a `match`, inside one transaction, and `fabric plan --explain` prints them. Ordering is
+then tested without a database, and the runner cannot silently skip a step it does not know
+(`assert_never`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fabric.addresses import Address, Kind
+from fabric.plan.diff import Action, Change, tenants_of
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateSharedSchema:
+    """Bring the shared schema to head if it is behind (under its own lock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockTenants:
+    """Per-tenant advisory locks, in sorted order (no deadlocks between applies)."""
+
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RefuseIfStale:
+    """Re-read the touched tenants; refuse the plan if anything it read has moved."""
+
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareRows:
+    """The rows to write: `${env:}` / `${secret:}` values resolved and encrypted (those of
+    `with_secrets`), fingerprints settled."""
+
+    addresses: tuple[Address, ...]
+    with_secrets: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTenants:
+    """New tenant rows and their schemas (`tenant_<id>`)."""
+
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTenants:
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResources:
+    """Upserts parents-first and soft deletes children-first, in bulk."""
+
+    upserts: tuple[Address, ...]
+    deletes: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTenants:
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordApply:
+    """The history row: commit, author, plan hash, counts, outcome."""
+
+    tenants: tuple[str, ...]
+
+
+Step = (
+    MigrateSharedSchema
+    | LockTenants
+    | RefuseIfStale
+    | PrepareRows
+    | CreateTenants
+    | UpdateTenants
+    | WriteResources
+    | DeleteTenants
+    | RecordApply
+)
+
+
+def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
+    """The steps of applying `changes` (already ordered by the plan), in order; none when empty."""
+    changes = tuple(changes)
+    touched = tenants_of(changes)
+    if not touched:
+        return ()
+
+    def tenant_changes(action: Action) -> tuple[str, ...]:
+        return tuple(
+            c.address.tenant
+            for c in changes
+            if c.address.kind is Kind.TENANT and c.action is action
+        )
+
+    resources = [c for c in changes if c.address.kind is not Kind.TENANT]
+    steps: list[Step] = [
+        MigrateSharedSchema(),
+        LockTenants(touched),
+        RefuseIfStale(touched),
+    ]
+    rows = tuple(c.address for c in changes if c.target is not None)
+    if rows:
+        with_secrets = tuple(
+            c.address for c in changes if c.target is not None and c.target.secret_refs
+        )
+        steps.append(PrepareRows(rows, with_secrets))
+    if created := tenant_changes(Action.CREATE):
+        steps.append(CreateTenants(created))
+    if updated := tenant_changes(Action.UPDATE):
+        steps.append(UpdateTenants(updated))
+    upserts = tuple(c.address for c in resources if c.action is not Action.DELETE)
+    deletes = tuple(c.address for c in changes if c.action is Action.DELETE)
+    resource_deletes = tuple(a for a in deletes if a.kind is not Kind.TENANT)
+    if upserts or resource_deletes:
+        steps.append(WriteResources(upserts, resource_deletes))
+    if gone := tenant_changes(Action.DELETE):
+        steps.append(DeleteTenants(gone))
+    steps.append(RecordApply(touched))
+    return tuple(steps)
+
+
+def describe_step(step: Step) -> str:
+    """One line for `fabric plan --explain`."""
+
+    def names(items: Iterable[object], limit: int = 6) -> str:
+        shown = [str(i) for i in items]
+        more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+        return ", ".join(shown[:limit]) + more
+
+    match step:
+        case MigrateSharedSchema():
+            return "migrate the shared schema `fabric` to head, if it is behind"
+        case LockTenants(tenants=t):
+            return f"take the apply lock of {len(t)} tenant(s), in order: {names(t)}"
+        case RefuseIfStale(tenants=t):
+            return f"re-read {len(t)} tenant(s); refuse the plan if anything it read has changed"
+        case PrepareRows(addresses=a, with_secrets=s):
+            secrets = f", encrypting the secrets of {names(s)}" if s else ""
+            return f"prepare {len(a)} row(s) to write{secrets}"
+        case CreateTenants(tenants=t):
+            return f"create {len(t)} tenant(s) and their schemas: {names(t)}"
+        case UpdateTenants(tenants=t):
+            return f"update {len(t)} tenant(s): {names(t)}"
+        case WriteResources(upserts=u, deletes=d):
+            return f"write {len(u)} resource(s) and soft-delete {len(d)}, in bulk"
+        case DeleteTenants(tenants=t):
+            return f"delete {len(t)} tenant(s): {names(t)} (their data schemas stay)"
+        case RecordApply(tenants=t):
+            return "record the apply in `fabric history` (commit, author, plan hash, counts)"
+    raise AssertionError(f"unknown step {step!r}")

@@ -1,0 +1,50 @@
+"""Node functions tests hand to the executor in place of fabric's dlt/dbt ones.
+
+A node's stored spec carries a `script` block saying what to do: `sleep` seconds, `crash`
+(SIGKILL its own worker), `fail` (a terminal failure), `fail_attempts: n` (a transient failure on
+the first n attempts). Module-level functions, so worker processes import them by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from fabric.domain.runs import FailureKind, NodeResult, NodeSpec
+
+
+def scripted(node: NodeSpec) -> NodeResult:
+    script = node.spec.get("script") or {}
+    if script.get("sleep"):
+        time.sleep(float(script["sleep"]))
+    if script.get("crash"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if script.get("fail"):
+        return NodeResult.failed(node.address, f"scripted failure on attempt {node.attempt}")
+    if node.attempt <= int(script.get("fail_attempts", 0)):
+        return NodeResult.failed(
+            node.address, f"scripted hiccup on attempt {node.attempt}", FailureKind.TRANSIENT
+        )
+    return NodeResult.succeeded(
+        node.address, rows_loaded={"rows": 1}, log_tail=f"pid {os.getpid()}"
+    )
+
+
+def scripted_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
+    return [scripted(n) for n in nodes]
+
+
+def with_resolved(node: NodeSpec, box, environ=None) -> NodeSpec:
+    """`node` with its StoredConnections resolved, as the runner does before a worker gets it
+    (tests of the node functions build specs from stored connections)."""
+    from dataclasses import replace
+
+    from fabric.domain.runs import StoredConnection
+    from fabric.runner.credentials import resolve_connection
+
+    connections = {
+        name: resolve_connection(c, box, environ or {}) if isinstance(c, StoredConnection) else c
+        for name, c in node.connections.items()
+    }
+    return replace(node, connections=connections)
