@@ -16,9 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
-
 from fabric.addresses import Address
 from fabric.config.references import parse_reference
 from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
@@ -28,13 +25,14 @@ from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
 from fabric.state import history, locks, writes
+from fabric.state.engine import DatabaseError
 from fabric.state.migrate import shared_is_current, upgrade_shared
 from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
 
 if TYPE_CHECKING:
-    from fabric.state.secrets import SecretBox
+    from sqlalchemy import Connection, Engine
 
-MIGRATION_LOCK = 0  # second key of the lock that serialises shared-schema migrations
+    from fabric.state.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,11 +80,11 @@ def apply_plan(
     _check_env(plan, environ)
     try:
         return _apply(engine, plan, touched, box, environ, options)
-    except DBAPIError as exc:
+    except DatabaseError as exc:
         raise StateError(_database_failure(exc)) from None
 
 
-def _database_failure(exc: DBAPIError) -> str:
+def _database_failure(exc: DatabaseError) -> str:
     """A one-paragraph account of a failed statement: never the statement (it may be huge)."""
     orig = exc.orig
     first = str(orig).strip().splitlines()[0] if orig is not None else type(exc).__name__
@@ -115,15 +113,12 @@ def _apply(
     tenant_rows: dict[str, TenantRow] = {}
     apply_id: int | None = None
     with engine.begin() as conn:
-        conn.execute(text("SELECT set_config('application_name', :n, true)"), {"n": client_name()})
+        locks.name_session(conn, client_name())
         for step in steps.apply_steps(plan.changes):
             match step:
                 case steps.MigrateSharedSchema():
                     if not shared_is_current(conn):
-                        conn.execute(
-                            text("SELECT pg_advisory_xact_lock(:ns, :k)"),
-                            {"ns": locks.LockNamespace.MIGRATION, "k": MIGRATION_LOCK},
-                        )
+                        locks.acquire_migration_lock(conn)
                         upgrade_shared(conn)
                 case steps.LockTenants(tenants=slugs):
                     locks.acquire_tenant_locks(conn, slugs, timeout=options.lock_timeout)

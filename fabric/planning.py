@@ -12,8 +12,6 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
-
 from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
 from fabric.domain.state import DesiredState
@@ -24,6 +22,8 @@ from fabric.plan.safety import SafetyOptions, unsafe_reasons
 from fabric.state.snapshot import Snapshot, load_specs, read_secret_fingerprints, read_snapshot
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from fabric.state.secrets import SecretBox
 
 SecretFps = dict[Address, dict[str, str | None]]

@@ -26,8 +26,8 @@ PURE = [
     "graph",
     "plan",
     "render",
-    "domain",
     "runner/dbt_project",
+    "runner/failures",
     "scheduling",
 ]
 SHELL_ONLY = {
@@ -48,15 +48,157 @@ SHELL_ONLY = {
     "fabric.runner.local",
     "fabric.runner.worker",
     "fabric.runner.run",
+    "fabric.runner.probes",
+    "fabric.runner.credentials",
+    "fabric.runner.dlt_node",
+    "fabric.runner.dbt_node",
     "fabric.planning",
     "fabric.apply",
 }
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, *, runtime_only: bool = False) -> set[str]:
+    """Every module `path` imports; `from fabric import x` counts as `fabric.x`.
+
+    `runtime_only` leaves out imports under `if TYPE_CHECKING:` (annotations only).
+    """
     tree = ast.parse(path.read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    return names | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    skipped: set[int] = set()
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skipped |= {id(n) for n in ast.walk(node)}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "fabric" or node.module.startswith("fabric."):
+                names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    return ".".join(p for p in rel.parts if p != "__init__")
+
+
+LAYERS = [
+    # lowest first: a module may import its own layer and the ones before it, never later ones
+    (
+        "fabric.addresses",
+        "fabric.errors",
+        "fabric.diagnostics",
+        "fabric.domain",
+        "fabric.clock",
+        "fabric.config.specs",  # the YAML contract the domain values are made of
+        "fabric.config.references",
+    ),
+    (
+        "fabric.config",
+        "fabric.plan",
+        "fabric.graph",
+        "fabric.render",
+        "fabric.scheduling",
+        "fabric.settings",
+    ),
+    ("fabric.state",),
+    ("fabric.runner", "fabric.planning", "fabric.apply"),
+    ("fabric.api", "fabric.demo"),
+    ("fabric.cli", "fabric.__main__"),
+]
+
+
+def _layer(module: str) -> int | None:
+    for index, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return index
+    return None
+
+
+def test_nothing_imports_upward():
+    """The layer order above; e.g. graph/ and state/ never import the runner."""
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        here = _layer(_module_name(path))
+        if here is None:
+            continue
+        for module in imported_modules(path, runtime_only=True):
+            there = _layer(module)
+            if there is not None and there > here:
+                bad.append(f"{_module_name(path)} imports {module}")
+    assert not bad, bad
+
+
+DATABASE_LIBRARIES = {"sqlalchemy", "psycopg", "alembic"}
+WAREHOUSE_ACCESS = {
+    # the runner reaches tenants' warehouses and sources, not the control plane's tables
+    "fabric.runner.credentials",
+    "fabric.runner.dlt_node",
+    "fabric.runner.dlt_sources",
+    "fabric.runner.dlt_destinations",
+    "fabric.runner.probes",
+    "fabric.demo",
+}
+
+
+def test_database_libraries_only_in_state_and_warehouse_access():
+    for path in sorted(ROOT.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith("fabric.state") or any(
+            module == w or module.startswith(w + ".") for w in WAREHOUSE_ACCESS
+        ):
+            continue
+        used = {
+            m
+            for m in imported_modules(path, runtime_only=True)
+            if m.split(".")[0] in DATABASE_LIBRARIES
+        }
+        assert not used, f"{module} imports {sorted(used)}: go through fabric.state"
+
+
+def _environ_uses(tree: ast.AST) -> tuple[bool, bool]:
+    """(reads, writes) of `os.environ` / `os.getenv` in code (docstrings do not count)."""
+    reads = writes = False
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "getenv")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
+            reads = True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+            if (
+                node.func.attr in ("update", "pop", "clear", "setdefault", "__setitem__")
+                and isinstance(target, ast.Attribute)
+                and target.attr == "environ"
+            ):
+                writes = True
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Store | ast.Del)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "environ"
+        ):
+            writes = True
+    return reads, writes
+
+
+def test_only_settings_reads_the_environment_and_only_the_dbt_invocation_writes_it():
+    readers, writers = set(), set()
+    for path in sorted(ROOT.rglob("*.py")):
+        reads, writes = _environ_uses(ast.parse(path.read_text()))
+        if reads:
+            readers.add(_module_name(path))
+        if writes:
+            writers.add(_module_name(path))
+    assert readers <= {"fabric.settings", "fabric.runner.dbt_node"}, readers
+    assert writers == {"fabric.runner.dbt_node"}, writers
 
 
 def test_pure_modules_import_nothing_with_side_effects():

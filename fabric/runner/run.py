@@ -14,20 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
 from fabric.addresses import Address, Kind
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, RunStatus
 from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
-from fabric.runner import records
 from fabric.runner.credentials import resolve_connection
 from fabric.runner.local import Event, LocalExecutor, NodeFunction, RetryPolicy
+from fabric.state import runs as records
 from fabric.state.applied import AppliedTenant, read_applied
 from fabric.state.snapshot import TenantRow, read_tenant_rows
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from fabric.state.secrets import SecretBox
 
 

@@ -13,6 +13,9 @@ from sqlalchemy.pool import NullPool
 
 from fabric.errors import StateError
 
+DatabaseError = DBAPIError
+"""What a failed statement raises (SQLAlchemy's DBAPIError), for shell code outside state/."""
+
 __all__ = ["create_database", "drop_database", "make_engine", "psycopg_url"]
 
 DRIVER = "postgresql+psycopg"

@@ -111,3 +111,13 @@ def _unsigned(key: int) -> int:
 def _describe(holder: LockHolder) -> str:
     name = holder.application_name or "(no application_name)"
     return f"{name} (pid {holder.pid}, {holder.client})"
+
+
+def name_session(conn: Connection, name: str) -> None:
+    """Set application_name for the transaction, so a waiter's message names this session."""
+    conn.execute(text("SELECT set_config('application_name', :n, true)"), {"n": name})
+
+
+def acquire_migration_lock(conn: Connection) -> None:
+    """Serialise shared-schema migrations (transaction-scoped)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LockNamespace.MIGRATION})

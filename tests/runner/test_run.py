@@ -23,7 +23,7 @@ from fabric import api
 from fabric.addresses import Address
 from fabric.apply import ApplyOptions
 from fabric.domain.runs import NodeStatus, RunStatus
-from fabric.runner import records
+from fabric.state import runs as records
 from fabric.state.engine import make_engine
 from fabric.state.snapshot import read_tenant_rows
 

@@ -128,7 +128,7 @@ def runs(ctx: click.Context, tenants: tuple[str, ...], limit: int, repo: Path) -
         return
     from fabric import api
     from fabric.render.runs import table
-    from fabric.runner.records import list_runs
+    from fabric.state.runs import list_runs
     from fabric.state.snapshot import read_tenant_rows
 
     with api.workspace(repo).engine("runs").connect() as conn:
@@ -172,8 +172,8 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
     from fabric import api
     from fabric.errors import FabricError
     from fabric.render.runs import rows_total, table
-    from fabric.runner.records import read_run
     from fabric.state.applied import read_applied
+    from fabric.state.runs import read_run
 
     with api.workspace(repo).engine("runs").connect() as conn:
         record = read_run(conn, read_applied(conn, tenant).tenant, run_id)
@@ -218,8 +218,8 @@ def status(tenant: str, repo: Path) -> None:
 
     from fabric import api
     from fabric.render.runs import rows_total, short, table
-    from fabric.runner.records import last_node_runs
     from fabric.scheduling import next_fire_times
+    from fabric.state.runs import last_node_runs
 
     dag, applied = api.applied_dag(repo, tenant)
     with api.workspace(repo).engine("status").connect() as conn:
