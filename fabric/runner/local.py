@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,7 @@ def _worker_main(conn: Connection, execute: NodeFunction, execute_batch: BatchFu
     """Body of a worker process: its own process group, then node after node until told to stop."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_the_runner()
     while True:
         try:
             node = conn.recv()
@@ -78,6 +80,25 @@ def _worker_main(conn: Connection, execute: NodeFunction, execute_batch: BatchFu
         started_at = utcnow()
         results = execute_batch(node) if isinstance(node, list) else [execute(node)]
         conn.send([_timed(r, started_at) for r in results])
+
+
+def _die_with_the_runner() -> None:
+    """Kill this worker's whole process group as soon as the runner that started it is gone.
+
+    A runner killed with SIGKILL cannot stop its workers, and a worker busy in a load would
+    otherwise go on holding the pipeline's run lock and its source cursor. multiprocessing
+    hands each child a sentinel that becomes readable when its parent exits; a daemon thread
+    waits on it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="fabric-runner-watch", daemon=True).start()
 
 
 def _timed(result: NodeResult, started_at: datetime) -> NodeResult:

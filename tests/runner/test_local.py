@@ -211,3 +211,23 @@ def test_nodes_ready_together_with_one_batch_key_run_in_one_worker():
     pids = {n: outcome.results[n].log_tail for n in (a, b, c)}
     assert len(set(pids.values())) == 1  # one dispatch, one worker
     assert outcome.status[d] is NodeStatus.SUCCESS
+
+
+def test_workers_die_with_a_runner_killed_by_sigkill():
+    """Regression (issue 8): a runner killed with kill -9 left its workers running its nodes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    started = 0
+    while started < 3:
+        line = proc.stdout.readline()
+        assert line, "the runner exited early"
+        started += line.startswith("started")
+    workers = [
+        c for c in psutil.Process(proc.pid).children(recursive=True) if "forkserver" not in c.name()
+    ]
+    assert workers
+    proc.kill()
+    proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
