@@ -229,5 +229,5 @@ def test_workers_die_with_a_runner_killed_by_sigkill():
     assert workers
     proc.kill()
     proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
