@@ -35,6 +35,7 @@ def build_tenant(
     read_sql: ReadSql,
     first_file: str,
     broken: frozenset[Address] = frozenset(),
+    repo_root: str = "",
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     tenant_specs: list[ValidSpec] = []
@@ -86,7 +87,7 @@ def build_tenant(
         )
     tenant_vs = tenant_specs[0]
     tenant: TenantSpec = tenant_vs.spec
-    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken)
+    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken, repo_root)
 
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
