@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fabric.addresses import Address  # noqa: E402
-from fabric.runner import dlt_node, dlt_sources  # noqa: E402
+from fabric.runner import dlt_destinations, dlt_node, dlt_sources  # noqa: E402
 from fabric.runner.nodes import NodeSpec, StoredConnection  # noqa: E402
 from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
@@ -152,7 +152,11 @@ def bare_dlt_once(source: str, warehouse: str, table: str, dataset: str, workdir
         pipeline = dlt.pipeline(
             pipeline_name=f"bare_{dataset}",
             pipelines_dir=str(workdir),
-            destination=dlt.destinations.postgres(credentials=libpq(warehouse)),
+            # a URL without a password (trust authentication) needs dlt credentials with an
+            # empty one: dlt's PostgresCredentials requires the field
+            destination=dlt.destinations.postgres(
+                credentials=dlt_destinations.postgres_credentials(make_url(warehouse))
+            ),
             dataset_name=dataset,
         )
         pipeline.extract(resource, loader_file_format="parquet")
@@ -180,11 +184,14 @@ def fabric_node(
             "port": u.port,
             "database": u.database,
             "username": u.username,
-            "password": "${secret:pw}",
         }
+        if u.password is None:  # trust or peer authentication: no password at all
+            return StoredConnection(address=address, spec=spec, secrets={})
         ct = box.encrypt(f"{address}#password", str(u.password))
         return StoredConnection(
-            address=address, spec=spec, secrets={"password": {"ref": "${secret:pw}", "ct": ct}}
+            address=address,
+            spec={**spec, "password": "${secret:pw}"},
+            secrets={"password": {"ref": "${secret:pw}", "ct": ct}},
         )
 
     return NodeSpec(
