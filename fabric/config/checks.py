@@ -679,6 +679,13 @@ def resolve_node_name(
     return None
 
 
+def writes_files(ctx: TenantContext, vs: ValidSpec) -> bool:
+    """Whether a pipeline loads into a filesystem destination (no tables for dbt to read)."""
+    name = vs.spec.destination or ctx.tenant.warehouse or ""
+    connection = ctx.by_kind[Kind.CONNECTION].get(name)
+    return connection is not None and connection.spec.type == "filesystem"
+
+
 def pipeline_tables(ctx: TenantContext, vs: ValidSpec) -> frozenset[str] | None:
     """Tables a pipeline loads (what `source('pipeline', 'table')` may name); None = unknown."""
     spec = vs.spec

@@ -271,6 +271,20 @@ def _dependencies(
                         )
                     )
                     continue
+                if checks.writes_files(ctx, target):
+                    diags.append(
+                        error(
+                            "source-not-in-warehouse",
+                            "Source written to files",
+                            f"{vs.address}: source({ref.name!r}, {ref.table!r}) names pipeline "
+                            f"{ref.name!r}, which writes files to destination "
+                            f"{target.spec.destination!r}, not warehouse tables dbt could read.",
+                            hint="Read from a pipeline that loads into the warehouse.",
+                            span=span(),
+                            address=vs.address,
+                        )
+                    )
+                    continue
                 tables = checks.pipeline_tables(ctx, target)
                 if tables is not None and ref.table not in tables:
                     diags.append(
