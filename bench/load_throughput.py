@@ -26,6 +26,7 @@ creates its own databases there and drops them at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import shutil
@@ -46,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from fabric.addresses import Address  # noqa: E402
 from fabric.domain.runs import NodeSpec, StoredConnection  # noqa: E402
-from fabric.runner import dlt_node, dlt_sources  # noqa: E402
+from fabric.runner import dlt_destinations, dlt_node, dlt_sources  # noqa: E402
+from fabric.runner.credentials import resolve_connection  # noqa: E402
 from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
 from fabric.state.secrets import SecretBox  # noqa: E402
@@ -152,7 +154,11 @@ def bare_dlt_once(source: str, warehouse: str, table: str, dataset: str, workdir
         pipeline = dlt.pipeline(
             pipeline_name=f"bare_{dataset}",
             pipelines_dir=str(workdir),
-            destination=dlt.destinations.postgres(credentials=libpq(warehouse)),
+            # a URL without a password (trust authentication) needs dlt credentials with an
+            # empty one: dlt's PostgresCredentials requires the field
+            destination=dlt.destinations.postgres(
+                credentials=dlt_destinations.postgres_credentials(make_url(warehouse))
+            ),
             dataset_name=dataset,
         )
         pipeline.extract(resource, loader_file_format="parquet")
@@ -180,11 +186,14 @@ def fabric_node(
             "port": u.port,
             "database": u.database,
             "username": u.username,
-            "password": "${secret:pw}",
         }
+        if u.password is None:  # trust or peer authentication: no password at all
+            return StoredConnection(address=address, spec=spec, secrets={})
         ct = box.encrypt(f"{address}#password", str(u.password))
         return StoredConnection(
-            address=address, spec=spec, secrets={"password": {"ref": "${secret:pw}", "ct": ct}}
+            address=address,
+            spec={**spec, "password": "${secret:pw}"},
+            secrets={"password": {"ref": "${secret:pw}", "ct": ct}},
         )
 
     return NodeSpec(
@@ -208,8 +217,15 @@ def fabric_node(
     )
 
 
+def resolved(box: SecretBox, node: NodeSpec) -> NodeSpec:
+    """The node as the runner hands it to a worker: connections decrypted (outside the timing
+    of a load in a real run too: the runner resolves them once per run)."""
+    connections = {n: resolve_connection(c, box, {}) for n, c in node.connections.items()}
+    return dataclasses.replace(node, connections=connections)
+
+
 def fabric_once(box: SecretBox, node: NodeSpec) -> int:
-    result = dlt_node.run_pipeline_node(node, box)
+    result = dlt_node.run_pipeline_node(resolved(box, node))
     if result.error:
         raise SystemExit(f"fabric run failed: {result.error}\n{result.log_tail}")
     return sum(result.rows_loaded.values())

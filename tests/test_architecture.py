@@ -19,6 +19,7 @@ PURE = [
     "config/resolve",
     "config/checks",
     "config/ownership",
+    "config/destinations",
     "config/sql_refs",
     "config/json_schema",
     "config/export",

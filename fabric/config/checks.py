@@ -14,6 +14,7 @@ from typing import Any
 from croniter import croniter
 
 from fabric.addresses import Address, Kind
+from fabric.config.destinations import filesystem_target, tenant_folder
 from fabric.config.references import is_secret_key, references_in
 from fabric.config.sections import ValidSpec
 from fabric.config.specs import (
@@ -50,6 +51,8 @@ class TenantContext:
     project: ProjectSpec
     broken: frozenset[Address] = frozenset()
     """Resources that exist but failed validation: references to them are not reported."""
+    repo_root: str = ""
+    """The repository's absolute POSIX path: where absolute destination paths may point."""
 
     def is_broken(self, kind: Kind, name: str) -> bool:
         return Address(self.slug, kind, name) in self.broken if name else False
@@ -208,6 +211,8 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
                         address=vs.address,
                     )
                 )
+        if spec.type == "filesystem" and spec.direction == "destination":
+            _check_destination_folder(ctx, vs, diags)
         if spec.type == "rest_api":
             seen: dict[str, int] = {}
             for i, resource in enumerate(spec.resources):
@@ -224,6 +229,28 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
                     )
                 seen[resource.name] = i
     return diags
+
+
+def _check_destination_folder(ctx: TenantContext, vs: ValidSpec, diags: list[Diagnostic]) -> None:
+    """A filesystem destination writes inside the tenant's own data folder (or a bucket)."""
+    url = vs.spec.bucket_url
+    if references_in(url):
+        return  # known only at run time, where the same rule is applied
+    _, problem = filesystem_target(url, ctx.slug, ctx.repo_root)
+    if problem is None:
+        return
+    own = tenant_folder(ctx.slug)
+    diags.append(
+        error(
+            "unsafe-destination-path",
+            "Destination outside the tenant's folder",
+            f"{vs.address}: tenant {ctx.slug} may not write to bucket_url {url!r}: {problem}.",
+            hint=f"Write to a folder under {own}/ (relative to the repository root), e.g. "
+            f"`bucket_url: {own}/lake`, or to an s3://, gs:// or az:// bucket.",
+            span=_at(vs, "bucket_url"),
+            address=vs.address,
+        )
+    )
 
 
 def _check_free_form_secrets(vs: ValidSpec, diags: list[Diagnostic]) -> None:
@@ -283,7 +310,7 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
         elif spec.destination is None:  # the tenant's warehouse, checked once on the tenant
             resolved[name] = spec.model_copy(update={"destination": destination})
         else:
-            _connection_ref(
+            target = _connection_ref(
                 ctx,
                 vs,
                 "destination",
@@ -293,6 +320,8 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
                 role="pipeline's destination",
                 diags=diags,
             )
+            if target is not None and target.spec.type == "filesystem":
+                _check_filesystem_disposition(vs, spec, diags)
         for field, mode in MODE_ONLY_FIELDS.items():
             if field in fields_set and spec.mode != mode:
                 diags.append(
@@ -386,6 +415,26 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
                     )
                 )
     return resolved
+
+
+def _check_filesystem_disposition(vs: ValidSpec, spec: Any, diags: list[Diagnostic]) -> None:
+    # NOTE: dlt's filesystem destination merges only its delta and iceberg table formats; for
+    # parquet, jsonl and csv files it logs a warning and appends, so a merge would duplicate rows.
+    if spec.write_disposition != "merge":
+        return
+    diags.append(
+        error(
+            "merge-not-supported",
+            "Merge into files",
+            f"{vs.address} uses write_disposition merge into filesystem destination "
+            f"{spec.destination!r}, but dlt can only append or replace parquet, jsonl and csv "
+            "files (a merge would silently append duplicates).",
+            hint="Use `write_disposition: append` (every load adds files) or `replace` (each "
+            "load rewrites the tables), or load into a postgres warehouse to merge.",
+            span=_at(vs, "write_disposition"),
+            address=vs.address,
+        )
+    )
 
 
 def check_transformation(
@@ -628,6 +677,13 @@ def resolve_node_name(
         )
     )
     return None
+
+
+def writes_files(ctx: TenantContext, vs: ValidSpec) -> bool:
+    """Whether a pipeline loads into a filesystem destination (no tables for dbt to read)."""
+    name = vs.spec.destination or ctx.tenant.warehouse or ""
+    connection = ctx.by_kind[Kind.CONNECTION].get(name)
+    return connection is not None and connection.spec.type == "filesystem"
 
 
 def pipeline_tables(ctx: TenantContext, vs: ValidSpec) -> frozenset[str] | None:

@@ -111,6 +111,7 @@ def _load_repository(root: Path) -> LoadResult:
         )
 
     tenants: dict[str, TenantState] = {}
+    root_posix = Path(files.root).resolve().as_posix()
     count = 1 if files.project else 0
     unreadable_tenants = {p.split("/")[1] for p, _, _ in files.unreadable if p.count("/") >= 2}
     for slug, sources in files.tenants.items():
@@ -153,7 +154,7 @@ def _load_repository(root: Path) -> LoadResult:
             return text, problem
 
         state, problems = build_tenant(
-            slug, specs, project, read_sql, sources[0].path, frozenset(broken)
+            slug, specs, project, read_sql, sources[0].path, frozenset(broken), root_posix
         )
         diags += problems
         for rel, text in sorted(sql_files.items()):

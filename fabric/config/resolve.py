@@ -35,6 +35,7 @@ def build_tenant(
     read_sql: ReadSql,
     first_file: str,
     broken: frozenset[Address] = frozenset(),
+    repo_root: str = "",
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     tenant_specs: list[ValidSpec] = []
@@ -86,7 +87,7 @@ def build_tenant(
         )
     tenant_vs = tenant_specs[0]
     tenant: TenantSpec = tenant_vs.spec
-    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken)
+    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken, repo_root)
 
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
@@ -265,6 +266,20 @@ def _dependencies(
                             f"{vs.address}: source({ref.name!r}, {ref.table!r}) names no "
                             f"pipeline of tenant {ctx.slug}.",
                             hint=did_you_mean(ref.name, pipelines),
+                            span=span(),
+                            address=vs.address,
+                        )
+                    )
+                    continue
+                if checks.writes_files(ctx, target):
+                    diags.append(
+                        error(
+                            "source-not-in-warehouse",
+                            "Source written to files",
+                            f"{vs.address}: source({ref.name!r}, {ref.table!r}) names pipeline "
+                            f"{ref.name!r}, which writes files to destination "
+                            f"{target.spec.destination!r}, not warehouse tables dbt could read.",
+                            hint="Read from a pipeline that loads into the warehouse.",
                             span=span(),
                             address=vs.address,
                         )

@@ -246,7 +246,9 @@ ConnectionSpec = Annotated[
     Field(discriminator="type"),
 ]
 SQL_SOURCE_TYPES = frozenset({"postgres", "mysql", "mssql", "sqlite"})
-DESTINATION_TYPES = frozenset({"postgres", "mssql", "sqlite", "filesystem"})
+DESTINATION_TYPES = frozenset({"postgres", "filesystem"})
+"""What a pipeline can load into (dlt's postgres and filesystem destinations); an sqlite or
+mssql connection may be declared as a destination, but no run could load into it."""
 WAREHOUSE_TYPES = frozenset({"postgres"})
 
 

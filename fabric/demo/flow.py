@@ -23,8 +23,9 @@ from fabric.render.plan_text import render_plan_text
 from fabric.render.runs import rows_total, short, table
 
 EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "example-repo"
-EXCLUDE = (*DEMO_EXCLUDE, "pipeline:erp_archive")
-"""Also left out: globex's archive to a filesystem destination (loads go to PostgreSQL)."""
+EXCLUDE = DEMO_EXCLUDE
+ARCHIVE = ("globex", "data/globex/lake", "globex_archive")
+"""globex's erp_archive: (tenant, its `lake` folder, dataset), shown after the run."""
 SHOWCASE = {
     "acme": ("acme_marts", "customer_totals"),
     "globex": ("globex_marts", "customer_revenue"),
@@ -74,6 +75,7 @@ def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = Non
         echo(_indent(table(("NODE", "STATUS", "TIME", "ROWS", "ERROR"), rows)))
         loaded = sum(rows_total(r) for a, r in run.rows.items() if a.kind.value == "pipeline")
         echo(f"   rows loaded this run: {loaded:,}")
+        echo(_archive_summary(repo))
 
     echo("\n4. A few rows of the final models")
     for line in _showcase(ws, sources.warehouse.name):
@@ -144,6 +146,24 @@ def _showcase(ws: api.Workspace, warehouse_db: str) -> list[str]:
     finally:
         engine.dispose()
     return lines
+
+
+def _archive_summary(repo: Path) -> str:
+    """What globex's erp_archive wrote to its filesystem destination: files and rows per table."""
+    import pyarrow.parquet as pq
+
+    tenant, folder, dataset = ARCHIVE
+    root = repo / folder / dataset
+    folders = sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith("_dlt"))
+    if not folders:
+        return f"   {tenant} archive: no files under {folder}/{dataset}/"
+    parts = []
+    for folder_ in folders:
+        files = sorted(folder_.glob("*.parquet"))
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        size = sum(f.stat().st_size for f in files)
+        parts.append(f"{folder_.name} {len(files)} file(s), {rows:,} rows, {size / 1024:,.0f} KiB")
+    return f"   {tenant} archive in {folder}/{dataset}/ (parquet): " + "; ".join(parts)
 
 
 def _cell(value: object) -> str:

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from fabric.clock import utcnow
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, ResolvedConnection
 from fabric.errors import FabricError
-from fabric.runner.credentials import sqlalchemy_url
 from fabric.runner.failures import classify, redact
 from fabric.state.locks import LockNamespace
 
@@ -90,11 +89,6 @@ def run_pipeline_node(node: NodeSpec, *, lock_wait: float = LOCK_WAIT_SECONDS) -
         if not spec.destination:
             raise NodeConfigError("the pipeline has no destination (and the tenant no warehouse)")
         destination = _connection(node, spec.destination)
-        if destination.type != "postgres":
-            raise NodeConfigError(
-                f"destination {destination.name!r} is {destination.type}; pipelines load into "
-                "PostgreSQL warehouses only"
-            )
         lock_url = _control_plane(node.control_plane_url, secrets)
         with contextlib.ExitStack() as stack:
             if lock_url:
@@ -177,7 +171,15 @@ def _run(
 ) -> Counter[str]:
     import dlt
 
+    from fabric.runner.dlt_destinations import build_destination
     from fabric.runner.dlt_sources import build_resources
+
+    target = build_destination(
+        destination,
+        tenant=node.address.tenant,
+        repo_root=node.repo_root or ".",
+        dataset=spec.dataset,
+    )
 
     timer = _PhaseTimer()
     with timer("build"):
@@ -186,10 +188,10 @@ def _run(
         )
     for note in build.notes:
         tail.note(note)
+    tail.note(f"destination {target.name}: {target.kind} at {target.location}")
     workdir = Path(node.workdir) if node.workdir else Path(".fabric") / "work" / node.address.tenant
     pipelines_dir = workdir / "dlt"
     pipelines_dir.mkdir(parents=True, exist_ok=True)
-    dest_url = sqlalchemy_url(destination).set(drivername="postgresql")
     contract = _schema_contract(spec)
     rows: Counter[str] = Counter()
     settings = dict(DLT_SETTINGS)
@@ -199,9 +201,7 @@ def _run(
         pipeline = dlt.pipeline(
             pipeline_name=f"{node.address.tenant}__{node.address.name}",
             pipelines_dir=str(pipelines_dir),
-            destination=dlt.destinations.postgres(
-                credentials=dest_url.render_as_string(hide_password=False)
-            ),
+            destination=target.factory(),
             dataset_name=spec.dataset,
         )
         logging.getLogger("dlt").setLevel(logging.INFO)  # dlt resets it when it starts up
@@ -209,12 +209,12 @@ def _run(
             with timer("sync"):
                 pipeline.sync_destination()
             if pipeline.has_pending_data:
-                with timer("resume"), dataset_lock(dest_url, spec.dataset):
+                with timer("resume"), _dataset_lock(target.sql_url, spec.dataset):
                     rows += _finish_pending(pipeline, tail)
             with timer("extract"):
                 pipeline.extract(
                     build.resources,
-                    loader_file_format=build.loader_file_format,
+                    loader_file_format=target.loader_file_format or build.loader_file_format,
                     schema_contract=contract,
                     refresh="drop_sources" if node.full_refresh else None,
                 )
@@ -223,7 +223,7 @@ def _run(
                 rows[naming.normalize_table_identifier(_table_name(resource))] += 0
             with timer("normalize"):
                 counts = _normalized_counts(pipeline.normalize())
-            with timer("load"), dataset_lock(dest_url, spec.dataset):
+            with timer("load"), _dataset_lock(target.sql_url, spec.dataset):
                 info = pipeline.load(workers=LOAD_WORKERS)
             for load_id in info.loads_ids if info else ():
                 rows.update(counts.get(load_id, {}))
@@ -362,6 +362,11 @@ def _delete_loaded_packages(pipeline: Any) -> None:
 
 
 # -- the run lock ---------------------------------------------------------------------------------
+
+
+def _dataset_lock(sql_url: Any, dataset: str) -> contextlib.AbstractContextManager[None]:
+    """The dataset lock of a warehouse; files need none (each load writes its own files)."""
+    return dataset_lock(sql_url, dataset) if sql_url is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -31,6 +31,13 @@ def test_demo_runs_twice_second_apply_has_no_changes_and_loads_only_new_rows(rep
     assert "Plan: 85 to add, 0 to change, 0 to destroy." in text1
     assert "acme: acme_marts.customer_totals" in text1
     assert "failed" not in text1.split("4. A few rows")[0].split("3. fabric run")[1]
+    # globex's erp_archive writes parquet files into its own data folder, and says so.
+    archive = next(line for line in first if "globex archive in" in line)
+    assert "data/globex/lake/globex_archive/ (parquet): invoice_lines " in archive
+    assert "; invoices " in archive and " 0 rows" not in archive
+    assert (repo / "data" / "globex" / "lake" / "globex_archive" / "invoices").is_dir()
+    statuses = {ln.split()[0]: ln.split()[1] for ln in text1.splitlines() if ".pipeline." in ln}
+    assert statuses["globex.pipeline.erp_archive"] == "success"
 
     second: list[str] = []
     assert run_demo(second.append, repo=repo) == 0

@@ -265,7 +265,7 @@ def test_every_type_answers_ok_with_what_answered(make_repo, env, pg_source, htt
             lake:
               type: filesystem
               direction: destination
-              bucket_url: data/lake_not_yet_created
+              bucket_url: data/acme/lake_not_yet_created
             """
         )
     )
@@ -288,7 +288,7 @@ def test_every_type_answers_ok_with_what_answered(make_repo, env, pg_source, htt
     assert checks["billing"].detail.startswith(f"HTTP 200 OK from GET {http_api}/items in ")
     assert checks["drops"].detail == f"2 files match '*.csv' in {root / drops}"
     assert "does not exist yet" in checks["lake"].detail
-    assert not (root / "data/lake_not_yet_created").exists()
+    assert not (root / "data/acme/lake_not_yet_created").exists()
     assert all(c.seconds >= 0 for c in checks.values())
     assert_no_secret(repr(checks))
 
