@@ -476,7 +476,7 @@ def stop_server(repo: Path, environ: Mapping[str, str] | None = None) -> bool:
 
 
 def _server_status(ws: Workspace, home: Path, server: Any) -> ServerStatus:
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
     from fabric.state.embedded import CONTROL_PLANE_DATABASE
 
@@ -485,5 +485,6 @@ def _server_status(ws: Workspace, home: Path, server: Any) -> ServerStatus:
         database_url = make_url(ws.settings.database_url).render_as_string(hide_password=True)
     if server is None:
         return ServerStatus(home, False, None, None, None, database_url)
-    url = make_url(server.tcp_url(CONTROL_PLANE_DATABASE, driver=None)).set(password=None)
+    tcp = make_url(server.tcp_url(CONTROL_PLANE_DATABASE, driver=None))
+    url = URL.create(tcp.drivername, tcp.username, None, tcp.host, tcp.port, tcp.database)
     return ServerStatus(home, True, server.pid, server.port, url.render_as_string(), database_url)
