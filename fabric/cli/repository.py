@@ -92,6 +92,12 @@ def current_repository(*, control_plane_only: bool = False) -> Path:
     )
 
 
+def shown_path(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    path, cwd = Path(path).resolve(), Path.cwd().resolve()
+    return (path.relative_to(cwd).as_posix() or ".") if path.is_relative_to(cwd) else str(path)
+
+
 def _uses_database_url() -> bool:
     from fabric.settings import load_settings
 
@@ -108,7 +114,7 @@ def _inherited(ctx: click.Context, *, self_too: bool = False) -> Path | None:
 
 
 def _path_type(**kw: Any) -> click.Path:
-    return click.Path(file_okay=False, path_type=Path, **kw)
+    return click.Path(exists=True, file_okay=False, path_type=Path, **kw)
 
 
 def repository(

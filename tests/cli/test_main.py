@@ -67,7 +67,7 @@ def suggested_commands() -> dict[str, set[str]]:
                 # An example line in a message: indented, or after a colon ("... set: fabric x").
                 m = re.search(r"(?:^\s{2,}|:\s+)(?:uv run )?fabric ([a-z-][^`#]*)$", line)
                 if m:
-                    found.setdefault(m.group(1).strip(), set()).add(rel)
+                    found.setdefault(m.group(1).strip().rstrip(").,"), set()).add(rel)
     return found
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.repository import repository
+from fabric.cli.repository import repository, shown_path
 
 
 @click.command()
@@ -31,8 +31,10 @@ def validate(repo: Path, fmt: str) -> None:
             click.echo()
         if result.ok:
             click.echo(render.render_summary(result.counts(), load.tenants))
-            click.secho(f"{load.root}: valid ({load.files} files).", fg="green", color=color)
+            click.secho(
+                f"{shown_path(load.root)}: valid ({load.files} files).", fg="green", color=color
+            )
         else:
             errors = sum(d.severity.value == "error" for d in load.diagnostics)
-            click.secho(f"{load.root}: {errors} error(s).", fg="red", color=color)
+            click.secho(f"{shown_path(load.root)}: {errors} error(s).", fg="red", color=color)
     raise SystemExit(0 if result.ok else 1)
