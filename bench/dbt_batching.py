@@ -135,7 +135,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
 
     from fabric.runner.dbt_node import run_transformation_nodes
     from fabric.runner.local import LocalExecutor
-    from fabric.runner.run import dbt_batch
+    from fabric.runner.driver import dbt_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         key = Fernet.generate_key().decode()

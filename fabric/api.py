@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fabric.apply import ApplyOptions, ApplyResult
     from fabric.runner.local import NodeFunction
     from fabric.runner.probes import ConnectionCheck
-    from fabric.runner.run import RunResult
+    from fabric.runner.driver import RunResult
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 
@@ -256,7 +256,7 @@ def run(
     `execute` replaces what a worker runs for a node (tests); fabric's dlt/dbt by default.
     """
     from fabric.errors import FabricError
-    from fabric.runner.run import RunOptions, run_tenants
+    from fabric.runner.driver import RunOptions, run_tenants
     from fabric.state.embedded import fabric_home
     from fabric.state.snapshot import read_tenant_rows
 
@@ -290,7 +290,7 @@ def run(
 
 def applied_dag(repo: Path, tenant: str, environ: Mapping[str, str] | None = None):
     """The tenant's applied DAG (and what was read), for `fabric graph` and `fabric status`."""
-    from fabric.runner.run import tenant_dag
+    from fabric.runner.driver import tenant_dag
     from fabric.state.applied import read_applied
 
     ws = workspace(repo, environ)
@@ -318,7 +318,7 @@ def compile_transformation(
     """
     from fabric.errors import FabricError
     from fabric.runner.dbt_node import compile_node
-    from fabric.runner.run import RunOptions, node_spec
+    from fabric.runner.driver import RunOptions, node_spec
     from fabric.state.applied import read_applied
     from fabric.state.embedded import fabric_home
 
@@ -434,3 +434,196 @@ def test_connections(
 
 # NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.
 test_connections.__test__ = False  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only views and small actions for the CLI: cli/ reaches the database only through these.
+
+
+def list_runs(
+    repo: Path,
+    *,
+    tenants: Sequence[str] = (),
+    limit: int = 20,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """The most recent runs of these tenants (all applied when empty), newest first."""
+    from fabric.state.runs import list_runs as read_runs
+    from fabric.state.snapshot import read_tenant_rows
+
+    with workspace(repo, environ).engine("runs").connect() as conn:
+        rows = read_tenant_rows(conn, tenants or None)
+        found = [r for slug in sorted(rows) for r in read_runs(conn, rows[slug], limit=limit)]
+    found.sort(key=lambda r: (r.started_at is not None, r.started_at, r.tenant), reverse=True)
+    return found[:limit]
+
+
+def read_run(repo: Path, tenant: str, run_id: int, environ: Mapping[str, str] | None = None) -> Any:
+    """One run of `tenant` with its node runs, or None."""
+    from fabric.state.applied import read_applied
+    from fabric.state.runs import read_run as read_one
+
+    with workspace(repo, environ).engine("runs").connect() as conn:
+        return read_one(conn, read_applied(conn, tenant).tenant, run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A node's last run (None: never run) and its next scheduled fire time, for `status`."""
+
+    node: str
+    last: Any
+    next_fire: tuple[Any, str] | None
+
+
+def tenant_status(
+    repo: Path, tenant: str, *, now: Any = None, environ: Mapping[str, str] | None = None
+) -> list[NodeStatus]:
+    """Each applied node of `tenant` in DAG order, with its last run and next fire time."""
+    import datetime as dt
+
+    from fabric.scheduling import next_fire_times
+    from fabric.state.runs import last_node_runs
+
+    dag, applied = applied_dag(repo, tenant, environ)
+    with workspace(repo, environ).engine("status").connect() as conn:
+        last = last_node_runs(conn, applied.tenant)
+    upcoming = next_fire_times(dag, applied.schedules, now or dt.datetime.now(dt.UTC))
+    return [NodeStatus(str(n), last.get(str(n)), upcoming.get(n)) for n in dag.order()]
+
+
+def apply_history(
+    repo: Path,
+    *,
+    limit: int = 20,
+    tenant: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Recorded applies, newest first (none before the first apply)."""
+    from fabric.state.history import read_history
+    from fabric.state.migrate import shared_is_current
+
+    with workspace(repo, environ).engine("history").connect() as conn:
+        return read_history(conn, limit=limit, tenant=tenant) if shared_is_current(conn) else []
+
+
+def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[Any]:
+    """Apply locks held right now, named by tenant (applied or in the repository's YAML)."""
+    from fabric.state.locks import held_locks
+    from fabric.state.snapshot import read_tenant_rows
+
+    ws = workspace(repo, environ)
+    with ws.engine("locks").connect() as conn:
+        slugs = [*read_tenant_rows(conn), *load_repository(ws.root).tenants]
+        return held_locks(conn, slugs)
+
+
+def set_secret(
+    repo: Path, tenant: str, name: str, value: str, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged."""
+    from fabric.state.secrets import set_secret as store
+    from fabric.state.secrets import tenant_schema
+
+    ws = workspace(repo, environ)
+    box = ws.secret_box()  # before starting anything: bad keys fail fast
+    engine = ws.engine("secrets set")
+    try:
+        with engine.begin() as conn:
+            return store(conn, box, tenant, tenant_schema(conn, tenant), name, value)
+    finally:
+        engine.dispose()
+
+
+def list_secrets(repo: Path, tenant: str, environ: Mapping[str, str] | None = None) -> list:
+    """(name, updated_at) of a tenant's stored secrets; never values."""
+    from fabric.state.secrets import list_secrets as names
+    from fabric.state.secrets import tenant_schema
+
+    engine = workspace(repo, environ).engine("secrets list")
+    try:
+        with engine.connect() as conn:
+            return names(conn, tenant_schema(conn, tenant))
+    finally:
+        engine.dispose()
+
+
+def rotate_secrets(repo: Path, *, batch_size: int, environ: Mapping[str, str] | None = None):
+    """Re-encrypt every stored secret under the newest key (see state/secrets.rotate_all)."""
+    from fabric.state.secrets import rotate_all
+
+    ws = workspace(repo, environ)
+    box = ws.secret_box()
+    engine = ws.engine("secrets rotate")
+    try:
+        return rotate_all(engine, box, batch_size=batch_size)
+    finally:
+        engine.dispose()
+
+
+def new_secret_key() -> str:
+    """A new Fernet key for FABRIC_SECRET_KEYS."""
+    from fabric.state.secrets import generate_key
+
+    return generate_key()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """The embedded PostgreSQL of a repository, and whether the repository uses it."""
+
+    home: Path
+    """The fabric home; the server's data folder is `home/pgdata`."""
+    running: bool
+    pid: int | None
+    port: int | None
+    url: str | None
+    """Where it listens over TCP, without the password (it is in home/server.json)."""
+    database_url: str | None
+    """FABRIC_DATABASE_URL with its password hidden, when set: then the repository does not
+    use the embedded server."""
+
+    @property
+    def data_folder(self) -> Path:
+        return self.home / "pgdata"
+
+
+def server_status(repo: Path, environ: Mapping[str, str] | None = None) -> ServerStatus:
+    """Inspect the embedded server without starting it."""
+    from fabric.state.embedded import fabric_home, running_server
+
+    ws = workspace(repo, environ)
+    home = fabric_home(ws.root, ws.settings)
+    return _server_status(ws, home, running_server(home))
+
+
+def start_server(repo: Path, environ: Mapping[str, str] | None = None) -> ServerStatus:
+    """Start the embedded server (or reuse the running one) with its control-plane database."""
+    from fabric.state.embedded import CONTROL_PLANE_DATABASE, ensure_server, fabric_home
+    from fabric.state.engine import create_database
+
+    ws = workspace(repo, environ)
+    home = fabric_home(ws.root, ws.settings)
+    server = ensure_server(home)
+    create_database(server.url(), CONTROL_PLANE_DATABASE)
+    return _server_status(ws, home, server)
+
+
+def stop_server(repo: Path, environ: Mapping[str, str] | None = None) -> bool:
+    """Stop the embedded server cleanly; False when none was running."""
+    from fabric.state.embedded import fabric_home
+    from fabric.state.embedded import stop_server as stop
+
+    ws = workspace(repo, environ)
+    return stop(fabric_home(ws.root, ws.settings))
+
+
+def _server_status(ws: Workspace, home: Path, server: Any) -> ServerStatus:
+    from fabric.state.embedded import CONTROL_PLANE_DATABASE
+    from fabric.state.engine import shown_url
+
+    database_url = shown_url(ws.settings.database_url) if ws.settings.database_url else None
+    if server is None:
+        return ServerStatus(home, False, None, None, None, database_url)
+    url = shown_url(server.tcp_url(CONTROL_PLANE_DATABASE, driver=None), drop_password=True)
+    return ServerStatus(home, True, server.pid, server.port, url, database_url)

@@ -8,7 +8,6 @@ with the keys in its environment, the way a user runs it.
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -124,10 +123,6 @@ def test_compile_names_what_is_wrong_with_the_address(applied):
         compile_transformation(root, "acme.transformation.nope", environ=env)
 
 
-@pytest.mark.skipif(
-    "tests_only" not in inspect.signature(api.run).parameters,
-    reason="fabric test needs `tests_only` wired through fabric/api.py and fabric/running.py",
-)
 def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
     root, env, engine = applied
 

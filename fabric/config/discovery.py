@@ -29,13 +29,21 @@ class RepositoryFiles:
     """(path, reason, line) for files that could not be read as UTF-8 text."""
 
 
-def find_repository_root(start: Path) -> Path | None:
-    """The nearest folder at or above `start` that holds a fabric.yaml."""
-    start = start.resolve()
+def find_repository(start: Path) -> Path | None:
+    """The nearest folder at or above `start` that holds a fabric.yaml (absolute), or None.
+
+    Every command finds its repository this way when none is named, so a command run from a
+    tenant's folder uses the same repository (and embedded server) as one run from the root.
+    """
+    start = Path(start).resolve()
     for folder in (start, *start.parents):
         if (folder / "fabric.yaml").is_file():
             return folder
     return None
+
+
+find_repository_root = find_repository
+"""The older name of `find_repository`."""
 
 
 def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:

@@ -85,7 +85,8 @@ def _load_repository(root: Path) -> LoadResult:
                 "missing-project",
                 "Not a fabric repository",
                 f"{files.root} has no fabric.yaml.",
-                hint="Run `fabric init` there, or pass the repository's folder.",
+                hint="Name the folder that holds fabric.yaml (`fabric validate PATH`), or start a "
+                "repository by copying example-repo/ from fabric's source.",
                 span=SourceSpan("fabric.yaml", 1, 1),
             )
         )

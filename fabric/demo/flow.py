@@ -19,7 +19,7 @@ from fabric import api
 from fabric.apply import ApplyOptions
 from fabric.demo import DEMO_EXCLUDE, prepare_sources
 from fabric.plan.plan import to_document
-from fabric.render.plan_text import render_plan_text
+from fabric.render.plan_text import NO_CHANGES, render_plan_text, summary_line
 from fabric.render.runs import rows_total, short, table
 
 EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "example-repo"
@@ -35,11 +35,21 @@ SHOWCASE = {
 Echo = Callable[[str], None]
 
 
-def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = None) -> int:
-    """Returns the exit code: 0 when every tenant's run succeeded."""
+KINDS = ("tenant", "connection", "pipeline", "transformation", "dependency", "schedule")
+
+
+def run_demo(
+    echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = None, full_plan: bool = False
+) -> int:
+    """Returns the exit code: 0 when every tenant's run succeeded.
+
+    The plan is shown as a per-tenant summary (a first apply creates about 85 resources);
+    `full_plan` prints every change instead.
+    """
     started = time.monotonic()
     ws = api.workspace(repo)
     admin_url = _admin_url(ws)
+    shown = _shown(repo)
     echo(f"fabric demo: repository {repo}")
     echo("1. Creating the sample sources (PostgreSQL shop, SQLite ERP, files, a local API) ...")
     with prepare_sources(repo, admin_url, api_port=None) as sources:
@@ -47,12 +57,23 @@ def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = Non
         environ = {**ws.environ, **sources.locations}
         echo(f"   demo run #{sources.run}; API at {sources.locations.get('FABRIC_DEMO_API_URL')}")
 
-        echo("\n2. fabric plan example-repo")
+        echo(f"\n2. fabric plan {shown}, then fabric apply")
         result = api.plan(repo, environ=environ)
-        echo(_indent(render_plan_text(to_document(result.plan))))
+        doc = to_document(result.plan)
+        if full_plan:
+            echo(_indent(render_plan_text(doc)))
+        elif doc["changes"]:
+            echo(_indent(plan_summary(doc)))
+            echo(f"   {summary_line(doc)} (every change: fabric demo --full-plan)")
+        else:
+            echo(f"   {NO_CHANGES}")
         if result.plan.has_changes:
             outcome = api.apply(result.plan, repo=repo, environ=environ, options=ApplyOptions())
-            echo(f"   applied: {outcome.counts}")
+            c = outcome.counts
+            echo(
+                f"   Apply complete! Resources: {c['create']} added, {c['update']} changed, "
+                f"{c['delete']} destroyed."
+            )
         if _store_secrets(ws, environ, sources.secrets):
             echo("   stored the demo's secrets (`fabric secrets set`); applying them:")
             again = api.plan(repo, environ=environ).plan
@@ -83,16 +104,46 @@ def run_demo(echo: Echo, *, repo: Path = EXAMPLE_REPO, workers: int | None = Non
     took = time.monotonic() - started
     ok = run.ok
     echo(f"\nDemo {'finished' if ok else 'finished with failures'} in {took:.0f} s.")
-    echo(
-        "\nTry next:\n"
-        "  uv run fabric demo                                   # again: new rows, no changes\n"
-        "  uv run fabric graph --tenant acme --repo example-repo --format mermaid\n"
-        "  uv run fabric runs --repo example-repo\n"
-        "  uv run fabric status --tenant acme --repo example-repo\n"
-        "  uv run fabric compile acme.transformation.customer_totals --repo example-repo\n"
-        "  edit example-repo/tenants/acme/pipelines.yaml, then: uv run fabric plan example-repo"
-    )
+    echo("\nTry next:")
+    for command, why in try_next(shown):
+        echo(f"  {command:<62} # {why}")
     return 0 if ok else 1
+
+
+def try_next(repo: str) -> list[tuple[str, str]]:
+    """Commands a newcomer can type after the demo (a test runs each of them)."""
+    return [
+        ("uv run fabric demo", "again: no changes to apply, only new rows load"),
+        (f"uv run fabric runs {repo}", "the runs recorded so far"),
+        (f"uv run fabric status --tenant acme --repo {repo}", "each node's last run, next fire"),
+        (f"uv run fabric graph --tenant acme --repo {repo} --format mermaid", "acme's DAG"),
+        (f"uv run fabric validate {repo}", "check the YAML after you edit it"),
+        (f"uv run fabric plan {repo}", "what an apply would change now"),
+        (f"uv run fabric server status --repo {repo}", "the embedded PostgreSQL"),
+        (f"uv run fabric server stop --repo {repo}", "stop it (it keeps running until then)"),
+    ]
+
+
+def plan_summary(doc: dict) -> str:
+    """One row per tenant and action: how many resources of each kind."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for c in doc["changes"]:
+        row = counts.setdefault((c["tenant"], c["action"]), dict.fromkeys(KINDS, 0))
+        row[c["kind"]] += 1
+    order = {"create": 0, "update": 1, "delete": 2}
+    rows = [
+        (tenant, action, *(row[k] or "" for k in KINDS), sum(row.values()))
+        for (tenant, action), row in sorted(counts.items(), key=lambda i: (i[0][0], order[i[0][1]]))
+    ]
+    headers = ("TENANT", "ACTION", *(f"{k.upper()}S" for k in KINDS), "TOTAL")
+    return table(headers, rows)
+
+
+def _shown(repo: Path) -> str:
+    """The repository as the user would type it: relative to the current folder if inside it."""
+    repo = repo.resolve()
+    cwd = Path.cwd().resolve()
+    return repo.relative_to(cwd).as_posix() if repo.is_relative_to(cwd) else str(repo)
 
 
 def _admin_url(ws: api.Workspace) -> str:

@@ -1,11 +1,38 @@
-"""The `fabric connections test` report document (fabric.runner.probes.to_document), as text
-or JSON.  [pure]"""
+"""The `fabric connections test` report: one versioned document, rendered as text or JSON.
+[pure]"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fabric.runner.probes import ConnectionCheck
+
+
+def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any]:
+    """The report as a versioned, JSON-able document (what `--format json` prints)."""
+    rows = [
+        {
+            "name": c.name,
+            "type": c.type,
+            "direction": c.direction,
+            "ok": c.ok,
+            "detail": c.detail,
+            "seconds": c.seconds,
+        }
+        for c in checks
+    ]
+    failed = sum(not r["ok"] for r in rows)
+    return {
+        "format_version": 1,
+        "kind": "fabric-connection-test",
+        "tenant": tenant,
+        "ok": failed == 0,
+        "summary": {"tested": len(rows), "ok": len(rows) - failed, "failed": failed},
+        "connections": rows,
+    }
 
 
 def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -52,7 +52,6 @@ __all__ = [
     "UnknownConnectionError",
     "check_connections",
     "selected_connections",
-    "to_document",
 ]
 
 DEFAULT_TIMEOUT = 10.0
@@ -715,27 +714,3 @@ def _remote_error(exc: BaseException, protocol: str, url: str) -> str:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
-
-
-def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any]:
-    """The report as a versioned, JSON-able document (what `--format json` prints)."""
-    rows = [
-        {
-            "name": c.name,
-            "type": c.type,
-            "direction": c.direction,
-            "ok": c.ok,
-            "detail": c.detail,
-            "seconds": c.seconds,
-        }
-        for c in checks
-    ]
-    failed = sum(not r["ok"] for r in rows)
-    return {
-        "format_version": 1,
-        "kind": "fabric-connection-test",
-        "tenant": tenant,
-        "ok": failed == 0,
-        "summary": {"tested": len(rows), "ok": len(rows) - failed, "failed": failed},
-        "connections": rows,
-    }

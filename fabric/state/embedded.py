@@ -59,6 +59,7 @@ __all__ = [
     "control_plane_url",
     "ensure_server",
     "fabric_home",
+    "running_server",
     "stop_server",
 ]
 
@@ -175,6 +176,20 @@ def stop_server(home: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> bool:
             return False
         _pg_ctl(home, _handle(home), "-w", "-m", "fast", "stop")
         return True
+
+
+def running_server(home: Path) -> EmbeddedServer | None:
+    """The server running in `home` as fabric runs it, or None; never starts anything."""
+    home = home.resolve()
+    if not (home / "pgdata").is_dir():
+        return None
+    postmaster = _read_postmaster(home)
+    if postmaster is None or not postmaster.is_usable():
+        return None
+    if not _is_postgres_of(postmaster, home / "pgdata"):
+        return None
+    config = _read_config(home)
+    return postmaster.server(home, config.password if config else "", started=False)
 
 
 # -- the start path -------------------------------------------------------------------------

@@ -49,6 +49,17 @@ def psycopg_url(url: str | URL) -> URL:
     return parsed
 
 
+def shown_url(url: str | URL, *, drop_password: bool = False) -> str:
+    """`url` as it may be shown to people: the password masked (`***`), or left out."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if drop_password:
+        parsed = URL.create(
+            parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database
+        )
+        return parsed.render_as_string()
+    return parsed.render_as_string(hide_password=True)
+
+
 def make_engine(url: str | URL, application_name: str = "fabric") -> Engine:
     """An engine on `url` whose connections show `application_name` in pg_stat_activity.
 

@@ -1,0 +1,39 @@
+"""Every `fabric` command, in the one list `fabric.cli.main` registers.  [shell]
+
+Importing these modules is cheap: their own imports of fabric's shell parts are lazy.
+"""
+
+from __future__ import annotations
+
+import click
+
+from fabric.cli.commands.connections import connections_group
+from fabric.cli.commands.dbt import compile_command, test_command
+from fabric.cli.commands.demo import demo
+from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
+from fabric.cli.commands.run import graph, run_command, runs, status
+from fabric.cli.commands.secrets import secrets_group
+from fabric.cli.commands.server import server_group
+from fabric.cli.commands.validate import validate
+
+COMMANDS: tuple[click.Command, ...] = (
+    validate,
+    plan,
+    apply,
+    export,
+    history,
+    locks,
+    run_command,
+    test_command,
+    compile_command,
+    runs,
+    status,
+    graph,
+    connections_group,
+    secrets_group,
+    server_group,
+    demo,
+)
+"""Registered by fabric.cli.main; `fabric --help` lists them by name."""
+
+__all__ = ["COMMANDS"]

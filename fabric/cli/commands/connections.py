@@ -1,8 +1,7 @@
 """`fabric connections test`: open a tenant's applied connections and report each.  [shell]
 
 Parses options, calls fabric.api.test_connections, renders, picks the exit code (1 when any
-connection failed). Imports are lazy, so `fabric --help` stays fast. Importing this module
-attaches the group to `fabric` (as plan_apply's commands are), so `_register()` only imports it.
+connection failed). Imports are lazy, so `fabric --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,10 +11,11 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.main import cli, handle_errors
+from fabric.cli.repository import group_repository, repository
 
 
 @click.group("connections")
+@group_repository
 def connections_group() -> None:
     """Check the connections a tenant has applied."""
 
@@ -24,13 +24,6 @@ def connections_group() -> None:
 @click.argument("names", nargs=-1)
 @click.option("--tenant", required=True, help="The tenant whose applied connections to test.")
 @click.option(
-    "--repo",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Repository (for relative paths and the embedded control plane in .fabric/).",
-)
-@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
@@ -38,7 +31,7 @@ def connections_group() -> None:
     help="Seconds each connection may take to answer.",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@handle_errors
+@repository(variadic="names")
 def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float, fmt: str) -> None:
     """Open each applied connection of TENANT (or only NAMES) and report ok or the error.
 
@@ -52,10 +45,9 @@ def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float
     """
     from fabric import api
     from fabric.render import probes as render
-    from fabric.runner.probes import to_document
 
     checks = api.test_connections(repo, tenant, names, timeout=timeout)
-    doc = to_document(tenant, checks)
+    doc = render.to_document(tenant, checks)
     if fmt == "json":
         click.echo(render.render_json(doc))
     else:
@@ -63,7 +55,5 @@ def test_command(tenant: str, names: tuple[str, ...], repo: Path, timeout: float
     if not doc["ok"]:
         raise SystemExit(1)
 
-
-cli.add_command(connections_group)
 
 __all__ = ["connections_group"]

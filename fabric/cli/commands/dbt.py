@@ -10,33 +10,34 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.commands.run import REPO_OPT
-from fabric.cli.main import cli, handle_errors
+from fabric.cli.commands.run import SELECT, finish_runs, selected
+from fabric.cli.repository import repository
 
 
-@cli.command(name="compile")
+@click.command(name="compile")
 @click.argument("address")
-@REPO_OPT
-@handle_errors
+@repository()
 def compile_command(address: str, repo: Path) -> None:
     """Print the SQL an applied transformation compiles to (refs and sources resolved).
 
-    ADDRESS is TENANT.transformation.NAME, e.g. acme.transformation.customer_totals.
+    ADDRESS is TENANT.transformation.NAME, e.g. acme.transformation.customer_totals;
+    REPO, when given, comes after it.
     """
     from fabric.api import compile_transformation
 
     click.echo(compile_transformation(repo, address).rstrip("\n"))
 
 
-@cli.command(name="test")
+@click.command(name="test")
 @click.argument("selectors", nargs=-1)
+@SELECT
 @click.option("--tenant", "tenants", multiple=True, help="Tenant to test (repeatable).")
 @click.option("--all-tenants", is_flag=True, help="Test every applied tenant.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
-@REPO_OPT
-@handle_errors
+@repository(variadic="selectors")
 def test_command(
     selectors: tuple[str, ...],
+    select: tuple[str, ...],
     tenants: tuple[str, ...],
     all_tenants: bool,
     workers: int | None,
@@ -49,13 +50,15 @@ def test_command(
 
     color = sys.stdout.isatty()
     result = run_tests(
-        repo, tenants=tenants, all_tenants=all_tenants, selectors=selectors, workers=workers
+        repo,
+        tenants=tenants,
+        all_tenants=all_tenants,
+        selectors=selected(selectors, select),
+        workers=workers,
     )
     rows = [
         (str(node), status.value, short(result.errors.get(node), 80))
         for node, status in sorted(result.nodes.items(), key=lambda i: str(i[0]))
     ]
     click.echo(table(("TRANSFORMATION", "TESTS", "FAILURES"), rows))
-    from fabric.cli.commands.run import finish_runs
-
     finish_runs(result, color=color, label=" (tests only)")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.main import REPO, cli, handle_errors
+from fabric.cli.errors import handle_errors
+from fabric.cli.repository import repository, resolve_repository
 
 
 def _render(doc: dict, fmt: str, *, color: bool) -> str:
@@ -26,8 +27,7 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
     return render_plan_text(doc, color=color)
 
 
-@cli.command()
-@REPO
+@click.command()
 @click.option(
     "--tenant", "tenants", multiple=True, help="Limit the plan to this tenant (repeatable)."
 )
@@ -41,7 +41,7 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
     "--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error."
 )
 @click.option("--explain", is_flag=True, help="Also list the steps `fabric apply` would take.")
-@handle_errors
+@repository()
 def plan(
     repo: Path,
     tenants: tuple[str, ...],
@@ -74,13 +74,14 @@ def plan(
         raise SystemExit(2)
 
 
-@cli.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path), default=".")
+@click.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option(
     "--repo",
     "repo_opt",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Repository of a saved plan (default: the one it was made from).",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The repository (default: the nearest folder at or above the current directory "
+    "holding fabric.yaml; for a saved PLANFILE, the one it was made from).",
 )
 @click.option("--tenant", "tenants", multiple=True, help="Limit to this tenant (repeatable).")
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
@@ -109,7 +110,7 @@ def plan(
 @click.option("--author", help="Author to record (default: the HEAD commit's author).")
 @handle_errors
 def apply(
-    target: Path,
+    target: Path | None,
     repo_opt: Path | None,
     tenants: tuple[str, ...],
     auto_approve: bool,
@@ -120,19 +121,23 @@ def apply(
     git_commit: str | None,
     author: str | None,
 ) -> None:
-    """Apply REPO's changes (planned now) or a saved PLANFILE, in one locked transaction."""
+    """Apply REPO's changes (planned now) or a saved PLANFILE, in one locked transaction.
+
+    TARGET is REPO (a folder) or PLANFILE (a file saved by `fabric plan --out`).
+    """
     from fabric import api
     from fabric.apply import ApplyOptions
     from fabric.plan.plan import to_document
     from fabric.plan.safety import SafetyOptions
 
-    if target.is_file():
+    if target is not None and target.is_file():
         the_plan = api.read_plan_file(target)
-        repo = repo_opt or Path(the_plan.repo)
+        given = repo_opt or Path(the_plan.repo)
+        repo = resolve_repository(None, given, cwd=Path.cwd())
         api.check_plan_source(the_plan, repo)
         project = api.load_valid(repo).desired.project  # type: ignore[union-attr]
     else:
-        repo = target
+        repo = resolve_repository(target, repo_opt, cwd=Path.cwd())
         result = api.plan(repo, tenants=tenants)
         the_plan, project = result.plan, result.load.desired.project  # type: ignore[union-attr]
     safety = SafetyOptions(
@@ -164,20 +169,15 @@ def apply(
     )
 
 
-@cli.command()
-@REPO
+@click.command()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--tenant", help="Only applies that touched this tenant.")
-@handle_errors
+@repository(control_plane_only=True)
 def history(repo: Path, limit: int, tenant: str | None) -> None:
     """List recorded applies: when, who, which commit and plan, what changed."""
     from fabric import api
-    from fabric.state.history import read_history
 
-    with api.workspace(repo).engine("history").connect() as conn:
-        from fabric.state.migrate import shared_is_current
-
-        records = read_history(conn, limit=limit, tenant=tenant) if shared_is_current(conn) else []
+    records = api.apply_history(repo, limit=limit, tenant=tenant)
     if not records:
         click.echo("No applies recorded yet.")
         return
@@ -193,22 +193,13 @@ def history(repo: Path, limit: int, tenant: str | None) -> None:
         )
 
 
-@cli.command()
-@REPO
-@handle_errors
+@click.command()
+@repository()
 def locks(repo: Path) -> None:
     """List apply locks held right now, as the server reports them."""
     from fabric import api
-    from fabric.state.locks import held_locks
 
-    ws = api.workspace(repo)
-    with ws.engine("locks").connect() as conn:
-        from fabric.state.snapshot import read_tenant_rows
-
-        slugs = list(read_tenant_rows(conn))
-        load = api.load_repository(ws.root)
-        slugs += list(load.tenants)
-        holders = held_locks(conn, slugs)
+    holders = api.apply_locks(repo)
     if not holders:
         click.echo("No apply locks are held.")
         return
@@ -220,8 +211,7 @@ def locks(repo: Path) -> None:
         )
 
 
-@cli.command()
-@REPO
+@click.command()
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -229,7 +219,7 @@ def locks(repo: Path) -> None:
     help="Folder to write the repository into.",
 )
 @click.option("--tenant", "tenants", multiple=True, help="Export only this tenant (repeatable).")
-@handle_errors
+@repository(control_plane_only=True)
 def export(repo: Path, out: Path, tenants: tuple[str, ...]) -> None:
     """Write the applied state back as a repository (planning it shows no changes)."""
     from fabric import api

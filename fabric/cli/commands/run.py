@@ -7,29 +7,44 @@ from pathlib import Path
 
 import click
 
-from fabric.cli.main import cli, handle_errors
-
-REPO_OPT = click.option(
-    "--repo",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="The repository (locates the embedded database and relative paths).",
+from fabric.cli.errors import handle_errors
+from fabric.cli.repository import (
+    RepositoryGroup,
+    current_repository,
+    group_with_repository,
+    repository,
 )
+
+SELECT = click.option(
+    "-s",
+    "--select",
+    "select",
+    multiple=True,
+    help="A selector, as dbt users type it (repeatable; may hold several, space-separated); "
+    "joins the positional SELECTORS.",
+)
+
+
+def selected(selectors: tuple[str, ...], select: tuple[str, ...]) -> tuple[str, ...]:
+    """Positional selectors and `-s/--select` values, in the order given, split on spaces."""
+    return (*selectors, *(item for value in select for item in value.split()))
+
+
 SYMBOL = {"success": "✓", "failed": "✗", "skipped": "-", "cancelled": "!", "retrying": "↻"}
 
 
-@cli.command(name="run")
+@click.command(name="run")
 @click.argument("selectors", nargs=-1)
+@SELECT
 @click.option("--tenant", "tenants", multiple=True, help="Tenant to run (repeatable).")
 @click.option("--all-tenants", is_flag=True, help="Run every applied tenant.")
 @click.option("--exclude", multiple=True, help="Leave out nodes matching this selector.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
-@REPO_OPT
-@handle_errors
+@repository(variadic="selectors")
 def run_command(
     selectors: tuple[str, ...],
+    select: tuple[str, ...],
     tenants: tuple[str, ...],
     all_tenants: bool,
     exclude: tuple[str, ...],
@@ -38,7 +53,10 @@ def run_command(
     repo: Path,
 ) -> None:
     """Run applied pipelines and transformations: SELECTORS like orders, +customer_totals,
-    orders+, pipeline:orders, tag:nightly (default: everything)."""
+    orders+, pipeline:orders, tag:nightly (default: everything).
+
+    REPO, when given, comes first: `fabric run example-repo orders --tenant acme`.
+    """
     from fabric import api
     from fabric.render.runs import rows_total, short, table
 
@@ -77,7 +95,7 @@ def run_command(
         repo,
         tenants=tenants,
         all_tenants=all_tenants,
-        selectors=selectors,
+        selectors=selected(selectors, select),
         exclude=exclude,
         workers=workers,
         full_refresh=full_refresh,
@@ -116,67 +134,39 @@ def finish_runs(result, *, color: bool, label: str = "") -> None:
         raise SystemExit(1)
 
 
-@cli.group(invoke_without_command=True)
+@click.group(cls=RepositoryGroup, invoke_without_command=True)
 @click.option("--tenant", "tenants", multiple=True, help="Tenant (default: all applied tenants).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@REPO_OPT
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@group_with_repository
 @click.pass_context
 @handle_errors
-def runs(ctx: click.Context, tenants: tuple[str, ...], limit: int, repo: Path) -> None:
-    """List recent runs (`fabric runs show RUN_ID --tenant T` for one run's nodes)."""
+def runs(ctx: click.Context, tenants: tuple[str, ...], limit: int, fmt: str) -> None:
+    """List recent runs (`fabric runs show RUN_ID --tenant T` for one run's nodes).
+
+    `--format json` prints the document described in README.md (kind `fabric-runs`).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from fabric import api
-    from fabric.render.runs import table
-    from fabric.state.runs import list_runs
-    from fabric.state.snapshot import read_tenant_rows
+    from fabric.render import run_documents as render
 
-    with api.workspace(repo).engine("runs").connect() as conn:
-        rows_by_tenant = read_tenant_rows(conn, tenants or None)
-        found = []
-        for slug in sorted(rows_by_tenant):
-            found += list_runs(conn, rows_by_tenant[slug], limit=limit)
-    found.sort(key=lambda r: (r.started_at is None, r.started_at), reverse=True)
-    if not found:
-        click.echo("No runs yet.")
-        return
-    click.echo(
-        table(
-            ("TENANT", "RUN", "STATUS", "TRIGGER", "STARTED", "SECONDS", "WHO", "SELECTION"),
-            [
-                (
-                    r.tenant,
-                    r.id,
-                    r.status,
-                    r.trigger,
-                    f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "",
-                    f"{(r.finished_at - r.started_at).total_seconds():.1f}"
-                    if r.finished_at and r.started_at
-                    else "",
-                    r.who,
-                    " ".join(r.selection),
-                )
-                for r in found[:limit]
-            ],
-        )
-    )
+    repo = current_repository(control_plane_only=True)
+    doc = render.runs_document(api.list_runs(repo, tenants=tenants, limit=limit))
+    click.echo(render.render_json(doc) if fmt == "json" else render.render_runs_text(doc))
 
 
 @runs.command(name="show")
 @click.argument("run_id", type=int)
 @click.option("--tenant", required=True, help="The run's tenant (run ids are per tenant).")
-@REPO_OPT
-@handle_errors
+@repository(control_plane_only=True)
 def runs_show(run_id: int, tenant: str, repo: Path) -> None:
     """One run: its nodes, attempts, rows, errors and log tails."""
     from fabric import api
     from fabric.errors import FabricError
     from fabric.render.runs import rows_total, table
-    from fabric.state.applied import read_applied
-    from fabric.state.runs import read_run
 
-    with api.workspace(repo).engine("runs").connect() as conn:
-        record = read_run(conn, read_applied(conn, tenant).tenant, run_id)
+    record = api.read_run(repo, tenant, run_id)
     if record is None:
         raise FabricError(f"Tenant {tenant} has no run {run_id}. List runs with `fabric runs`.")
     took = (
@@ -208,45 +198,26 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
             click.echo(f"\n--- {n.node} (last lines of its log) ---\n{n.log_tail}")
 
 
-@cli.command()
+@click.command()
 @click.option("--tenant", required=True)
-@REPO_OPT
-@handle_errors
-def status(tenant: str, repo: Path) -> None:
-    """Each node's last run and its next scheduled fire time."""
-    import datetime as dt
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@repository(control_plane_only=True)
+def status(tenant: str, fmt: str, repo: Path) -> None:
+    """Each node's last run and its next scheduled fire time.
 
+    `--format json` prints the document described in README.md (kind `fabric-status`).
+    """
     from fabric import api
-    from fabric.render.runs import rows_total, short, table
-    from fabric.scheduling import next_fire_times
-    from fabric.state.runs import last_node_runs
+    from fabric.render import run_documents as render
 
-    dag, applied = api.applied_dag(repo, tenant)
-    with api.workspace(repo).engine("status").connect() as conn:
-        last = last_node_runs(conn, applied.tenant)
-    upcoming = next_fire_times(dag, applied.schedules, dt.datetime.now(dt.UTC))
-    rows = []
-    for node in dag.order():
-        r = last.get(str(node))
-        nxt = upcoming.get(node)
-        rows.append(
-            (
-                str(node),
-                r.status if r else "never run",
-                f"{r.finished_at:%Y-%m-%d %H:%M}" if r and r.finished_at else "",
-                f"{rows_total(r.rows_loaded):,}" if r else "",
-                f"{nxt[0]:%Y-%m-%d %H:%M %Z} ({nxt[1]})" if nxt else "",
-                short(r.error, 50) if r else "",
-            )
-        )
-    click.echo(table(("NODE", "LAST", "FINISHED", "ROWS", "NEXT RUN", "ERROR"), rows))
+    doc = render.status_document(tenant, api.tenant_status(repo, tenant))
+    click.echo(render.render_json(doc) if fmt == "json" else render.render_status_text(doc))
 
 
-@cli.command()
+@click.command()
 @click.option("--tenant", required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text")
-@REPO_OPT
-@handle_errors
+@repository(control_plane_only=True)
 def graph(tenant: str, fmt: str, repo: Path) -> None:
     """The tenant's applied DAG as text, Mermaid or Graphviz dot."""
     from fabric import api

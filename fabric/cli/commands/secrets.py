@@ -9,41 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from fabric.cli.main import handle_errors
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from fabric.state.secrets import SecretBox
-
-REPO_OPTION = click.option(
-    "--repo",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Repository whose embedded control plane (.fabric/) to use when "
-    "FABRIC_DATABASE_URL is unset.",
-)
-
-
-def _control_plane(repo: Path, command: str) -> tuple[Engine, SecretBox]:
-    """The control plane's engine and the secret keys, resolved like every fabric command."""
-    from fabric.config.discovery import find_repository_root
-    from fabric.settings import load_settings
-    from fabric.state.embedded import control_plane_url, fabric_home
-    from fabric.state.engine import make_engine
-    from fabric.state.secrets import load_secret_box
-
-    root = find_repository_root(repo) or repo.resolve()
-    settings = load_settings()
-    home = None if settings.database_url else fabric_home(root, settings)
-    box = load_secret_box(settings, home)  # before starting anything: bad keys fail fast
-    url = control_plane_url(root, settings)
-    return make_engine(url, application_name=f"fabric secrets {command}"), box
+from fabric.cli.repository import group_repository, repository
 
 
 def _stdin_is_terminal() -> bool:
@@ -60,6 +29,7 @@ def _read_value(name: str) -> str:
 
 
 @click.group("secrets")
+@group_repository
 def secrets_group() -> None:
     """Store, list and rotate encrypted secrets (`${secret:NAME}` values).
 
@@ -71,8 +41,7 @@ def secrets_group() -> None:
 @secrets_group.command("set")
 @click.argument("tenant")
 @click.argument("name")
-@REPO_OPTION
-@handle_errors
+@repository(control_plane_only=True)
 def set_command(tenant: str, name: str, repo: Path) -> None:
     """Store the value of ${secret:NAME} for TENANT, read from stdin or a hidden prompt.
 
@@ -81,18 +50,13 @@ def set_command(tenant: str, name: str, repo: Path) -> None:
       fabric secrets set acme dwh_password              (prompts, twice, without echo)
       printf %s "$PASSWORD" | fabric secrets set acme dwh_password
     """
+    from fabric import api
     from fabric.errors import SecretError
-    from fabric.state.secrets import set_secret, tenant_schema
 
     value = _read_value(name)
     if not value:
         raise SecretError(f"The value of secret {name!r} is empty; nothing was stored.")
-    engine, box = _control_plane(repo, "set")
-    try:
-        with engine.begin() as conn:
-            changed = set_secret(conn, box, tenant, tenant_schema(conn, tenant), name, value)
-    finally:
-        engine.dispose()
+    changed = api.set_secret(repo, tenant, name, value)
     if changed:
         click.echo(f"Stored secret {name!r} for tenant {tenant}.")
     else:
@@ -101,18 +65,12 @@ def set_command(tenant: str, name: str, repo: Path) -> None:
 
 @secrets_group.command("list")
 @click.argument("tenant")
-@REPO_OPTION
-@handle_errors
+@repository(control_plane_only=True)
 def list_command(tenant: str, repo: Path) -> None:
     """List TENANT's secrets: names and when each last changed, never values."""
-    from fabric.state.secrets import list_secrets, tenant_schema
+    from fabric import api
 
-    engine, _ = _control_plane(repo, "list")
-    try:
-        with engine.connect() as conn:
-            rows = list_secrets(conn, tenant_schema(conn, tenant))
-    finally:
-        engine.dispose()
+    rows = api.list_secrets(repo, tenant)
     if not rows:
         click.echo(f"Tenant {tenant} has no secrets. Add one with:")
         click.echo(f"  fabric secrets set {tenant} NAME")
@@ -131,21 +89,16 @@ def list_command(tenant: str, repo: Path) -> None:
     show_default=True,
     help="Rows re-encrypted per transaction.",
 )
-@REPO_OPTION
-@handle_errors
+@repository(control_plane_only=True)
 def rotate_command(batch_size: int, repo: Path) -> None:
     """Re-encrypt every stored secret under the newest key (the first in FABRIC_SECRET_KEYS).
 
     Safe to interrupt and run again. Once it reports no failures, older keys can be removed
     from FABRIC_SECRET_KEYS.
     """
-    from fabric.state.secrets import rotate_all
+    from fabric import api
 
-    engine, box = _control_plane(repo, "rotate")
-    try:
-        result = rotate_all(engine, box, batch_size=batch_size)
-    finally:
-        engine.dispose()
+    result = api.rotate_secrets(repo, batch_size=batch_size)
     click.echo(
         f"Rotated {result.rotated} secret value(s) to the newest key; "
         f"{result.current} already used it; {len(result.failed)} failed."
@@ -162,9 +115,9 @@ def rotate_command(batch_size: int, repo: Path) -> None:
 @secrets_group.command("keygen")
 def keygen_command() -> None:
     """Print a new Fernet key for FABRIC_SECRET_KEYS."""
-    from fabric.state.secrets import generate_key
+    from fabric import api
 
-    click.echo(generate_key())
+    click.echo(api.new_secret_key())
     click.echo(
         "Put it first in FABRIC_SECRET_KEYS (comma-separated, newest first: the first "
         "encrypts, all decrypt), then run `fabric secrets rotate`.",
