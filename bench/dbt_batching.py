@@ -134,8 +134,8 @@ def bench(url: str, args: argparse.Namespace) -> None:
     from dbt.cli.main import dbtRunner
 
     from fabric.runner.dbt_node import run_transformation_nodes
-    from fabric.runner.local import LocalExecutor
     from fabric.runner.driver import dbt_batch
+    from fabric.runner.local import LocalExecutor
 
     with tempfile.TemporaryDirectory() as tmp:
         key = Fernet.generate_key().decode()

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from fabric.apply import ApplyOptions, ApplyResult
+    from fabric.runner.driver import RunResult
     from fabric.runner.local import NodeFunction
     from fabric.runner.probes import ConnectionCheck
-    from fabric.runner.driver import RunResult
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 

@@ -356,8 +356,8 @@ def test_an_unchanged_project_is_not_rewritten_and_stale_models_are_removed(wh: 
 
 
 def test_nodes_run_through_the_local_executor_in_warm_worker_processes(wh: Warehouse):
-    from fabric.runner.local import LocalExecutor
     from fabric.runner.driver import dbt_batch
+    from fabric.runner.local import LocalExecutor
 
     # The worker decrypts with keys from its own environment; this test hands it a connection
     # whose password is in the spec, so it needs none (the secret path is tested above).
