@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -359,13 +359,11 @@ def test_nodes_run_through_the_local_executor_in_warm_worker_processes(wh: Wareh
     from fabric.runner.driver import dbt_batch
     from fabric.runner.local import LocalExecutor
 
-    # The worker decrypts with keys from its own environment; this test hands it a connection
-    # whose password is in the spec, so it needs none (the secret path is tested above).
-    dwh = wh.connection("dwh", "epsilon")
-    plain = replace(dwh, spec={**dwh.spec, "password": PASSWORD}, secrets={})
-    project = wh.project("epsilon", dwh=plain)
+    # Workers get the connections resolved by the runner (they hold no secret key).
+    project = wh.project("epsilon", dwh=wh.connection("dwh", "epsilon"))
     nodes = {
-        n.address: n for n in wh.nodes("stg_orders", "order_totals", "events_inc", project=project)
+        n.address: with_resolved(n, wh.box)
+        for n in wh.nodes("stg_orders", "order_totals", "events_inc", project=project)
     }
     stg, totals, events = nodes
     dag = Dag.build(nodes, [(stg, totals)])
