@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import graphlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
-from fabric.config.sections import ValidSpec
+from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import ProjectSpec, TenantSpec
 from fabric.config.sql_refs import sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
@@ -34,9 +34,10 @@ def build_tenant(
     project: ProjectSpec,
     read_sql: ReadSql,
     first_file: str,
-    broken: frozenset[Address] = frozenset(),
+    broken_specs: Sequence[BrokenSpec] = (),
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
+    broken = frozenset(b.address for b in broken_specs)
     tenant_specs: list[ValidSpec] = []
     by_kind: dict[Kind, dict[str, ValidSpec]] = {k: {} for k in Kind if k is not Kind.TENANT}
     for vs in specs:
@@ -94,6 +95,7 @@ def build_tenant(
     transformations, sql_text = _transformations(ctx, read_sql, diags)
     schedules = checks.resolve_schedules(ctx, diags)
     dependencies = _dependencies(ctx, sql_text, diags)
+    diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
         return MappingProxyType(

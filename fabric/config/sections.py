@@ -37,6 +37,20 @@ class ValidSpec:
     """Location of the resource's mapping inside its file, e.g. ("pipelines", "orders")."""
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenSpec:
+    """A resource that exists but failed validation, with its data as written.
+
+    References to it are not reported as unknown, and its own references are still checked
+    where the fields that hold them are usable (checks.check_broken_references).
+    """
+
+    address: Address
+    data: Any
+    file: ParsedYaml
+    loc: tuple[str | int, ...]
+
+
 def validate_project(parsed: ParsedYaml) -> tuple[ProjectSpec | None, list[Diagnostic]]:
     data = {} if parsed.data is None else parsed.data
     if not isinstance(data, dict):
@@ -49,14 +63,14 @@ def validate_project(parsed: ParsedYaml) -> tuple[ProjectSpec | None, list[Diagn
 
 def validate_tenant_file(
     parsed: ParsedYaml, slug: str
-) -> tuple[list[ValidSpec], list[Address], list[Diagnostic]]:
+) -> tuple[list[ValidSpec], list[BrokenSpec], list[Diagnostic]]:
     """Every section of one tenant file; the `tenant:` section is returned as kind TENANT.
 
-    Also returns the addresses of resources that exist but failed validation, so references
-    to them are not reported a second time as unknown.
+    Also returns the resources that exist but failed validation, so references to them are
+    not reported a second time as unknown, and their own references are still checked.
     """
     found: list[ValidSpec] = []
-    broken: list[Address] = []
+    broken: list[BrokenSpec] = []
     diagnostics: list[Diagnostic] = []
     data = parsed.data
     if data is None:
@@ -80,7 +94,11 @@ def validate_tenant_file(
             close = difflib.get_close_matches(str(section), SECTIONS, n=1)
             if close and isinstance(body, dict):
                 kind = SECTIONS[close[0]]
-                broken += [Address(slug, kind, n) for n in body if isinstance(n, str)]
+                broken += [
+                    BrokenSpec(Address(slug, kind, n), data, parsed, (section, n))
+                    for n, data in body.items()
+                    if isinstance(n, str)
+                ]
             continue
         if section == "tenant":
             address = Address.of_tenant(slug)
@@ -92,7 +110,7 @@ def validate_tenant_file(
                 diagnostics += errors_to_diagnostics(
                     exc, parsed, ("tenant",), TenantSpec, body, address
                 )
-                broken.append(address)
+                broken.append(BrokenSpec(address, body, parsed, ("tenant",)))
             continue
         if body is None:
             continue
@@ -122,7 +140,7 @@ def validate_tenant_file(
                 diagnostics += errors_to_diagnostics(
                     exc, parsed, (section, name), SECTION_SPECS[section], spec_data, address
                 )
-                broken.append(address)
+                broken.append(BrokenSpec(address, spec_data, parsed, (section, name)))
                 continue
             found.append(ValidSpec(address, spec, parsed, (section, name)))
     return found, broken, diagnostics

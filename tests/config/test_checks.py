@@ -469,3 +469,32 @@ def test_the_second_declaration_names_where_the_first_is(make_repo: MakeRepo) ->
     assert diag.address == Address("acme", Kind.PIPELINE, "orders")
     assert (diag.span.path, diag.span.line) == ("tenants/acme/b.yaml", 2)
     assert "first at tenants/acme/a.yaml:2:3" in diag.detail
+
+
+def test_a_resource_that_fails_validation_still_has_its_references_checked(
+    make_repo: MakeRepo,
+) -> None:
+    text = (
+        ORDERS.replace("shop_db", "shop_dbb")
+        + "    retries_max: 3\n"
+        + "    depends_on: [totalz]\n"
+        + "transformations:\n"
+        + "  totals:\n"
+        + "    schema: acme_marts\n"
+        + "    warehouse: dwhh\n"
+        + "    materialised: table\n"
+        + "    sql: select 1\n"
+    )
+    result = load_pipelines(make_repo, text)
+    assert where(result) == [
+        ("unknown-reference", P, 3),  # source shop_dbb
+        ("unknown-field", P, 8),
+        ("unknown-reference", P, 9),  # depends_on totalz
+        ("unknown-reference", P, 13),  # warehouse dwhh
+        ("unknown-field", P, 14),
+    ]
+
+
+def test_a_malformed_reference_in_a_broken_resource_is_reported_once(make_repo: MakeRepo) -> None:
+    result = load_pipelines(make_repo, ORDERS.replace("shop_db", "Shop-DB"))
+    assert where(result) == [("bad-name", P, 3)]
