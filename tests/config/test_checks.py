@@ -289,6 +289,54 @@ def test_source_of_a_full_database_pipeline_without_table_names_is_not_checked(
     assert codes(load_pipelines(make_repo, text)) == []
 
 
+def test_config_in_sql_may_not_override_what_the_yaml_owns(make_repo: MakeRepo) -> None:
+    result = load(
+        make_repo,
+        {
+            P: transformation(
+                "    materialized: view\n"
+                "    sql: |\n"
+                "      {{ config(materialized='table',\n"
+                "                on_schema_change='fail') }}\n"
+                "      select 1 as id\n"
+            ).replace("  totals:", "  inline:")
+            + "  from_file:\n    schema: acme_marts\n    sql_file: models/from_file.sql\n",
+            "tenants/acme/models/from_file.sql": (
+                "-- settings\n"
+                "{{ config(unique_key='id', alias='orders', post_hook='grant all on x to y') }}\n"
+                "{{ config(**more) }}\n"
+                "select 1 as id\n"
+            ),
+        },
+    )
+    models_file = "tenants/acme/models/from_file.sql"
+    assert where(result) == [
+        ("sql-config-override", models_file, 2),  # alias
+        ("sql-config-override", models_file, 2),  # post_hook
+        ("sql-config-override", models_file, 2),  # unique_key
+        ("dynamic-config", models_file, 3),
+        ("sql-config-override", P, 13),  # the SQL line, in the YAML's block scalar
+    ]
+    by_detail = {d.detail: d for d in result.diagnostics}
+    inline = next(d for d in by_detail.values() if "inline" in d.detail)
+    assert "materialized" in inline.detail and f"{P}:11" in inline.detail  # the YAML field
+    assert inline.hint == (
+        "Remove materialized from config() and set `materialized:` in the YAML instead."
+    )
+    unique_key = next(d for d in by_detail.values() if "unique_key" in d.detail)
+    assert f"{P}:16" in unique_key.detail  # not set in the YAML: where the model is declared
+    assert any("hooks run SQL" in (d.hint or "") for d in result.diagnostics)
+
+
+def test_config_in_sql_may_set_what_the_yaml_does_not_own(make_repo: MakeRepo) -> None:
+    body = (
+        "    materialized: incremental\n"
+        "    sql: \"{{ config(incremental_strategy='append', on_schema_change='fail') }} "
+        "select 1 as id {# {{ config(materialized='table') }} #}\"\n"
+    )
+    assert codes(load_pipelines(make_repo, transformation(body))) == []
+
+
 # --------------------------------------------------------------------------------------------
 # sql_file
 
