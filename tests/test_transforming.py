@@ -52,6 +52,9 @@ transformations:
     materialized: table
     tests:
       status: [unique]
+  untested:
+    sql: select 1 as one
+    schema: acme_marts
 """
 ORDER_COUNTS = "select status, count(*) as n\nfrom {{ ref('stg_orders') }}\ngroup by status\n"
 CLI = "import fabric.cli.commands.dbt; from fabric.cli.main import main; main()"
@@ -120,7 +123,8 @@ def test_compile_names_what_is_wrong_with_the_address(applied):
         compile_transformation(root, "acme.pipeline.orders", environ=env)
     with pytest.raises(FabricError, match="not a transformation's address"):
         compile_transformation(root, "order_counts", environ=env)
-    with pytest.raises(FabricError, match="Applied transformations: order_counts, stg_orders"):
+    applied = "Applied transformations: order_counts, stg_orders, untested"
+    with pytest.raises(FabricError, match=applied):
         compile_transformation(root, "acme.transformation.nope", environ=env)
 
 
@@ -146,7 +150,10 @@ def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
         oid = conn.execute(text("select 'acme_marts.order_counts'::regclass::oid")).scalar()
     passed = fabric("test")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "acme.transformation.stg_orders" in passed.stdout
+    assert "✓ acme.transformation.stg_orders: 2 tests passed" in passed.stdout
+    assert "    ✓ not_null_stg_orders_id" in passed.stdout.splitlines()
+    assert "- acme.transformation.untested: no tests" in passed.stdout
+    assert "Tests: 3 passed." in passed.stdout
     assert "acme.pipeline.orders" not in passed.stdout  # tests only: no load ran
     with engine.begin() as conn:
         conn.execute(text("insert into acme_raw.orders values (2, 'shipped')"))  # id 2 twice
@@ -154,8 +161,15 @@ def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
     assert same == oid  # `fabric test` rebuilt nothing
     failed = fabric("test")
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    line = next(x for x in failed.stdout.splitlines() if "acme.transformation.stg_orders" in x)
-    assert "failed" in line and "unique_stg_orders_id" in line
-    counts = next(x for x in failed.stdout.splitlines() if "order_counts" in x)
-    assert "success" in counts  # its table was not rebuilt, so its tests still pass
+    # the report README shows: each test with dbt's failures count; order_counts' table was
+    # not rebuilt, so its tests still pass
+    assert (
+        "✓ acme.transformation.order_counts: 1 test passed\n"
+        "    ✓ unique_order_counts_status\n"
+        "✗ acme.transformation.stg_orders: 1 of 2 tests failed\n"
+        "    ✓ not_null_stg_orders_id\n"
+        "    ✗ unique_stg_orders_id: 1 failure\n"
+        "- acme.transformation.untested: no tests\n"
+        "Tests: 2 passed, 1 failed.\n"
+    ) in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr

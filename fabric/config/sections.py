@@ -165,6 +165,7 @@ _SUMMARIES = {
     "bad_name": ("bad-name", "Invalid resource name"),
     "bad_tag": ("bad-tag", "Invalid tag"),
     "unknown_test": ("unknown-test", "Unknown test"),
+    "test_argument": ("unknown-field", "Unknown field"),
     "union_tag_invalid": ("unknown-type", "Unknown type"),
     "union_tag_not_found": ("missing-field", "Missing field"),
     "literal_error": ("invalid-value", "Invalid value"),
@@ -291,6 +292,9 @@ def _data_loc(data: Any, loc: Sequence[str | int], *, last_is_key: bool) -> tupl
     node = data
     for i, part in enumerate(loc):
         is_last = i == len(loc) - 1
+        if _is_shorthand(node, part):  # `{not_null: {config: ...}}`: step into the one key
+            ((key, node),) = node.items()
+            out.append(key)
         if (isinstance(node, dict) and part in node) or (
             isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
         ):
@@ -299,6 +303,19 @@ def _data_loc(data: Any, loc: Sequence[str | int], *, last_is_key: bool) -> tupl
         elif is_last and last_is_key and isinstance(node, dict):
             out.append(part)
     return tuple(out)
+
+
+def _is_one_key(node: Any, key: str | int) -> bool:
+    return isinstance(node, dict) and len(node) == 1 and key in node
+
+
+def _is_shorthand(node: Any, part: str | int) -> bool:
+    """A one-key mapping whose value holds `part`: a test written as `{name: {arguments}}`,
+    which the spec normalises to `{test: name, arguments}`."""
+    if not isinstance(node, dict) or len(node) != 1 or part in node:
+        return False
+    (value,) = node.values()
+    return isinstance(value, dict) and part in value
 
 
 def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
@@ -316,7 +333,10 @@ def _allowed_fields(spec_type: Any, data: Any, loc: Sequence[str | int]) -> list
     for part in loc[:-1]:
         model = _model_of(tp, node)
         fields = _aliases(model) if model is not None and isinstance(node, dict) else {}
-        tp = fields[part] if part in fields else _item_type(tp)
+        # The shorthand's key (`not_null`) keeps the model: its value holds the fields.
+        shorthand = model is not None and part not in fields and _is_one_key(node, part)
+        if not shorthand:
+            tp = fields[part] if part in fields else _item_type(tp)
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):

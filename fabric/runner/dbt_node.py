@@ -432,6 +432,7 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     response = entry.adapter_response or {}
     rows = response.get("rows_affected") if isinstance(response, Mapping) else None
     status = getattr(entry.status, "value", str(entry.status))
+    failures = getattr(entry, "failures", None)
     return dp.DbtOutcome(
         unique_id=node.unique_id,
         resource_type=kind,
@@ -441,4 +442,5 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
         seconds=float(entry.execution_time or 0.0),
         rows_affected=rows if isinstance(rows, int) else None,
         message=redact(str(entry.message), secrets) if entry.message else None,
+        failures=failures if kind == "test" and isinstance(failures, int) else None,
     )

@@ -36,7 +36,7 @@ import yaml
 
 from fabric.addresses import Address
 from fabric.config.sql_refs import sql_refs
-from fabric.runner.nodes import NodeResult, NodeStatus
+from fabric.runner.nodes import NodeResult, NodeStatus, TestResult
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
@@ -256,7 +256,7 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     model["config"] = config
     severity = spec.get("tests_severity") or "error"
     columns = [
-        {"name": column, "data_tests": [_test(t, name, severity) for t in tests]}
+        {"name": column, "data_tests": [_test(t, name, severity, spec["schema"]) for t in tests]}
         for column, tests in sorted((spec.get("tests") or {}).items())
         if tests
     ]
@@ -265,14 +265,23 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return model
 
 
-def _test(test: Any, model: str, severity: str) -> dict[str, Any]:
+_TEST_CONFIG = ("severity", "where", "error_if", "warn_if", "store_failures")
+"""dbt's per-test config keys fabric passes on (the spec allows no others)."""
+
+
+def _test(test: Any, model: str, severity: str, schema: str) -> dict[str, Any]:
     """One column test in dbt's shape (arguments nested, as dbt 1.10+ wants), tagged."""
+    name, arg, own = _test_parts(test)
     config: dict[str, Any] = {"tags": [tests_tag(model)]}
     if severity == "warn":
         config["severity"] = "warn"
-    name, arg = _test_parts(test)
+    config.update((k, own[k]) for k in _TEST_CONFIG if own.get(k) is not None)
+    if config.get("store_failures"):
+        # dbt's default audit schema (`dbt_test__audit`) would be shared by every tenant of
+        # the warehouse; the failures go next to the model, into a schema the tenant owns.
+        config["schema"] = schema
     if name == "accepted_values":
-        values = list(arg.get("values") if isinstance(arg, Mapping) else arg or ())
+        values = list(arg or ())
         arguments: dict[str, Any] = {"values": values}
         if values and all(isinstance(v, int | float | bool) for v in values):
             arguments["quote"] = False
@@ -285,16 +294,23 @@ def _test(test: Any, model: str, severity: str) -> dict[str, Any]:
     return {name: {"config": config}}
 
 
-def _test_parts(test: Any) -> tuple[str, Any]:
+def _test_parts(test: Any) -> tuple[str, Any, Mapping[str, Any]]:
+    """(test name, its arguments, its config) of a test as stored (the YAML shorthand)."""
     if isinstance(test, str):
-        return test, None
+        return test, None, {}
     if isinstance(test, Mapping) and "test" in test:  # the normalised form, defensively
         name = str(test["test"])
-        if name == "accepted_values":
-            return name, list(test.get("values") or ())
-        return name, {"to": test.get("to"), "field": test.get("field")}
-    ((name, arg),) = dict(test).items()
-    return str(name), arg
+        body: Any = test
+    else:
+        ((name, body),) = dict(test).items()
+        name = str(name)
+    own = (body.get("config") if isinstance(body, Mapping) else None) or {}
+    if name == "accepted_values":
+        values = body.get("values") if isinstance(body, Mapping) else body
+        return name, list(values or ()), own
+    if name == "relationships":
+        return name, {"to": body.get("to"), "field": body.get("field")}, own
+    return name, None, own
 
 
 def _sources(project: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -469,6 +485,8 @@ class DbtOutcome:
     seconds: float = 0.0
     rows_affected: int | None = None
     message: str | None = None
+    failures: int | None = None
+    """Tests: the rows that failed (dbt's failures count)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,10 +538,18 @@ def node_results(
         if model is not None and model.rows_affected is not None and model.rows_affected >= 0:
             rows = {node.relation: model.rows_affected}
         problem = _problem(model, tests, tests_only=tests_only, error=error)
+        checked = tuple(
+            TestResult(name=t.name, status=t.status, failures=t.failures, message=t.message)
+            for t in sorted(tests, key=lambda t: t.name)
+        )
         if problem is None:
             results.append(
                 NodeResult.succeeded(
-                    node.address, rows_loaded=rows, log_tail=log, duration_seconds=seconds
+                    node.address,
+                    rows_loaded=rows,
+                    log_tail=log,
+                    duration_seconds=seconds,
+                    tests=checked,
                 )
             )
         else:
@@ -536,6 +562,7 @@ def node_results(
                     rows_loaded=rows,
                     log_tail=log,
                     duration_seconds=seconds,
+                    tests=checked,
                 )
             )
     return results

@@ -79,6 +79,20 @@ class NodeSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TestResult:
+    """One data test a node ran (dbt's generic tests of a transformation)."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    status: str
+    """dbt's test status: pass | fail | warn | error | skipped."""
+    failures: int | None = None
+    """Rows that failed the test (dbt's failures count); None when it did not run."""
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeResult:
     address: Address
     status: NodeStatus
@@ -90,6 +104,8 @@ class NodeResult:
     """Whether a retry could help (a connection reset, a deadlock), per the error's class."""
     log_tail: str = ""
     duration_seconds: float = 0.0
+    tests: tuple[TestResult, ...] = ()
+    """The node's data tests, by name (empty: it has none, or none ran)."""
 
     @classmethod
     def succeeded(cls, address: Address, **kw: Any) -> NodeResult:

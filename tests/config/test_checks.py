@@ -289,6 +289,47 @@ def test_source_of_a_full_database_pipeline_without_table_names_is_not_checked(
     assert codes(load_pipelines(make_repo, text)) == []
 
 
+def test_tests_take_dbts_per_test_config(make_repo: MakeRepo) -> None:
+    body = (
+        "    sql: select 1 as id\n"
+        "    tests:\n"
+        "      id:\n"
+        "        - not_null: {config: {where: id > 0, store_failures: true}}\n"
+        "        - unique: {config: {error_if: '>10', warn_if: '>0'}}\n"
+        "        - accepted_values: {values: [1, 2], config: {severity: warn}}\n"
+        "        - relationships: {to: totals, field: id, config: {severity: error}}\n"
+    )
+    result = load_pipelines(make_repo, transformation(body))
+    assert result.desired is not None, result.diagnostics
+    spec = result.desired.tenants["acme"].transformations["totals"].spec
+    stored = spec.model_dump(mode="json", by_alias=True)["tests"]["id"]
+    assert stored == [  # what reaches the control plane and dbt: config kept, as written
+        {"not_null": {"config": {"where": "id > 0", "store_failures": True}}},
+        {"unique": {"config": {"error_if": ">10", "warn_if": ">0"}}},
+        {"accepted_values": {"values": [1, 2], "config": {"severity": "warn"}}},
+        {"relationships": {"to": "totals", "field": "id", "config": {"severity": "error"}}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("test", "line_hint"),
+    [
+        ("{not_null: {config: {sevrity: warn}}}", "Did you mean 'severity'?"),
+        ("{accepted_values: {values: [1], config: {severity: warning}}}", "Did you mean 'warn'?"),
+        ("{unique: {confg: {severity: warn}}}", "Did you mean 'config'?"),
+        ("{unique: {values: [1]}}", None),
+    ],
+)
+def test_a_wrong_test_config_is_reported_at_its_key(
+    make_repo: MakeRepo, test: str, line_hint: str | None
+) -> None:
+    body = f"    sql: select 1 as id\n    tests:\n      id:\n        - {test}\n"
+    result = load_pipelines(make_repo, transformation(body))
+    (diag,) = result.diagnostics
+    assert (diag.span.path, diag.span.line) == (P, 14)
+    assert diag.hint == line_hint
+
+
 def test_config_in_sql_may_not_override_what_the_yaml_owns(make_repo: MakeRepo) -> None:
     result = load(
         make_repo,

@@ -241,6 +241,39 @@ def test_a_failing_test_fails_its_node_and_severity_warn_keeps_it_green(wh: Ware
     assert wh.sql("select count(*) from acme_checks.dup_error") == [(2,)]
 
 
+def test_per_test_config_reaches_dbt_and_each_test_reports_its_failures(wh: Warehouse):
+    rows = "select 1 as k, 'a' as c union all select 1, 'b' union all select null, 'c'"
+    specs = {
+        "checked": {
+            "sql": rows,
+            "schema": "gamma_checks",
+            "materialized": "table",
+            "tests": {
+                "k": [
+                    {"not_null": {"config": {"where": "c <> 'c'"}}},  # the null row is left out
+                    {"unique": {"config": {"store_failures": True}}},
+                ],
+                "c": [
+                    {"accepted_values": {"values": ["a"], "config": {"severity": "warn"}}},
+                    {"unique": {"config": {"error_if": ">5", "warn_if": ">5"}}},
+                ],
+            },
+        },
+    }
+    result = wh.run("checked", project=wh.project("gamma", specs))["checked"]
+    assert result.status is NodeStatus.FAILED
+    by_name = {t.name: (t.status, t.failures) for t in result.tests}
+    assert by_name == {
+        "not_null_checked_k": ("pass", 0),
+        "unique_checked_k": ("fail", 1),
+        "accepted_values_checked_c__a": ("warn", 2),
+        "unique_checked_c": ("pass", 0),
+    }
+    assert result.error.startswith("1 of 4 test(s) failed: unique_checked_k failed")
+    # store_failures keeps the failing rows next to the model, in the tenant's own schema
+    assert wh.sql("select * from gamma_checks.unique_checked_k") == [(1, 2)]
+
+
 def test_a_batch_with_one_bad_model_records_each_nodes_own_result(wh: Warehouse):
     results = wh.run("stg_orders", "bad_sql", "events_inc")
     assert results["stg_orders"].status is NodeStatus.SUCCESS

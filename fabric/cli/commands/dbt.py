@@ -44,18 +44,28 @@ def test_command(
 ) -> None:
     """Run only the tests of applied transformations (no model is rebuilt): SELECTORS as for
     `fabric run` (default: every transformation). Exit 1 when a test fails."""
-    from fabric.render.runs import short, table
+    from fabric.cli.commands.run import finish_runs
+    from fabric.render.runs import report_tests
     from fabric.transforming import run_tests
 
     color = sys.stdout.isatty()
+    tests = {}
+
+    def collect(event, counts) -> None:
+        if event.kind == "finished":
+            tests[event.address] = event.result.tests
+
     result = run_tests(
-        repo, tenants=tenants, all_tenants=all_tenants, selectors=selectors, workers=workers
+        repo,
+        tenants=tenants,
+        all_tenants=all_tenants,
+        selectors=selectors,
+        workers=workers,
+        on_event=collect,
     )
-    rows = [
-        (str(node), status.value, short(result.errors.get(node), 80))
+    nodes = [
+        (str(node), status.value, result.errors.get(node), tests.get(node, ()))
         for node, status in sorted(result.nodes.items(), key=lambda i: str(i[0]))
     ]
-    click.echo(table(("TRANSFORMATION", "TESTS", "FAILURES"), rows))
-    from fabric.cli.commands.run import finish_runs
-
+    click.echo(report_tests(nodes))
     finish_runs(result, color=color, label=" (tests only)")
