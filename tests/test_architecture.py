@@ -28,6 +28,7 @@ PURE = [
     "render",
     "runner/nodes",
     "runner/dbt_project",
+    "runner/dbt_errors",
     "scheduling",
 ]
 SHELL_ONLY = {

@@ -53,10 +53,11 @@ transformations:
     tests:
       status: [unique]
   untested:
-    sql: select 1 as one
+    sql_file: models/untested.sql
     schema: acme_marts
 """
 ORDER_COUNTS = "select status, count(*) as n\nfrom {{ ref('stg_orders') }}\ngroup by status\n"
+UNTESTED = "-- no tests, and a typo\nselect id,\n  amout\nfrom {{ ref('stg_orders') }}\n"
 CLI = "import fabric.cli.commands.dbt; from fabric.cli.main import main; main()"
 
 
@@ -75,6 +76,7 @@ def applied(tmp_path, make_database):
         )
     )
     (root / "tenants" / "acme" / "models" / "order_counts.sql").write_text(ORDER_COUNTS)
+    (root / "tenants" / "acme" / "models" / "untested.sql").write_text(UNTESTED)
     env = {
         "FABRIC_DATABASE_URL": make_database(),
         "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
@@ -173,3 +175,33 @@ def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
         "Tests: 2 passed, 1 failed.\n"
     ) in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_a_failed_model_shows_the_database_error_at_its_sql_line(applied):
+    root, env, _ = applied
+
+    def fabric(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", CLI, *args, "--repo", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+
+    failed = fabric("run", "stg_orders", "untested", "--tenant", "acme")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    headline = 'tenants/acme/models/untested.sql:3: column "amout" does not exist'
+    progress = next(x for x in failed.stdout.splitlines() if "✗" in x)
+    assert progress.endswith(f": {headline}")
+    summary = next(
+        x for x in failed.stdout.splitlines() if x.startswith("acme.trans") and "fail" in x
+    )
+    assert headline[:40] in summary  # the table's cell starts with it too
+
+    show = fabric("runs", "show", "1", "--tenant", "acme")
+    assert show.returncode == 0, show.stdout + show.stderr
+    table, _, below = show.stdout.partition("acme.transformation.untested error:")
+    assert max(len(line) for line in table.splitlines()) < 160  # no padding to the longest error
+    assert f"  {headline}" in below.splitlines()
+    assert "Database Error in model untested (models/untested.sql)" in below

@@ -25,6 +25,16 @@ def short(text: str | None, limit: int = 80) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
+def full_errors(errors: Iterable[tuple[str, str | None]], shown: int = 80) -> str:
+    """The errors a table cell cut short (`short(error, shown)`), in full, one block per node."""
+    blocks = [
+        f"{node} error:\n" + "\n".join(f"  {line}" for line in error.strip().splitlines())
+        for node, error in errors
+        if error and short(error, shown) != error.strip()
+    ]
+    return "\n\n".join(blocks)
+
+
 def rows_total(rows: dict[str, int] | None) -> int:
     return sum((rows or {}).values())
 

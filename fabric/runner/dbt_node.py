@@ -292,6 +292,8 @@ def _run_group(
                 address=node.address,
                 relation=dp.relation_name(transformations[name], name),
                 log=tuple(lines),
+                sql=str(transformations[name].get("sql") or ""),
+                sql_path=dp.sql_path(node.address.tenant, transformations[name]),
             )
         )
     results = dp.node_results(
@@ -306,7 +308,7 @@ def _run_group(
         if b.address.name in unparsable:
             by_address[b.address] = NodeResult.failed(
                 b.address,
-                redact(unparsable[b.address.name], secrets),
+                dp.explain_error(redact(unparsable[b.address.name], secrets), b.sql, b.sql_path),
                 duration_seconds=wall if len(nodes) == 1 else 0.0,
             )
     return [by_address[n.address] for n in nodes]

@@ -36,6 +36,7 @@ import yaml
 
 from fabric.addresses import Address
 from fabric.config.sql_refs import sql_refs
+from fabric.runner.dbt_errors import headline
 from fabric.runner.nodes import NodeResult, NodeStatus, TestResult
 
 PROJECT_FOLDER = "dbt"
@@ -497,6 +498,22 @@ class BatchNode:
     relation: str
     log: tuple[str, ...] = field(default=())
     """dbt's log lines about the model and its tests, oldest first."""
+    sql: str = ""
+    """The model's SQL as written, to map an error's position back onto."""
+    sql_path: str | None = None
+    """Where that SQL is (`tenants/acme/models/x.sql`); None for an inline `sql:`."""
+
+
+def explain_error(message: str, sql: str, sql_path: str | None) -> str:
+    """dbt's error with, first, its meaningful line at the transformation's SQL line."""
+    first = headline(message, sql, sql_path)
+    return message if message.strip().startswith(first) else f"{first}\n{message}"
+
+
+def sql_path(tenant: str, spec: Mapping[str, Any]) -> str | None:
+    """The repository path of a transformation's `sql_file` (None: its SQL is inline)."""
+    rel = spec.get("sql_file")
+    return f"tenants/{tenant}/{str(rel).removeprefix('./')}" if rel else None
 
 
 LOG_TAIL_LINES = 30
@@ -538,6 +555,8 @@ def node_results(
         if model is not None and model.rows_affected is not None and model.rows_affected >= 0:
             rows = {node.relation: model.rows_affected}
         problem = _problem(model, tests, tests_only=tests_only, error=error)
+        if problem is not None and model is not None and model.status == "error":
+            problem = explain_error(problem, node.sql, node.sql_path)
         checked = tuple(
             TestResult(name=t.name, status=t.status, failures=t.failures, message=t.message)
             for t in sorted(tests, key=lambda t: t.name)

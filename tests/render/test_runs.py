@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fabric.render.runs import report_tests
+from fabric.render.runs import full_errors, report_tests, short
 from fabric.runner.nodes import TestResult
 
 
@@ -32,3 +32,12 @@ def test_the_test_report_names_each_test_with_its_failures_and_says_no_tests():
         "✗ acme.transformation.broken: could not connect",
         "Tests: 1 passed, 1 warned, 1 failed.",
     ]
+
+
+def test_errors_cut_short_in_a_table_are_shown_in_full_below_it():
+    long = "x" * 100
+    text = full_errors(
+        [("a", "short one"), ("b", None), ("c", "headline\nmore detail"), ("d", long)]
+    )
+    assert short("headline\nmore detail") == "headline"
+    assert text == f"c error:\n  headline\n  more detail\n\nd error:\n  {long}"

@@ -285,6 +285,27 @@ def test_a_batch_with_one_bad_model_records_each_nodes_own_result(wh: Warehouse)
     assert results["stg_orders"].error is None and "bad_sql" not in results["stg_orders"].log_tail
 
 
+def test_a_database_error_leads_with_its_message_at_the_line_of_the_users_sql(wh: Warehouse):
+    wh.sql("create schema if not exists shop_raw")
+    events = (
+        "-- staging of the shop's orders\n"
+        "select id,\n"
+        "       amout as amount\n"
+        "from {{ source('orders', 'orders') }}\n"
+    )
+    specs = {
+        "stg_events": {"sql": events, "sql_file": "models/stg_events.sql", "schema": "eps_s"},
+        "inline": {"sql": "select 1 as one,\n  2 as two,\n  nope\n", "schema": "eps_s"},
+    }
+    results = wh.run("stg_events", "inline", project=wh.project("eps", specs))
+    from_file, inline = results["stg_events"], results["inline"]
+    assert from_file.status is NodeStatus.FAILED and inline.status is NodeStatus.FAILED
+    first, _, rest = from_file.error.partition("\n")
+    assert first == 'tenants/eps/models/stg_events.sql:3: column "amout" does not exist'
+    assert "Database Error in model stg_events" in rest  # dbt's whole message follows
+    assert inline.error.splitlines()[0] == 'SQL line 3: column "nope" does not exist'
+
+
 def test_sql_dbt_cannot_parse_fails_only_its_own_node(wh: Warehouse):
     specs = {
         "fine": {"sql": "select 1 as x", "schema": "beta_marts", "materialized": "view"},
@@ -296,7 +317,8 @@ def test_sql_dbt_cannot_parse_fails_only_its_own_node(wh: Warehouse):
         results = wh.run("fine", "broken", project=project)
         assert results["fine"].status is NodeStatus.SUCCESS, results["fine"].error
         assert results["broken"].status is NodeStatus.FAILED
-        assert results["broken"].error.startswith("Compilation Error in model broken")
+        first, _, rest = results["broken"].error.partition("\n")
+        assert first.startswith("SQL line 1: ") and "Compilation Error in model broken" in rest
     fixed = wh.project("beta", {**specs, "broken": {**specs["broken"], "sql": "select 2 as x"}})
     again = wh.run("broken", "uses_broken", project=fixed)
     assert {n: r.status for n, r in again.items()} == {
