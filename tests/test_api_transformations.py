@@ -51,8 +51,12 @@ transformations:
     materialized: table
     tests:
       status: [unique]
+  untested:
+    sql_file: models/untested.sql
+    schema: acme_marts
 """
 ORDER_COUNTS = "select status, count(*) as n\nfrom {{ ref('stg_orders') }}\ngroup by status\n"
+UNTESTED = "-- no tests, and a typo\nselect id,\n  amout\nfrom {{ ref('stg_orders') }}\n"
 CLI = "import fabric.cli.commands.dbt; from fabric.cli.main import main; main()"
 
 
@@ -71,6 +75,7 @@ def applied(tmp_path, make_database):
         )
     )
     (root / "tenants" / "acme" / "models" / "order_counts.sql").write_text(ORDER_COUNTS)
+    (root / "tenants" / "acme" / "models" / "untested.sql").write_text(UNTESTED)
     env = {
         "FABRIC_DATABASE_URL": make_database(),
         "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
@@ -119,7 +124,8 @@ def test_compile_names_what_is_wrong_with_the_address(applied):
         compile_transformation(root, "acme.pipeline.orders", environ=env)
     with pytest.raises(FabricError, match="not a transformation's address"):
         compile_transformation(root, "order_counts", environ=env)
-    with pytest.raises(FabricError, match="Applied transformations: order_counts, stg_orders"):
+    applied = "Applied transformations: order_counts, stg_orders, untested"
+    with pytest.raises(FabricError, match=applied):
         compile_transformation(root, "acme.transformation.nope", environ=env)
 
 
@@ -141,7 +147,10 @@ def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
         oid = conn.execute(text("select 'acme_marts.order_counts'::regclass::oid")).scalar()
     passed = fabric("test")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "acme.transformation.stg_orders" in passed.stdout
+    assert "✓ acme.transformation.stg_orders: 2 tests passed" in passed.stdout
+    assert "    ✓ not_null_stg_orders_id" in passed.stdout.splitlines()
+    assert "- acme.transformation.untested: no tests" in passed.stdout
+    assert "Tests: 3 passed." in passed.stdout
     assert "acme.pipeline.orders" not in passed.stdout  # tests only: no load ran
     with engine.begin() as conn:
         conn.execute(text("insert into acme_raw.orders values (2, 'shipped')"))  # id 2 twice
@@ -149,8 +158,45 @@ def test_fabric_test_runs_only_the_tests_and_fails_on_a_failing_one(applied):
     assert same == oid  # `fabric test` rebuilt nothing
     failed = fabric("test")
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    line = next(x for x in failed.stdout.splitlines() if "acme.transformation.stg_orders" in x)
-    assert "failed" in line and "unique_stg_orders_id" in line
-    counts = next(x for x in failed.stdout.splitlines() if "order_counts" in x)
-    assert "success" in counts  # its table was not rebuilt, so its tests still pass
+    # the report README shows: each test with dbt's failures count; order_counts' table was
+    # not rebuilt, so its tests still pass
+    assert (
+        "✓ acme.transformation.order_counts: 1 test passed\n"
+        "    ✓ unique_order_counts_status\n"
+        "✗ acme.transformation.stg_orders: 1 of 2 tests failed\n"
+        "    ✓ not_null_stg_orders_id\n"
+        "    ✗ unique_stg_orders_id: 1 failure\n"
+        "- acme.transformation.untested: no tests\n"
+        "Tests: 2 passed, 1 failed.\n"
+    ) in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_a_failed_model_shows_the_database_error_at_its_sql_line(applied):
+    root, env, _ = applied
+
+    def fabric(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", CLI, *args, "--repo", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+
+    failed = fabric("run", "stg_orders", "untested", "--tenant", "acme")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    headline = 'tenants/acme/models/untested.sql:3: column "amout" does not exist'
+    progress = next(x for x in failed.stdout.splitlines() if "✗" in x)
+    assert progress.endswith(f": {headline}")
+    summary = next(
+        x for x in failed.stdout.splitlines() if x.startswith("acme.trans") and "fail" in x
+    )
+    assert headline[:40] in summary  # the table's cell starts with it too
+
+    show = fabric("runs", "show", "1", "--tenant", "acme")
+    assert show.returncode == 0, show.stdout + show.stderr
+    table, _, below = show.stdout.partition("acme.transformation.untested error:")
+    assert max(len(line) for line in table.splitlines()) < 160  # no padding to the longest error
+    assert f"  {headline}" in below.splitlines()
+    assert "Database Error in model untested (models/untested.sql)" in below

@@ -28,6 +28,7 @@ PURE = [
     "plan",
     "render",
     "runner/dbt_project",
+    "runner/dbt_errors",
     "runner/failures",
     "scheduling",
 ]

@@ -6,17 +6,18 @@ Every function reports diagnostics at the field they are about and never raises.
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from croniter import croniter
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import NAME, Address, Kind
 from fabric.config.destinations import filesystem_target, tenant_folder
 from fabric.config.references import is_secret_key, references_in
-from fabric.config.sections import ValidSpec
+from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import (
     DESTINATION_TYPES,
     SQL_SOURCE_TYPES,
@@ -82,17 +83,7 @@ def _connection_ref(
     if target is None and ctx.is_broken(Kind.CONNECTION, name):
         return None
     if target is None:
-        diags.append(
-            error(
-                "unknown-reference",
-                "Unknown reference",
-                f"{vs.address}: {field} {name!r} names no connection of tenant {ctx.slug}.",
-                hint=did_you_mean(name, connections)
-                or "Declare it under `connections:` in this tenant's folder.",
-                span=span(),
-                address=vs.address,
-            )
-        )
+        diags.append(_unknown_connection(ctx, vs.address, field, name, span()))
         return None
     spec = target.spec
     if spec.direction != direction:
@@ -122,6 +113,55 @@ def _connection_ref(
         )
         return None
     return target
+
+
+def _unknown_connection(
+    ctx: TenantContext, owner: Address, field: str, name: str, span: SourceSpan
+) -> Diagnostic:
+    connections = ctx.by_kind[Kind.CONNECTION]
+    return error(
+        "unknown-reference",
+        "Unknown reference",
+        f"{owner}: {field} {name!r} names no connection of tenant {ctx.slug}.",
+        hint=did_you_mean(name, connections)
+        or "Declare it under `connections:` in this tenant's folder.",
+        span=span,
+        address=owner,
+    )
+
+
+_CONNECTION_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.PIPELINE: ("source", "destination"),
+    Kind.TRANSFORMATION: ("warehouse",),
+}
+_NODE_ENTRY = re.compile(rf"(?:(?:pipeline|transformation):)?{NAME.pattern}")
+
+
+def check_broken_references(ctx: TenantContext, broken: Sequence[BrokenSpec]) -> list[Diagnostic]:
+    """The references of resources that failed validation, where the field holding them is
+    usable on its own (a well-formed name), so one fault never hides another.
+
+    Only existence is checked: rules that need the rest of the resource (a connection's
+    direction against the pipeline's mode, SQL refs) wait until it validates.
+    """
+    diags: list[Diagnostic] = []
+    connections = ctx.by_kind[Kind.CONNECTION]
+    for b in broken:
+        if not isinstance(b.data, Mapping):
+            continue
+        for field in _CONNECTION_FIELDS.get(b.address.kind, ()):
+            name = b.data.get(field)
+            if not isinstance(name, str) or not NAME.fullmatch(name):
+                continue  # absent, or already reported by validation
+            if name not in connections and not ctx.is_broken(Kind.CONNECTION, name):
+                span = b.file.locate((*b.loc, field))
+                diags.append(_unknown_connection(ctx, b.address, field, name, span))
+        entries = b.data.get("depends_on") if b.address.kind in _CONNECTION_FIELDS else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+            if isinstance(entry, str) and _NODE_ENTRY.fullmatch(entry):
+                where = functools.partial(b.file.locate, (*b.loc, "depends_on", i))
+                resolve_node_name(ctx, entry, b.address, where, diags)
+    return diags
 
 
 def _spec_fields_set(vs: ValidSpec) -> frozenset[str]:

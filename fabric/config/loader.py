@@ -19,7 +19,7 @@ from fabric.config.checks import check_project_timezone
 from fabric.config.discovery import discover, read_tenant_text
 from fabric.config.ownership import check_schema_ownership
 from fabric.config.resolve import build_tenant
-from fabric.config.sections import validate_project, validate_tenant_file
+from fabric.config.sections import BrokenSpec, validate_project, validate_tenant_file
 from fabric.config.specs import ProjectSpec
 from fabric.config.yaml_source import MAX_FILE_BYTES, parse_yaml
 from fabric.diagnostics import Diagnostic, SourceSpan, error, has_errors, sorted_unique
@@ -131,7 +131,7 @@ def _load_repository(root: Path) -> LoadResult:
             )
             continue
         specs = []
-        broken: list[Address] = []
+        broken: list[BrokenSpec] = []
         # A file that could not be read or parsed may declare anything: checking the tenant's
         # references without it would only add false errors, so the tenant is not built.
         is_complete = slug not in unreadable_tenants
@@ -155,7 +155,7 @@ def _load_repository(root: Path) -> LoadResult:
             return text, problem
 
         state, problems = build_tenant(
-            slug, specs, project, read_sql, sources[0].path, frozenset(broken), root_posix
+            slug, specs, project, read_sql, sources[0].path, broken, root_posix
         )
         diags += problems
         for rel, text in sorted(sql_files.items()):

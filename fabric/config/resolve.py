@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import functools
 import graphlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
-from fabric.config.sections import ValidSpec
+from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import ProjectSpec, TenantSpec
-from fabric.config.sql_refs import sql_refs
+from fabric.config.sql_refs import sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 from fabric.domain.state import Declared, Dependency, TenantState
 
@@ -34,10 +34,11 @@ def build_tenant(
     project: ProjectSpec,
     read_sql: ReadSql,
     first_file: str,
-    broken: frozenset[Address] = frozenset(),
+    broken_specs: Sequence[BrokenSpec] = (),
     repo_root: str = "",
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
+    broken = frozenset(b.address for b in broken_specs)
     tenant_specs: list[ValidSpec] = []
     by_kind: dict[Kind, dict[str, ValidSpec]] = {k: {} for k in Kind if k is not Kind.TENANT}
     for vs in specs:
@@ -95,6 +96,7 @@ def build_tenant(
     transformations, sql_text = _transformations(ctx, read_sql, diags)
     schedules = checks.resolve_schedules(ctx, diags)
     dependencies = _dependencies(ctx, sql_text, diags)
+    diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
         return MappingProxyType(
@@ -179,6 +181,62 @@ def _is_block(vs: ValidSpec) -> bool:
     return getattr(node, "style", None) in ("|", ">")
 
 
+_YAML_CONFIG = {"materialized", "schema", "unique_key", "tags"}
+"""config() keys that are fields of a transformation's YAML: the YAML is what plan shows."""
+_MANAGED_CONFIG = {
+    "alias": "fabric names the relation after the transformation",
+    "database": "the warehouse connection sets the database",
+    "enabled": "remove the transformation from the YAML to stop building it",
+    "pre_hook": "hooks run SQL outside the model; put that SQL into the model itself",
+    "post_hook": "hooks run SQL outside the model; put that SQL into the model itself",
+    "grants": "grants change who may read the relation; fabric does not manage them per model",
+    "full_refresh": "use `fabric run --full-refresh`",
+    "sql_header": "it runs SQL outside the model; put that SQL into the model itself",
+}
+"""config() keys fabric manages itself, or that reach beyond the model's own relation."""
+
+
+def _check_sql_config(vs: ValidSpec, sql: str, diags: list[Diagnostic]) -> None:
+    """`{{ config(...) }}` in a model's SQL must not override what the YAML owns: plan, graph
+    and the warehouse would disagree (the YAML says view, dbt builds a table)."""
+    declared = vs.file.locate(vs.loc, key=True)
+    for found in sql_config_keys(sql):
+        key = found.key
+        if key is None:
+            diags.append(
+                error(
+                    "dynamic-config",
+                    "Unreadable config()",
+                    f"{vs.address}: a config() call on SQL line {found.line} does not spell "
+                    "out its keys, so fabric cannot tell whether it overrides the YAML "
+                    f"(the transformation is declared at {declared}).",
+                    hint="Write config(key=value, ...) with literal keys, or move the "
+                    "settings into the transformation's YAML.",
+                    span=_sql_span(vs, found.line),
+                    address=vs.address,
+                )
+            )
+        elif key in _YAML_CONFIG or key in _MANAGED_CONFIG:
+            if key in _YAML_CONFIG:
+                written = ("schema_" if key == "schema" else key) in vs.spec.model_fields_set
+                where = vs.file.locate((*vs.loc, key)) if written else declared
+                detail = f"would override the YAML's `{key}` ({where})"
+                hint = f"Remove {key} from config() and set `{key}:` in the YAML instead."
+            else:
+                detail = f"sets {key!r}, which fabric manages (declared at {declared})"
+                hint = f"Remove {key} from config(): {_MANAGED_CONFIG[key]}."
+            diags.append(
+                error(
+                    "sql-config-override",
+                    "config() overrides the YAML",
+                    f"{vs.address}: config({key}=...) on SQL line {found.line} {detail}.",
+                    hint=hint,
+                    span=_sql_span(vs, found.line),
+                    address=vs.address,
+                )
+            )
+
+
 def _dependencies(
     ctx: checks.TenantContext, sql_text: Mapping[str, str], diags: list[Diagnostic]
 ) -> list[Dependency]:
@@ -223,6 +281,7 @@ def _dependencies(
                 add(up, vs.address, "depends_on", span, True)
     for name, sql in sql_text.items():
         vs = transformations[name]
+        _check_sql_config(vs, sql, diags)
         refs, dynamic = sql_refs(sql)
         for line in dynamic:
             diags.append(

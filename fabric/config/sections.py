@@ -37,6 +37,20 @@ class ValidSpec:
     """Location of the resource's mapping inside its file, e.g. ("pipelines", "orders")."""
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenSpec:
+    """A resource that exists but failed validation, with its data as written.
+
+    References to it are not reported as unknown, and its own references are still checked
+    where the fields that hold them are usable (checks.check_broken_references).
+    """
+
+    address: Address
+    data: Any
+    file: ParsedYaml
+    loc: tuple[str | int, ...]
+
+
 def validate_project(parsed: ParsedYaml) -> tuple[ProjectSpec | None, list[Diagnostic]]:
     data = {} if parsed.data is None else parsed.data
     if not isinstance(data, dict):
@@ -49,14 +63,14 @@ def validate_project(parsed: ParsedYaml) -> tuple[ProjectSpec | None, list[Diagn
 
 def validate_tenant_file(
     parsed: ParsedYaml, slug: str
-) -> tuple[list[ValidSpec], list[Address], list[Diagnostic]]:
+) -> tuple[list[ValidSpec], list[BrokenSpec], list[Diagnostic]]:
     """Every section of one tenant file; the `tenant:` section is returned as kind TENANT.
 
-    Also returns the addresses of resources that exist but failed validation, so references
-    to them are not reported a second time as unknown.
+    Also returns the resources that exist but failed validation, so references to them are
+    not reported a second time as unknown, and their own references are still checked.
     """
     found: list[ValidSpec] = []
-    broken: list[Address] = []
+    broken: list[BrokenSpec] = []
     diagnostics: list[Diagnostic] = []
     data = parsed.data
     if data is None:
@@ -80,7 +94,11 @@ def validate_tenant_file(
             close = difflib.get_close_matches(str(section), SECTIONS, n=1)
             if close and isinstance(body, dict):
                 kind = SECTIONS[close[0]]
-                broken += [Address(slug, kind, n) for n in body if isinstance(n, str)]
+                broken += [
+                    BrokenSpec(Address(slug, kind, n), data, parsed, (section, n))
+                    for n, data in body.items()
+                    if isinstance(n, str)
+                ]
             continue
         if section == "tenant":
             address = Address.of_tenant(slug)
@@ -92,7 +110,7 @@ def validate_tenant_file(
                 diagnostics += errors_to_diagnostics(
                     exc, parsed, ("tenant",), TenantSpec, body, address
                 )
-                broken.append(address)
+                broken.append(BrokenSpec(address, body, parsed, ("tenant",)))
             continue
         if body is None:
             continue
@@ -122,7 +140,7 @@ def validate_tenant_file(
                 diagnostics += errors_to_diagnostics(
                     exc, parsed, (section, name), SECTION_SPECS[section], spec_data, address
                 )
-                broken.append(address)
+                broken.append(BrokenSpec(address, spec_data, parsed, (section, name)))
                 continue
             found.append(ValidSpec(address, spec, parsed, (section, name)))
     return found, broken, diagnostics
@@ -147,6 +165,7 @@ _SUMMARIES = {
     "bad_name": ("bad-name", "Invalid resource name"),
     "bad_tag": ("bad-tag", "Invalid tag"),
     "unknown_test": ("unknown-test", "Unknown test"),
+    "test_argument": ("unknown-field", "Unknown field"),
     "union_tag_invalid": ("unknown-type", "Unknown type"),
     "union_tag_not_found": ("missing-field", "Missing field"),
     "literal_error": ("invalid-value", "Invalid value"),
@@ -273,6 +292,9 @@ def _data_loc(data: Any, loc: Sequence[str | int], *, last_is_key: bool) -> tupl
     node = data
     for i, part in enumerate(loc):
         is_last = i == len(loc) - 1
+        if _is_shorthand(node, part):  # `{not_null: {config: ...}}`: step into the one key
+            ((key, node),) = node.items()
+            out.append(key)
         if (isinstance(node, dict) and part in node) or (
             isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
         ):
@@ -281,6 +303,19 @@ def _data_loc(data: Any, loc: Sequence[str | int], *, last_is_key: bool) -> tupl
         elif is_last and last_is_key and isinstance(node, dict):
             out.append(part)
     return tuple(out)
+
+
+def _is_one_key(node: Any, key: str | int) -> bool:
+    return isinstance(node, dict) and len(node) == 1 and key in node
+
+
+def _is_shorthand(node: Any, part: str | int) -> bool:
+    """A one-key mapping whose value holds `part`: a test written as `{name: {arguments}}`,
+    which the spec normalises to `{test: name, arguments}`."""
+    if not isinstance(node, dict) or len(node) != 1 or part in node:
+        return False
+    (value,) = node.values()
+    return isinstance(value, dict) and part in value
 
 
 def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
@@ -298,7 +333,10 @@ def _allowed_fields(spec_type: Any, data: Any, loc: Sequence[str | int]) -> list
     for part in loc[:-1]:
         model = _model_of(tp, node)
         fields = _aliases(model) if model is not None and isinstance(node, dict) else {}
-        tp = fields[part] if part in fields else _item_type(tp)
+        # The shorthand's key (`not_null`) keeps the model: its value holds the fields.
+        shorthand = model is not None and part not in fields and _is_one_key(node, part)
+        if not shorthand:
+            tp = fields[part] if part in fields else _item_type(tp)
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):

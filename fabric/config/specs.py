@@ -22,6 +22,7 @@ from pydantic import (
     PlainSerializer,
     WithJsonSchema,
     model_serializer,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -333,6 +334,29 @@ def _iso_fields(value: Any) -> Any:
 # transformations
 
 
+class TestConfig(Spec):
+    """dbt's per-test config: how a failing test counts, and which rows it looks at."""
+
+    severity: Literal["error", "warn"] | None = None
+    """Overrides the transformation's tests_severity for this test."""
+    where: str | None = None
+    """A SQL condition: the test looks only at rows of the model that match it."""
+    error_if: str | None = None
+    """When failures make the test an error, e.g. ">10" (dbt's default: "!=0")."""
+    warn_if: str | None = None
+    """When failures make the test a warning, e.g. ">0"."""
+    store_failures: bool | None = None
+    """Keep the failing rows in a table of the warehouse's audit schema."""
+
+
+_TEST_ARGUMENTS: dict[str, frozenset[str]] = {
+    "not_null": frozenset(),
+    "unique": frozenset(),
+    "accepted_values": frozenset({"values"}),
+    "relationships": frozenset({"to", "field"}),
+}
+
+
 class ColumnTest(Spec):
     """One dbt generic test on a column, normalised from its YAML shorthand."""
 
@@ -340,15 +364,33 @@ class ColumnTest(Spec):
     values: tuple[Scalar, ...] | None = None
     to: str | None = None
     field: SqlIdent | None = None
+    config: TestConfig | None = None
+
+    @model_validator(mode="after")
+    def _arguments_of_this_test(self) -> ColumnTest:
+        given = {n for n in ("values", "to", "field") if getattr(self, n) is not None}
+        extra = sorted(given - _TEST_ARGUMENTS[self.test])
+        if extra:
+            raise PydanticCustomError(
+                "test_argument",
+                "{test} takes no argument '{name}'",
+                {"test": self.test, "name": extra[0]},
+            )
+        return self
 
     @model_serializer
     def _as_written(self) -> Any:
         """Serialise back to the YAML shorthand, so stored specs and exports read as written."""
+        config = (
+            {"config": self.config.model_dump(exclude_none=True)} if self.config is not None else {}
+        )
         if self.test == "accepted_values":
+            if config:
+                return {"accepted_values": {"values": list(self.values or ()), **config}}
             return {"accepted_values": list(self.values or ())}
         if self.test == "relationships":
-            return {"relationships": {"to": self.to, "field": self.field}}
-        return self.test
+            return {"relationships": {"to": self.to, "field": self.field, **config}}
+        return {self.test: config} if config else self.test
 
 
 def _column_test(value: Any) -> Any:
@@ -363,11 +405,12 @@ def _column_test(value: Any) -> Any:
     if isinstance(value, dict) and len(value) == 1:
         ((name, arg),) = value.items()
         if name == "accepted_values":
-            values = arg.get("values") if isinstance(arg, dict) else arg
-            return {"test": name, "values": values}
-        if name == "relationships" and isinstance(arg, dict):
+            if isinstance(arg, dict):
+                return {"test": name, **arg}
+            return {"test": name, "values": arg}
+        if name in _TEST_ARGUMENTS and isinstance(arg, dict):
             return {"test": name, **arg}
-        if name in ("not_null", "unique") and arg in (None, {}, True):
+        if name in ("not_null", "unique") and arg in (None, True):
             return {"test": name}
         raise PydanticCustomError(
             "unknown_test",
@@ -380,37 +423,46 @@ def _column_test(value: Any) -> Any:
     raise PydanticCustomError("unknown_test", "a test is a name or a one-key mapping")
 
 
-_TEST_JSON_SCHEMA = {
-    "anyOf": [
-        {"enum": ["not_null", "unique"]},
-        {
+def _test_json_schema() -> dict[str, Any]:
+    config = {k: v for k, v in TestConfig.model_json_schema().items() if k != "title"}
+
+    def shape(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        body = {
             "type": "object",
-            "properties": {
-                "accepted_values": {
-                    "anyOf": [
-                        {"type": "array"},
-                        {"type": "object", "properties": {"values": {"type": "array"}}},
-                    ]
-                }
-            },
-            "required": ["accepted_values"],
+            "properties": {**properties, "config": config},
             "additionalProperties": False,
-        },
-        {
+        }
+        if required:
+            body["required"] = required
+        return {
             "type": "object",
-            "properties": {
-                "relationships": {
-                    "type": "object",
-                    "properties": {"to": {"type": "string"}, "field": {"type": "string"}},
-                    "required": ["to", "field"],
-                    "additionalProperties": False,
-                }
-            },
-            "required": ["relationships"],
+            "properties": {name: body},
+            "required": [name],
             "additionalProperties": False,
-        },
-    ]
-}
+        }
+
+    return {
+        "anyOf": [
+            {"enum": ["not_null", "unique"]},
+            shape("not_null", {}, []),
+            shape("unique", {}, []),
+            {
+                "type": "object",
+                "properties": {"accepted_values": {"type": "array"}},
+                "required": ["accepted_values"],
+                "additionalProperties": False,
+            },
+            shape("accepted_values", {"values": {"type": "array"}}, ["values"]),
+            shape(
+                "relationships",
+                {"to": {"type": "string"}, "field": {"type": "string"}},
+                ["to", "field"],
+            ),
+        ]
+    }
+
+
+_TEST_JSON_SCHEMA = _test_json_schema()
 ColumnTestSpec = Annotated[
     ColumnTest, BeforeValidator(_column_test), WithJsonSchema(_TEST_JSON_SCHEMA)
 ]

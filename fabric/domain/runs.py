@@ -133,6 +133,20 @@ class NodeSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TestResult:
+    """One data test a node ran (dbt's generic tests of a transformation)."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    status: str
+    """dbt's test status: pass | fail | warn | error | skipped."""
+    failures: int | None = None
+    """Rows that failed the test (dbt's failures count); None when it did not run."""
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeResult:
     address: Address
     status: NodeStatus
@@ -147,6 +161,8 @@ class NodeResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     """When the node's own work began and ended (UTC); see the module docstring."""
+    tests: tuple[TestResult, ...] = ()
+    """The node's data tests, by name (empty: it has none, or none ran)."""
 
     @property
     def seconds(self) -> float:

@@ -276,6 +276,8 @@ def _run_group(
                 address=node.address,
                 relation=dp.relation_name(transformations[name], name),
                 log=tuple(lines),
+                sql=str(transformations[name].get("sql") or ""),
+                sql_path=dp.sql_path(node.address.tenant, transformations[name]),
             )
         )
     results = dp.node_results(
@@ -290,7 +292,7 @@ def _run_group(
         if b.address.name in unparsable:
             by_address[b.address] = NodeResult.failed(
                 b.address,
-                redact(unparsable[b.address.name], secrets),
+                dp.explain_error(redact(unparsable[b.address.name], secrets), b.sql, b.sql_path),
                 started_at=invocation[0],
                 finished_at=invocation[1],
             )
@@ -418,6 +420,7 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     response = entry.adapter_response or {}
     rows = response.get("rows_affected") if isinstance(response, Mapping) else None
     status = getattr(entry.status, "value", str(entry.status))
+    failures = getattr(entry, "failures", None)
     return dp.DbtOutcome(
         unique_id=node.unique_id,
         resource_type=kind,
@@ -429,6 +432,7 @@ def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
         finished_at=finished,
         rows_affected=rows if isinstance(rows, int) else None,
         message=redact(str(entry.message), secrets) if entry.message else None,
+        failures=failures if kind == "test" and isinstance(failures, int) else None,
     )
 
 

@@ -37,7 +37,8 @@ import yaml
 
 from fabric.addresses import Address
 from fabric.config.sql_refs import sql_refs
-from fabric.domain.runs import NodeResult, NodeStatus
+from fabric.domain.runs import NodeResult, NodeStatus, TestResult
+from fabric.runner.dbt_errors import headline
 from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
@@ -251,7 +252,7 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     model["config"] = config
     severity = spec.get("tests_severity") or "error"
     columns = [
-        {"name": column, "data_tests": [_test(t, name, severity) for t in tests]}
+        {"name": column, "data_tests": [_test(t, name, severity, spec["schema"]) for t in tests]}
         for column, tests in sorted((spec.get("tests") or {}).items())
         if tests
     ]
@@ -260,14 +261,23 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return model
 
 
-def _test(test: Any, model: str, severity: str) -> dict[str, Any]:
+_TEST_CONFIG = ("severity", "where", "error_if", "warn_if", "store_failures")
+"""dbt's per-test config keys fabric passes on (the spec allows no others)."""
+
+
+def _test(test: Any, model: str, severity: str, schema: str) -> dict[str, Any]:
     """One column test in dbt's shape (arguments nested, as dbt 1.10+ wants), tagged."""
+    name, arg, own = _test_parts(test)
     config: dict[str, Any] = {"tags": [tests_tag(model)]}
     if severity == "warn":
         config["severity"] = "warn"
-    name, arg = _test_parts(test)
+    config.update((k, own[k]) for k in _TEST_CONFIG if own.get(k) is not None)
+    if config.get("store_failures"):
+        # dbt's default audit schema (`dbt_test__audit`) would be shared by every tenant of
+        # the warehouse; the failures go next to the model, into a schema the tenant owns.
+        config["schema"] = schema
     if name == "accepted_values":
-        values = list(arg.get("values") if isinstance(arg, Mapping) else arg or ())
+        values = list(arg or ())
         arguments: dict[str, Any] = {"values": values}
         if values and all(isinstance(v, int | float | bool) for v in values):
             arguments["quote"] = False
@@ -280,16 +290,23 @@ def _test(test: Any, model: str, severity: str) -> dict[str, Any]:
     return {name: {"config": config}}
 
 
-def _test_parts(test: Any) -> tuple[str, Any]:
+def _test_parts(test: Any) -> tuple[str, Any, Mapping[str, Any]]:
+    """(test name, its arguments, its config) of a test as stored (the YAML shorthand)."""
     if isinstance(test, str):
-        return test, None
+        return test, None, {}
     if isinstance(test, Mapping) and "test" in test:  # the normalised form, defensively
         name = str(test["test"])
-        if name == "accepted_values":
-            return name, list(test.get("values") or ())
-        return name, {"to": test.get("to"), "field": test.get("field")}
-    ((name, arg),) = dict(test).items()
-    return str(name), arg
+        body: Any = test
+    else:
+        ((name, body),) = dict(test).items()
+        name = str(name)
+    own = (body.get("config") if isinstance(body, Mapping) else None) or {}
+    if name == "accepted_values":
+        values = body.get("values") if isinstance(body, Mapping) else body
+        return name, list(values or ()), own
+    if name == "relationships":
+        return name, {"to": body.get("to"), "field": body.get("field")}, own
+    return name, None, own
 
 
 def _sources(project: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -462,6 +479,8 @@ class DbtOutcome:
     """dbt's own timing of the node (compile to execute), aware UTC."""
     rows_affected: int | None = None
     message: str | None = None
+    failures: int | None = None
+    """Tests: the rows that failed (dbt's failures count)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -472,6 +491,22 @@ class BatchNode:
     relation: str
     log: tuple[str, ...] = field(default=())
     """dbt's log lines about the model and its tests, oldest first."""
+    sql: str = ""
+    """The model's SQL as written, to map an error's position back onto."""
+    sql_path: str | None = None
+    """Where that SQL is (`tenants/acme/models/x.sql`); None for an inline `sql:`."""
+
+
+def explain_error(message: str, sql: str, sql_path: str | None) -> str:
+    """dbt's error with, first, its meaningful line at the transformation's SQL line."""
+    first = headline(message, sql, sql_path)
+    return message if message.strip().startswith(first) else f"{first}\n{message}"
+
+
+def sql_path(tenant: str, spec: Mapping[str, Any]) -> str | None:
+    """The repository path of a transformation's `sql_file` (None: its SQL is inline)."""
+    rel = spec.get("sql_file")
+    return f"tenants/{tenant}/{str(rel).removeprefix('./')}" if rel else None
 
 
 LOG_TAIL_LINES = 30
@@ -516,9 +551,17 @@ def node_results(
         if model is not None and model.rows_affected is not None and model.rows_affected >= 0:
             rows = {node.relation: model.rows_affected}
         problem = _problem(model, tests, tests_only=tests_only, error=error)
+        if problem is not None and model is not None and model.status == "error":
+            problem = explain_error(problem, node.sql, node.sql_path)
+        checked = tuple(
+            TestResult(name=t.name, status=t.status, failures=t.failures, message=t.message)
+            for t in sorted(tests, key=lambda t: t.name)
+        )
         if problem is None:
             results.append(
-                NodeResult.succeeded(node.address, rows_loaded=rows, log_tail=log, **times)
+                NodeResult.succeeded(
+                    node.address, rows_loaded=rows, log_tail=log, tests=checked, **times
+                )
             )
         else:
             results.append(
@@ -529,6 +572,7 @@ def node_results(
                     failure=kind_of_message(problem),
                     rows_loaded=rows,
                     log_tail=log,
+                    tests=checked,
                     **times,
                 )
             )

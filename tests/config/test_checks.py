@@ -289,6 +289,95 @@ def test_source_of_a_full_database_pipeline_without_table_names_is_not_checked(
     assert codes(load_pipelines(make_repo, text)) == []
 
 
+def test_tests_take_dbts_per_test_config(make_repo: MakeRepo) -> None:
+    body = (
+        "    sql: select 1 as id\n"
+        "    tests:\n"
+        "      id:\n"
+        "        - not_null: {config: {where: id > 0, store_failures: true}}\n"
+        "        - unique: {config: {error_if: '>10', warn_if: '>0'}}\n"
+        "        - accepted_values: {values: [1, 2], config: {severity: warn}}\n"
+        "        - relationships: {to: totals, field: id, config: {severity: error}}\n"
+    )
+    result = load_pipelines(make_repo, transformation(body))
+    assert result.desired is not None, result.diagnostics
+    spec = result.desired.tenants["acme"].transformations["totals"].spec
+    stored = spec.model_dump(mode="json", by_alias=True)["tests"]["id"]
+    assert stored == [  # what reaches the control plane and dbt: config kept, as written
+        {"not_null": {"config": {"where": "id > 0", "store_failures": True}}},
+        {"unique": {"config": {"error_if": ">10", "warn_if": ">0"}}},
+        {"accepted_values": {"values": [1, 2], "config": {"severity": "warn"}}},
+        {"relationships": {"to": "totals", "field": "id", "config": {"severity": "error"}}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("test", "line_hint"),
+    [
+        ("{not_null: {config: {sevrity: warn}}}", "Did you mean 'severity'?"),
+        ("{accepted_values: {values: [1], config: {severity: warning}}}", "Did you mean 'warn'?"),
+        ("{unique: {confg: {severity: warn}}}", "Did you mean 'config'?"),
+        ("{unique: {values: [1]}}", None),
+    ],
+)
+def test_a_wrong_test_config_is_reported_at_its_key(
+    make_repo: MakeRepo, test: str, line_hint: str | None
+) -> None:
+    body = f"    sql: select 1 as id\n    tests:\n      id:\n        - {test}\n"
+    result = load_pipelines(make_repo, transformation(body))
+    (diag,) = result.diagnostics
+    assert (diag.span.path, diag.span.line) == (P, 14)
+    assert diag.hint == line_hint
+
+
+def test_config_in_sql_may_not_override_what_the_yaml_owns(make_repo: MakeRepo) -> None:
+    result = load(
+        make_repo,
+        {
+            P: transformation(
+                "    materialized: view\n"
+                "    sql: |\n"
+                "      {{ config(materialized='table',\n"
+                "                on_schema_change='fail') }}\n"
+                "      select 1 as id\n"
+            ).replace("  totals:", "  inline:")
+            + "  from_file:\n    schema: acme_marts\n    sql_file: models/from_file.sql\n",
+            "tenants/acme/models/from_file.sql": (
+                "-- settings\n"
+                "{{ config(unique_key='id', alias='orders', post_hook='grant all on x to y') }}\n"
+                "{{ config(**more) }}\n"
+                "select 1 as id\n"
+            ),
+        },
+    )
+    models_file = "tenants/acme/models/from_file.sql"
+    assert where(result) == [
+        ("sql-config-override", models_file, 2),  # alias
+        ("sql-config-override", models_file, 2),  # post_hook
+        ("sql-config-override", models_file, 2),  # unique_key
+        ("dynamic-config", models_file, 3),
+        ("sql-config-override", P, 13),  # the SQL line, in the YAML's block scalar
+    ]
+    by_detail = {d.detail: d for d in result.diagnostics}
+    inline = next(d for d in by_detail.values() if "inline" in d.detail)
+    assert "materialized" in inline.detail and f"{P}:11" in inline.detail  # the YAML field
+    assert inline.hint == (
+        "Remove materialized from config() and set `materialized:` in the YAML instead."
+    )
+    unique_key = next(d for d in by_detail.values() if "unique_key" in d.detail)
+    assert f"{P}:16" in unique_key.detail  # not set in the YAML: where the model is declared
+    assert any("hooks run SQL" in (d.hint or "") for d in result.diagnostics)
+
+
+def test_config_in_sql_may_set_what_the_yaml_does_not_own(make_repo: MakeRepo) -> None:
+    body = (
+        "    materialized: incremental\n"
+        "    sql: \"{{ config(incremental_strategy='append', on_schema_change='fail') }} "
+        "select 1 as id {# {{ config(materialized='table') }} #}\"\n"
+    )
+    assert codes(load_pipelines(make_repo, transformation(body))) == []
+
+
 # --------------------------------------------------------------------------------------------
 # sql_file
 
@@ -469,3 +558,32 @@ def test_the_second_declaration_names_where_the_first_is(make_repo: MakeRepo) ->
     assert diag.address == Address("acme", Kind.PIPELINE, "orders")
     assert (diag.span.path, diag.span.line) == ("tenants/acme/b.yaml", 2)
     assert "first at tenants/acme/a.yaml:2:3" in diag.detail
+
+
+def test_a_resource_that_fails_validation_still_has_its_references_checked(
+    make_repo: MakeRepo,
+) -> None:
+    text = (
+        ORDERS.replace("shop_db", "shop_dbb")
+        + "    retries_max: 3\n"
+        + "    depends_on: [totalz]\n"
+        + "transformations:\n"
+        + "  totals:\n"
+        + "    schema: acme_marts\n"
+        + "    warehouse: dwhh\n"
+        + "    materialised: table\n"
+        + "    sql: select 1\n"
+    )
+    result = load_pipelines(make_repo, text)
+    assert where(result) == [
+        ("unknown-reference", P, 3),  # source shop_dbb
+        ("unknown-field", P, 8),
+        ("unknown-reference", P, 9),  # depends_on totalz
+        ("unknown-reference", P, 13),  # warehouse dwhh
+        ("unknown-field", P, 14),
+    ]
+
+
+def test_a_malformed_reference_in_a_broken_resource_is_reported_once(make_repo: MakeRepo) -> None:
+    result = load_pipelines(make_repo, ORDERS.replace("shop_db", "Shop-DB"))
+    assert where(result) == [("bad-name", P, 3)]

@@ -243,6 +243,39 @@ def test_a_failing_test_fails_its_node_and_severity_warn_keeps_it_green(wh: Ware
     assert wh.sql("select count(*) from acme_checks.dup_error") == [(2,)]
 
 
+def test_per_test_config_reaches_dbt_and_each_test_reports_its_failures(wh: Warehouse):
+    rows = "select 1 as k, 'a' as c union all select 1, 'b' union all select null, 'c'"
+    specs = {
+        "checked": {
+            "sql": rows,
+            "schema": "gamma_checks",
+            "materialized": "table",
+            "tests": {
+                "k": [
+                    {"not_null": {"config": {"where": "c <> 'c'"}}},  # the null row is left out
+                    {"unique": {"config": {"store_failures": True}}},
+                ],
+                "c": [
+                    {"accepted_values": {"values": ["a"], "config": {"severity": "warn"}}},
+                    {"unique": {"config": {"error_if": ">5", "warn_if": ">5"}}},
+                ],
+            },
+        },
+    }
+    result = wh.run("checked", project=wh.project("gamma", specs))["checked"]
+    assert result.status is NodeStatus.FAILED
+    by_name = {t.name: (t.status, t.failures) for t in result.tests}
+    assert by_name == {
+        "not_null_checked_k": ("pass", 0),
+        "unique_checked_k": ("fail", 1),
+        "accepted_values_checked_c__a": ("warn", 2),
+        "unique_checked_c": ("pass", 0),
+    }
+    assert result.error.startswith("1 of 4 test(s) failed: unique_checked_k failed")
+    # store_failures keeps the failing rows next to the model, in the tenant's own schema
+    assert wh.sql("select * from gamma_checks.unique_checked_k") == [(1, 2)]
+
+
 def test_a_batch_with_one_bad_model_records_each_nodes_own_result(wh: Warehouse):
     results = wh.run("stg_orders", "bad_sql", "events_inc")
     assert results["stg_orders"].status is NodeStatus.SUCCESS
@@ -252,6 +285,27 @@ def test_a_batch_with_one_bad_model_records_each_nodes_own_result(wh: Warehouse)
     assert 'syntax error at or near "selec"' in bad.error and "models/bad_sql.sql" in bad.error
     assert "ERROR creating sql view model acme_checks.bad_sql" in bad.log_tail
     assert results["stg_orders"].error is None and "bad_sql" not in results["stg_orders"].log_tail
+
+
+def test_a_database_error_leads_with_its_message_at_the_line_of_the_users_sql(wh: Warehouse):
+    wh.sql("create schema if not exists shop_raw")
+    events = (
+        "-- staging of the shop's orders\n"
+        "select id,\n"
+        "       amout as amount\n"
+        "from {{ source('orders', 'orders') }}\n"
+    )
+    specs = {
+        "stg_events": {"sql": events, "sql_file": "models/stg_events.sql", "schema": "eps_s"},
+        "inline": {"sql": "select 1 as one,\n  2 as two,\n  nope\n", "schema": "eps_s"},
+    }
+    results = wh.run("stg_events", "inline", project=wh.project("eps", specs))
+    from_file, inline = results["stg_events"], results["inline"]
+    assert from_file.status is NodeStatus.FAILED and inline.status is NodeStatus.FAILED
+    first, _, rest = from_file.error.partition("\n")
+    assert first == 'tenants/eps/models/stg_events.sql:3: column "amout" does not exist'
+    assert "Database Error in model stg_events" in rest  # dbt's whole message follows
+    assert inline.error.splitlines()[0] == 'SQL line 3: column "nope" does not exist'
 
 
 def test_sql_dbt_cannot_parse_fails_only_its_own_node(wh: Warehouse):
@@ -265,7 +319,8 @@ def test_sql_dbt_cannot_parse_fails_only_its_own_node(wh: Warehouse):
         results = wh.run("fine", "broken", project=project)
         assert results["fine"].status is NodeStatus.SUCCESS, results["fine"].error
         assert results["broken"].status is NodeStatus.FAILED
-        assert results["broken"].error.startswith("Compilation Error in model broken")
+        first, _, rest = results["broken"].error.partition("\n")
+        assert first.startswith("SQL line 1: ") and "Compilation Error in model broken" in rest
     fixed = wh.project("beta", {**specs, "broken": {**specs["broken"], "sql": "select 2 as x"}})
     again = wh.run("broken", "uses_broken", project=fixed)
     assert {n: r.status for n, r in again.items()} == {

@@ -46,7 +46,7 @@ def test_command(
     """Run only the tests of applied transformations (no model is rebuilt): SELECTORS as for
     `fabric run` (default: every transformation). Exit 1 when a test fails."""
     from fabric.api import run_tests
-    from fabric.render.runs import short, table
+    from fabric.render.runs import report_tests
 
     color = sys.stdout.isatty()
     result = run_tests(
@@ -56,9 +56,14 @@ def test_command(
         selectors=selected(selectors, select),
         workers=workers,
     )
-    rows = [
-        (str(node), status.value, short(result.errors.get(node), 80))
+    nodes = [
+        (
+            str(node),
+            status.value,
+            result.errors.get(node),
+            result.results[node].tests if node in result.results else (),
+        )
         for node, status in sorted(result.nodes.items(), key=lambda i: str(i[0]))
     ]
-    click.echo(table(("TRANSFORMATION", "TESTS", "FAILURES"), rows))
+    click.echo(report_tests(nodes))
     finish_runs(result, color=color, label=" (tests only)")

@@ -164,7 +164,7 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
     """One run: its nodes, attempts, rows, errors and log tails."""
     from fabric import api
     from fabric.errors import FabricError
-    from fabric.render.runs import rows_total, table
+    from fabric.render.runs import full_errors, rows_total, short, table
 
     record = api.read_run(repo, tenant, run_id)
     if record is None:
@@ -183,13 +183,22 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
     click.echo()
     click.echo(
         table(
-            ("NODE", "STATUS", "ATTEMPTS", "ROWS", "ERROR"),
+            ("NODE", "STATUS", "ATTEMPTS", "TIME", "ROWS", "ERROR"),
             [
-                (n.node, n.status, n.attempts, f"{rows_total(n.rows_loaded):,}", n.error or "")
+                (
+                    n.node,
+                    f"{n.status} ({n.failure})" if n.failure else n.status,
+                    n.attempts,
+                    f"{n.seconds:.1f}s" if n.seconds is not None else "",
+                    f"{rows_total(n.rows_loaded):,}",
+                    short(n.error),
+                )
                 for n in record.nodes
             ],
         )
     )
+    if errors := full_errors((n.node, n.error) for n in record.nodes):
+        click.echo(f"\n{errors}")
     for n in record.nodes:
         if n.rows_loaded and len(n.rows_loaded) > 1:
             per_table = ", ".join(f"{t}={c:,}" for t, c in sorted(n.rows_loaded.items()))

@@ -1,0 +1,3 @@
+-- staging
+{{ config(materialized='table') }}
+select 1 as id
