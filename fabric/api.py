@@ -250,6 +250,9 @@ def run(
     on_event: Any = None,
 ) -> RunResult:
     """Run the selected nodes of what has been applied, recording the run(s)."""
+    from fabric.runner.warmup import start_worker_server
+
+    start_worker_server()  # first: workers import dlt/dbt while this process starts up
     from fabric.errors import FabricError
     from fabric.running import RunOptions, run_tenants
     from fabric.state.embedded import fabric_home
