@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fabric.addresses import Kind
-from fabric.config.loader import LoadResult, load_repository
-from fabric.plan.plan import Plan
-from fabric.plan.safety import SafetyOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # NOTE: imported where used, so `runs` and `status` never load the YAML side
     from sqlalchemy import Engine
 
     from fabric.apply import ApplyOptions, ApplyResult
+    from fabric.config.loader import LoadResult
+    from fabric.plan.plan import Plan
+    from fabric.plan.safety import SafetyOptions
     from fabric.running import RunResult
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
@@ -45,6 +45,8 @@ class ValidateResult:
 
 def validate(repo: Path) -> ValidateResult:
     """Load and check a repository; never raises for a bad repository."""
+    from fabric.config.loader import load_repository
+
     return ValidateResult(load_repository(repo))
 
 
@@ -61,9 +63,8 @@ class Workspace:
     environ: Mapping[str, str]
 
     def engine(self, command: str = "plan") -> Engine:
-        from fabric.apply import client_name
         from fabric.state.embedded import control_plane_url
-        from fabric.state.engine import make_engine
+        from fabric.state.engine import client_name, make_engine
 
         url = control_plane_url(self.root, self.settings)
         return make_engine(url, application_name=client_name(command))
@@ -90,6 +91,7 @@ class PlanResult:
 
 
 def load_valid(repo: Path) -> LoadResult:
+    from fabric.config.loader import load_repository
     from fabric.errors import ConfigError
 
     load = load_repository(repo)

@@ -7,13 +7,17 @@ SQLAlchemy's default for them is psycopg2, which fabric does not support.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
+
 from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
 from fabric.errors import StateError
 
-__all__ = ["create_database", "drop_database", "make_engine", "psycopg_url"]
+__all__ = ["client_name", "create_database", "drop_database", "make_engine", "psycopg_url"]
 
 DRIVER = "postgresql+psycopg"
 # NOTE: PostgreSQL silently truncates longer identifiers, which would make the "exists?" check
@@ -44,6 +48,15 @@ def psycopg_url(url: str | URL) -> URL:
             f"psycopg 3: write it as {DRIVER}://user:password@host:port/database."
         )
     return parsed
+
+
+def client_name(command: str = "apply") -> str:
+    """What other sessions see as this session's application_name (names a lock holder)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"fabric {command} {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
 
 
 def make_engine(url: str | URL, application_name: str = "fabric") -> Engine:

@@ -193,7 +193,7 @@ def locks(repo: Path) -> None:
         from fabric.state.snapshot import read_tenant_rows
 
         slugs = list(read_tenant_rows(conn))
-        load = api.load_repository(ws.root)
+        load = api.validate(ws.root).load
         slugs += list(load.tenants)
         holders = held_locks(conn, slugs)
     if not holders:
