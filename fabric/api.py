@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fabric.addresses import Address, Kind
-from fabric.config.loader import LoadResult, load_repository
-from fabric.plan.plan import Plan
-from fabric.plan.safety import SafetyOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # NOTE: imported where used, so `runs` and `status` never load the YAML side
     from sqlalchemy import Engine
 
     from fabric.apply import ApplyOptions, ApplyResult
+    from fabric.config.loader import LoadResult
+    from fabric.plan.plan import Plan
+    from fabric.plan.safety import SafetyOptions
     from fabric.runner.driver import RunResult
     from fabric.runner.local import NodeFunction
     from fabric.runner.probes import ConnectionCheck
@@ -46,6 +46,8 @@ class ValidateResult:
 
 def validate(repo: Path) -> ValidateResult:
     """Load and check a repository; never raises for a bad repository."""
+    from fabric.config.loader import load_repository
+
     return ValidateResult(load_repository(repo))
 
 
@@ -62,9 +64,8 @@ class Workspace:
     environ: Mapping[str, str]
 
     def engine(self, command: str = "plan") -> Engine:
-        from fabric.apply import client_name
         from fabric.state.embedded import control_plane_url
-        from fabric.state.engine import make_engine
+        from fabric.state.engine import client_name, make_engine
 
         url = control_plane_url(self.root, self.settings)
         return make_engine(url, application_name=client_name(command))
@@ -91,6 +92,7 @@ class PlanResult:
 
 
 def load_valid(repo: Path) -> LoadResult:
+    from fabric.config.loader import load_repository
     from fabric.errors import ConfigError
 
     load = load_repository(repo)
@@ -255,6 +257,9 @@ def run(
 
     `execute` replaces what a worker runs for a node (tests); fabric's dlt/dbt by default.
     """
+    from fabric.runner.warmup import start_worker_server
+
+    start_worker_server()  # first: workers import dlt/dbt while this process starts up
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, run_tenants
     from fabric.state.embedded import fabric_home
@@ -514,7 +519,7 @@ def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[An
 
     ws = workspace(repo, environ)
     with ws.engine("locks").connect() as conn:
-        slugs = [*read_tenant_rows(conn), *load_repository(ws.root).tenants]
+        slugs = [*read_tenant_rows(conn), *validate(ws.root).load.tenants]
         return held_locks(conn, slugs)
 
 

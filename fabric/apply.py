@@ -9,9 +9,6 @@ process leaves the control plane exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
@@ -25,7 +22,7 @@ from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
 from fabric.state import history, locks, writes
-from fabric.state.engine import DatabaseError
+from fabric.state.engine import DatabaseError, client_name
 from fabric.state.migrate import shared_is_current, upgrade_shared
 from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
 
@@ -52,15 +49,6 @@ class ApplyResult:
     @property
     def changed(self) -> bool:
         return self.apply_id is not None
-
-
-def client_name(command: str = "apply") -> str:
-    """What other sessions see as this session's application_name (names a lock holder)."""
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"fabric {command} {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
 
 
 def apply_plan(

@@ -421,9 +421,16 @@ def invocation_args(
     select: Sequence[str],
     full_refresh: bool = False,
 ) -> list[str]:
-    """dbt's arguments: explicit folders (never a chdir), quiet stdout, exact selection."""
+    """dbt's arguments: explicit folders (never a chdir), quiet stdout, exact selection.
+
+    `--no-write-json`: fabric reads dbt's results from the invocation, never from
+    manifest.json or run_results.json, and writing them costs every invocation about 0.1 s (a
+    worker's first one more: the manifest's serializer is compiled on first use). The
+    partial-parse state is written regardless.
+    """
     args = [
         command,
+        "--no-write-json",
         "--project-dir",
         project_dir,
         "--profiles-dir",

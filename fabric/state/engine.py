@@ -7,6 +7,10 @@ SQLAlchemy's default for them is psycopg2, which fabric does not support.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
+
 from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
@@ -16,7 +20,15 @@ from fabric.errors import StateError
 DatabaseError = DBAPIError
 """What a failed statement raises (SQLAlchemy's DBAPIError), for shell code outside state/."""
 
-__all__ = ["create_database", "drop_database", "make_engine", "psycopg_url"]
+__all__ = [
+    "DatabaseError",
+    "client_name",
+    "create_database",
+    "drop_database",
+    "make_engine",
+    "psycopg_url",
+    "shown_url",
+]
 
 DRIVER = "postgresql+psycopg"
 # NOTE: PostgreSQL silently truncates longer identifiers, which would make the "exists?" check
@@ -58,6 +70,15 @@ def shown_url(url: str | URL, *, drop_password: bool = False) -> str:
         )
         return parsed.render_as_string()
     return parsed.render_as_string(hide_password=True)
+
+
+def client_name(command: str = "apply") -> str:
+    """What other sessions see as this session's application_name (names a lock holder)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"fabric {command} {user}@{socket.gethostname()} pid {os.getpid()}"[:63]
 
 
 def make_engine(url: str | URL, application_name: str = "fabric") -> Engine:

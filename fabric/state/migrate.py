@@ -4,26 +4,34 @@ Alembic owns the history (fabric/state/migrations/{shared,tenant}). A *new* tena
 created in one round trip from DDL compiled once per process and stamped at the tenant head,
 which is what `alembic upgrade head` would produce (a test compares the two), at a fraction of
 the cost: apply creates a tenant's schema in the same transaction as its resources.
+
+Alembic is imported only to migrate: every command checks that the shared schema is current,
+which needs just the head revision, kept in `HEADS` (a test compares it with Alembic's).
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from fabric.state import tables
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEADS = {"shared": "s0001", "tenant": "t0002"}
+"""The head revision of each migration history; a new migration updates it (a test checks)."""
 _TOKEN = "fabric_tenant_schema_placeholder"
 
 
 def _config(kind: str, conn: Connection, schema: str | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS / kind))
     cfg.attributes["connection"] = conn
@@ -31,8 +39,15 @@ def _config(kind: str, conn: Connection, schema: str | None = None) -> Config:
     return cfg
 
 
-@functools.cache
 def head(kind: str) -> str:
+    return HEADS[kind]
+
+
+def alembic_head(kind: str) -> str:
+    """The head revision as Alembic reads it from the migration scripts (slow: imports them)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS / kind))
     revision = ScriptDirectory.from_config(cfg).get_current_head()
@@ -56,11 +71,15 @@ def upgrade_shared(conn: Connection) -> None:
     """Bring the shared schema to head (a no-op when it is there already)."""
     if not shared_is_current(conn):
         # Alembic creates its version table before the first migration runs, inside `fabric`.
+        from alembic import command
+
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {tables.SHARED_SCHEMA}"))
         command.upgrade(_config("shared", conn), "head")
 
 
 def upgrade_tenant(conn: Connection, schema: str) -> None:
+    from alembic import command
+
     command.upgrade(_config("tenant", conn, schema), "head")
     conn.execute(
         text(

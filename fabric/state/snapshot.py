@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
 
 from fabric.addresses import Address, Kind
-from fabric.plan.diff import Observed
 from fabric.state import tables
 from fabric.state.migrate import shared_is_current
+
+if TYPE_CHECKING:  # imported in read_snapshot: `runs` and `status` need no spec models
+    from fabric.plan.diff import Observed
 
 BATCH_TENANTS = 100
 KIND_TABLES: dict[Kind, str] = {
@@ -65,6 +67,8 @@ def read_tenant_rows(conn: Connection, slugs: Iterable[str] | None = None) -> di
 
 def read_snapshot(conn: Connection, slugs: Iterable[str] | None = None) -> Snapshot:
     """Phase one: every live object of the given tenants (all tenants when None)."""
+    from fabric.plan.diff import Observed
+
     rows = read_tenant_rows(conn, slugs)
     observed: dict[Address, Observed] = {}
     tokens: dict[Address, str] = {}

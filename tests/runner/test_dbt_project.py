@@ -297,6 +297,7 @@ def test_selection_and_invocation_arguments():
     assert args[0] == "build" and args[-1] == "--full-refresh"
     assert args[args.index("--project-dir") + 1] == args[args.index("--profiles-dir") + 1]
     assert args[args.index("--indirect-selection") + 1] == "empty"
+    assert "--no-write-json" in args  # fabric reads results from the invocation, not artifacts
     test_args = dp.invocation_args(
         "test", project_dir="p", target="t", target_path="x", log_path="y", select=["tag:z"]
     )

@@ -72,3 +72,10 @@ def test_upgrade_all_brings_lagging_tenants_to_head(make_database):
         assert migrate.upgrade_all(conn) == ["tenant_7"]
         assert migrate.upgrade_all(conn) == []
     engine.dispose()
+
+
+def test_the_recorded_heads_are_the_heads_of_the_migration_scripts():
+    for kind in ("shared", "tenant"):
+        assert migrate.head(kind) == migrate.alembic_head(kind), (
+            f"a new {kind} migration: update migrate.HEADS[{kind!r}]"
+        )
