@@ -259,7 +259,7 @@ def run(
     """
     from fabric.runner.warmup import start_worker_server
 
-    start_worker_server()  # first: workers import dlt/dbt while this process starts up
+    start_worker_server(environ)  # first: workers import dlt/dbt while this process starts up
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, run_tenants
     from fabric.state.embedded import fabric_home

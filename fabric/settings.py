@@ -10,17 +10,37 @@ Variables:
 - FABRIC_SECRET_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt (rotation).
 
 An empty value counts as unset, because CI systems often define variables as empty strings.
+
+The processes that run tenants' code (workers, a dbt invocation) see an environment built from
+scratch (`worker_environment`, `only_environment`): the few variables Python, dbt and dlt need,
+never fabric's settings, keys or another tenant's values. `only_environment` is the one function
+in fabric that writes `os.environ`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Settings", "load_settings", "process_environ"]
+__all__ = [
+    "Settings",
+    "base_environment",
+    "load_settings",
+    "only_environment",
+    "process_environ",
+    "worker_environment",
+]
+
+PASSED_THROUGH = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
+"""What a process running tenants' code keeps of the runner's environment (plus `LC_*`): what
+Python, dbt and dlt need to find programs, decode text, tell the time and trust certificates.
+None of it is a credential, a fabric setting or a tenant's value."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +77,42 @@ def process_environ() -> dict[str, str]:
     Commands take it once, at the edge, and pass it down explicitly.
     """
     return dict(os.environ)
+
+
+def base_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The variables of `environ` (the process environment by default) that a process running
+    tenants' code may see: PASSED_THROUGH and the locale's `LC_*`, nothing else."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in PASSED_THROUGH or name.startswith("LC_")
+    }
+
+
+def worker_environment(base: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The whole environment of a tenant's worker process: `base` (see base_environment) with
+    HOME and TMPDIR in the tenant's own folder, so dlt's `~/.dlt`, libpq's `~/.pgpass` and
+    temporary files are the tenant's, never the runner's or another tenant's."""
+    return {**base_environment(base), "HOME": str(home), "TMPDIR": str(home / "tmp")}
+
+
+@contextlib.contextmanager
+def only_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Make `values` the whole process environment for the block; restore it after.
+
+    Used where tenants' code runs or is forked from: a worker's life, a dbt invocation (dbt's
+    `env_var()` reads the process environment and nothing else), the start of the forkserver
+    workers fork from (so not even `/proc/<worker>/environ` holds the runner's settings).
+    Not thread-safe: call it where no other thread reads the environment meanwhile.
+    """
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _redact_password(url: str) -> str:

@@ -16,7 +16,7 @@ from croniter import croniter
 
 from fabric.addresses import NAME, Address, Kind
 from fabric.config.destinations import filesystem_target, tenant_folder
-from fabric.config.references import is_secret_key, references_in
+from fabric.config.references import is_reserved_env, is_secret_key, references_in
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import (
     DESTINATION_TYPES,
@@ -201,7 +201,89 @@ def check_tenant(ctx: TenantContext) -> list[Diagnostic]:
                 )
             )
         seen.setdefault(who, i)
+    _check_declared_env(ctx, diags)
     return diags
+
+
+def _check_declared_env(ctx: TenantContext, diags: list[Diagnostic]) -> None:
+    """`env:` may not name fabric's own variables (its keys, the control plane's URL, the dbt
+    profile's credentials): a declared variable is handed to the tenant's SQL."""
+    seen: set[str] = set()
+    for i, name in enumerate(ctx.tenant.env):
+        if is_reserved_env(name):
+            diags.append(
+                error(
+                    "reserved-env",
+                    "Reserved environment variable",
+                    f"Tenant {ctx.slug} declares {name!r} in env:, a variable of fabric's own "
+                    "(FABRIC_* and DBT_ENV_SECRET_* hold fabric's settings, keys and "
+                    "warehouse credentials), which no tenant may read.",
+                    hint="Declare a variable of your own, e.g. "
+                    f"{ctx.slug.upper()}_REGION, and set it in the runner's environment.",
+                    span=_at(ctx.tenant_vs, "env", i),
+                    address=ctx.tenant_vs.address,
+                )
+            )
+        elif name in seen:
+            diags.append(
+                error(
+                    "duplicate-env",
+                    "Duplicate environment variable",
+                    f"Tenant {ctx.slug} declares {name!r} twice in env:.",
+                    hint="List each variable once.",
+                    span=_at(ctx.tenant_vs, "env", i),
+                    address=ctx.tenant_vs.address,
+                )
+            )
+        seen.add(name)
+
+
+def check_env_vars(
+    ctx: TenantContext,
+    vs: ValidSpec,
+    used: tuple[tuple[str, int], ...],
+    dynamic: tuple[int, ...],
+    span_at: Callable[[int], SourceSpan],
+    diags: list[Diagnostic],
+) -> None:
+    """A model's `env_var('NAME')` may read only what the tenant declared in `env:`; `used`
+    and `dynamic` come from fabric.config.sql_refs.env_vars, `span_at(line)` locates an SQL
+    line."""
+    declared = frozenset(n for n in ctx.tenant.env if not is_reserved_env(n))
+    for line in dynamic:
+        diags.append(
+            error(
+                "dynamic-env-var",
+                "Unresolvable env_var",
+                f"{vs.address}: env_var on SQL line {line} is not called with a plain string "
+                "literal, so which variable it reads cannot be checked.",
+                hint="Write {{ env_var('NAME') }} with a literal name declared in the tenant's "
+                "`env:` list.",
+                span=span_at(line),
+                address=vs.address,
+            )
+        )
+    for name, line in used:
+        if name in declared:
+            continue
+        why = (
+            "a variable of fabric's own, which no tenant may read"
+            if is_reserved_env(name)
+            else f"not declared in tenant {ctx.slug}'s env: list"
+        )
+        diags.append(
+            error(
+                "undeclared-env-var",
+                "Undeclared environment variable",
+                f"{vs.address}: env_var({name!r}) on SQL line {line} reads {why}.",
+                hint=f"Add {name} to `env:` under `tenant:` (values come from the runner's "
+                "environment)."
+                if not is_reserved_env(name)
+                else "Read only variables the tenant declares in `env:`.",
+                span=span_at(line),
+                address=vs.address,
+            )
+        )
 
 
 def check_project_timezone(

@@ -33,6 +33,17 @@ SECRET_KEYS = frozenset(
 )
 
 
+RESERVED_ENV_PREFIXES = ("FABRIC_", "DBT_ENV_SECRET_")
+"""Variables a tenant may never declare in `env:`: fabric's settings (secret keys, the control
+plane's URL) and the variables of the dbt profile fabric writes (a warehouse's password is
+DBT_ENV_SECRET_FABRIC_DBT__...)."""
+
+
+def is_reserved_env(name: str) -> bool:
+    """Whether `name` is fabric's own (see RESERVED_ENV_PREFIXES), case-insensitively."""
+    return name.upper().startswith(RESERVED_ENV_PREFIXES)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Reference:
     """A value to be resolved at apply or run time, never stored in git."""

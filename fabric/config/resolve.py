@@ -18,7 +18,7 @@ from fabric.addresses import Address, Kind
 from fabric.config import checks
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import ProjectSpec, TenantSpec
-from fabric.config.sql_refs import sql_config_keys, sql_refs
+from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 from fabric.domain.state import Declared, Dependency, TenantState
 
@@ -94,6 +94,9 @@ def build_tenant(
     diags += checks.check_connections(ctx)
     pipelines = checks.resolve_pipelines(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
+    for name, sql in sql_text.items():
+        vs = ctx.by_kind[Kind.TRANSFORMATION][name]
+        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
     schedules = checks.resolve_schedules(ctx, diags)
     dependencies = _dependencies(ctx, sql_text, diags)
     diags += checks.check_broken_references(ctx, broken_specs)

@@ -79,6 +79,7 @@ SchemaName = _pattern(
 SqlIdent = _pattern(SQL_IDENT, "unsafe_identifier", "SQL identifier (letters, digits, _)")
 ResourceRef = _pattern(NAME_PATTERN, "bad_reference", "resource name")
 Tag = _pattern(TAG_PATTERN, "bad_tag", "tag (lowercase letters, digits, _ or -)")
+EnvName = _pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", "bad_env_name", "environment variable name")
 EnvRef = _pattern(
     r"^\$\{env:[A-Za-z_][A-Za-z0-9_]{0,127}\}$", "bad_reference", "${env:NAME} reference"
 )
@@ -138,6 +139,9 @@ class TenantSpec(Spec):
     warehouse: ResourceRef | None = None
     members: tuple[Member, ...] = ()
     labels: FrozenMap(str, str) = Field(default_factory=dict)
+    env: tuple[EnvName, ...] = ()
+    """Environment variables the tenant's SQL may read with `env_var('NAME')`; their values are
+    taken from the runner's environment at run time. Any other name is a validation error."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`{{ ref('model') }}` and `{{ source('pipeline', 'table') }}` found in a model's SQL.  [pure]"""
+"""`{{ ref('model') }}`, `{{ source('pipeline', 'table') }}` and `env_var('NAME')` found in a
+model's SQL.  [pure]"""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 _REF = re.compile(r"""\{\{\s*ref\(\s*['"]([^'"]*)['"]\s*\)\s*\}\}""")
 _SOURCE = re.compile(r"""\{\{\s*source\(\s*['"]([^'"]*)['"]\s*,\s*['"]([^'"]*)['"]\s*\)\s*\}\}""")
 _ANY_CALL = re.compile(r"\{\{\s*(ref|source)\s*\(")
+_ENV_VAR = re.compile(r"""\benv_var\s*\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*[,)]""")
+_ANY_ENV_VAR = re.compile(r"\benv_var\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +116,20 @@ def _arguments(text: str, start: int) -> list[tuple[int, str]] | None:
             begin = i + 1
         i += 1
     return None
+
+
+def env_vars(sql: str) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+    """The (name, line) of every `env_var('NAME')` in `sql`, and the lines where `env_var` is
+    used in any other way (a computed name, an alias): those cannot be checked, so they are
+    errors. Jinja runs inside SQL comments too, so comments are not skipped."""
+    found: list[tuple[str, int]] = []
+    understood: set[int] = set()
+    for m in _ENV_VAR.finditer(sql):
+        found.append((m.group(1), sql.count("\n", 0, m.start()) + 1))
+        understood.add(m.start())
+    dynamic = tuple(
+        sql.count("\n", 0, m.start()) + 1
+        for m in _ANY_ENV_VAR.finditer(sql)
+        if m.start() not in understood
+    )
+    return tuple(found), dynamic

@@ -110,6 +110,9 @@ class NodeSpec:
     connections: Mapping[str, ResolvedConnection] = field(default_factory=dict, repr=False)
     """The connections the node uses, by name (source, destination, warehouse), resolved by the
     runner: a worker never holds secret keys, and reads nothing from its own environment."""
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The variables the tenant declared in `env:` (values from the runner's environment): all
+    a model's `env_var()` may read besides the profile's own."""
     run_id: int = 0
     attempt: int = 1
     control_plane_url: str = field(default="", repr=False)

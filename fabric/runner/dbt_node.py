@@ -6,10 +6,13 @@ invocation targets one warehouse), through dbt's programmatic API in this (warm)
 
 1. write the tenant's dbt project (fabric.runner.dbt_project) into `<workdir>/dbt`, touching
    only files whose content changed, so dbt's partial parsing stays warm;
-2. put the warehouse connection's fields (resolved by the runner) into the environment
-   variables the profile's `env_var()`s read, for the length of the invocation only: the one
-   place in fabric that writes `os.environ` (dbt reads nothing else); the previous values are
-   restored after, and nothing here logs them;
+2. make the process environment, for the length of the invocation only, the harmless base
+   (fabric.settings.base_environment), the warehouse connection's fields (resolved by the
+   runner) in the variables the profile's `env_var()`s read (the password under dbt's
+   DBT_ENV_SECRET_ prefix, which dbt scrubs from its logs and refuses in models), and the
+   variables the tenant declared in `env:` (NodeSpec.environment): nothing else, so a model's
+   `env_var()` reaches no fabric setting; the previous environment is restored after, and
+   nothing here logs it;
 3. `dbt build --select <models> tag:fabric_tests__<model>...` (models and then their own tests;
    `dbt test` for tests-only nodes), with `--project-dir`/`--profiles-dir` (never a chdir) and a
    target folder per warehouse and worker slot, so concurrent workers of one tenant never share
@@ -34,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fabric import settings
 from fabric.addresses import Address
 from fabric.clock import utcnow
 from fabric.domain.runs import NodeResult, NodeSpec
@@ -193,17 +197,12 @@ def _slot(root: Path, warehouse: str) -> Iterator[_Slot]:
 
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set these environment variables for the block; restore the previous state after."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    """For the block, the process environment is `values` (the profile's variables and the
+    tenant's declared ones) over the harmless base (PATH, locale, HOME, ...) and nothing else:
+    a model's `env_var()` can read no fabric setting, key or URL, even in a process that has
+    them (`fabric compile` runs dbt in the CLI's own process). Restored after."""
+    with settings.only_environment({**settings.base_environment(), **values}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _warehouse_env(warehouse: str, node: NodeSpec) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -225,6 +224,7 @@ def _warehouse_env(warehouse: str, node: NodeSpec) -> tuple[dict[str, str], tupl
     except ValueError as exc:
         raise FabricError(f"{node.address}: warehouse connection {warehouse!r}: {exc}") from None
     secrets = (*resolved.secret_values, env[dp.env_name(warehouse, "password")])
+    env = {**node.environment, **env}  # the tenant's declared variables; the profile's win
     env["DO_NOT_TRACK"] = "1"  # belt and braces: the project's flags turn tracking off too
     return env, tuple(s for s in secrets if s)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fabric.addresses import Address, Kind
+from fabric.config.references import is_reserved_env
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, RunStatus
 from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
@@ -102,7 +103,8 @@ def node_spec(
     box: Callable[[], SecretBox | None] = lambda: None,
 ) -> NodeSpec:
     """The node as a worker needs it, its connections resolved (secrets decrypted, `${env:}`
-    interpolated from `options.environ`).
+    interpolated from `options.environ`) and the tenant's declared `env:` variables taken from
+    `options.environ` (never a reserved one, even from a tampered stored spec).
 
     Raises SecretNotFoundError or SecretDecryptError when a connection cannot be resolved.
     """
@@ -130,11 +132,13 @@ def node_spec(
             connections[name] = resolve_connection(
                 stored, box() if needs_box else None, options.environ
             )
+    declared = [str(n) for n in applied.spec.get("env") or () if not is_reserved_env(str(n))]
     return NodeSpec(
         address=address,
         kind=address.kind.value,
         spec=spec,
         connections=connections,
+        environment={n: options.environ[n] for n in declared if n in options.environ},
         control_plane_url=options.control_plane_url,
         workdir=str((options.workdir / address.tenant).resolve()),
         repo_root=str(options.repo_root),
@@ -239,7 +243,12 @@ def run_tenants(
             if on_event is not None:
                 on_event(event, progress)
 
-        with LocalExecutor(options.workers, execute=options.execute) as executor:
+        with LocalExecutor(
+            options.workers,
+            execute=options.execute,
+            environ=options.environ,
+            workdir=options.workdir.resolve(),
+        ) as executor:
             outcome = executor.run(
                 combined, specs, policies, handle, batch_key=dbt_batch, unstartable=unstartable
             )

@@ -2,9 +2,12 @@
 
 Each worker is a process of its own, in its own process group, that runs one node at a time
 (dlt and dbt keep process-global state; a crash kills only that worker, and the pool starts a
-new one). The executor owns nothing but processes: which node may run is decided by
-fabric.graph.ready from the statuses, and everything that happens is reported through
-`on_event`, which the caller uses to write run records and show progress.
+new one). A worker belongs to one tenant for its whole life (tenants are hostile to each other:
+nothing one leaves in a process may reach another), and its environment is built from scratch
+(fabric.settings.worker_environment): no fabric setting, key or control-plane URL, with HOME and
+TMPDIR in the tenant's own work folder. The executor owns nothing but processes: which node
+may run is decided by fabric.graph.ready from the statuses, and everything that happens is
+reported through `on_event`, which the caller uses to write run records and show progress.
 """
 
 from __future__ import annotations
@@ -13,19 +16,23 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
+from fabric import settings
 from fabric.addresses import Address
 from fabric.clock import utcnow
 from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeSpec, NodeStatus
 from fabric.graph.dag import Dag
 from fabric.graph.ready import ready_nodes, to_skip
+from fabric.runner.warmup import start_worker_server
 
 MAX_BACKOFF_SECONDS = 600.0
 
@@ -65,11 +72,23 @@ class Outcome:
     cancelled: bool = False
 
 
-def _worker_main(conn: Connection, execute: NodeFunction, execute_batch: BatchFunction) -> None:
-    """Body of a worker process: its own process group, then node after node until told to stop."""
+def _worker_main(
+    conn: Connection,
+    environment: Mapping[str, str],
+    execute: NodeFunction,
+    execute_batch: BatchFunction,
+) -> None:
+    """Body of a worker process: its own process group and its tenant's environment, then node
+    after node until told to stop."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_the_runner()
+    with settings.only_environment(environment):
+        tempfile.tempdir = None  # computed again from this environment's TMPDIR
+        _serve(conn, execute, execute_batch)
+
+
+def _serve(conn: Connection, execute: NodeFunction, execute_batch: BatchFunction) -> None:
     while True:
         try:
             node = conn.recv()
@@ -113,9 +132,19 @@ def _timed(result: NodeResult, started_at: datetime) -> NodeResult:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, functions: tuple[NodeFunction, BatchFunction]) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        functions: tuple[NodeFunction, BatchFunction],
+        tenant: str,
+        environment: Mapping[str, str],
+    ) -> None:
+        self.tenant = tenant
+        """The only tenant whose nodes this worker ever runs."""
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, *functions), daemon=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, dict(environment), *functions), daemon=True
+        )
         self.process.start()
         child.close()
         self.nodes: tuple[Address, ...] = ()
@@ -144,10 +173,13 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Runs a DAG's nodes on up to `workers` warm processes.
+    """Runs a DAG's nodes on up to `workers` warm processes, each of one tenant.
 
     `execute` / `execute_batch` are what a worker calls for one node or a batch: fabric's
     (fabric.runner.worker) by default; tests pass their own module-level functions.
+    `environ` is the runner's environment (the process's by default): workers keep only its
+    harmless part (fabric.settings.base_environment). A tenant's worker has its HOME in
+    `<workdir>/<tenant>/home` (`workdir` None: a temporary folder the executor removes).
     """
 
     def __init__(
@@ -156,13 +188,20 @@ class LocalExecutor:
         *,
         execute: NodeFunction | None = None,
         execute_batch: BatchFunction | None = None,
+        environ: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
     ) -> None:
         from fabric.runner import worker
 
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._functions = (execute or worker.execute, execute_batch or worker.execute_batch)
+        self._base = settings.base_environment(
+            settings.process_environ() if environ is None else environ
+        )
+        self._scratch = tempfile.TemporaryDirectory(prefix="fabric-") if workdir is None else None
+        self._workdir = Path(self._scratch.name) if self._scratch else workdir
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["fabric.runner.worker"])
+        start_worker_server(self._base)
         self._pool: list[_Worker] = []
 
     def __enter__(self) -> LocalExecutor:
@@ -175,16 +214,29 @@ class LocalExecutor:
         for worker in self._pool:
             worker.stop()
         self._pool.clear()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
-    def _idle(self) -> _Worker | None:
+    def _idle(self, tenant: str) -> _Worker | None:
+        """An idle worker of `tenant`: a warm one, a new one, or a new one in place of an idle
+        worker of another tenant when the pool is full (None: every worker is busy)."""
         for worker in self._pool:
-            if not worker.nodes:
+            if not worker.nodes and worker.tenant == tenant:
                 return worker
-        if len(self._pool) < self.workers:
-            worker = _Worker(self._ctx, self._functions)
-            self._pool.append(worker)
-            return worker
-        return None
+        if len(self._pool) >= self.workers:
+            other = next((w for w in self._pool if not w.nodes), None)
+            if other is None:
+                return None
+            other.stop()
+            self._pool.remove(other)
+        assert self._workdir is not None
+        home = self._workdir / tenant / "home"
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        worker = _Worker(
+            self._ctx, self._functions, tenant, settings.worker_environment(self._base, home)
+        )
+        self._pool.append(worker)
+        return worker
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -286,7 +338,7 @@ class LocalExecutor:
                     node
                 )
             for nodes in groups.values():
-                worker = self._idle()
+                worker = self._idle(nodes[0].tenant)
                 if worker is None:
                     break
                 dispatch(worker, nodes, now)

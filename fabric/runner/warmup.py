@@ -20,6 +20,8 @@ nothing either).
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["PRELOAD", "start_worker_server"]
 
@@ -55,14 +57,33 @@ PRELOAD: tuple[str, ...] = (
 """Modules every worker starts with (leaves: each pulls in its package); the import order."""
 
 
-def start_worker_server() -> None:
+_STARTED: list[int] = []
+"""The pid of the forkserver this process started (clean environment, preloaded)."""
+
+
+def start_worker_server(environ: Mapping[str, str] | None = None) -> None:
     """Start the forkserver now, importing `PRELOAD` in the background; returns at once.
 
-    The first worker the executor starts waits for the preload to finish (the forkserver
-    forks only then), so call this as early as possible in a command that will run nodes.
+    Workers fork from the forkserver and inherit its environment (and its
+    `/proc/<pid>/environ`), so it starts with nothing of `environ` (the caller's environment,
+    the process's by default) but its harmless part (fabric.settings.base_environment). A
+    forkserver started otherwise (by code outside fabric) is stopped and started again. The
+    first worker the executor starts waits for the preload to finish (the forkserver forks
+    only then), so call this as early as possible in a command that will run nodes; calling it
+    again is cheap.
     """
     from multiprocessing import forkserver
 
+    from fabric import settings
+
     preload = ["fabric.runner.worker", "fabric.runner.warm_imports"]
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
-    forkserver.ensure_running()
+    server: Any = forkserver._forkserver  # type: ignore[attr-defined]
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is not None and pid not in _STARTED:
+        server._stop()
+    base = settings.base_environment(settings.process_environ() if environ is None else environ)
+    clean = {k: v for k, v in base.items() if k not in ("HOME", "TMPDIR")}
+    with settings.only_environment(clean):  # a no-op when ours runs; a clean restart if it died
+        forkserver.ensure_running()
+    _STARTED[:] = [server._forkserver_pid]

@@ -587,3 +587,95 @@ def test_a_resource_that_fails_validation_still_has_its_references_checked(
 def test_a_malformed_reference_in_a_broken_resource_is_reported_once(make_repo: MakeRepo) -> None:
     result = load_pipelines(make_repo, ORDERS.replace("shop_db", "Shop-DB"))
     assert where(result) == [("bad-name", P, 3)]
+
+
+# --------------------------------------------------------------------------------------------
+# env_var() in tenant SQL reads only what the tenant declares in `env:`
+
+ENV_TENANT = """\
+tenant:
+  display_name: Acme
+  warehouse: dwh
+  env: [ACME_REGION, DBT_TARGET_SUFFIX]
+connections:
+  dwh: {type: postgres, direction: destination, host: h, database: d}
+"""
+ATTACK = (
+    'select \'{{ env_var("FABRIC_SECRET_KEYS", "") }}\' as k,\n'
+    '       \'{{ env_var("FABRIC_DATABASE_URL", "") }}\' as u\n'
+)
+
+
+def test_env_var_of_fabric_settings_in_a_model_is_refused_at_its_line(
+    make_repo: MakeRepo,
+) -> None:
+    """Regression (issue 8): this model passed validate and apply, and its run wrote the master
+    keys and the control plane's URL into the tenant's table."""
+    result = load(
+        make_repo,
+        {
+            "tenants/acme/tenant.yaml": ENV_TENANT,
+            "tenants/acme/models/steal.sql": "-- a harmless model\n" + ATTACK,
+            "tenants/acme/t.yaml": "transformations:\n"
+            "  steal: {sql_file: models/steal.sql, schema: acme_marts}\n",
+        },
+    )
+    assert where(result) == [
+        ("undeclared-env-var", "tenants/acme/models/steal.sql", 2),
+        ("undeclared-env-var", "tenants/acme/models/steal.sql", 3),
+    ]
+    messages = " ".join(d.detail for d in result.diagnostics)
+    assert "'FABRIC_SECRET_KEYS'" in messages and "fabric's own" in messages
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("select '{{ env_var(\"ACME_REGION\") }}' as r", None),
+        ("select '{{ env_var('ACME_REGION', 'eu') }}' as r", None),
+        ("select '{{ env_var('DBT_TARGET_SUFFIX') }}' as r", None),
+        ("select '{{ env_var('GLOBEX_API_TOKEN', '') }}' as r", "undeclared-env-var"),
+        ("select '{{ env_var('DBT_ENV_SECRET_FABRIC_DBT__DWH__PW') }}'", "undeclared-env-var"),
+        ("select '{{ env_var('FABRIC_DBT__DWH__HOST') }}' as r", "undeclared-env-var"),
+        ("select '{{ env_var('DBT_PROFILES_DIR') }}' as r", "undeclared-env-var"),
+        ("select '{{ env_var('FABRIC_' ~ 'SECRET_KEYS') }}' as r", "dynamic-env-var"),
+        ("{% set e = env_var %}select '{{ e('FABRIC_SECRET_KEYS') }}'", "dynamic-env-var"),
+        ("select '{{ env_var('FABRIC_\\x53ECRET_KEYS') }}' as r", "dynamic-env-var"),
+    ],
+)
+def test_env_var_reads_only_declared_names(make_repo: MakeRepo, sql: str, code: str | None):
+    body = "transformations:\n  m:\n    schema: acme_marts\n    sql: |\n      " + sql + "\n"
+    result = load(make_repo, {"tenants/acme/tenant.yaml": ENV_TENANT, "tenants/acme/t.yaml": body})
+    assert codes(result) == ([code] if code else [])
+    if code:
+        assert where(result) == [(code, "tenants/acme/t.yaml", 5)]
+
+
+def test_env_list_cannot_declare_fabrics_own_variables(make_repo: MakeRepo) -> None:
+    """A tenant cannot move the attack into tenant.yaml by declaring the keys."""
+    tenant = ENV_TENANT.replace(
+        "env: [ACME_REGION, DBT_TARGET_SUFFIX]",
+        "env: [ACME_REGION, FABRIC_SECRET_KEYS, fabric_database_url, "
+        "DBT_ENV_SECRET_FABRIC_DBT__DWH__PASSWORD, ACME_REGION]",
+    )
+    sql = (
+        "transformations:\n  m: {schema: acme_marts, "
+        "sql: \"select '{{ env_var('FABRIC_SECRET_KEYS') }}'\"}\n"
+    )
+    result = load(make_repo, {"tenants/acme/tenant.yaml": tenant, "tenants/acme/t.yaml": sql})
+    assert sorted(codes(result)) == [
+        "duplicate-env",
+        "reserved-env",
+        "reserved-env",
+        "reserved-env",
+        "undeclared-env-var",
+    ]
+    assert {(c, line) for c, _, line in where(result) if c == "reserved-env"} == {
+        ("reserved-env", 4)
+    }
+
+
+def test_env_names_must_be_variable_names(make_repo: MakeRepo) -> None:
+    tenant = ENV_TENANT.replace("DBT_TARGET_SUFFIX", "'A-B'")
+    result = load(make_repo, {"tenants/acme/tenant.yaml": tenant})
+    assert codes(result) and "environment variable name" in result.diagnostics[0].detail

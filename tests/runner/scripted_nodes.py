@@ -2,11 +2,14 @@
 
 A node's stored spec carries a `script` block saying what to do: `sleep` seconds, `crash`
 (SIGKILL its own worker), `fail` (a terminal failure), `fail_attempts: n` (a transient failure on
-the first n attempts). Module-level functions, so worker processes import them by name.
+the first n attempts), `report_environment` (the log tail is the worker's environment, as Python
+and as /proc/self/environ show it, in JSON). Module-level functions, so worker processes
+import them by name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -26,6 +29,11 @@ def scripted(node: NodeSpec) -> NodeResult:
         return NodeResult.failed(
             node.address, f"scripted hiccup on attempt {node.attempt}", FailureKind.TRANSIENT
         )
+    if script.get("report_environment"):
+        with open("/proc/self/environ", "rb") as handle:
+            proc = handle.read().decode(errors="replace").split("\0")
+        report = {"environ": dict(os.environ), "proc": proc, "pid": os.getpid()}
+        return NodeResult.succeeded(node.address, log_tail=json.dumps(report))
     return NodeResult.succeeded(
         node.address, rows_loaded={"rows": 1}, log_tail=f"pid {os.getpid()}"
     )

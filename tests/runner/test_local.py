@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -231,3 +232,76 @@ def test_workers_die_with_a_runner_killed_by_sigkill():
     proc.wait(timeout=10)
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
+def test_workers_of_different_tenants_never_share_a_process():
+    """Regression (issue 8): a warm worker that ran acme's node went on to run globex's, so
+    whatever acme's code left in the process (modules, globals, files in HOME) reached globex.
+    With one worker, each change of tenant stops the idle worker and starts a new one."""
+    names = [f"{t}.pipeline.n{i}" for i in range(3) for t in ("acme", "globex")]
+    nodes = [Address.parse(n) for n in names]
+    specs = {a: NodeSpec(address=a, kind="pipeline", spec={"script": {}}) for a in nodes}
+    for workers in (1, 2, 3):
+        with executor(workers) as ex:
+            outcome = ex.run(Dag.build(nodes, []), specs, {}, lambda e: None)
+            alive = len(psutil.Process().children()) - 1  # the forkserver is a child too
+        pids: dict[str, set[str]] = {"acme": set(), "globex": set()}
+        for node, result in outcome.results.items():
+            assert result.status is NodeStatus.SUCCESS
+            pids[node.tenant].add(result.log_tail)
+        assert pids["acme"] and pids["globex"]
+        assert not pids["acme"] & pids["globex"], (workers, pids)
+        assert alive <= workers
+
+
+RUNNER_ENV = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, HERE)
+    from pathlib import Path
+    from fabric.addresses import Address
+    from fabric.graph.dag import Dag
+    from fabric.runner.local import LocalExecutor
+    from fabric.domain.runs import NodeSpec
+    from scripted_nodes import scripted, scripted_batch
+
+    node = Address.parse("acme.pipeline.probe")
+    script = {"script": {"report_environment": 1}}
+    specs = {node: NodeSpec(address=node, kind="pipeline", spec=script)}
+    with LocalExecutor(1, execute=scripted, execute_batch=scripted_batch, workdir=Path(WORK)) as ex:
+        outcome = ex.run(Dag.build([node], []), specs, {}, lambda e: None)
+    print(outcome.results[node].log_tail)
+    """
+)
+
+
+def test_a_worker_sees_none_of_the_runners_settings(tmp_path):
+    """Regression (issue 8): workers inherited the runner's whole environment, so a model's
+    `env_var("FABRIC_SECRET_KEYS")` read the master keys. A worker's environment is built from
+    scratch, and not even /proc/self/environ (inherited from the forkserver) holds a setting."""
+    planted = {
+        "FABRIC_SECRET_KEYS": "planted-fernet-key-material",
+        "FABRIC_DATABASE_URL": "postgresql://root:planted-url-password@control/plane",
+        "GLOBEX_API_TOKEN": "planted-other-tenant-token",
+        "PGPASSWORD": "planted-libpq-password",
+    }
+    script = RUNNER_ENV.replace("HERE", repr(str(Path(__file__).parent)))
+    script = script.replace("WORK", repr(str(tmp_path / "work")))
+    env = {**os.environ, **planted, "LANG": "C.UTF-8", "TZ": "UTC"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = json.dumps(report)
+    for name, value in planted.items():
+        assert name not in seen and value not in seen, name
+    environ = report["environ"]
+    assert not [k for k in environ if k.startswith("FABRIC_")]
+    home = tmp_path / "work" / "acme" / "home"
+    assert environ["HOME"] == str(home) and environ["TMPDIR"] == str(home / "tmp")
+    assert environ["PATH"] == os.environ["PATH"]
+    assert (environ["LANG"], environ["TZ"]) == ("C.UTF-8", "UTC")
+    assert set(environ) <= {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "LANGUAGE"} | {
+        k for k in environ if k.startswith(("LC_", "SSL_CERT_"))
+    }, environ
