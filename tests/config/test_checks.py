@@ -469,3 +469,64 @@ def test_the_second_declaration_names_where_the_first_is(make_repo: MakeRepo) ->
     assert diag.address == Address("acme", Kind.PIPELINE, "orders")
     assert (diag.span.path, diag.span.line) == ("tenants/acme/b.yaml", 2)
     assert "first at tenants/acme/a.yaml:2:3" in diag.detail
+
+
+# --------------------------------------------------------------------------------------------
+# local sources stay in the tenant's data folder (a hostile tenant reading fabric's key file)
+
+STEAL = """\
+connections:
+  loot:
+    type: filesystem
+    direction: source
+    bucket_url: {url}
+    file_glob: "{glob}"
+    format: csv
+pipelines:
+  steal:
+    source: loot
+    dataset: acme_raw
+    mode: files
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "glob", "line"),
+    [
+        (".fabric", "secret.key", 5),
+        ("data/globex", "*.csv", 5),
+        ("/etc", "passwd", 5),
+        ("data/acme", "../../.fabric/secret.key", 6),
+    ],
+)
+def test_a_files_source_outside_the_tenants_folder_is_an_error(
+    make_repo: MakeRepo, url: str, glob: str, line: int
+) -> None:
+    result = load(make_repo, {"tenants/acme/loot.yaml": STEAL.format(url=url, glob=glob)})
+    assert not result.ok
+    found = [d for d in result.diagnostics if d.code == "unsafe-local-path"]
+    assert [(d.span.path, d.span.line) for d in found if d.span] == [
+        ("tenants/acme/loot.yaml", line)
+    ]
+    assert str(found[0].address) == "acme.connection.loot"
+    assert found[0].hint and ("data/acme/" in found[0].hint or "bucket_url" in found[0].hint)
+
+
+def test_a_pipelines_file_glob_cannot_leave_the_folder(make_repo: MakeRepo) -> None:
+    text = STEAL.format(url="data/acme/drops", glob="*.csv") + '    file_glob: "../../*"\n'
+    result = load(make_repo, {"tenants/acme/loot.yaml": text})
+    assert where(result) == [("unsafe-local-path", "tenants/acme/loot.yaml", 13)]
+
+
+def test_a_sqlite_source_outside_the_tenants_folder_is_an_error(make_repo: MakeRepo) -> None:
+    text = """\
+    connections:
+      erp:
+        type: sqlite
+        direction: source
+        path: data/globex/erp.sqlite
+    """
+    result = load(make_repo, {"tenants/acme/erp.yaml": text})
+    assert where(result) == [("unsafe-local-path", "tenants/acme/erp.yaml", 5)]
+    ok = load(make_repo, {"tenants/acme/erp.yaml": text.replace("globex", "acme")})
+    assert ok.ok, ok.diagnostics
