@@ -530,3 +530,57 @@ def test_a_sqlite_source_outside_the_tenants_folder_is_an_error(make_repo: MakeR
     assert where(result) == [("unsafe-local-path", "tenants/acme/erp.yaml", 5)]
     ok = load(make_repo, {"tenants/acme/erp.yaml": text.replace("globex", "acme")})
     assert ok.ok, ok.diagnostics
+
+
+# --------------------------------------------------------------------------------------------
+# tenant folders fabric will not read are errors, never silently skipped
+
+
+def refused(result: LoadResult) -> list[tuple[str, str]]:
+    return [(d.span.path, d.detail) for d in result.diagnostics if d.code == "refused-tenant-path"]
+
+
+def test_a_hidden_tenant_folder_with_yaml_is_an_error(make_repo: MakeRepo) -> None:
+    root = make_repo({"tenants/..acme/tenant.yaml": "tenant:\n  display_name: Hidden\n"})
+    (root / "tenants/.empty_hidden").mkdir()  # declares nothing: nothing to report
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/..acme"
+    assert "starts with '.'" in message
+
+
+def test_a_symlinked_tenant_folder_pointing_outside_the_repository_is_an_error(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere" / "evil"
+    outside.mkdir(parents=True)
+    (outside / "tenant.yaml").write_text("tenant:\n  display_name: Evil\n")
+    root = make_repo({})
+    (root / "tenants/evil").symlink_to(outside, target_is_directory=True)
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/evil"
+    assert f"symlink to {outside}, outside the repository" in message
+    assert result.diagnostics[0].hint
+
+
+def test_a_symlinked_yaml_file_leading_out_of_the_tenant_folder_is_an_error(
+    make_repo: MakeRepo,
+) -> None:
+    root = make_repo(
+        {"tenants/globex/tenant.yaml": "tenant:\n  display_name: Globex\n  warehouse: dwh\n"}
+    )
+    (root / "tenants/acme/stolen.yaml").symlink_to(root / "tenants/globex/tenant.yaml")
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/acme/stolen.yaml"
+    assert "outside its tenant's folder" in message
