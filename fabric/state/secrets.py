@@ -177,9 +177,11 @@ class SecretBox:
             data = json.loads(payload)
             found, value = data["b"], data["v"]
         except (ValueError, TypeError, KeyError):
-            raise self._error(binding, found="no binding (not written by fabric)") from None
-        if found != binding or not isinstance(value, str):
-            raise self._error(binding, found=str(found))
+            raise self._error(binding, unbound=True) from None
+        if not isinstance(value, str):
+            raise self._error(binding, unbound=True)
+        if found != binding:
+            raise self._error(binding, copied=True)
         return value
 
     def rotate(self, binding: str, token: str) -> str:
@@ -211,9 +213,17 @@ class SecretBox:
             chosen = next((k for k in self._fp_keys if key_id(k) == prefer_key_id), chosen)
         return secret_fingerprint(chosen, plaintext)
 
-    def _error(self, binding: str, found: str | None = None) -> SecretDecryptError:
+    def _error(
+        self, binding: str, *, copied: bool = False, unbound: bool = False
+    ) -> SecretDecryptError:
+        # NOTE: the binding found in the token is never passed on: it may name another
+        # tenant's resource, which the tenant reading this error must not learn about.
         return SecretDecryptError(
-            binding, found_binding=found, key_count=len(self._fernets), source=self.source
+            binding,
+            copied=copied,
+            unbound=unbound,
+            key_count=len(self._fernets),
+            source=self.source,
         )
 
 
