@@ -473,3 +473,41 @@ def test_detailed_exitcode_is_2_with_changes_and_0_without(repo, env):
     done = _cli(["plan", str(root), "--detailed-exitcode"], env)
     assert done.returncode == 0, done.stderr
     assert "No changes" in done.stdout
+
+
+def test_fingerprints_survive_rotation_and_removing_the_old_key(repo, env, cp_url):
+    names = [f"pw_{i}" for i in range(6)]
+    connections = "".join(
+        f"""
+          src_{name}:
+            type: postgres
+            direction: source
+            host: 127.0.0.1
+            database: shop
+            password: ${{secret:{name}}}
+        """
+        for name in names
+    )
+    root = repo(
+        {
+            **ACME,
+            "tenants/acme/more.yaml": "connections:"
+            + textwrap.indent(textwrap.dedent(connections), "  "),
+        }
+    )
+    do_apply(root, env)
+    for name in names:
+        done = _cli(["secrets", "set", "acme", name, "--repo", str(root)], env, input=f"v-{name}")
+        assert done.returncode == 0, done.stderr
+    do_apply(root, env)
+    assert actions(root, env) == {}
+
+    new_key = Fernet.generate_key().decode()
+    rotating = {**env, "FABRIC_SECRET_KEYS": f"{new_key},{KEY}"}
+    done = _cli(["secrets", "rotate", "--repo", str(root)], rotating)
+    assert done.returncode == 0, done.stderr
+    only_new = {**env, "FABRIC_SECRET_KEYS": new_key}
+
+    assert actions(root, only_new) == {}  # was: every secret "sensitive value changed"
+    env_changed = {**only_new, "ACME_DWH_PASSWORD": "changed"}
+    assert actions(root, env_changed) == {"acme.connection.dwh": "update"}
