@@ -18,8 +18,8 @@ Invariants:
   newest key, so they survive removing the old one.
 - No message, repr or log line holds a plaintext, a token or a key.
 - Rotation works in small batches, each in its own transaction, and rewrites only values that
-  are not yet under the newest key (token or fingerprint): every row is valid under some configured key at every
-  moment, so a killed rotation is finished by running it again.
+  are not yet under the newest key (token or fingerprint): every row is valid under some
+  configured key at every moment, so a killed rotation is finished by running it again.
 """
 
 from __future__ import annotations
