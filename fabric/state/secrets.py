@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets as _random
@@ -78,6 +80,7 @@ ENV_SOURCE = "FABRIC_SECRET_KEYS"
 KEY_FILE = "secret.key"
 """The embedded default's generated key, in the fabric home (only when no keys are set)."""
 _FINGERPRINT_INFO = b"fabric secret fingerprint v1"
+_PLAN_SIGNATURE_INFO = b"fabric plan signature v1"
 _GITIGNORE = "# Created by fabric: local state (embedded PostgreSQL). Never commit it.\n*\n"
 _KEYGEN_HINT = (
     "Generate a key with `fabric secrets keygen` and set FABRIC_SECRET_KEYS to it "
@@ -109,7 +112,7 @@ class SecretBox:
     repr, in messages or in fingerprints.
     """
 
-    __slots__ = ("_fernets", "_fp_keys", "_multi", "source")
+    __slots__ = ("_fernets", "_fp_keys", "_multi", "_sign_keys", "source")
 
     def __init__(self, keys: Sequence[str | bytes], *, source: str = ENV_SOURCE) -> None:
         """Keys newest first; `source` names where they came from, for messages.
@@ -123,6 +126,7 @@ class SecretBox:
             raise SecretKeyError(f"No secret keys are configured. {_KEYGEN_HINT}", source=source)
         fernets: list[Fernet] = []
         fp_keys: list[bytes] = []
+        sign_keys: list[bytes] = []
         for position, key in enumerate(keys, start=1):
             raw = key.encode() if isinstance(key, str) else key
             try:
@@ -142,6 +146,8 @@ class SecretBox:
                     source=source,
                 ) from None
             fp_keys.append(_fingerprint_key(decoded))
+            sign_keys.append(_derive(decoded, _PLAN_SIGNATURE_INFO))
+        self._sign_keys = tuple(sign_keys)
         self._fernets = tuple(fernets)
         self._fp_keys = tuple(fp_keys)
         self._multi = MultiFernet(fernets)
@@ -214,6 +220,22 @@ class SecretBox:
             chosen = next((k for k in self._fp_keys if key_id(k) == prefer_key_id), chosen)
         return secret_fingerprint(chosen, plaintext)
 
+    def sign(self, payload: bytes) -> str:
+        """`<key id>:<HMAC-SHA256>` of `payload` with a key derived from the newest key.
+
+        Signs saved plan files: whoever can read a plan file holds no secret key, so cannot
+        make a valid signature for an edited one (the old check was an unkeyed hash).
+        """
+        return _signature(self._sign_keys[0], payload)
+
+    def verify(self, payload: bytes, signature: str) -> bool:
+        """Whether `signature` was made by `sign(payload)` with any configured key."""
+        wanted = signature.partition(":")[0]
+        for key in self._sign_keys:
+            if key_id(key) == wanted:
+                return hmac.compare_digest(_signature(key, payload), signature)
+        return False
+
     def _error(
         self, binding: str, *, copied: bool = False, unbound: bool = False
     ) -> SecretDecryptError:
@@ -229,8 +251,17 @@ class SecretBox:
 
 
 def _fingerprint_key(fernet_key: bytes) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FINGERPRINT_INFO)
+    return _derive(fernet_key, _FINGERPRINT_INFO)
+
+
+def _derive(fernet_key: bytes, info: bytes) -> bytes:
+    """A key for one purpose (`info`), so no key is used for two."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
     return hkdf.derive(fernet_key)
+
+
+def _signature(key: bytes, payload: bytes) -> str:
+    return f"{key_id(key)}:{hmac.new(key, payload, hashlib.sha256).hexdigest()}"
 
 
 def fingerprint_key_id(fingerprint: str | None) -> str | None:
