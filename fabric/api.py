@@ -132,16 +132,67 @@ def plan(
     return PlanResult(result, load)
 
 
-def read_plan_file(path: Path) -> Plan:
+def plan_file_text(
+    plan_: Plan, repo: Path, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """(document, text) of a plan to save for `fabric apply PLANFILE`, signed.
+
+    The signature is an HMAC with a key derived from the secret keys (SecretBox.sign): a
+    reader of the plan file cannot make one for an edited plan.
+    """
     import json
 
+    from fabric.plan.plan import SIGNATURE, signing_payload, to_document
+
+    doc = to_document(plan_)
+    doc[SIGNATURE] = workspace(repo, environ).secret_box().sign(signing_payload(doc))
+    return doc, json.dumps(doc, indent=2) + "\n"
+
+
+def read_plan_file(
+    path: Path, repo: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Plan:
+    """The plan saved in `path`, once its signature and every target record are checked.
+
+    `repo` defaults to the repository the plan was made from; its secret keys verify the
+    signature. Every target record is validated again with the rules of `validate`
+    (names, identifiers, secret references), so an edited plan is refused even with a valid
+    signature made elsewhere.
+
+    Raises:
+        PlanError: not a plan file, no or a wrong signature, or a record fails validation.
+    """
+    import json
+
+    from fabric.config.sections import validate_records
     from fabric.errors import PlanError
-    from fabric.plan.plan import from_document
+    from fabric.plan.plan import SIGNATURE, from_document, signing_payload
 
     try:
-        return from_document(json.loads(Path(path).read_text()))
+        doc = json.loads(Path(path).read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a fabric plan file")
+        signature = doc.get(SIGNATURE)
+        box = workspace(Path(repo or doc["repo"]), environ).secret_box()
+        if not isinstance(signature, str) or not box.verify(signing_payload(doc), signature):
+            why = "has no signature" if not signature else "has a signature that does not match"
+            raise PlanError(
+                f"{path} {why}: it was not saved by `fabric plan --out` with this "
+                "installation's secret keys, or it was edited since. Make the plan again "
+                "with `fabric plan --out` and apply that file."
+            )
+        plan_ = from_document(doc)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PlanError(f"{path} is not a usable fabric plan file: {exc}") from None
+    records = [(c.address, dict(c.target.spec)) for c in plan_.changes if c.target is not None]
+    problems = validate_records(records, str(path))
+    if problems:
+        listed = "; ".join(f"{d.address or ''}: {d.detail}" for d in problems[:5])
+        raise PlanError(
+            f"{path} holds records that fail validation, so it was edited: {listed}. Make the "
+            "plan again with `fabric plan --out`."
+        )
+    return plan_
 
 
 def check_plan_source(plan_: Plan, repo: Path) -> None:

@@ -12,7 +12,7 @@ FabricError
 ├── SecretError                 a secret cannot be stored, found or decrypted
 │   ├── SecretKeyError          FABRIC_SECRET_KEYS is missing or malformed; .position, .source
 │   ├── SecretDecryptError      wrong binding (copied value) or no key decrypts it; .binding,
-│   │                           .found_binding, .key_count, .source
+│   │                           .copied, .unbound, .key_count, .source
 │   ├── SecretNotFoundError     `${secret:NAME}` was never set; .tenant, .name
 │   └── MissingSecretError      `${env:NAME}` variables unset at apply time; .missing
 └── NodeError                   a DAG node failed; .address
@@ -192,20 +192,28 @@ class SecretDecryptError(SecretError):
         self,
         binding: str,
         *,
-        found_binding: str | None = None,
+        copied: bool = False,
+        unbound: bool = False,
         key_count: int,
         source: str,
     ) -> None:
         self.binding = binding
         """Where the value was read: `acme.connection.dwh#password`, `acme.secret.dwh_password`."""
-        self.found_binding = found_binding
-        """Where the value was encrypted for, when a key decrypts it but the binding differs."""
+        self.copied = copied
+        """A key decrypts the value, but it was encrypted for another row. Which row is never
+        said: it may be another tenant's, and naming it would tell this tenant about it."""
+        self.unbound = unbound
+        """A key decrypts the value, but it carries no binding (not written by fabric)."""
         self.key_count = key_count
         self.source = source
-        if found_binding is not None:
+        if copied or unbound:
+            why = (
+                "belongs to another resource (it was copied between rows)"
+                if copied
+                else "was not written by fabric (it is bound to no resource)"
+            )
             message = (
-                f"The secret value stored for {binding} was encrypted for {found_binding}, not "
-                f"{binding}; it was copied between rows. Store it again for {binding} "
+                f"The secret value stored for {binding} {why}. Store it again for {binding} "
                 "(`fabric secrets set` or `fabric apply`)."
             )
         elif source == "FABRIC_SECRET_KEYS":

@@ -473,3 +473,111 @@ def test_detailed_exitcode_is_2_with_changes_and_0_without(repo, env):
     done = _cli(["plan", str(root), "--detailed-exitcode"], env)
     assert done.returncode == 0, done.stderr
     assert "No changes" in done.stdout
+
+
+def test_fingerprints_survive_rotation_and_removing_the_old_key(repo, env, cp_url):
+    names = [f"pw_{i}" for i in range(6)]
+    connections = "".join(
+        f"""
+          src_{name}:
+            type: postgres
+            direction: source
+            host: 127.0.0.1
+            database: shop
+            password: ${{secret:{name}}}
+        """
+        for name in names
+    )
+    root = repo(
+        {
+            **ACME,
+            "tenants/acme/more.yaml": "connections:"
+            + textwrap.indent(textwrap.dedent(connections), "  "),
+        }
+    )
+    do_apply(root, env)
+    for name in names:
+        done = _cli(["secrets", "set", "acme", name, "--repo", str(root)], env, input=f"v-{name}")
+        assert done.returncode == 0, done.stderr
+    do_apply(root, env)
+    assert actions(root, env) == {}
+
+    new_key = Fernet.generate_key().decode()
+    rotating = {**env, "FABRIC_SECRET_KEYS": f"{new_key},{KEY}"}
+    done = _cli(["secrets", "rotate", "--repo", str(root)], rotating)
+    assert done.returncode == 0, done.stderr
+    only_new = {**env, "FABRIC_SECRET_KEYS": new_key}
+
+    assert actions(root, only_new) == {}  # was: every secret "sensitive value changed"
+    env_changed = {**only_new, "ACME_DWH_PASSWORD": "changed"}
+    assert actions(root, env_changed) == {"acme.connection.dwh": "update"}
+
+
+def _tamper(doc: dict) -> dict:
+    """What a reader of the plan file (holding no secret key) does: edit a target, then
+    recompute every unkeyed hash the file carries."""
+    from fabric.plan.fingerprint import record_fingerprint
+    from fabric.plan.plan import plan_of_document
+
+    (target,) = [c["target"] for c in doc["changes"] if c["address"] == "acme"]
+    target["spec"]["warehouse"] = "nonexistent; drop"
+    fps = dict(sorted(target["secret_fingerprints"].items()))
+    target["fingerprint"] = record_fingerprint(target["spec"], fps, target["protect"])
+    doc["plan_hash"] = plan_of_document(doc).plan_hash
+    return doc
+
+
+def tenant_rows(cp_url: str) -> list:
+    return sql(cp_url, "SELECT slug, spec::text, fingerprint FROM fabric.tenants ORDER BY slug")
+
+
+def test_an_edited_plan_file_with_recomputed_hashes_is_refused(repo, env, cp_url, tmp_path):
+    import json
+
+    root = repo({**ACME, **GLOBEX})
+    do_apply(root, env)
+    repo({"tenants/acme/tenant.yaml": ACME["tenants/acme/tenant.yaml"].replace("Acme", "Acme Co")})
+    before = tenant_rows(cp_url)
+    plan_file = tmp_path / "plan.json"
+    done = _cli(["plan", str(root), "--out", str(plan_file)], env)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(plan_file.read_text())
+    assert doc["signature"]
+
+    plan_file.write_text(json.dumps(_tamper(doc)))
+    done = _cli(["apply", str(plan_file), "--auto-approve"], env)
+
+    assert done.returncode == 1
+    assert "signature that does not match" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert tenant_rows(cp_url) == before  # the control plane is unchanged
+
+    unsigned = {k: v for k, v in doc.items() if k != "signature"}
+    plan_file.write_text(json.dumps(unsigned))
+    done = _cli(["apply", str(plan_file), "--auto-approve"], env)
+    assert done.returncode == 1 and "has no signature" in done.stderr
+    assert tenant_rows(cp_url) == before
+
+
+def test_a_signed_plan_whose_records_fail_validation_is_refused(repo, env, cp_url, tmp_path):
+    """Re-validation on apply, even with a valid signature (say, made by a leaked key)."""
+    import json
+
+    from fabric.plan.plan import signing_payload
+    from fabric.settings import load_settings
+    from fabric.state.secrets import load_secret_box
+
+    root = repo({**ACME})
+    plan_file = tmp_path / "plan.json"
+    assert _cli(["plan", str(root), "--out", str(plan_file)], env).returncode == 0
+    doc = _tamper(json.loads(plan_file.read_text()))
+    doc["signature"] = load_secret_box(load_settings(env), None).sign(signing_payload(doc))
+    plan_file.write_text(json.dumps(doc))
+
+    with pytest.raises(PlanError, match="fail validation") as err:
+        api.read_plan_file(plan_file, environ=env)
+    assert "nonexistent; drop" in str(err.value) or "acme" in str(err.value)
+    assert sql(cp_url, "SELECT to_regclass('fabric.tenants') IS NOT NULL")[0][0] in (False, None)
+    good = tmp_path / "good.json"
+    assert _cli(["plan", str(root), "--out", str(good)], env).returncode == 0
+    assert api.read_plan_file(good, environ=env).has_changes

@@ -15,7 +15,13 @@ from typing import Any
 from croniter import croniter
 
 from fabric.addresses import NAME, Address, Kind
-from fabric.config.destinations import filesystem_target, tenant_folder
+from fabric.config.destinations import (
+    filesystem_target,
+    glob_problem,
+    source_target,
+    sqlite_target,
+    tenant_folder,
+)
 from fabric.config.references import is_reserved_env, is_secret_key, references_in
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import (
@@ -335,6 +341,11 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
                 )
         if spec.type == "filesystem" and spec.direction == "destination":
             _check_destination_folder(ctx, vs, diags)
+        if spec.type == "filesystem" and spec.direction == "source":
+            _check_source_folder(ctx, vs, diags)
+        if spec.type == "sqlite" and not references_in(spec.path):  # else checked at run time
+            problem = sqlite_target(spec.path, ctx.slug, ctx.repo_root)[1]
+            _check_local_path(ctx, vs, "path", problem, diags)
         if spec.type == "rest_api":
             seen: dict[str, int] = {}
             for i, resource in enumerate(spec.resources):
@@ -370,6 +381,60 @@ def _check_destination_folder(ctx: TenantContext, vs: ValidSpec, diags: list[Dia
             hint=f"Write to a folder under {own}/ (relative to the repository root), e.g. "
             f"`bucket_url: {own}/lake`, or to an s3://, gs:// or az:// bucket.",
             span=_at(vs, "bucket_url"),
+            address=vs.address,
+        )
+    )
+
+
+def _check_source_folder(ctx: TenantContext, vs: ValidSpec, diags: list[Diagnostic]) -> None:
+    """A filesystem source reads inside the tenant's own data folder (or a remote URL)."""
+    url = vs.spec.bucket_url
+    if not references_in(url):  # else known only at run time, where the same rule is applied
+        _check_local_path(
+            ctx, vs, "bucket_url", source_target(url, ctx.slug, ctx.repo_root)[1], diags
+        )
+    check_file_glob(vs, ("file_glob",), vs.spec.file_glob, diags)
+
+
+def check_file_glob(
+    vs: ValidSpec, field: tuple[str | int, ...], glob: str | None, diags: list[Diagnostic]
+) -> None:
+    """A `file_glob` (connection or pipeline) stays inside the folder it is matched in."""
+    problem = glob_problem(glob) if glob else None
+    if problem is None:
+        return
+    diags.append(
+        error(
+            "unsafe-local-path",
+            "Local path outside the tenant's folder",
+            f"{vs.address}: file_glob {glob!r} is refused: {problem}.",
+            hint="Write a pattern relative to bucket_url, e.g. `orders/*.csv`.",
+            span=_at(vs, *field),
+            address=vs.address,
+        )
+    )
+
+
+def _check_local_path(
+    ctx: TenantContext, vs: ValidSpec, field: str, problem: str | None, diags: list[Diagnostic]
+) -> None:
+    if problem is None:
+        return
+    own = tenant_folder(ctx.slug)
+    value = getattr(vs.spec, field)
+    diags.append(
+        error(
+            "unsafe-local-path",
+            "Local path outside the tenant's folder",
+            f"{vs.address}: tenant {ctx.slug} may not read {field} {value!r}: {problem}.",
+            hint=f"Put the tenant's local files under {own}/ (relative to the repository root), "
+            f"e.g. `{field}: {own}/{'drops' if field == 'bucket_url' else 'erp.sqlite'}`"
+            + (
+                ", or read an s3://, gs://, az:// or https:// URL."
+                if field == "bucket_url"
+                else "."
+            ),
+            span=_at(vs, field),
             address=vs.address,
         )
     )
@@ -444,6 +509,8 @@ def resolve_pipelines(ctx: TenantContext, diags: list[Diagnostic]) -> dict[str, 
             )
             if target is not None and target.spec.type == "filesystem":
                 _check_filesystem_disposition(vs, spec, diags)
+        if spec.mode == "files":
+            check_file_glob(vs, ("file_glob",), spec.file_glob, diags)
         for field, mode in MODE_ONLY_FIELDS.items():
             if field in fields_set and spec.mode != mode:
                 diags.append(

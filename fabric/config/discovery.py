@@ -27,6 +27,9 @@ class RepositoryFiles:
     """Files directly under tenants/ (they belong in a tenant folder)."""
     unreadable: tuple[tuple[str, str, int], ...]
     """(path, reason, line) for files that could not be read as UTF-8 text."""
+    refused: tuple[tuple[str, str, str], ...] = ()
+    """(path, why, what to do) for entries fabric will not read: a hidden folder under tenants/
+    (`..acme`), a symlinked tenant folder, a YAML file linking out of its tenant's folder."""
 
 
 def find_repository(start: Path) -> Path | None:
@@ -69,28 +72,77 @@ def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
     project = read(project_path) if project_path.is_file() else None
     tenants: dict[str, tuple[SourceFile, ...]] = {}
     stray: list[str] = []
+    refused: list[tuple[str, str, str]] = []
     tenants_dir = root / "tenants"
     if tenants_dir.is_dir():
         for entry in sorted(os.scandir(tenants_dir), key=lambda e: e.name):
-            if entry.name.startswith("."):
+            rel = f"tenants/{entry.name}"
+            if entry.is_symlink():
+                if entry.name.endswith(YAML_SUFFIXES) or not entry.is_dir():
+                    if entry.name.endswith(YAML_SUFFIXES):
+                        stray.append(rel)
+                    continue
+                refused.append((rel, _link_problem(root, Path(entry.path)), _LINK_HINT))
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                files = [read(p) for p in _yaml_files(Path(entry.path))]
-                tenants[entry.name] = tuple(f for f in files if f is not None)
-            elif entry.name.endswith(YAML_SUFFIXES):
-                stray.append(f"tenants/{entry.name}")
-    return RepositoryFiles(root, project, tenants, tuple(stray), tuple(unreadable))
+            if not entry.is_dir(follow_symlinks=False):
+                if entry.name.endswith(YAML_SUFFIXES):
+                    stray.append(rel)
+                continue
+            folder = Path(entry.path)
+            paths = _yaml_files(folder, refused, root)
+            if entry.name.startswith("."):
+                # NOTE: a hidden folder holding YAML (`..acme`, `.acme`) would declare a
+                # tenant that silently vanishes; one without YAML declares nothing.
+                if paths:
+                    refused.append(
+                        (
+                            rel,
+                            f"{rel} starts with '.', so it cannot be a tenant folder, yet it "
+                            "holds YAML files that would be ignored",
+                            "Rename it to the tenant's slug (e.g. tenants/acme), or move it "
+                            "out of tenants/.",
+                        )
+                    )
+                continue
+            files = [read(p) for p in paths]
+            tenants[entry.name] = tuple(f for f in files if f is not None)
+    return RepositoryFiles(root, project, tenants, tuple(stray), tuple(unreadable), tuple(refused))
 
 
-def _yaml_files(folder: Path) -> list[Path]:
+_LINK_HINT = (
+    "Tenant folders and their YAML files must be real files of the repository: replace the "
+    "link with the folder or file itself."
+)
+
+
+def _link_problem(root: Path, link: Path) -> str:
+    rel = link.relative_to(root).as_posix()
+    target = Path(os.path.realpath(link))
+    if not target.is_relative_to(root):
+        return f"{rel} is a symlink to {target}, outside the repository"
+    return f"{rel} is a symlink (to {target.relative_to(root).as_posix()})"
+
+
+def _yaml_files(folder: Path, refused: list[tuple[str, str, str]], root: Path) -> list[Path]:
+    """The YAML files of a tenant folder; links leading out of it are refused, not read."""
     found: list[Path] = []
+    real = Path(os.path.realpath(folder))
     for dirpath, dirnames, filenames in os.walk(folder):  # never follows symlinked folders
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(
-            Path(dirpath) / name
-            for name in filenames
-            if name.endswith(YAML_SUFFIXES) and not name.startswith(".")
-        )
+        for name in dirnames:
+            path = Path(dirpath) / name
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(real):
+                why = _link_problem(root, path) + ", outside its tenant's folder"
+                refused.append((path.relative_to(root).as_posix(), why, _LINK_HINT))
+        for name in filenames:
+            if not name.endswith(YAML_SUFFIXES) or name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(real):
+                why = _link_problem(root, path) + ", outside its tenant's folder"
+                refused.append((path.relative_to(root).as_posix(), why, _LINK_HINT))
+                continue
+            found.append(path)
     return sorted(found)
 
 

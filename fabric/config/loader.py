@@ -100,6 +100,16 @@ def _load_repository(root: Path) -> LoadResult:
             if project is not None:
                 where = functools.partial(parsed.locate, ("defaults", "timezone"))
                 diags += check_project_timezone(project, where)
+    for path, why, hint in files.refused:
+        diags.append(
+            error(
+                "refused-tenant-path",
+                "Tenant folder or file fabric will not read",
+                f"{why}.",
+                hint=hint,
+                span=SourceSpan(path, 1, 1),
+            )
+        )
     for path in files.stray:
         diags.append(
             error(

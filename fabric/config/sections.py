@@ -146,6 +146,56 @@ def validate_tenant_file(
     return found, broken, diagnostics
 
 
+def validate_records(records: Sequence[tuple[Address, Any]], where: str) -> list[Diagnostic]:
+    """The rules of `validate_tenant_file`, applied to stored-form records (a saved plan's
+    targets): each record is validated as if its tenant's YAML declared it.
+
+    `where` names the records' origin in messages (the plan file's path). Dependencies are
+    not declared in YAML; their ends must be addresses of the same tenant.
+    """
+    by_tenant: dict[str, dict[str, Any]] = {}
+    problems: list[Diagnostic] = []
+    for address, spec in records:
+        data = by_tenant.setdefault(address.tenant, {})
+        body = dict(spec) if isinstance(spec, dict) else spec
+        if address.kind is Kind.TENANT:
+            data["tenant"] = body
+        elif address.kind is Kind.DEPENDENCY:
+            problems += _check_edge(address, body, where)
+        else:
+            section = next(name for name, kind in SECTIONS.items() if kind is address.kind)
+            # A transformation's record carries its sql_file's text as `sql` too.
+            if (
+                address.kind is Kind.TRANSFORMATION
+                and isinstance(body, dict)
+                and body.get("sql_file")
+            ):
+                body.pop("sql", None)
+            data.setdefault(section, {})[address.name] = body
+    for slug, data in sorted(by_tenant.items()):
+        parsed = ParsedYaml(path=where, data=data, root=None, diagnostics=())
+        problems += validate_tenant_file(parsed, slug)[2]
+    return problems
+
+
+def _check_edge(address: Address, spec: Any, where: str) -> list[Diagnostic]:
+    try:
+        ends = [Address.parse(str(spec[end])) for end in ("upstream", "downstream")]
+        if all(e.tenant == address.tenant for e in ends):
+            return []
+    except (KeyError, TypeError, ValueError):
+        pass
+    return [
+        error(
+            "bad-name",
+            "Invalid resource name",
+            f"{address}: the dependency's ends are not addresses of tenant {address.tenant}.",
+            hint="Make the plan again with `fabric plan --out`.",
+            address=address,
+        )
+    ]
+
+
 def _not_a_mapping(parsed: ParsedYaml, loc: tuple[str | int, ...], what: str) -> Diagnostic:
     return error(
         "wrong-type",

@@ -70,9 +70,9 @@ SHOP_DATABASE = "fabric_demo_shop"
 WAREHOUSE_DATABASE = "fabric_demo_dwh"
 SHOP_READER = "acme_reader"
 WAREHOUSE_LOADERS = ("acme_loader", "globex_loader", "initech_loader")
-ERP_FILE = "data/globex_erp.sqlite"
+ERP_FILE = "data/globex/erp.sqlite"
 """Relative to the repository root, as globex's `erp` connection names it."""
-DROPS_FOLDER = "data/globex_drops"
+DROPS_FOLDER = "data/globex/drops"
 """The `bucket_url` of globex's filesystem source connections."""
 
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -1164,7 +1164,7 @@ CURRENT_SENSOR_DAYS = 3
 def create_file_drops(
     folder: Path, *, add_files: int = 0, now: datetime | None = None, seed: str = SEED
 ) -> SourceInfo:
-    """Write globex's file drops under `folder` (example-repo's `data/globex_drops`).
+    """Write globex's file drops under `folder` (example-repo's `data/globex/drops`).
 
     - `orders/po_NNNN_YYYYMMDD.csv`: partner purchase orders, one row per (partner_id,
       po_number); later drops also repeat some earlier orders with a new status (the pipeline

@@ -14,7 +14,7 @@ from typing import Any
 
 from fabric.addresses import Address
 from fabric.plan.diff import Action, Change, FieldChange, Target, counts
-from fabric.plan.fingerprint import fingerprint, record_fingerprint
+from fabric.plan.fingerprint import canonical_json, fingerprint, record_fingerprint
 
 PLAN_FORMAT_VERSION = 1
 
@@ -119,8 +119,32 @@ def to_document(plan: Plan) -> dict[str, Any]:
     return doc
 
 
+SIGNATURE = "signature"
+"""The key of a saved plan file's signature (HMAC with a key derived from the secret keys)."""
+
+
+def signing_payload(doc: Mapping[str, Any]) -> bytes:
+    """The bytes a saved plan file's signature covers: the whole document but the signature."""
+    return canonical_json({k: v for k, v in doc.items() if k != SIGNATURE})
+
+
 def from_document(doc: Mapping[str, Any]) -> Plan:
-    """Rebuild a Plan from a saved document; raises ValueError when it is not one."""
+    """Rebuild a Plan from a saved document; raises ValueError when it is not one, or when its
+    hashes do not match (unkeyed: they catch accidents; the signature catches edits)."""
+    plan = plan_of_document(doc)
+    for change in plan.changes:
+        t = change.target
+        if t is not None and t.fingerprint != record_fingerprint(
+            dict(t.spec), dict(sorted(t.secret_fps.items())), t.protect
+        ):
+            raise ValueError(f"the plan file was modified after it was saved ({change.address})")
+    if doc.get("plan_hash") != plan.plan_hash:
+        raise ValueError("the plan file was modified after it was saved (its hash does not match)")
+    return plan
+
+
+def plan_of_document(doc: Mapping[str, Any]) -> Plan:
+    """The Plan a document describes, its hashes unchecked (see from_document)."""
     if doc.get("kind") != "fabric-plan":
         raise ValueError("not a fabric plan file")
     if doc.get("format_version") != PLAN_FORMAT_VERSION:
@@ -156,7 +180,7 @@ def from_document(doc: Mapping[str, Any]) -> Plan:
                 protected=bool(c.get("protected")),
             )
         )
-    plan = Plan(
+    return Plan(
         source_hash=doc["source_hash"],
         repo=doc["repo"],
         tenants=tuple(doc["tenants"]),
@@ -166,12 +190,3 @@ def from_document(doc: Mapping[str, Any]) -> Plan:
         warnings=tuple(doc.get("warnings", ())),
         notes=tuple(doc.get("notes", ())),
     )
-    for change in plan.changes:
-        t = change.target
-        if t is not None and t.fingerprint != record_fingerprint(
-            dict(t.spec), dict(sorted(t.secret_fps.items())), t.protect
-        ):
-            raise ValueError(f"the plan file was modified after it was saved ({change.address})")
-    if doc.get("plan_hash") != plan.plan_hash:
-        raise ValueError("the plan file was modified after it was saved (its hash does not match)")
-    return plan

@@ -90,18 +90,40 @@ DRIVERS = {"postgres": "postgresql+psycopg", "mysql": "mysql+pymysql", "mssql": 
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
-def sqlalchemy_url(conn: ResolvedConnection, repo_root: str | Path = ".") -> URL:
-    """The SQLAlchemy URL of a SQL connection (postgres, mysql, mssql, sqlite)."""
+def sqlalchemy_url(
+    conn: ResolvedConnection, repo_root: str | Path = ".", *, tenant: str | None = None
+) -> URL:
+    """The SQLAlchemy URL of a SQL connection (postgres, mysql, mssql, sqlite).
+
+    A sqlite file must lie in `tenant`'s data folder (fabric.runner.local_files), and a `url`
+    must name the connection's own database type: a postgres connection whose url is
+    `sqlite:///...` would open any file of this machine.
+
+    Raises:
+        LocalPathError: the sqlite file or the url's type is not allowed for this tenant.
+    """
     from sqlalchemy.engine import URL, make_url
+
+    from fabric.runner.local_files import LocalPathError, sqlite_file
 
     spec = conn.spec
     if conn.type == "sqlite":
-        path = Path(spec["path"])
-        if not path.is_absolute():
-            path = Path(repo_root) / path
-        return URL.create("sqlite", database=str(path))
+        if tenant is None:
+            raise LocalPathError("a sqlite connection is opened only for its tenant")
+        return URL.create(
+            "sqlite", database=str(sqlite_file(spec["path"], tenant, Path(repo_root)))
+        )
     if spec.get("url"):
         url = make_url(spec["url"])
+        expected = DRIVERS.get(conn.type, "").split("+")[0]
+        if url.get_backend_name() not in (
+            expected,
+            "postgres" if expected == "postgresql" else expected,
+        ):
+            raise LocalPathError(
+                f"connection {conn.name!r} is of type {conn.type} but its url names a "
+                f"{url.get_backend_name()} database; give a {expected} url"
+            )
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername=DRIVERS["postgres"])
         return url

@@ -184,7 +184,11 @@ def _run(
     timer = _PhaseTimer()
     with timer("build"):
         build = build_resources(
-            spec, source, repo_root=node.repo_root or ".", name=node.address.name
+            spec,
+            source,
+            repo_root=node.repo_root or ".",
+            name=node.address.name,
+            tenant=node.address.tenant,
         )
     for note in build.notes:
         tail.note(note)

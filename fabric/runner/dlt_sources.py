@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import operator
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -46,6 +47,7 @@ from urllib.parse import urlparse
 
 from fabric.config.specs import Filter, PipelineSpec
 from fabric.runner.credentials import ResolvedConnection, sqlalchemy_url
+from fabric.runner.local_files import source_folder, tenant_root
 
 if TYPE_CHECKING:
     from sqlalchemy import URL, Table
@@ -107,10 +109,13 @@ class SourceBuild:
 
 
 def sql_source_config(
-    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path
+    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, tenant: str
 ) -> SqlSourceConfig:
-    """The URL, tables and batch size of a SQL source (postgres, mysql, mssql, sqlite)."""
-    url = sqlalchemy_url(conn, repo_root)
+    """The URL, tables and batch size of a SQL source (postgres, mysql, mssql, sqlite).
+
+    A sqlite file must lie in the tenant's own data folder (fabric.runner.local_files).
+    """
+    url = sqlalchemy_url(conn, repo_root, tenant=tenant)
     tables = (spec.table,) if spec.mode == "single_table" and spec.table else spec.table_names
     return SqlSourceConfig(
         url=url,
@@ -164,19 +169,25 @@ def has_adbc_postgres() -> bool:
 
 
 def build_resources(
-    spec: PipelineSpec, conn: ResolvedConnection, *, repo_root: str | Path, name: str
+    spec: PipelineSpec,
+    conn: ResolvedConnection,
+    *,
+    repo_root: str | Path,
+    name: str,
+    tenant: str,
 ) -> SourceBuild:
     """The dlt resources for the pipeline's mode, with its hints and filters applied.
 
-    `name` is the pipeline's name: the destination table of `files` mode by default.
+    `name` is the pipeline's name: the destination table of `files` mode by default. Local
+    files (a folder, a sqlite file) are read only inside `tenant`'s data folder.
     """
     match spec.mode:
         case "single_table" | "full_database":
-            build = _sql_resources(spec, conn, repo_root)
+            build = _sql_resources(spec, conn, repo_root, tenant)
         case "rest_api":
             build = _rest_api_resources(spec, conn)
         case "files":
-            build = _file_resources(spec, conn, repo_root, name)
+            build = _file_resources(spec, conn, repo_root, name, tenant)
         case _:  # pragma: no cover - the spec's Literal rules it out
             raise ValueError(f"unknown pipeline mode {spec.mode!r}")
     return build
@@ -186,7 +197,7 @@ def build_resources(
 
 
 def _sql_resources(
-    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path
+    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, tenant: str
 ) -> SourceBuild:
     import dlt
     from dlt.sources.sql_database import sql_table
@@ -198,7 +209,7 @@ def _sql_resources(
         )
     if spec.mode == "single_table" and not spec.table:
         raise ConfigurationError("mode single_table needs `table`")
-    config = sql_source_config(spec, conn, repo_root)
+    config = sql_source_config(spec, conn, repo_root, tenant)
     engine = create_engine(config.url)
     try:
         metadata = reflect_tables(engine, config.schema, config.tables)
@@ -484,19 +495,30 @@ def _rest_api_resources(spec: PipelineSpec, conn: ResolvedConnection) -> SourceB
 # -- files ----------------------------------------------------------------------------------------
 
 
-def files_bucket_url(bucket_url: str, repo_root: str | Path) -> str:
-    """A local path (relative to the repository root) as a file:// URL; URLs pass through."""
-    scheme = urlparse(bucket_url).scheme
-    if scheme and len(scheme) > 1:  # a Windows drive letter is not a scheme
-        return bucket_url
-    path = Path(bucket_url).expanduser()
-    if not path.is_absolute():
-        path = Path(repo_root) / path
-    return path.resolve().as_uri()
+def files_bucket_url(
+    bucket_url: str, repo_root: str | Path, tenant: str, file_glob: str = "*"
+) -> tuple[str, Path | None]:
+    """(URL to list, real local folder or None): a local folder, confined to the tenant's data
+    folder with symlinks resolved, as a file:// URL; remote URLs pass through."""
+    target, folder = source_folder(bucket_url, tenant, Path(repo_root), file_glob)
+    return (folder.as_uri(), folder) if folder is not None else (target.path, None)
+
+
+def confined_files(own: Path, tenant: str) -> Callable[[Any], Any]:
+    """A map over listed file items that refuses any file resolving outside `own` (a link
+    planted in the tenant's folder that points at fabric's key file or another tenant's)."""
+    from fabric.runner.local_files import inside
+
+    def check(item: Any) -> Any:
+        for file_item in item if isinstance(item, list) else (item,):
+            inside(own, Path(file_item.local_file_path), str(file_item["relative_path"]))
+        return item
+
+    return check
 
 
 def _file_resources(
-    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, name: str
+    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, name: str, tenant: str
 ) -> SourceBuild:
     import dlt
     from dlt.sources.filesystem import filesystem, read_jsonl, read_parquet
@@ -506,8 +528,8 @@ def _file_resources(
         raise ConfigurationError(
             f"mode files needs a filesystem connection, but {conn.name!r} is {conn.type}"
         )
-    url = files_bucket_url(c["bucket_url"], repo_root)
     glob = spec.file_glob or c.get("file_glob") or "*"
+    url, folder = files_bucket_url(c["bucket_url"], repo_root, tenant, glob)
     fmt = c.get("format", "csv")
     chunk = spec.batch_size or DEFAULT_FILE_CHUNK
     cursor = spec.incremental.cursor if spec.incremental else None
@@ -524,6 +546,10 @@ def _file_resources(
             else None
         ),
     )
+    if folder is not None:
+        listing.add_map(
+            confined_files(tenant_root(Path(os.path.realpath(repo_root)), tenant), tenant)
+        )
     match fmt:
         case "csv":
             reader = dlt.transformer(name="read_csv")(_read_csv_arrow)(chunk)

@@ -36,10 +36,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fabric.config.destinations import filesystem_target
 from fabric.domain.runs import ResolvedConnection
 from fabric.errors import FabricError, SecretDecryptError, SecretNotFoundError
 from fabric.runner.credentials import resolve_connection
 from fabric.runner.failures import describe, redact
+from fabric.runner.local_files import LocalPathError, inside, source_folder, tenant_root
 
 if TYPE_CHECKING:
     from fabric.domain.runs import StoredConnection
@@ -266,15 +268,15 @@ def _check_one(
         secrets = _secret_forms(resolved, root)
         match kind:
             case "postgres" | "mysql" | "mssql" | "sqlite":
-                detail = _check_sql(resolved, root, timeout)
+                detail = _check_sql(resolved, root, timeout, tenant)
             case "rest_api":
                 detail = _check_rest_api(resolved, timeout)
             case "filesystem":
-                detail = _check_filesystem(resolved, root, timeout)
+                detail = _check_filesystem(resolved, root, timeout, tenant)
             case _:
                 raise _Failed(f"fabric cannot test connections of type {kind!r}")
         ok = True
-    except _Failed as exc:
+    except (_Failed, LocalPathError) as exc:
         ok, detail = False, str(exc)
     except Exception as exc:  # library errors stop here (rule 13); the message is redacted
         ok, detail = False, describe(exc)
@@ -352,18 +354,18 @@ _VERSION_SQL = {
 }
 
 
-def _sql_url(conn: ResolvedConnection, root: Path) -> Any:
+def _sql_url(conn: ResolvedConnection, root: Path, tenant: str | None = None) -> Any:
     from fabric.runner.credentials import sqlalchemy_url
 
-    return sqlalchemy_url(conn, root)
+    return sqlalchemy_url(conn, root, tenant=tenant)
 
 
-def _check_sql(conn: ResolvedConnection, root: Path, timeout: float) -> str:
+def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str) -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import NoSuchModuleError
     from sqlalchemy.pool import NullPool
 
-    url = _sql_url(conn, root)
+    url = _sql_url(conn, root, tenant)  # a sqlite file: only in the tenant's data folder
     backend = url.get_backend_name()
     if backend == "sqlite":
         missing = _missing_sqlite_file(conn, Path(url.database or ""))
@@ -565,30 +567,37 @@ def _root_reason(exc: BaseException) -> str:
 # files
 
 
-def _check_filesystem(conn: ResolvedConnection, root: Path, timeout: float) -> str:
+def _check_filesystem(conn: ResolvedConnection, root: Path, timeout: float, tenant: str) -> str:
     spec = conn.spec
     url = str(spec["bucket_url"])
     pattern = str(spec.get("file_glob") or "*")
-    local = _local_path(url, root)
+    destination = _direction(spec) == "destination"
+    local = _local_path(url, root, tenant, pattern, destination=destination)
     if local is not None:
-        return _check_local(local, pattern, destination=_direction(spec) == "destination")
+        own = tenant_root(Path(os.path.realpath(root)), tenant)
+        return _check_local(local, pattern, destination=destination, own=own)
     return _check_remote(url, pattern, spec.get("credentials") or {}, timeout)
 
 
-def _local_path(url: str, root: Path) -> Path | None:
-    """The folder of a local bucket URL (relative to the repository root), or None."""
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
-        text = url[len("file://") :] if url.startswith("file://") else url[len("file:") :]
-    elif scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # C:\ is a path on Windows
-        text = url
-    else:
-        return None
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else root / path
+def _local_path(
+    url: str, root: Path, tenant: str, pattern: str, *, destination: bool
+) -> Path | None:
+    """The real folder of a local bucket URL (in the tenant's data folder), or None for a
+    remote URL; a path the tenant may not read or write is a LocalPathError (the rules of
+    fabric.config.destinations, symlinks followed)."""
+    if destination:
+        real = Path(os.path.realpath(root))
+        target, problem = filesystem_target(url, tenant, real.as_posix())
+        if target is None:
+            raise LocalPathError(f"tenant {tenant} may not write to bucket_url {url!r}: {problem}")
+        if target.kind != "local":
+            return None
+        return inside(tenant_root(real, tenant), real / target.path, target.path)
+    _, folder = source_folder(url, tenant, root, pattern)
+    return folder
 
 
-def _check_local(folder: Path, pattern: str, *, destination: bool) -> str:
+def _check_local(folder: Path, pattern: str, *, destination: bool, own: Path) -> str:
     if not folder.exists():
         if not destination:
             raise _Failed(f"folder {folder} does not exist")
@@ -600,7 +609,10 @@ def _check_local(folder: Path, pattern: str, *, destination: bool) -> str:
         raise _Failed(f"{folder} is not a folder")
     if destination and not os.access(folder, os.W_OK):
         raise _Failed(f"folder {folder} is not writable")
-    count = sum(1 for p in folder.glob(pattern) if p.is_file())
+    matched = [p for p in folder.glob(pattern) if p.is_file()]
+    for path in matched:  # a link in the folder must not lead out of the tenant's folder
+        inside(own, path, path.relative_to(folder).as_posix())
+    count = len(matched)
     return f"{_files(count)} match {pattern!r} in {folder}"
 
 

@@ -14,17 +14,20 @@ Invariants:
 - A changed secret is detected by a keyed fingerprint (`<key id>:<HMAC-SHA256>`). The HMAC key
   is derived from a Fernet key with HKDF, so no key is used for two purposes, and a stored
   fingerprint names the key that made it: while that key is configured, the same value gives
-  the same fingerprint, whatever the newest key is.
+  the same fingerprint, whatever the newest key is. Rotation remakes fingerprints with the
+  newest key, so they survive removing the old one.
 - No message, repr or log line holds a plaintext, a token or a key.
 - Rotation works in small batches, each in its own transaction, and rewrites only values that
-  are not yet under the newest key: every row is valid under some configured key at every
-  moment, so a killed rotation is finished by running it again.
+  are not yet under the newest key (token or fingerprint): every row is valid under some
+  configured key at every moment, so a killed rotation is finished by running it again.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets as _random
@@ -50,7 +53,7 @@ from fabric.errors import (
     SecretNotFoundError,
     TenantNotAppliedError,
 )
-from fabric.plan.fingerprint import key_id, secret_fingerprint
+from fabric.plan.fingerprint import key_id, record_fingerprint, secret_fingerprint
 from fabric.settings import Settings
 from fabric.state import tables
 
@@ -77,6 +80,7 @@ ENV_SOURCE = "FABRIC_SECRET_KEYS"
 KEY_FILE = "secret.key"
 """The embedded default's generated key, in the fabric home (only when no keys are set)."""
 _FINGERPRINT_INFO = b"fabric secret fingerprint v1"
+_PLAN_SIGNATURE_INFO = b"fabric plan signature v1"
 _GITIGNORE = "# Created by fabric: local state (embedded PostgreSQL). Never commit it.\n*\n"
 _KEYGEN_HINT = (
     "Generate a key with `fabric secrets keygen` and set FABRIC_SECRET_KEYS to it "
@@ -108,7 +112,7 @@ class SecretBox:
     repr, in messages or in fingerprints.
     """
 
-    __slots__ = ("_fernets", "_fp_keys", "_multi", "source")
+    __slots__ = ("_fernets", "_fp_keys", "_multi", "_sign_keys", "source")
 
     def __init__(self, keys: Sequence[str | bytes], *, source: str = ENV_SOURCE) -> None:
         """Keys newest first; `source` names where they came from, for messages.
@@ -122,6 +126,7 @@ class SecretBox:
             raise SecretKeyError(f"No secret keys are configured. {_KEYGEN_HINT}", source=source)
         fernets: list[Fernet] = []
         fp_keys: list[bytes] = []
+        sign_keys: list[bytes] = []
         for position, key in enumerate(keys, start=1):
             raw = key.encode() if isinstance(key, str) else key
             try:
@@ -141,6 +146,8 @@ class SecretBox:
                     source=source,
                 ) from None
             fp_keys.append(_fingerprint_key(decoded))
+            sign_keys.append(_derive(decoded, _PLAN_SIGNATURE_INFO))
+        self._sign_keys = tuple(sign_keys)
         self._fernets = tuple(fernets)
         self._fp_keys = tuple(fp_keys)
         self._multi = MultiFernet(fernets)
@@ -177,9 +184,11 @@ class SecretBox:
             data = json.loads(payload)
             found, value = data["b"], data["v"]
         except (ValueError, TypeError, KeyError):
-            raise self._error(binding, found="no binding (not written by fabric)") from None
-        if found != binding or not isinstance(value, str):
-            raise self._error(binding, found=str(found))
+            raise self._error(binding, unbound=True) from None
+        if not isinstance(value, str):
+            raise self._error(binding, unbound=True)
+        if found != binding:
+            raise self._error(binding, copied=True)
         return value
 
     def rotate(self, binding: str, token: str) -> str:
@@ -211,15 +220,48 @@ class SecretBox:
             chosen = next((k for k in self._fp_keys if key_id(k) == prefer_key_id), chosen)
         return secret_fingerprint(chosen, plaintext)
 
-    def _error(self, binding: str, found: str | None = None) -> SecretDecryptError:
+    def sign(self, payload: bytes) -> str:
+        """`<key id>:<HMAC-SHA256>` of `payload` with a key derived from the newest key.
+
+        Signs saved plan files: whoever can read a plan file holds no secret key, so cannot
+        make a valid signature for an edited one (the old check was an unkeyed hash).
+        """
+        return _signature(self._sign_keys[0], payload)
+
+    def verify(self, payload: bytes, signature: str) -> bool:
+        """Whether `signature` was made by `sign(payload)` with any configured key."""
+        wanted = signature.partition(":")[0]
+        for key in self._sign_keys:
+            if key_id(key) == wanted:
+                return hmac.compare_digest(_signature(key, payload), signature)
+        return False
+
+    def _error(
+        self, binding: str, *, copied: bool = False, unbound: bool = False
+    ) -> SecretDecryptError:
+        # NOTE: the binding found in the token is never passed on: it may name another
+        # tenant's resource, which the tenant reading this error must not learn about.
         return SecretDecryptError(
-            binding, found_binding=found, key_count=len(self._fernets), source=self.source
+            binding,
+            copied=copied,
+            unbound=unbound,
+            key_count=len(self._fernets),
+            source=self.source,
         )
 
 
 def _fingerprint_key(fernet_key: bytes) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FINGERPRINT_INFO)
+    return _derive(fernet_key, _FINGERPRINT_INFO)
+
+
+def _derive(fernet_key: bytes, info: bytes) -> bytes:
+    """A key for one purpose (`info`), so no key is used for two."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
     return hkdf.derive(fernet_key)
+
+
+def _signature(key: bytes, payload: bytes) -> str:
+    return f"{key_id(key)}:{hmac.new(key, payload, hashlib.sha256).hexdigest()}"
 
 
 def fingerprint_key_id(fingerprint: str | None) -> str | None:
@@ -474,8 +516,9 @@ def rotate_all(engine: Engine, box: SecretBox, *, batch_size: int = BATCH_SIZE) 
     Walks `fabric.tenants`, then each tenant schema's `secrets` table and resource tables, by
     id in batches of `batch_size` rows, one transaction per batch. Rows are locked (FOR UPDATE)
     only for their batch. A resource row's `content_md5` is recomputed in the same UPDATE with
-    tables.CONTENT_MD5_SQL, so a rotated row never looks hand-edited; `fingerprint` columns and
-    keyed fingerprints are left alone (they name the key that made them, still configured).
+    tables.CONTENT_MD5_SQL, so a rotated row never looks hand-edited; keyed fingerprints are
+    remade with the newest key (and a resource's record fingerprint with them), so removing
+    the old key afterwards changes nothing in the next plan.
     """
     tally = _Tally()
     _rotate_resources(
@@ -539,15 +582,18 @@ def _rotate_store(
 ) -> None:
     label = f"{schema}.secrets"
     query = (
-        f'SELECT id, name, ciphertext FROM "{schema}".secrets WHERE id > :last '
+        f'SELECT id, name, ciphertext, fingerprint FROM "{schema}".secrets WHERE id > :last '
         "ORDER BY id LIMIT :n FOR UPDATE"
     )
-    update = text(f'UPDATE "{schema}".secrets SET ciphertext = :ct WHERE id = :id')
+    update = text(
+        f'UPDATE "{schema}".secrets SET ciphertext = :ct, fingerprint = :fp WHERE id = :id'
+    )
 
     def rewrite(conn: Connection, row: Row[Any]) -> None:
-        new = _rotated(box, tally, secret_binding(slug, row.name), row.ciphertext)
+        binding = secret_binding(slug, row.name)
+        new = _rotated(box, tally, binding, row.ciphertext, row.fingerprint)
         if new is not None:
-            conn.execute(update, {"ct": new, "id": row.id})
+            conn.execute(update, {"ct": new[0], "fp": new[1] or row.fingerprint, "id": row.id})
             _count(tally, label)
 
     _in_batches(engine, query, batch_size, rewrite)
@@ -564,12 +610,15 @@ def _rotate_resources(
 ) -> None:
     label = table.replace('"', "")
     query = (
-        f"SELECT id, {name_column} AS name, secrets FROM {table} "
+        f"SELECT id, {name_column} AS name, spec, secrets, protect, fingerprint FROM {table} "
         "WHERE id > :last AND secrets <> '{}'::jsonb ORDER BY id LIMIT :n FOR UPDATE"
     )
     new_secrets = "CAST(:secrets AS jsonb)"
     md5 = tables.CONTENT_MD5_SQL.format(spec="spec", secrets=new_secrets, protect="protect")
-    update = text(f"UPDATE {table} SET secrets = {new_secrets}, content_md5 = {md5} WHERE id = :id")
+    update = text(
+        f"UPDATE {table} SET secrets = {new_secrets}, fingerprint = :fp, content_md5 = {md5} "
+        "WHERE id = :id"
+    )
 
     def rewrite(conn: Connection, row: Row[Any]) -> None:
         fields = row.secrets
@@ -579,28 +628,53 @@ def _rotate_resources(
         for path, entry in sorted(fields.items()):
             if not (isinstance(entry, dict) and isinstance(entry.get("ct"), str)):
                 continue
-            new = _rotated(box, tally, field_binding(address(row.name), path), entry["ct"])
+            binding = field_binding(address(row.name), path)
+            new = _rotated(box, tally, binding, entry["ct"], entry.get("fp"))
             if new is not None:
-                changed[path] = {**entry, "ct": new}
+                changed[path] = {**entry, "ct": new[0], "fp": new[1] or entry.get("fp")}
                 _count(tally, label)
         if changed != fields:
-            # NOTE: content_md5 is recomputed from the new value in the same statement;
-            # otherwise the row would look edited outside fabric (drift).
-            conn.execute(update, {"secrets": json.dumps(changed), "id": row.id})
+            # NOTE: content_md5 and the record's fingerprint (which covers the secrets' keyed
+            # fingerprints) are recomputed in the same statement; otherwise the row would look
+            # edited outside fabric (drift) or changed to the next plan. A row that had
+            # drifted already keeps its fingerprint, so it still shows as drift.
+            fingerprint = row.fingerprint
+            if fingerprint == record_fingerprint(row.spec, _fps(fields), row.protect):
+                fingerprint = record_fingerprint(row.spec, _fps(changed), row.protect)
+            params = {"secrets": json.dumps(changed), "fp": fingerprint, "id": row.id}
+            conn.execute(update, params)
 
     _in_batches(engine, query, batch_size, rewrite)
 
 
-def _rotated(box: SecretBox, tally: _Tally, binding: str, token: str) -> str | None:
-    """The token under the newest key, or None when it needs no change or cannot be read."""
-    if box.is_current(token):
+def _fps(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's secret fingerprints as its record fingerprint covers them (see plan/diff.py)."""
+    return {
+        path: entry.get("fp") if isinstance(entry, dict) else None
+        for path, entry in sorted(fields.items())
+    }
+
+
+def _rotated(
+    box: SecretBox, tally: _Tally, binding: str, token: str, fingerprint: str | None
+) -> tuple[str, str | None] | None:
+    """(token under the newest key, fingerprint made with it), or None when the value needs
+    no change or cannot be read.
+
+    The fingerprint is remade too: once the old key is removed, a fingerprint made with it
+    could not be reproduced, and every value would look changed to the next plan. None for
+    a value that had no fingerprint.
+    """
+    if box.is_current(token) and fingerprint_key_id(fingerprint) in (None, box.newest_key_id):
         tally.current += 1
         return None
     try:
-        return box.rotate(binding, token)
+        plaintext = box.decrypt(binding, token)
     except SecretDecryptError as exc:
         tally.failed.append(exc)
         return None
+    new_token = token if box.is_current(token) else box.rotate(binding, token)
+    return new_token, box.fingerprint(plaintext) if fingerprint else None
 
 
 def _count(tally: _Tally, label: str) -> None:

@@ -17,7 +17,7 @@ SMALL_REPO = {
         tenant: {display_name: Acme, warehouse: dwh}
         connections:
           dwh: {type: postgres, direction: destination, host: 127.0.0.1, port: 1, database: d}
-          erp: {type: sqlite, direction: source, path: data/missing.db}
+          erp: {type: sqlite, direction: source, path: data/acme/missing.db}
         pipelines:
           orders: {source: erp, dataset: raw, mode: single_table, table: orders, tags: [nightly]}
         schedules:

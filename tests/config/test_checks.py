@@ -679,3 +679,118 @@ def test_env_names_must_be_variable_names(make_repo: MakeRepo) -> None:
     tenant = ENV_TENANT.replace("DBT_TARGET_SUFFIX", "'A-B'")
     result = load(make_repo, {"tenants/acme/tenant.yaml": tenant})
     assert codes(result) and "environment variable name" in result.diagnostics[0].detail
+
+
+# --------------------------------------------------------------------------------------------
+# local sources stay in the tenant's data folder (a hostile tenant reading fabric's key file)
+
+STEAL = """\
+connections:
+  loot:
+    type: filesystem
+    direction: source
+    bucket_url: {url}
+    file_glob: "{glob}"
+    format: csv
+pipelines:
+  steal:
+    source: loot
+    dataset: acme_raw
+    mode: files
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "glob", "line"),
+    [
+        (".fabric", "secret.key", 5),
+        ("data/globex", "*.csv", 5),
+        ("/etc", "passwd", 5),
+        ("data/acme", "../../.fabric/secret.key", 6),
+    ],
+)
+def test_a_files_source_outside_the_tenants_folder_is_an_error(
+    make_repo: MakeRepo, url: str, glob: str, line: int
+) -> None:
+    result = load(make_repo, {"tenants/acme/loot.yaml": STEAL.format(url=url, glob=glob)})
+    assert not result.ok
+    found = [d for d in result.diagnostics if d.code == "unsafe-local-path"]
+    assert [(d.span.path, d.span.line) for d in found if d.span] == [
+        ("tenants/acme/loot.yaml", line)
+    ]
+    assert str(found[0].address) == "acme.connection.loot"
+    assert found[0].hint and ("data/acme/" in found[0].hint or "bucket_url" in found[0].hint)
+
+
+def test_a_pipelines_file_glob_cannot_leave_the_folder(make_repo: MakeRepo) -> None:
+    text = STEAL.format(url="data/acme/drops", glob="*.csv") + '    file_glob: "../../*"\n'
+    result = load(make_repo, {"tenants/acme/loot.yaml": text})
+    assert where(result) == [("unsafe-local-path", "tenants/acme/loot.yaml", 13)]
+
+
+def test_a_sqlite_source_outside_the_tenants_folder_is_an_error(make_repo: MakeRepo) -> None:
+    text = """\
+    connections:
+      erp:
+        type: sqlite
+        direction: source
+        path: data/globex/erp.sqlite
+    """
+    result = load(make_repo, {"tenants/acme/erp.yaml": text})
+    assert where(result) == [("unsafe-local-path", "tenants/acme/erp.yaml", 5)]
+    ok = load(make_repo, {"tenants/acme/erp.yaml": text.replace("globex", "acme")})
+    assert ok.ok, ok.diagnostics
+
+
+# --------------------------------------------------------------------------------------------
+# tenant folders fabric will not read are errors, never silently skipped
+
+
+def refused(result: LoadResult) -> list[tuple[str, str]]:
+    return [(d.span.path, d.detail) for d in result.diagnostics if d.code == "refused-tenant-path"]
+
+
+def test_a_hidden_tenant_folder_with_yaml_is_an_error(make_repo: MakeRepo) -> None:
+    root = make_repo({"tenants/..acme/tenant.yaml": "tenant:\n  display_name: Hidden\n"})
+    (root / "tenants/.empty_hidden").mkdir()  # declares nothing: nothing to report
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/..acme"
+    assert "starts with '.'" in message
+
+
+def test_a_symlinked_tenant_folder_pointing_outside_the_repository_is_an_error(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere" / "evil"
+    outside.mkdir(parents=True)
+    (outside / "tenant.yaml").write_text("tenant:\n  display_name: Evil\n")
+    root = make_repo({})
+    (root / "tenants/evil").symlink_to(outside, target_is_directory=True)
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/evil"
+    assert f"symlink to {outside}, outside the repository" in message
+    assert result.diagnostics[0].hint
+
+
+def test_a_symlinked_yaml_file_leading_out_of_the_tenant_folder_is_an_error(
+    make_repo: MakeRepo,
+) -> None:
+    root = make_repo(
+        {"tenants/globex/tenant.yaml": "tenant:\n  display_name: Globex\n  warehouse: dwh\n"}
+    )
+    (root / "tenants/acme/stolen.yaml").symlink_to(root / "tenants/globex/tenant.yaml")
+
+    result = load_repository(root)
+
+    assert not result.ok
+    ((path, message),) = refused(result)
+    assert path == "tenants/acme/stolen.yaml"
+    assert "outside its tenant's folder" in message

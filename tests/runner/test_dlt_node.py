@@ -295,7 +295,11 @@ def test_batch_size_sets_the_size_of_extracted_batches(box, source_url, pg_pair,
             }
         )
         build = build_resources(
-            spec, resolve_connection(pg_pair["shop"], box, {}), repo_root=tmp_path, name="orders"
+            spec,
+            resolve_connection(pg_pair["shop"], box, {}),
+            repo_root=tmp_path,
+            name="orders",
+            tenant=TENANT,
         )
         (resource,) = build.resources
         sizes = [item.num_rows for item in resource]
@@ -395,15 +399,15 @@ def test_mysql_source_loads_rows(box, warehouse_url, mysql_database, tmp_path):
 def test_sqlite_path_is_relative_to_the_repository(box, warehouse_url, tmp_path):
     import sqlite3
 
-    (tmp_path / "repo" / "data").mkdir(parents=True)
-    db = sqlite3.connect(tmp_path / "repo" / "data" / "shop.db")
+    (tmp_path / "repo" / "data" / TENANT).mkdir(parents=True)
+    db = sqlite3.connect(tmp_path / "repo" / "data" / TENANT / "shop.db")
     db.execute("CREATE TABLE events (id integer primary key, name text, score real)")
     db.executemany("INSERT INTO events VALUES (?, ?, ?)", [(i, f"e{i}", i / 2) for i in range(9)])
     db.commit()
     db.close()
     connections = {
         "shop": connection(
-            box, "shop", {"type": "sqlite", "direction": "source", "path": "data/shop.db"}
+            box, "shop", {"type": "sqlite", "direction": "source", "path": f"data/{TENANT}/shop.db"}
         ),
         "dwh": pg_connection(box, "dwh", warehouse_url, "destination"),
     }
@@ -443,7 +447,7 @@ def test_mssql_source_config_is_built_without_a_server(box):
         }
     )
 
-    config = sql_source_config(spec, resolve_connection(stored, box, {}), ".")
+    config = sql_source_config(spec, resolve_connection(stored, box, {}), ".", TENANT)
 
     url = config.url
     assert (url.drivername, url.host, url.port, url.database) == (
@@ -529,7 +533,7 @@ def test_rest_api_follows_pages_and_sends_the_auth_header(box, warehouse_url, ap
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_files_are_read_from_a_folder_relative_to_the_repository(box, warehouse_url, tmp_path, fmt):
-    folder = tmp_path / "repo" / "landing"
+    folder = tmp_path / "repo" / "data" / TENANT / "landing"
     folder.mkdir(parents=True)
     rows = [{"id": i, "city": f"c{i % 3}", "amount": i * 1.5} for i in range(1, 11)]
     for part in (1, 2):
@@ -548,7 +552,12 @@ def test_files_are_read_from_a_folder_relative_to_the_repository(box, warehouse_
     files = connection(
         box,
         "landing",
-        {"type": "filesystem", "bucket_url": "landing", "file_glob": "*.none", "format": fmt},
+        {
+            "type": "filesystem",
+            "bucket_url": f"data/{TENANT}/landing",
+            "file_glob": "*.none",
+            "format": fmt,
+        },
     )
     connections = {"landing": files, "dwh": pg_connection(box, "dwh", warehouse_url, "destination")}
     spec = {
@@ -569,6 +578,106 @@ def test_files_are_read_from_a_folder_relative_to_the_repository(box, warehouse_
     assert [tuple(r) for r in got] == [
         (r["id"], r["city"], r["amount"]) for r in rows if r["city"] != "c0"
     ]
+
+
+# -- a hostile tenant reading files that are not its own ----------------------------------------
+
+
+def _hostile_repo(tmp_path: Path) -> Path:
+    """A repository with fabric's key file, another tenant's files and the tenant's own folder."""
+    repo = tmp_path / "repo"
+    (repo / ".fabric").mkdir(parents=True)
+    (repo / ".fabric" / "secret.key").write_text("key,of,fabric\n")
+    (repo / "data" / "globex").mkdir(parents=True)
+    (repo / "data" / "globex" / "orders.csv").write_text("id,secret\n1,globex-only\n")
+    (repo / "data" / TENANT / "drops").mkdir(parents=True)
+    (repo / "data" / TENANT / "drops" / "mine.csv").write_text("id,secret\n1,mine\n")
+    return repo
+
+
+def _files_node(box, warehouse_url, repo, bucket_url, glob):
+    files = connection(
+        box,
+        "loot",
+        {"type": "filesystem", "bucket_url": bucket_url, "file_glob": glob, "format": "csv"},
+    )
+    connections = {"loot": files, "dwh": pg_connection(box, "dwh", warehouse_url, "destination")}
+    spec = {"source": "loot", "mode": "files", "dataset": "loot"}
+    return node_for(spec, connections, repo.parent / "work", name="loot", repo_root=repo)
+
+
+def _refused(result: NodeResult, warehouse_url: str) -> str:
+    assert result.status is NodeStatus.FAILED, result.log_tail
+    found = sql(warehouse_url, "SELECT to_regclass('loot.loot') IS NOT NULL")[0][0]
+    assert not found, "a refused load must not have written a table"
+    assert "key,of,fabric" not in (result.error or "") + result.log_tail
+    return result.error or ""
+
+
+@pytest.mark.parametrize(
+    ("bucket_url", "glob", "why"),
+    [
+        (".fabric", "secret.key", "outside tenant acme's folder"),
+        ("data/globex", "*.csv", "outside tenant acme's folder"),
+        ("/etc", "passwd", "outside the repository"),
+        ("data/acme/drops", "../../../.fabric/*", "`..`"),
+        ("data/acme/../../.fabric", "*", "`..`"),
+    ],
+)
+def test_a_files_source_outside_the_tenants_folder_is_refused(
+    box, warehouse_url, tmp_path, bucket_url, glob, why
+):
+    repo = _hostile_repo(tmp_path)
+    node = _files_node(box, warehouse_url, repo, bucket_url, glob)
+
+    assert why in _refused(run_pipeline_node(node, box), warehouse_url)
+
+
+def test_a_symlink_in_the_tenants_folder_to_fabrics_key_file_is_refused(
+    box, warehouse_url, tmp_path
+):
+    repo = _hostile_repo(tmp_path)
+    drops = repo / "data" / TENANT / "drops"
+    (drops / "key.csv").symlink_to(repo / ".fabric" / "secret.key")
+    (repo / "data" / TENANT / "theirs").symlink_to(repo / "data" / "globex")
+
+    for bucket, glob in ((f"data/{TENANT}/drops", "*.csv"), (f"data/{TENANT}/theirs", "*")):
+        node = _files_node(box, warehouse_url, repo, bucket, glob)
+        assert "outside the tenant's folder" in _refused(
+            run_pipeline_node(node, box), warehouse_url
+        )
+
+
+def test_a_symlinked_tenant_data_folder_is_refused(box, warehouse_url, tmp_path):
+    repo = _hostile_repo(tmp_path)
+    shutil.rmtree(repo / "data" / TENANT)
+    (repo / "data" / TENANT).symlink_to(repo / ".fabric")
+    node = _files_node(box, warehouse_url, repo, f"data/{TENANT}", "*")
+
+    assert "is a symlink" in _refused(run_pipeline_node(node, box), warehouse_url)
+
+
+def test_a_sqlite_source_outside_the_tenants_folder_is_refused(box, warehouse_url, tmp_path):
+    import sqlite3
+
+    repo = _hostile_repo(tmp_path)
+    db = sqlite3.connect(repo / "data" / "globex" / "erp.sqlite")
+    db.execute("CREATE TABLE loot (id integer primary key, secret text)")
+    db.execute("INSERT INTO loot VALUES (1, 'globex-only')")
+    db.commit()
+    db.close()
+    (repo / "data" / TENANT / "erp.sqlite").symlink_to(repo / "data" / "globex" / "erp.sqlite")
+    for path, why in (
+        ("data/globex/erp.sqlite", "outside tenant acme's folder"),
+        (f"data/{TENANT}/erp.sqlite", "outside the tenant's folder"),
+    ):
+        connections = {
+            "erp": connection(box, "erp", {"type": "sqlite", "direction": "source", "path": path}),
+            "dwh": pg_connection(box, "dwh", warehouse_url, "destination"),
+        }
+        spec = {"source": "erp", "mode": "single_table", "table": "loot", "dataset": "loot"}
+        node = node_for(spec, connections, tmp_path / "work", name="loot", repo_root=repo)
+        assert why in _refused(run_pipeline_node(node, box), warehouse_url)
 
 
 # -- failures -------------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ def pg(source: dict[str, object], name: str, password: str, **extra: object) -> 
 
 
 def test_every_type_answers_ok_with_what_answered(make_repo, env, pg_source, http_api):
-    drops = "data/drops"
+    drops = "data/acme/drops"
     connections = (
         pg(pg_source, "shop", "${secret:pg_password}")
         + pg(pg_source, "dwh", "${env:PG_PASSWORD}", direction="destination")
@@ -250,7 +250,7 @@ def test_every_type_answers_ok_with_what_answered(make_repo, env, pg_source, htt
             erp:
               type: sqlite
               direction: source
-              path: data/erp.sqlite
+              path: data/acme/erp.sqlite
             billing:
               type: rest_api
               base_url: {http_api}
@@ -271,7 +271,7 @@ def test_every_type_answers_ok_with_what_answered(make_repo, env, pg_source, htt
     )
     root = make_repo(connections, {f"{drops}/a.csv": "id\n1\n", f"{drops}/b.csv": "id\n2\n"})
     (root / drops / "notes.txt").write_text("not matched")
-    with sqlite3.connect(root / "data/erp.sqlite") as db:
+    with sqlite3.connect(root / "data/acme/erp.sqlite") as db:
         db.execute("CREATE TABLE invoices (id INTEGER)")
     apply(root, env)
     store_secret(env, "pg_password", PG_PASSWORD)
@@ -326,15 +326,16 @@ def test_mysql_ok_and_wrong_password(make_repo, env, mysql_database):
 
 def test_a_missing_sqlite_source_fails_and_is_not_created(make_repo, env):
     root = make_repo(
-        "erp:\n  type: sqlite\n  direction: source\n  path: data/missing.sqlite\n"
-        "notdb:\n  type: sqlite\n  direction: source\n  path: data/not_a_db.sqlite\n",
-        {"data/not_a_db.sqlite": "this is not an SQLite database, just text" * 10},
+        "erp:\n  type: sqlite\n  direction: source\n  path: data/acme/missing.sqlite\n"
+        "notdb:\n  type: sqlite\n  direction: source\n  path: data/acme/not_a_db.sqlite\n",
+        {"data/acme/not_a_db.sqlite": "this is not an SQLite database, just text" * 10},
     )
     apply(root, env)
     checks = run_checks(root, env)
     assert not checks["erp"].ok
-    assert checks["erp"].detail == f"database file {root / 'data/missing.sqlite'} does not exist"
-    assert not (root / "data/missing.sqlite").exists()
+    missing = root / "data/acme/missing.sqlite"
+    assert checks["erp"].detail == f"database file {missing} does not exist"
+    assert not (root / "data/acme/missing.sqlite").exists()
     assert not checks["notdb"].ok
     assert "not a database" in checks["notdb"].detail
 
@@ -562,14 +563,11 @@ def test_filesystem_failures_name_the_folder_or_the_missing_piece(make_repo, env
             """\
             gone:
               type: filesystem
-              bucket_url: data/gone
+              bucket_url: data/acme/gone
             absolute:
               type: filesystem
-              bucket_url: file://ROOT/data/here
+              bucket_url: file://ROOT/data/acme/here
               file_glob: "**/*.jsonl"
-            unknown:
-              type: filesystem
-              bucket_url: nosuchproto://bucket/x
             gcs:
               type: filesystem
               bucket_url: gs://fabric-test-bucket/drops
@@ -587,19 +585,16 @@ def test_filesystem_failures_name_the_folder_or_the_missing_piece(make_repo, env
                 endpoint_url: ${env:S3_ENDPOINT}
             """
         ),
-        {"data/here/a/1.jsonl": "{}\n", "data/here/2.jsonl": "{}\n"},
+        {"data/acme/here/a/1.jsonl": "{}\n", "data/acme/here/2.jsonl": "{}\n"},
     )
     body = (root / "tenants/acme/tenant.yaml").read_text().replace("ROOT", str(root))
     (root / "tenants/acme/tenant.yaml").write_text(body)
     env = {**env, "S3_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
     apply(root, env)
     checks = run_checks(root, env, timeout=3)
-    assert checks["gone"].detail == f"folder {root / 'data/gone'} does not exist"
+    assert checks["gone"].detail == f"folder {root / 'data/acme/gone'} does not exist"
     assert checks["absolute"].ok
-    assert checks["absolute"].detail == f"2 files match '**/*.jsonl' in {root / 'data/here'}"
-    assert (
-        checks["unknown"].detail == "protocol nosuchproto:// is not supported (unknown to fsspec)"
-    )
+    assert checks["absolute"].detail == f"2 files match '**/*.jsonl' in {root / 'data/acme/here'}"
     if importlib.util.find_spec("gcsfs") is None:
         assert checks["gcs"].detail.startswith(
             "protocol gs:// is not supported here: a package it needs is not installed ("
@@ -622,8 +617,8 @@ def test_filesystem_failures_name_the_folder_or_the_missing_piece(make_repo, env
 
 def test_named_connections_only_and_unknown_names_are_an_error(make_repo, env, tmp_path):
     root = make_repo(
-        "a:\n  type: sqlite\n  direction: destination\n  path: a.sqlite\n"
-        "b:\n  type: sqlite\n  direction: destination\n  path: b.sqlite\n"
+        "a:\n  type: sqlite\n  direction: destination\n  path: data/acme/a.sqlite\n"
+        "b:\n  type: sqlite\n  direction: destination\n  path: data/acme/b.sqlite\n"
     )
     apply(root, env)
     assert [c.name for c in api.test_connections(root, "acme", ["b"], env)] == ["b"]
@@ -642,7 +637,7 @@ def test_named_connections_only_and_unknown_names_are_an_error(make_repo, env, t
 def test_cli_json_document(make_repo, env, pg_source):
     root = make_repo(
         pg(pg_source, "bad", "${env:PG_WRONG_PASSWORD}")
-        + "lite:\n  type: sqlite\n  direction: destination\n  path: lite.sqlite\n"
+        + "lite:\n  type: sqlite\n  direction: destination\n  path: data/acme/lite.sqlite\n"
     )
     apply(root, env)
     args = ["test", "--tenant", "acme", "--repo", str(root), "--format", "json"]
@@ -733,3 +728,48 @@ def test_a_bug_in_a_check_is_raised_not_reported_as_a_failure():
 
     with pytest.raises(ZeroDivisionError, match="a bug"):
         cc._run_bounded([broken], [_result("x", ok=False)], workers=2, limit=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# a hostile tenant: `${env:}` paths pass validation, so the probe applies the folder rule itself
+
+
+def test_a_local_source_outside_the_tenants_folder_is_refused_not_opened(make_repo, env):
+    root = make_repo(
+        textwrap.dedent(
+            """\
+            keyfile:
+              type: filesystem
+              bucket_url: ${env:LOOT_FOLDER}
+              file_glob: "*.key"
+            planted:
+              type: filesystem
+              bucket_url: data/acme/drops
+              file_glob: "*.csv"
+            theirs:
+              type: sqlite
+              direction: source
+              path: ${env:LOOT_DB}
+            linked:
+              type: sqlite
+              direction: source
+              path: data/acme/erp.sqlite
+            """
+        ),
+        {".fabric/secret.key": "not-a-real-key\n", "data/acme/drops/ok.csv": "id\n1\n"},
+    )
+    (root / "data/globex").mkdir(parents=True)
+    with sqlite3.connect(root / "data/globex/erp.sqlite") as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    (root / "data/acme/drops/key.csv").symlink_to(root / ".fabric/secret.key")
+    (root / "data/acme/erp.sqlite").symlink_to(root / "data/globex/erp.sqlite")
+    env = {**env, "LOOT_FOLDER": ".fabric", "LOOT_DB": "data/globex/erp.sqlite"}
+    apply(root, env)
+
+    checks = run_checks(root, env)
+
+    assert not any(c.ok for c in checks.values()), checks
+    assert "outside tenant acme's folder data/acme/" in checks["keyfile"].detail
+    assert "key.csv resolves to" in checks["planted"].detail
+    assert "outside tenant acme's folder data/acme/" in checks["theirs"].detail
+    assert "outside the tenant's folder" in checks["linked"].detail

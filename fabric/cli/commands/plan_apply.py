@@ -57,7 +57,8 @@ def plan(
     result = api.plan(repo, tenants=tenants)
     doc = to_document(result.plan)
     if out is not None:
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        doc, saved = api.plan_file_text(result.plan, repo)  # signed
+        out.write_text(saved)
     click.echo(_render(doc, fmt, color=sys.stdout.isatty()))
     if explain and fmt == "text":
         from fabric.plan.steps import apply_steps, describe_step
@@ -131,7 +132,7 @@ def apply(
     from fabric.plan.safety import SafetyOptions
 
     if target is not None and target.is_file():
-        the_plan = api.read_plan_file(target)
+        the_plan = api.read_plan_file(target, repo_opt)
         given = repo_opt or Path(the_plan.repo)
         repo = resolve_repository(None, given, cwd=Path.cwd())
         api.check_plan_source(the_plan, repo)
