@@ -46,7 +46,8 @@ find_repository_root = find_repository
 """The older name of `find_repository`."""
 
 
-def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
+def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) -> RepositoryFiles:
+    """Read the repository's files; with `only`, only those tenants' folders are read."""
     root = root.resolve()
     unreadable: list[tuple[str, str, int]] = []
 
@@ -73,6 +74,8 @@ def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
     if tenants_dir.is_dir():
         for entry in sorted(os.scandir(tenants_dir), key=lambda e: e.name):
             if entry.name.startswith("."):
+                continue
+            if only is not None and entry.name not in only:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 files = [read(p) for p in _yaml_files(Path(entry.path))]
