@@ -251,6 +251,7 @@ def export(
     from fabric.config.export import export_files
     from fabric.config.json_schema import json_schemas, render_schema
     from fabric.errors import FabricError
+    from fabric.state.history import read_project
     from fabric.state.snapshot import read_records, read_tenant_rows
 
     ws = workspace(repo, environ)
@@ -261,7 +262,8 @@ def export(
         if missing:
             raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
         records = read_records(conn, rows)
-    files = export_files(records)
+        project = read_project(conn)
+    files = export_files(records, project=project)
     for name, schema in json_schemas().items():
         files[f"schemas/{name}"] = render_schema(schema)
     root = Path(out).resolve()

@@ -165,6 +165,7 @@ def apply(
         safety=safety,
         git_commit=git_commit or detected_commit,
         author=author or detected_author,
+        project=project.model_dump(mode="json", by_alias=True, exclude_unset=True),
     )
     outcome = api.apply(the_plan, repo=repo, options=options)
     c = outcome.counts
