@@ -91,11 +91,11 @@ class PlanResult:
     load: LoadResult
 
 
-def load_valid(repo: Path) -> LoadResult:
+def load_valid(repo: Path, *, tenants: frozenset[str] | None = None) -> LoadResult:
     from fabric.config.loader import load_repository
     from fabric.errors import ConfigError
 
-    load = load_repository(repo)
+    load = load_repository(repo, tenants=tenants)
     if load.desired is None:
         raise ConfigError(load.diagnostics)
     return load
@@ -105,16 +105,57 @@ def plan(
     repo: Path,
     *,
     tenants: Sequence[str] = (),
+    changed_since: str | None = None,
     environ: Mapping[str, str] | None = None,
     safety: SafetyOptions | None = None,
     engine: Engine | None = None,
 ) -> PlanResult:
-    """Diff the repository against the control plane (read-only)."""
+    """Diff the repository against the control plane (read-only).
+
+    With `changed_since` (a git ref), only the tenants whose files changed since it are loaded
+    and planned, or every tenant when a shared file changed (fabric/config/changes.py).
+    """
+    import dataclasses
+
     from fabric.planning import make_plan
 
     ws = workspace(repo, environ)
-    load = load_valid(ws.root)
+    notes: list[str] = []
+    only: frozenset[str] | None = None
+    if changed_since is not None:
+        from fabric.config.changes import changed_tenants
+        from fabric.config.git_changes import changed_paths
+
+        changed = changed_tenants(changed_paths(ws.root, changed_since))
+        if changed.every:
+            shown = ", ".join(changed.shared[:3]) + (", ..." if len(changed.shared) > 3 else "")
+            notes.append(f"shared files changed since {changed_since} ({shown}): every tenant")
+        else:
+            only = changed.tenants & set(tenants) if tenants else changed.tenants
+            tenants = sorted(only)
+            listed = ", ".join(tenants) or "none"
+            notes.append(
+                f"tenants changed since {changed_since}: {listed}; checks across tenants "
+                "(schema ownership) covered these only, `fabric apply PLANFILE` checks all"
+            )
+    load = load_valid(ws.root, tenants=only)
     assert load.desired is not None
+    if only is not None and not only:
+        import datetime as dt
+        from types import MappingProxyType
+
+        from fabric.plan.plan import Plan
+
+        empty = Plan(
+            source_hash=load.source_hash_for(()),
+            repo=str(ws.root),
+            tenants=(),
+            read_set=MappingProxyType({}),
+            changes=(),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            notes=tuple(notes),
+        )
+        return PlanResult(empty, load)
     engine = engine or ws.engine("plan")
     box = ws.secret_box()
     from fabric.config.loader import gc_paused
@@ -129,6 +170,11 @@ def plan(
             tenants=tenants,
             safety=safety,
         )
+    result = dataclasses.replace(
+        result,
+        source_hash=load.source_hash_for(result.tenants),
+        notes=tuple(sorted({*result.notes, *notes})),
+    )
     return PlanResult(result, load)
 
 
@@ -201,10 +247,11 @@ def check_plan_source(plan_: Plan, repo: Path) -> None:
 
     load = load_valid(repo)
     assert load.desired is not None
-    if load.desired.source_hash != plan_.source_hash:
+    current = load.source_hash_for(plan_.tenants)
+    if current != plan_.source_hash:
         raise PlanError(
             f"The plan was made from different files than {repo} holds now (source hash "
-            f"{plan_.source_hash[:12]} vs {load.desired.source_hash[:12]}). "
+            f"{plan_.source_hash[:12]} vs {current[:12]}). "
             "Run `fabric plan` again."
         )
 
@@ -259,6 +306,7 @@ def export(
     from fabric.config.export import export_files
     from fabric.config.json_schema import json_schemas, render_schema
     from fabric.errors import FabricError
+    from fabric.state.history import read_project
     from fabric.state.snapshot import read_records, read_tenant_rows
 
     ws = workspace(repo, environ)
@@ -269,7 +317,8 @@ def export(
         if missing:
             raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
         records = read_records(conn, rows)
-    files = export_files(records)
+        project = read_project(conn)
+    files = export_files(records, project=project)
     for name, schema in json_schemas().items():
         files[f"schemas/{name}"] = render_schema(schema)
     root = Path(out).resolve()

@@ -38,6 +38,8 @@ class ApplyOptions:
     safety: SafetyOptions = field(default_factory=SafetyOptions)
     git_commit: str | None = None
     author: str | None = None
+    project: Mapping[str, Any] | None = None
+    """fabric.yaml as JSON, recorded with the apply so `fabric export` can write it back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ def _apply(
                         git_commit=options.git_commit,
                         author=options.author,
                         client=client_name(),
+                        project=options.project,
                     )
                 case _:
                     assert_never(step)

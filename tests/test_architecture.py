@@ -24,6 +24,7 @@ PURE = [
     "config/sql_refs",
     "config/json_schema",
     "config/export",
+    "config/changes",
     "domain",
     "graph",
     "plan",

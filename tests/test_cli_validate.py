@@ -169,3 +169,33 @@ def test_a_folder_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "does not exist" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_invalid_repository_as_github_annotations_and_sarif(repo: Path) -> None:
+    pipelines = repo / "tenants" / "acme" / "pipelines.yaml"
+    pipelines.write_text(pipelines.read_text().replace("dataset:", "datset:"))
+
+    github = fabric("validate", str(repo), "--format", "github")
+    sarif = fabric("validate", str(repo), "--format", "sarif")
+
+    assert github.returncode == sarif.returncode == 1
+    assert github.stdout.splitlines() == [
+        "::error file=tenants/acme/pipelines.yaml,line=4,col=5,title=Unknown field::"
+        "acme.pipeline.orders has no field 'datset'.%0Ahint: Did you mean 'dataset'?",
+        f"{repo}: 1 error(s) (3 files).",
+    ]
+    doc = json.loads(sarif.stdout)
+    assert doc["version"] == "2.1.0"
+    (result,) = doc["runs"][0]["results"]
+    assert result["ruleId"] == "unknown-field"
+    region = result["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (4, 5)
+
+
+def test_a_valid_repository_as_github_annotations_and_sarif(repo: Path) -> None:
+    github = fabric("validate", str(repo), "--format", "github")
+    sarif = fabric("validate", str(repo), "--format", "sarif")
+
+    assert github.returncode == sarif.returncode == 0
+    assert github.stdout.splitlines() == [f"{repo}: valid (3 files)."]
+    assert json.loads(sarif.stdout)["runs"][0]["results"] == []

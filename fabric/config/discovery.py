@@ -49,7 +49,8 @@ find_repository_root = find_repository
 """The older name of `find_repository`."""
 
 
-def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
+def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) -> RepositoryFiles:
+    """Read the repository's files; with `only`, only those tenants' folders are read."""
     root = root.resolve()
     unreadable: list[tuple[str, str, int]] = []
 
@@ -83,6 +84,8 @@ def discover(root: Path, *, max_bytes: int) -> RepositoryFiles:
                         stray.append(rel)
                     continue
                 refused.append((rel, _link_problem(root, Path(entry.path)), _LINK_HINT))
+                continue
+            if only is not None and entry.name not in only:
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 if entry.name.endswith(YAML_SUFFIXES):

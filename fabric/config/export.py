@@ -1,8 +1,12 @@
 """Stored records -> the files of a repository that declares exactly them.  [pure]
 
 Used by `fabric export`: planning the written repository against the same control plane
-shows no changes. Specs are written without their defaults; SQL that came from a `sql_file`
-goes back into that file; dependencies are not written (they come from depends_on and refs).
+shows no changes. Specs are written without their defaults, and without the values resolution
+fills in (a pipeline's destination and a transformation's warehouse when they are the tenant's
+warehouse, a schedule's timezone when it is the project's); SQL that came from a `sql_file` goes
+back into that file, multi-line text is written as `|` literal blocks; dependencies are not
+written (they come from depends_on and refs). fabric.yaml is written as the last apply
+recorded it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from fabric.addresses import Address, Kind
-from fabric.config.specs import SECTION_SPECS, TenantSpec
+from fabric.config.specs import SECTION_SPECS, ProjectSpec, TenantSpec
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema={}\n"
 SECTION_FILES = {
@@ -32,22 +36,56 @@ def _minimal(adapter: TypeAdapter[Any], spec: Mapping[str, Any]) -> dict[str, An
     return adapter.dump_python(model, mode="json", by_alias=True, exclude_defaults=True)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text (SQL, descriptions) as `|` literal blocks, as people write it."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def _dump(data: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> dict[str, Any]:
+    """Fields resolution fills in when they are left out: written back, they would be noise."""
+    warehouse = tenant.get("warehouse")
+    match kind:
+        case Kind.PIPELINE:
+            return {"destination": warehouse}
+        case Kind.TRANSFORMATION:
+            return {"warehouse": warehouse}
+        case Kind.SCHEDULE:
+            return {"timezone": timezone}
+    return {}
 
 
 def export_files(
     records: Mapping[Address, tuple[Mapping[str, Any], bool]],
     *,
-    project_name: str | None = None,
+    project: Mapping[str, Any] | None = None,
     schema_dir: str = "schemas",
 ) -> dict[str, str]:
-    """{repository-relative path: text} for every tenant in `records`."""
+    """{repository-relative path: text} for every tenant in `records`.
+
+    `project` is fabric.yaml as the last apply recorded it (None before any apply recorded
+    one: then only the format version is written).
+    """
+    spec_project = ProjectSpec.model_validate(dict(project or {}))
+    # The recorded project holds the fields its file set (a default written out stays written).
+    body = spec_project.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    body.pop("format_version", None)
     files: dict[str, str] = {
         "fabric.yaml": SCHEMA_COMMENT.format(f"{schema_dir}/fabric.schema.json")
-        + _dump({"format_version": 1, **({"name": project_name} if project_name else {})})
+        + _dump({"format_version": spec_project.format_version, **body})
     }
     tenant_schema = f"../../{schema_dir}/tenant.schema.json"
+    tenant_specs = {a.tenant: spec for a, (spec, _) in records.items() if a.kind is Kind.TENANT}
     sections: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
     for address in sorted(records):
         spec, protect = records[address]
@@ -66,6 +104,12 @@ def export_files(
         if address.kind is Kind.TRANSFORMATION and spec.get("sql_file"):
             files[f"{folder}/{spec['sql_file']}"] = spec.pop("sql") or ""
         body = _minimal(_ADAPTERS[section], spec)
+        tenant_spec = tenant_specs.get(address.tenant, {})
+        for key, value in _resolved_defaults(
+            address.kind, tenant_spec, spec_project.defaults.timezone
+        ).items():
+            if value is not None and body.get(key) == value:
+                del body[key]
         if protect:
             body["protect"] = True
         sections[address.tenant][section][address.name] = body

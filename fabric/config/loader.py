@@ -9,7 +9,7 @@ import contextlib
 import functools
 import gc
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -35,10 +35,35 @@ class LoadResult:
     diagnostics: tuple[Diagnostic, ...]
     files: int = 0
     tenants: tuple[str, ...] = field(default=())
+    project_digest: str = ""
+    """sha256 of fabric.yaml."""
+    tenant_digests: Mapping[str, str] = field(default_factory=dict)
+    """Tenant folder -> sha256 of its YAML and SQL files."""
+    only: frozenset[str] | None = None
+    """The tenants loaded when loading was limited to some; None when all were."""
 
     @property
     def ok(self) -> bool:
         return self.desired is not None
+
+    def source_hash_for(self, tenants: Iterable[str] | None = None) -> str:
+        """Hash of fabric.yaml and these tenants' files (all loaded ones when None).
+
+        A plan records the hash of the files it covers, so a plan of some tenants stays
+        appliable while other tenants' files change, and the same hash is recomputed from a
+        full load when the plan is applied.
+        """
+        return source_hash(self.project_digest, self.tenant_digests, tenants)
+
+
+def source_hash(
+    project_digest: str, tenant_digests: Mapping[str, str], tenants: Iterable[str] | None = None
+) -> str:
+    chosen = sorted(tenant_digests if tenants is None else set(tenants) & set(tenant_digests))
+    digest = hashlib.sha256(f"fabric.yaml\0{project_digest}\0".encode())
+    for slug in chosen:
+        digest.update(f"{slug}\0{tenant_digests[slug]}\0".encode())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -59,15 +84,23 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_repository(root: Path) -> LoadResult:
+def load_repository(root: Path, *, tenants: Iterable[str] | None = None) -> LoadResult:
+    """Load every tenant, or only `tenants` (for `plan --changed-since`).
+
+    A limited load reads and checks only those tenants' files: checks across tenants (schema
+    ownership) then see only them, so whatever applies such a plan loads every tenant again
+    (`fabric apply PLANFILE` does).
+    """
+    only = None if tenants is None else frozenset(tenants)
     with gc_paused():
-        return _load_repository(Path(root))
+        return _load_repository(Path(root), only)
 
 
-def _load_repository(root: Path) -> LoadResult:
-    files = discover(root, max_bytes=MAX_FILE_BYTES)
+def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
+    files = discover(root, max_bytes=MAX_FILE_BYTES, only=only)
     diags: list[Diagnostic] = []
-    digest = hashlib.sha256()
+    project_digest = ""
+    tenant_digests: dict[str, str] = {}
     for path, reason, line in files.unreadable:
         diags.append(
             error(
@@ -91,7 +124,7 @@ def _load_repository(root: Path) -> LoadResult:
             )
         )
     else:
-        digest.update(b"fabric.yaml\0" + files.project.text.encode() + b"\0")
+        project_digest = hashlib.sha256(files.project.text.encode()).hexdigest()
         parsed = parse_yaml(files.project.text, files.project.path)
         diags += parsed.diagnostics
         if parsed.data is not None or not parsed.diagnostics:
@@ -142,6 +175,7 @@ def _load_repository(root: Path) -> LoadResult:
             continue
         specs = []
         broken: list[BrokenSpec] = []
+        digest = hashlib.sha256()
         # A file that could not be read or parsed may declare anything: checking the tenant's
         # references without it would only add false errors, so the tenant is not built.
         is_complete = slug not in unreadable_tenants
@@ -154,6 +188,7 @@ def _load_repository(root: Path) -> LoadResult:
             specs += found
             broken += failed
             diags += problems
+        tenant_digests[slug] = digest.hexdigest()
         if project is None or not is_complete:
             continue
         sql_files: dict[str, str] = {}
@@ -170,6 +205,7 @@ def _load_repository(root: Path) -> LoadResult:
         diags += problems
         for rel, text in sorted(sql_files.items()):
             digest.update(f"tenants/{slug}/{rel}".encode() + b"\0" + text.encode() + b"\0")
+        tenant_digests[slug] = digest.hexdigest()
         if state is not None:
             tenants[slug] = state
     diags += check_schema_ownership(tenants)
@@ -180,10 +216,19 @@ def _load_repository(root: Path) -> LoadResult:
         desired = DesiredState(
             project=project,
             tenants=MappingProxyType(tenants),
-            source_hash=digest.hexdigest(),
+            source_hash=source_hash(project_digest, tenant_digests),
             files=count,
         )
-    return LoadResult(files.root, desired, diagnostics, count, tuple(sorted(tenants)))
+    return LoadResult(
+        files.root,
+        desired,
+        diagnostics,
+        count,
+        tuple(sorted(tenants)),
+        project_digest,
+        MappingProxyType(tenant_digests),
+        only,
+    )
 
 
 __all__ = ["Address", "LoadResult", "load_repository"]

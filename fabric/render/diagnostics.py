@@ -1,4 +1,7 @@
-"""Diagnostics -> human text (with colour on a TTY) or a stable JSON document.  [pure]"""
+"""Diagnostics -> human text (colour on a TTY), a JSON document, GitHub annotations, SARIF.  [pure]
+
+The GitHub and SARIF forms let CI show each problem on the line of the pull request it is about.
+"""
 
 from __future__ import annotations
 
@@ -55,3 +58,112 @@ def diagnostics_document(
 
 def render_json(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=False, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# GitHub Actions workflow commands
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_VERSION = "2.1.0"
+
+
+def _escape_data(text: str) -> str:
+    """A workflow command's message: `%`, CR and LF are its only special characters."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    """A workflow command's property value: also `:` and `,`, which end a value."""
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _message(d: Diagnostic) -> str:
+    hint = f"\nhint: {d.hint}" if d.hint else ""
+    return f"{d.detail}{hint}"
+
+
+def render_github(diagnostics: Sequence[Diagnostic]) -> str:
+    """One `::error file=,line=,col=,title=::message` annotation per diagnostic."""
+    lines = []
+    for d in diagnostics:
+        props = []
+        if d.span:
+            props += [
+                f"file={_escape_property(d.span.path)}",
+                f"line={d.span.line}",
+                f"col={d.span.column}",
+            ]
+        props.append(f"title={_escape_property(d.summary)}")
+        lines.append(f"::{d.severity.value} {','.join(props)}::{_escape_data(_message(d))}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# SARIF 2.1.0
+
+
+def sarif_document(diagnostics: Sequence[Diagnostic], *, tool_version: str) -> dict[str, Any]:
+    """A SARIF 2.1.0 log with one run: rule per diagnostic code, result per diagnostic.
+
+    Paths are relative to the repository root (`%SRCROOT%`), which is what code-scanning
+    services expect of a checkout.
+    """
+    rules: dict[str, dict[str, Any]] = {}
+    for d in diagnostics:
+        rules.setdefault(
+            d.code,
+            {
+                "id": d.code,
+                "name": "".join(part.title() for part in d.code.split("-")),
+                "shortDescription": {"text": d.summary},
+                "defaultConfiguration": {"level": _sarif_level(d.severity)},
+            },
+        )
+    index = {code: i for i, code in enumerate(rules)}
+    results = []
+    for d in diagnostics:
+        result: dict[str, Any] = {
+            "ruleId": d.code,
+            "ruleIndex": index[d.code],
+            "level": _sarif_level(d.severity),
+            "message": {"text": _message(d)},
+        }
+        if d.span:
+            result["locations"] = [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": d.span.path, "uriBaseId": "%SRCROOT%"},
+                        "region": {
+                            "startLine": max(d.span.line, 1),
+                            "startColumn": max(d.span.column, 1),
+                        },
+                    },
+                    **(
+                        {"logicalLocations": [{"fullyQualifiedName": str(d.address)}]}
+                        if d.address
+                        else {}
+                    ),
+                }
+            ]
+        results.append(result)
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": SARIF_VERSION,
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "fabric",
+                        "version": tool_version,
+                        "rules": list(rules.values()),
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+
+
+def _sarif_level(severity: Severity) -> str:
+    return "error" if severity is Severity.ERROR else "warning"

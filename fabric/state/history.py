@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -41,13 +43,15 @@ def record_apply(
     author: str | None,
     client: str | None,
     error: str | None = None,
+    project: Mapping[str, Any] | None = None,
 ) -> int:
     return conn.execute(
         text(
             f"INSERT INTO {tables.SHARED_SCHEMA}.applies (started_at, finished_at, outcome, "
             "git_commit, author, plan_hash, source_hash, tenants, creates, updates, deletes, "
-            "error, client) VALUES (:started, clock_timestamp(), :outcome, :commit, :author, "
-            ":plan_hash, :source_hash, :tenants, :c, :u, :d, :error, :client) RETURNING id"
+            "error, client, project) VALUES (:started, clock_timestamp(), :outcome, :commit, "
+            ":author, :plan_hash, :source_hash, :tenants, :c, :u, :d, :error, :client, "
+            "CAST(:project AS jsonb)) RETURNING id"
         ),
         {
             "started": started_at,
@@ -62,8 +66,19 @@ def record_apply(
             "d": counts.get("delete", 0),
             "error": error,
             "client": client,
+            "project": None if project is None else json.dumps(dict(project)),
         },
     ).scalar_one()
+
+
+def read_project(conn: Connection) -> dict[str, Any] | None:
+    """The project (fabric.yaml) recorded by the latest apply that recorded one."""
+    return conn.execute(
+        text(
+            f"SELECT project FROM {tables.SHARED_SCHEMA}.applies WHERE project IS NOT NULL "
+            "AND outcome = 'success' ORDER BY id DESC LIMIT 1"
+        )
+    ).scalar_one_or_none()
 
 
 def read_history(

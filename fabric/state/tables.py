@@ -93,6 +93,7 @@ applies = Table(
     Column("error", Text),
     Column("client", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("project", JSONB),
 )
 
 

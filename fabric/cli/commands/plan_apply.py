@@ -31,6 +31,12 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
 @click.option(
     "--tenant", "tenants", multiple=True, help="Limit the plan to this tenant (repeatable)."
 )
+@click.option(
+    "--changed-since",
+    metavar="REF",
+    help="Plan only the tenants whose files changed since this git ref (every tenant when "
+    "fabric.yaml or another shared file changed).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text")
 @click.option(
     "--out",
@@ -45,6 +51,7 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
 def plan(
     repo: Path,
     tenants: tuple[str, ...],
+    changed_since: str | None,
     fmt: str,
     out: Path | None,
     detailed_exitcode: bool,
@@ -54,7 +61,7 @@ def plan(
     from fabric import api
     from fabric.plan.plan import to_document
 
-    result = api.plan(repo, tenants=tenants)
+    result = api.plan(repo, tenants=tenants, changed_since=changed_since)
     doc = to_document(result.plan)
     if out is not None:
         doc, saved = api.plan_file_text(result.plan, repo)  # signed
@@ -159,6 +166,7 @@ def apply(
         safety=safety,
         git_commit=git_commit or detected_commit,
         author=author or detected_author,
+        project=project.model_dump(mode="json", by_alias=True, exclude_unset=True),
     )
     outcome = api.apply(the_plan, repo=repo, options=options)
     c = outcome.counts

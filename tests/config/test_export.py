@@ -1,0 +1,109 @@
+"""`fabric export` writes back exactly what example-repo declares.
+
+example-repo is applied to a fresh control plane with the CLI, exported with the CLI, and the
+export is compared with example-repo file by file. The only differences allowed are formatting,
+named here:
+  - comments (the control plane keeps none), blank lines, indentation, key order, quoting, and
+    flow (`{a: 1}`, `[a]`) versus block style: so YAML files are compared as data, parsed the
+    way fabric parses them (`2023-01-01` and `'2023-01-01'` are the same string to fabric);
+  - the `$schema` comment's target: the export writes its own schemas/ folder next to the
+    files it writes (example-repo points at the one in fabric's source tree);
+  - files the export adds: schemas/*.json; files it leaves out: README.md.
+SQL files must match byte for byte, and SQL inside YAML must be written as `|` literal blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.fernet import Fernet
+
+from fabric.config.yaml_source import parse_yaml
+
+EXAMPLE = Path(__file__).parents[2] / "example-repo"
+
+
+def fabric(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "fabric", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture
+def exported(tmp_path: Path, make_database) -> Path:
+    env = {
+        "FABRIC_DATABASE_URL": make_database(),
+        "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
+        "FABRIC_DEMO_PG_PORT": "5432",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    source = tmp_path / "example-repo"
+    shutil.copytree(EXAMPLE, source)
+    fabric(["apply", str(source), "--auto-approve"], env)
+    out = tmp_path / "exported"
+    fabric(["export", "--repo", str(source), "--out", str(out)], env)
+    return out
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _data(path: Path) -> object:
+    parsed = parse_yaml(path.read_text(), path.name)
+    assert not parsed.diagnostics, parsed.diagnostics
+    return parsed.data
+
+
+def test_fabric_yaml_round_trips_every_field(exported: Path) -> None:
+    """name, description, defaults and apply were dropped before; defaults written out stay."""
+    assert _data(exported / "fabric.yaml") == _data(EXAMPLE / "fabric.yaml")
+
+
+def test_sql_files_round_trip_byte_for_byte(exported: Path) -> None:
+    sql = sorted(p.relative_to(EXAMPLE) for p in EXAMPLE.rglob("*.sql"))
+    assert sql
+    for rel in sql:
+        assert (exported / rel).read_text() == (EXAMPLE / rel).read_text(), rel
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the control plane stores each resource fully resolved, not as its file spelled it: "
+    "fields written with their default value (materialized: view, role: viewer, ...) or with "
+    "the value resolution would fill in (timezone: UTC) and long forms of shorthands "
+    "(accepted_values: {values: [...]}) come back left out or in the short form; fixing it "
+    "needs the written form stored beside each record",
+)
+def test_export_of_example_repo_is_example_repo(exported: Path) -> None:
+    expected = {f for f in _files(EXAMPLE) if f != "README.md"}
+    written = {f for f in _files(exported) if not f.startswith("schemas/")}
+    assert written == expected
+
+    for rel in sorted(expected):
+        if rel.endswith(".sql"):
+            assert (exported / rel).read_text() == (EXAMPLE / rel).read_text(), rel
+        else:
+            assert _data(exported / rel) == _data(EXAMPLE / rel), rel
+
+
+def test_sql_in_yaml_keeps_block_style(exported: Path) -> None:
+    for path in exported.rglob("transformations.yaml"):
+        data = yaml.safe_load(path.read_text())
+        for name, spec in data["transformations"].items():
+            sql = spec.get("sql")
+            if sql and "\n" in sql:
+                assert "sql: |" in path.read_text(), (path, name)
