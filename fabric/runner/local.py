@@ -152,6 +152,8 @@ class _Worker:
         self.deadline: float | None = None
         self.since: datetime | None = None
         """When the current node(s) were handed over."""
+        self.batch_key: object | None = None
+        """The batch key of the last batch it ran (a dbt project it has warm caches for)."""
 
     def kill(self) -> None:
         """Kill the worker's whole process group (dlt may have children of its own)."""
@@ -217,12 +219,16 @@ class LocalExecutor:
         if self._scratch is not None:
             self._scratch.cleanup()
 
-    def _idle(self, tenant: str) -> _Worker | None:
-        """An idle worker of `tenant`: a warm one, a new one, or a new one in place of an idle
-        worker of another tenant when the pool is full (None: every worker is busy)."""
-        for worker in self._pool:
-            if not worker.nodes and worker.tenant == tenant:
+    def _idle(self, tenant: str, key: object | None = None) -> _Worker | None:
+        """An idle worker of `tenant`: one that last ran a batch of `key` (warm for it), another
+        warm one, a new one, or a new one in place of an idle worker of another tenant when the
+        pool is full (None: every worker is busy)."""
+        mine = [w for w in self._pool if not w.nodes and w.tenant == tenant]
+        for worker in mine:
+            if key is not None and worker.batch_key == key:
                 return worker
+        for worker in mine:
+            return worker
         if len(self._pool) >= self.workers:
             other = next((w for w in self._pool if not w.nodes), None)
             if other is None:
@@ -315,6 +321,8 @@ class LocalExecutor:
                 batch.append(replace(specs[node], attempt=attempts[node]))
             limits = [policies.get(n, RetryPolicy()).timeout_seconds for n in nodes]
             worker.nodes = tuple(nodes)
+            if (key := batch_key(specs[nodes[0]])) is not None:
+                worker.batch_key = key
             worker.deadline = now + max(limits) if all(limits) else None  # type: ignore[type-var]
             worker.since = utcnow()
             worker.conn.send(batch if len(batch) > 1 else batch[0])
@@ -329,16 +337,23 @@ class LocalExecutor:
             if all(s in FINISHED for s in status.values()):
                 return
             now = time.monotonic()
+            # NOTE: one batch of a key at a time (one dbt invocation per tenant, like dbt's own
+            # one process per project): what becomes ready meanwhile waits and goes with the
+            # next batch, preferably to the same worker, whose dbt caches are warm. Two
+            # invocations side by side would each pay dbt's start-up for no gain on few cores.
+            in_flight = {batch_key(specs[n]) for n in running} - {None}
             groups: dict[object, list[Address]] = {}
             for node in ready_nodes(dag, status):
                 if node in running or not_before.get(node, 0.0) > now:
                     continue
                 key = batch_key(specs[node])
+                if key is not None and key in in_flight:
+                    continue
                 groups.setdefault(("single", node) if key is None else ("batch", key), []).append(
                     node
                 )
-            for nodes in groups.values():
-                worker = self._idle(nodes[0].tenant)
+            for group, nodes in groups.items():
+                worker = self._idle(nodes[0].tenant, group[1] if group[0] == "batch" else None)
                 if worker is None:
                     break
                 dispatch(worker, nodes, now)

@@ -305,3 +305,24 @@ def test_a_worker_sees_none_of_the_runners_settings(tmp_path):
     assert set(environ) <= {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "LANGUAGE"} | {
         k for k in environ if k.startswith(("LC_", "SSL_CERT_"))
     }, environ
+
+
+def test_one_batch_of_a_key_at_a_time_and_the_next_goes_to_the_same_warm_worker():
+    """What becomes ready while a batch of its key runs waits for it (one dbt invocation per
+    tenant at a time), then runs on the worker that ran that batch, although others are idle."""
+    x, y, b1, b2 = addr("x"), addr("y"), addr("b1"), addr("b2")
+    dag = Dag.build([x, y, b1, b2], [(x, b1), (y, b2)])
+    specs = specs_for(x={"sleep": 0.05}, y={"sleep": 0.3}, b1={"sleep": 0.6}, b2={})
+    events = []
+    with executor(3) as ex:
+        outcome = ex.run(
+            dag,
+            specs,
+            {},
+            events.append,
+            batch_key=lambda spec: "dbt" if spec.address.name.startswith("b") else None,
+        )
+    assert set(outcome.status.values()) == {NodeStatus.SUCCESS}
+    order = [(e.kind, e.address.name) for e in events if e.kind in ("started", "finished")]
+    assert order.index(("started", "b2")) > order.index(("finished", "b1"))
+    assert outcome.results[b1].log_tail == outcome.results[b2].log_tail  # the same pid
