@@ -84,9 +84,10 @@ def repo(tmp_path, make_database):
         "ACME_REGION": "eu-west",
         "PATH": os.environ.get("PATH", ""),
     }
+    # the server's own password (the embedded server checks it); any value under trust auth
     passwords = {
-        "dwh_password": f"dwh-pw-{secrets.token_hex(8)}",  # trust auth: any value connects
-        "src_password": f"src-pw-{secrets.token_hex(8)}",
+        "dwh_password": warehouse.password or f"dwh-pw-{secrets.token_hex(8)}",
+        "src_password": source.password or f"src-pw-{secrets.token_hex(8)}",
     }
     src = make_engine(source)
     with src.begin() as conn:
