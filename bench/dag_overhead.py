@@ -26,13 +26,14 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_server import server_url  # noqa: E402
+
 from fabric import api  # noqa: E402
 from fabric.addresses import Address  # noqa: E402
 from fabric.apply import ApplyOptions  # noqa: E402
 from fabric.domain.runs import NodeSpec  # noqa: E402
 from fabric.graph.dag import Dag  # noqa: E402
 from fabric.runner.local import LocalExecutor  # noqa: E402
-from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 
 
@@ -62,10 +63,7 @@ def bench_executor(nodes: int, branches: int, workers: int) -> float:
 
 
 def bench_full_run(nodes: int, branches: int, workers: int) -> float:
-    base = (
-        os.environ.get("FABRIC_DATABASE_URL")
-        or ensure_server(ROOT / "bench" / ".out" / "pg").tcp_url()
-    )
+    base = server_url()
     db = f"fabric_dag_bench_{os.getpid()}"
     url = create_database(base, db)
     try:

@@ -36,11 +36,12 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_server import server_url  # noqa: E402
+
 from fabric.addresses import Address, Kind  # noqa: E402
 from fabric.domain.runs import NodeSpec, StoredConnection  # noqa: E402
 from fabric.graph.dag import Dag  # noqa: E402
 from fabric.runner import dbt_project as dp  # noqa: E402
-from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
 from fabric.state.secrets import SecretBox  # noqa: E402
 
@@ -197,10 +198,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--unbatched", action="store_true")
     args = parser.parse_args()
-    base = (
-        os.environ.get("FABRIC_DATABASE_URL")
-        or ensure_server(ROOT / "bench" / ".out" / "pg").tcp_url()
-    )
+    base = server_url()
     name = f"fabric_dbt_bench_{os.getpid()}"
     url = create_database(base, name)
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import secrets
 import shutil
 import statistics
@@ -45,11 +44,12 @@ from sqlalchemy import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_server import server_url  # noqa: E402
+
 from fabric.addresses import Address  # noqa: E402
 from fabric.domain.runs import NodeSpec, StoredConnection  # noqa: E402
 from fabric.runner import dlt_destinations, dlt_node, dlt_sources  # noqa: E402
 from fabric.runner.credentials import resolve_connection  # noqa: E402
-from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database  # noqa: E402
 from fabric.state.secrets import SecretBox  # noqa: E402
 
@@ -79,12 +79,6 @@ SELECT g, mod(g, 50000), (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + mod(
        CASE WHEN mod(g, 10) = 0 THEN jsonb_build_object('gift', true, 'n', g) END
 FROM generate_series(1, {rows}) g
 """
-
-
-def server_url() -> str:
-    if url := os.environ.get("FABRIC_DATABASE_URL"):
-        return url
-    return ensure_server(ROOT / "bench" / ".out" / "pg").tcp_url()
 
 
 def libpq(url: str) -> str:

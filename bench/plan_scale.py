@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import validate_scale  # noqa: E402
+from bench_server import server_url  # noqa: E402
 
 from fabric import api  # noqa: E402
 from fabric.apply import ApplyOptions  # noqa: E402
 from fabric.plan.safety import SafetyOptions  # noqa: E402
 from fabric.state import writes  # noqa: E402
-from fabric.state.embedded import ensure_server  # noqa: E402
 from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 
 
@@ -51,12 +51,6 @@ def timed(fn):
     start = time.perf_counter()
     value = fn()
     return time.perf_counter() - start, value
-
-
-def server_url() -> str:
-    if url := os.environ.get("FABRIC_DATABASE_URL"):
-        return url
-    return ensure_server(ROOT / "bench" / ".out" / "pg").tcp_url()
 
 
 def environ_for(url: str, tenants: int) -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 The server is FABRIC_TEST_DATABASE_URL when set (any database on it; e.g.
 `postgresql+psycopg://postgres@127.0.0.1:5432/postgres`), else fabric's own embedded server,
-kept in the pytest cache folder so later runs reuse it (the first start takes about a second;
-it keeps running after the tests, like fabric's; `pytest --cache-clear` removes it, and PostgreSQL
-exits by itself within a minute of losing its folder).
+kept in the pytest cache folder (its data is reused; starting it takes about a second).
+Sessions share it while they overlap (each holds a shared lock on a file beside it); the last
+one out stops it, so nothing is left running.
 
 Isolation:
 - the session creates its own database `fabric_test_<random>` and drops it at the end, so
@@ -17,6 +17,7 @@ Only objects created here are dropped; nothing else on the server is touched.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -47,7 +48,17 @@ def pg_server_url(
         return
     cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
     if cache is not None:
-        yield ensure_server(Path(cache.mkdir("fabric-postgres"))).tcp_url()
+        home = Path(cache.mkdir("fabric-postgres"))
+        with open(home.parent / "fabric-postgres.sessions", "a") as sessions:
+            fcntl.flock(sessions, fcntl.LOCK_SH)  # this session uses the server
+            server = ensure_server(home)
+            yield server.tcp_url()
+            fcntl.flock(sessions, fcntl.LOCK_UN)
+            try:  # the last session out stops it: leave nothing running
+                fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another session still uses it; it stops it when it ends
+            stop_server(server.home)
         return
     home = tmp_path_factory.mktemp("fabric-postgres")  # nothing to reuse it: stop it after
     yield ensure_server(home).tcp_url()
