@@ -213,7 +213,7 @@ def write_fabric_repo(repo: Path, data: Path, warehouse: str) -> None:
     """The tenant as fabric YAML: a filesystem source, 3 loads, a warehouse, 5 transformations."""
     wh = make_url(warehouse)
     tenant = repo / "tenants" / TENANT
-    tenant.mkdir(parents=True)
+    tenant.mkdir(parents=True, exist_ok=True)
     (repo / "fabric.yaml").write_text(
         "format_version: 1\nname: small-run-bench\ndefaults: {timezone: UTC, retries: 0}\n"
     )
@@ -221,10 +221,10 @@ def write_fabric_repo(repo: Path, data: Path, warehouse: str) -> None:
         f"tenant:\n  display_name: Jaffle Shop\n  warehouse: warehouse\n"
         f"connections:\n"
         f"  seeds:\n    type: filesystem\n    direction: source\n"
-        f"    bucket_url: {data}\n    format: csv\n"
+        f"    bucket_url: {data.relative_to(repo)}\n    format: csv\n"
         f"  warehouse:\n    type: postgres\n    direction: destination\n"
         f"    host: {wh.host}\n    port: {wh.port or 5432}\n    database: {wh.database}\n"
-        f"    username: {wh.username}\n    password: ${{env:BENCH_DWH_PASSWORD}}\n"
+        f"    username: {wh.username}\n    password: ${{env:JAFFLE_DWH_PASSWORD}}\n"
     )
     pipelines = ["pipelines:"]
     for raw in RAW:
@@ -317,7 +317,8 @@ def median(values: Sequence[float]) -> float:
 
 
 def bench(args: argparse.Namespace, urls: Mapping[str, str], tmp: Path) -> None:
-    data, repo, plain = tmp / "data", tmp / "repo", tmp / "plain"
+    repo, plain = tmp / "repo", tmp / "plain"
+    data = repo / "data" / TENANT  # a tenant reads local files only under data/<slug>/
     write_csvs(data, args.rows)
     write_fabric_repo(repo, data, urls["dwh"])
     write_dbt_project(plain, data, urls["plain"])
@@ -332,7 +333,7 @@ def bench(args: argparse.Namespace, urls: Mapping[str, str], tmp: Path) -> None:
         **base_env,
         "FABRIC_DATABASE_URL": urls["cp"],
         "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-        "BENCH_DWH_PASSWORD": password,
+        "JAFFLE_DWH_PASSWORD": password,
     }
     dbt_env = {
         **base_env,
@@ -356,7 +357,7 @@ def bench(args: argparse.Namespace, urls: Mapping[str, str], tmp: Path) -> None:
     )
     run([fabric, "apply", str(repo), "--auto-approve"], fabric_env, tmp)
     if args.keep:
-        keep = ("FABRIC_DATABASE_URL", "FABRIC_SECRET_KEYS", "BENCH_DWH_PASSWORD")
+        keep = ("FABRIC_DATABASE_URL", "FABRIC_SECRET_KEYS", "JAFFLE_DWH_PASSWORD")
         print("to repeat by hand:\n  " + " ".join(f"{k}={fabric_env[k]}" for k in keep))
         print(f"  {' '.join(fabric_run)}")
 
