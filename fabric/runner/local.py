@@ -32,6 +32,7 @@ from fabric.clock import utcnow
 from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeSpec, NodeStatus
 from fabric.graph.dag import Dag
 from fabric.graph.ready import ready_nodes, to_skip
+from fabric.runner import lifeline
 from fabric.runner.warmup import start_worker_server
 
 MAX_BACKOFF_SECONDS = 600.0
@@ -82,6 +83,7 @@ def _worker_main(
     after node until told to stop."""
     os.setpgrp()  # Ctrl-C in the terminal reaches the runner only; killing the group kills all
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lifeline.die_with_parent()  # the runner, or the forkserver that dies with it
     _die_with_the_runner()
     with settings.only_environment(environment):
         tempfile.tempdir = None  # computed again from this environment's TMPDIR

@@ -20,6 +20,7 @@ nothing either).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +78,10 @@ def start_worker_server(environ: Mapping[str, str] | None = None) -> None:
     from fabric import settings
 
     preload = ["fabric.runner.worker", "fabric.runner.warm_imports"]
+    if threading.current_thread() is threading.main_thread():
+        # the forkserver dies with this process (a parent-death signal fires when the thread
+        # that started the child ends, so only the main thread can promise to live as long)
+        preload.insert(0, "fabric.runner.lifeline")
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
     server: Any = forkserver._forkserver  # type: ignore[attr-defined]
     pid = getattr(server, "_forkserver_pid", None)
