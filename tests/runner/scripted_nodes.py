@@ -1,9 +1,11 @@
 """Node functions tests hand to the executor in place of fabric's dlt/dbt ones.
 
 A node's stored spec carries a `script` block saying what to do: `sleep` seconds, `crash`
-(SIGKILL its own worker), `fail` (a terminal failure), `fail_attempts: n` (a transient failure on
-the first n attempts), `report_environment` (the log tail is the worker's environment, as Python
-and as /proc/self/environ show it, in JSON). Module-level functions, so worker processes
+(SIGKILL its own worker), `barrier: {dir, parties}` (wait until `parties` nodes have reached
+the barrier; fails if they never do, i.e. if they did not run at the same time), `fail` (a
+terminal failure), `fail_attempts: n` (a transient failure on the first n attempts),
+`report_environment` (the log tail is the worker's environment, as Python and as
+/proc/self/environ show it, in JSON). Module-level functions, so worker processes
 import them by name.
 """
 
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec
 
@@ -21,6 +24,14 @@ def scripted(node: NodeSpec) -> NodeResult:
     script = node.spec.get("script") or {}
     if script.get("sleep"):
         time.sleep(float(script["sleep"]))
+    if barrier := script.get("barrier"):
+        folder = Path(barrier["dir"])
+        (folder / str(node.address)).touch()
+        deadline = time.monotonic() + 60
+        while len(list(folder.iterdir())) < int(barrier["parties"]):
+            if time.monotonic() > deadline:
+                return NodeResult.failed(node.address, "the other nodes never reached the barrier")
+            time.sleep(0.01)
     if script.get("crash"):
         os.kill(os.getpid(), signal.SIGKILL)
     if script.get("fail"):

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -55,17 +54,16 @@ def test_failed_node_skips_its_downstream_while_independent_branches_go_on():
     }
 
 
-def test_independent_nodes_run_in_parallel():
+def test_independent_nodes_run_in_parallel(tmp_path):
+    """Each node waits at a barrier until all four are running: run one after another, the
+    first would wait for ever (and fail after a minute)."""
     names = [addr(f"n{i}") for i in range(4)]
     dag = Dag.build(names, [])
-    specs = specs_for(**{a.name: {"sleep": 0.6} for a in names})
-    with executor(4) as ex:  # warm the pool first: process start is not the point
-        ex.run(Dag.build([names[0]], []), specs, {}, lambda e: None)
-        start = time.monotonic()
+    barrier = {"dir": str(tmp_path), "parties": len(names)}
+    specs = specs_for(**{a.name: {"barrier": barrier} for a in names})
+    with executor(4) as ex:
         outcome = ex.run(dag, specs, {}, lambda e: None)
-        elapsed = time.monotonic() - start
-    assert set(outcome.status.values()) == {NodeStatus.SUCCESS}
-    assert elapsed < 4 * 0.6  # sequential would take 2.4 s
+    assert set(outcome.status.values()) == {NodeStatus.SUCCESS}, outcome.results
 
 
 def test_retries_recover_from_a_transient_failure():
@@ -185,8 +183,8 @@ def test_ctrl_c_cancels_cleanly_without_orphan_processes():
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     out, _ = proc.communicate(timeout=30)
     assert "cancelled ['cancelled', 'cancelled', 'cancelled']" in out
-    time.sleep(0.5)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs(children, timeout=10)
+    alive = [c for c in alive if c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"orphans: {alive}"
 
 

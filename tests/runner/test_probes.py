@@ -591,7 +591,8 @@ def test_filesystem_failures_name_the_folder_or_the_missing_piece(make_repo, env
     (root / "tenants/acme/tenant.yaml").write_text(body)
     env = {**env, "S3_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
     apply(root, env)
-    checks = run_checks(root, env, timeout=3)
+    timeout = 10  # roomy: importing s3fs counts against it, slow on a busy machine
+    checks = run_checks(root, env, timeout=timeout)
     assert checks["gone"].detail == f"folder {root / 'data/acme/gone'} does not exist"
     assert checks["absolute"].ok
     assert checks["absolute"].detail == f"2 files match '**/*.jsonl' in {root / 'data/acme/here'}"
@@ -607,7 +608,7 @@ def test_filesystem_failures_name_the_folder_or_the_missing_piece(make_repo, env
         unreachable = checks["s3_unreachable"]
         assert not unreachable.ok
         assert unreachable.detail.startswith("Could not connect to the endpoint URL")
-        assert unreachable.seconds <= 3 + cc.GRACE_SECONDS + 0.5
+        assert unreachable.seconds <= timeout + cc.GRACE_SECONDS + 0.5
     assert_no_secret(repr(checks))
 
 
