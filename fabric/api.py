@@ -265,12 +265,20 @@ def apply(
     engine: Engine | None = None,
 ) -> ApplyResult:
     """Apply a plan in one locked transaction (see fabric/apply.py)."""
+    import dataclasses
+
     from fabric.apply import apply_plan
+    from fabric.plan.warehouse import WAREHOUSE_KINDS
 
     ws = workspace(repo, environ)
     engine = engine or ws.engine("apply")
-    needs_box = any(c.target is not None and c.target.secret_refs for c in plan_.changes)
+    managed = any(c.address.kind in WAREHOUSE_KINDS for c in plan_.changes)
+    needs_box = managed or any(c.target is not None and c.target.secret_refs for c in plan_.changes)
     box = ws.secret_box() if needs_box else None
+    if managed and not options.warehouses:
+        project = load_valid(ws.root, tenants=frozenset()).desired.project  # type: ignore[union-attr]
+        warehouses = {n: w for n, w in project.warehouses.items() if w.manage_roles}
+        options = dataclasses.replace(options, warehouses=warehouses)
     from fabric.config.loader import gc_paused
 
     with gc_paused():

@@ -14,6 +14,8 @@ from fabric.domain.state import TenantState
 def warehouse_identity(spec: object) -> tuple[object, ...]:
     """What makes two connections the same database server + database."""
     kind = getattr(spec, "type", None)
+    if getattr(spec, "warehouse", None) is not None:  # a managed warehouse of fabric.yaml
+        return ("managed", spec.warehouse)  # type: ignore[attr-defined]
     if kind in ("postgres", "mysql", "mssql"):
         if spec.url is not None:  # type: ignore[attr-defined]
             return (kind, "url", spec.url)  # type: ignore[attr-defined]
@@ -72,4 +74,51 @@ def check_schema_ownership(tenants: Mapping[str, TenantState]) -> list[Diagnosti
                     address=address,
                 )
             )
+    return diags
+
+
+def managed_schemas(tenant: TenantState) -> set[str]:
+    """Schemas the tenant writes through a connection to a managed warehouse."""
+    return {
+        schema
+        for identity, schema, _, _ in schema_writes(tenant)
+        if identity and identity[0] == "managed"
+    }
+
+
+def check_shares(tenants: Mapping[str, TenantState]) -> list[Diagnostic]:
+    """A tenant shares only schemas it writes in a managed warehouse, with tenants that exist."""
+    diags: list[Diagnostic] = []
+    for slug in sorted(tenants):
+        tenant = tenants[slug]
+        where = Address.of_tenant(slug)
+        written = managed_schemas(tenant)
+        for share in tenant.spec.share:
+            for reader in share.with_:
+                if reader == slug or reader not in tenants:
+                    diags.append(
+                        error(
+                            "unknown-tenant",
+                            "Share with an unknown tenant",
+                            f"tenant {slug} shares with {reader!r}, "
+                            + ("itself." if reader == slug else "which is not a tenant."),
+                            hint=f"Tenants: {', '.join(sorted(set(tenants) - {slug})) or 'none'}.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
+            for schema in share.schemas:
+                if schema not in written:
+                    diags.append(
+                        error(
+                            "share-not-owned",
+                            "Share of a schema the tenant does not write",
+                            f"tenant {slug} shares schema {schema!r}, which none of its "
+                            "pipelines or transformations writes in a managed warehouse.",
+                            hint="Share only this tenant's own datasets and transformation "
+                            "schemas, written through a connection with warehouse:.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
     return diags
