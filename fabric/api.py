@@ -276,9 +276,14 @@ def apply(
     needs_box = managed or any(c.target is not None and c.target.secret_refs for c in plan_.changes)
     box = ws.secret_box() if needs_box else None
     if managed and not options.warehouses:
+        # Runs read the managed warehouses (host, database, role prefix) from the recorded
+        # project, so an apply that changes roles always records fabric.yaml.
         project = load_valid(ws.root, tenants=frozenset()).desired.project  # type: ignore[union-attr]
         warehouses = {n: w for n, w in project.warehouses.items() if w.manage_roles}
-        options = dataclasses.replace(options, warehouses=warehouses)
+        recorded = options.project or project.model_dump(
+            mode="json", by_alias=True, exclude_unset=True
+        )
+        options = dataclasses.replace(options, warehouses=warehouses, project=recorded)
     from fabric.config.loader import gc_paused
 
     with gc_paused():

@@ -41,7 +41,12 @@ SYSTEM_SCHEMAS = ("information_schema",)
 
 
 def role_name(spec: WarehouseSpec, tenant: str) -> str:
-    return f"{spec.role_prefix}{tenant}_{ROLE}"
+    return login_role(spec.role_prefix, tenant)
+
+
+def login_role(prefix: str, tenant: str) -> str:
+    """The PostgreSQL role of `acme.role.loader`: `<prefix>acme_loader`."""
+    return f"{prefix}{tenant}_{ROLE}"
 
 
 def role_comment(spec: WarehouseSpec, tenant: str) -> str:
