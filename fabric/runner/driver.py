@@ -20,12 +20,13 @@ from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, Ru
 from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
-from fabric.plan.warehouse import PASSWORD_SECRET, login_role
 from fabric.runner.credentials import managed_connection, resolve_connection
 from fabric.runner.local import Event, LocalExecutor, NodeFunction, RetryPolicy
 from fabric.state import runs as records
 from fabric.state.applied import AppliedTenant, read_applied
 from fabric.state.snapshot import TenantRow, read_tenant_rows
+
+PASSWORD_SECRET = "FABRIC_ROLE_LOADER"  # fabric.plan.warehouse's (not imported: pydantic)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -164,7 +165,7 @@ def node_spec(
         if stored is not None and managed:
             if login is None or managed not in login.warehouses:
                 raise SecretNotFoundError(address.tenant, PASSWORD_SECRET)
-            role = login_role(login.role_prefix[managed], address.tenant)
+            role = f"{login.role_prefix[managed]}{address.tenant}_loader"  # login_role()
             connections[name] = managed_connection(
                 stored, login.warehouses[managed], role, login.password, options.environ
             )
