@@ -32,6 +32,7 @@ from fabric.plan.warehouse import (
     WarehouseFacts,
     change_spec,
     role_comment,
+    role_name,
 )
 
 
@@ -198,6 +199,8 @@ def apply_warehouse(
             _baseline(run, spec, facts)
             for change in (*upserts, *deletes):
                 body = change_spec(change)
+                if not _is_own(spec, change, body, facts):
+                    continue
                 match change.address.kind, change.action:
                     case Kind.ROLE, Action.DELETE:
                         _drop_role(run, conn, str(body["role"]))
@@ -224,6 +227,32 @@ def apply_warehouse(
 
 
 Run = Callable[[sql.Composable], None]
+
+
+def _is_own(
+    spec: WarehouseSpec, change: Change, body: Mapping[str, object], facts: WarehouseFacts
+) -> bool:
+    """A change touches only its own tenant's role and schemas (defence in depth: a plan is
+    signed, but a plan that names another tenant's role is refused, and a schema that is not
+    the tenant's is never released or dropped).
+
+    Raises:
+        WarehouseError: the change names a role other than its tenant's.
+    """
+    own = role_name(spec, change.address.tenant)
+    readers = [str(r) for r in body.get("usage") or ()]  # type: ignore[union-attr]
+    named = [str(body.get("role") or body.get("owner") or own)]
+    if any(n != own for n in named) or any(
+        not (r.startswith(spec.role_prefix) and r.endswith("_loader")) for r in readers
+    ):
+        raise WarehouseError(
+            f"{change.address} names a role that is not its tenant's ({own}); the plan was "
+            "not made by this fabric. Make the plan again."
+        )
+    if change.address.kind in (Kind.SCHEMA, Kind.GRANT) and change.action is Action.DELETE:
+        current = facts.schemas.get(str(body.get("schema")))
+        return current is not None and current.owner == own
+    return True
 
 
 def _runner(conn: psycopg.Connection) -> Run:

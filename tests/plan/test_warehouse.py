@@ -63,9 +63,7 @@ def load(tmp_path: Path, files: dict[str, str]):
 
 
 def test_desired_records_per_tenant(tmp_path):
-    desired = load(
-        tmp_path, {"tenants/acme/t.yaml": ACME, "tenants/globex/t.yaml": GLOBEX}
-    ).desired
+    desired = load(tmp_path, {"tenants/acme/t.yaml": ACME, "tenants/globex/t.yaml": GLOBEX}).desired
     assert desired is not None
     records = desired_warehouse_records(desired, ["acme", "globex"])
     assert sorted(map(str, records)) == [
@@ -86,9 +84,7 @@ def test_desired_records_per_tenant(tmp_path):
 
 
 def test_a_grant_made_by_hand_is_a_stray_grant_to_revoke(tmp_path):
-    desired = load(
-        tmp_path, {"tenants/acme/t.yaml": ACME, "tenants/globex/t.yaml": GLOBEX}
-    ).desired
+    desired = load(tmp_path, {"tenants/acme/t.yaml": ACME, "tenants/globex/t.yaml": GLOBEX}).desired
     assert desired is not None
     spec = desired.project.warehouses["dwh"]
     records = desired_warehouse_records(desired, ["globex"])

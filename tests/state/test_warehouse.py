@@ -295,3 +295,45 @@ def test_deleting_a_tenant_with_drop_data_drops_its_schemas(wh: Warehouse):
     wh.apply(allow_delete=True, allow_delete_tenants=frozenset({"acme"}), drop_data=True)
     assert wh.sql("SELECT 1 FROM pg_namespace WHERE nspname = 'acme_marts'") == []
     assert wh.sql("SELECT 1 FROM pg_roles WHERE rolname = %s", (wh.role("acme"),)) == []
+
+
+def test_no_password_in_any_output_plan_or_error(wh: Warehouse):
+    from click.testing import CliRunner
+
+    from fabric.cli.main import cli as main
+
+    wh.write("acme", share="share: [{with: [globex], schemas: [acme_marts]}]")
+    wh.write("globex")
+    runner = CliRunner()
+    admin = wh.env["DWH_ADMIN_PASSWORD"]
+    outputs = []
+    for args in (
+        ["plan", str(wh.root)],
+        ["plan", str(wh.root), "--format", "json"],
+        ["plan", str(wh.root), "--explain"],
+        ["apply", str(wh.root), "--auto-approve"],
+        ["plan", str(wh.root), "--detailed-exitcode"],
+        ["history", "--repo", str(wh.root)],
+    ):
+        result = runner.invoke(main, args, env=wh.env, catch_exceptions=False)
+        outputs.append(result.output)
+    assert "acme.role.loader" in outputs[0] and "acme.grant.acme_marts" in outputs[0]
+    assert "No changes" in outputs[4] or "no changes" in outputs[4].lower()
+    role_passwords = [wh.password("acme"), wh.password("globex")]
+    # a wrong admin password: the error names the warehouse, never the password
+    wrong = {**wh.env, "DWH_ADMIN_PASSWORD": "Wr0ng-admin-pw-xyz"}
+    result = runner.invoke(main, ["plan", str(wh.root)], env=wrong)
+    assert result.exit_code == 1 and "warehouse dwh" in result.output
+    outputs.append(result.output)
+    unset = {k: v for k, v in wh.env.items() if k != "DWH_ADMIN_PASSWORD"}
+    result = runner.invoke(main, ["plan", str(wh.root)], env={**unset, "DWH_ADMIN_PASSWORD": ""})
+    assert result.exit_code == 1 and "DWH_ADMIN_PASSWORD" in result.output
+    outputs.append(result.output)
+    for text in outputs:
+        for secret in (admin, "Wr0ng-admin-pw-xyz", *role_passwords):
+            assert secret not in text
+    # the server's log neither: a role's password reaches it only as a SCRAM verifier
+    verifiers = wh.sql(
+        "SELECT rolpassword FROM pg_authid WHERE starts_with(rolname, %s)", (wh.prefix,)
+    )
+    assert all(v.startswith("SCRAM-SHA-256$") for (v,) in verifiers)
