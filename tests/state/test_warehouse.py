@@ -337,3 +337,12 @@ def test_no_password_in_any_output_plan_or_error(wh: Warehouse):
         "SELECT rolpassword FROM pg_authid WHERE starts_with(rolname, %s)", (wh.prefix,)
     )
     assert all(v.startswith("SCRAM-SHA-256$") for (v,) in verifiers)
+
+
+def test_connections_test_logs_in_as_the_tenants_role(wh: Warehouse):
+    wh.write("acme")
+    wh.apply()
+    (check,) = api.test_connections(wh.root, "acme", environ=wh.env)
+    assert check.ok, check.detail
+    assert wh.env["DWH_ADMIN_PASSWORD"] not in check.detail
+    assert wh.password("acme") not in check.detail
