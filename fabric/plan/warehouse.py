@@ -223,8 +223,11 @@ def observed_warehouse_records(
     prefix = f"fabric:{spec.database}:"
     tenant_of: dict[str, str] = {}
     for name, role in facts.roles.items():
-        if role.comment and role.comment.startswith(prefix):
-            tenant_of[name] = role.comment.removeprefix(prefix)
+        tenant = (role.comment or "").removeprefix(prefix)
+        # Both the comment and the name must be this installation's: another one sharing the
+        # server (another role_prefix) keeps its roles, even for a tenant of the same name.
+        if role.comment and role.comment.startswith(prefix) and name == role_name(spec, tenant):
+            tenant_of[name] = tenant
     for address, record in desired.items():
         name = str(record.spec.get("role"))
         is_role = address.kind is Kind.ROLE and record.spec["warehouse"] == warehouse

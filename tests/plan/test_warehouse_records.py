@@ -141,3 +141,22 @@ def test_a_managed_connection_names_a_managed_warehouse_and_no_credentials(tmp_p
     result = load(tmp_path, {"tenants/acme/t.yaml": bad, "tenants/globex/t.yaml": GLOBEX})
     codes = sorted(d.code for d in result.diagnostics)
     assert "unknown-warehouse" in codes and "conflicting-fields" in codes
+
+
+def test_roles_of_another_installation_on_the_server_are_not_ours(tmp_path):
+    desired = load(tmp_path, {"tenants/globex/t.yaml": GLOBEX}).desired
+    assert desired is not None
+    spec = desired.project.warehouses["dwh"]
+    theirs = RoleFacts(
+        name="y_acme_loader",  # same database, same tenant name, another role_prefix
+        comment="fabric:analytics:acme",
+        login=True,
+        superuser=False,
+        createdb=False,
+        createrole=False,
+        replication=False,
+        bypassrls=False,
+    )
+    facts = WarehouseFacts(roles={"y_acme_loader": theirs})
+    observed = observed_warehouse_records("dwh", spec, facts, {}, frozenset())
+    assert observed == {}
