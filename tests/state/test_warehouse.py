@@ -346,3 +346,55 @@ def test_connections_test_logs_in_as_the_tenants_role(wh: Warehouse):
     assert check.ok, check.detail
     assert wh.env["DWH_ADMIN_PASSWORD"] not in check.detail
     assert wh.password("acme") not in check.detail
+
+
+def test_a_failed_warehouse_step_rolls_back_the_control_plane_and_the_next_apply_converges(
+    wh: Warehouse,
+):
+    from fabric.errors import FabricError
+    from fabric.state.engine import make_engine
+
+    wh.write("acme")
+    plan = wh.plan()
+    wrong = {**wh.env, "DWH_ADMIN_PASSWORD": "not-the-admin-password"}
+    with pytest.raises(FabricError) as err:
+        api.apply(plan, repo=wh.root, environ=wrong, options=ApplyOptions())
+    assert "not-the-admin-password" not in str(err.value)
+    engine = make_engine(wh.env["FABRIC_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            from fabric.state.snapshot import read_tenant_rows
+
+            assert read_tenant_rows(conn, ["acme"]) == {}  # nothing half-applied
+    finally:
+        engine.dispose()
+    wh.apply()
+    assert wh.actions() == {}
+
+
+def test_a_role_whose_password_is_not_stored_gets_a_new_one(wh: Warehouse):
+    from sqlalchemy import text
+
+    from fabric.state.engine import make_engine
+    from fabric.state.secrets import tenant_schema
+
+    wh.write("acme")
+    wh.apply()
+    old = wh.password("acme")
+    engine = make_engine(wh.env["FABRIC_DATABASE_URL"])
+    try:  # as if the process died between the warehouse's commit and the control plane's
+        with engine.begin() as conn:
+            schema = tenant_schema(conn, "acme")
+            conn.execute(text(f"DELETE FROM {schema}.secrets WHERE name = 'FABRIC_ROLE_LOADER'"))
+    finally:
+        engine.dispose()
+    (change,) = wh.plan().changes
+    assert {f.name: (f.before, f.after) for f in change.fields} == {
+        "password": ("not stored", "stored encrypted")
+    }
+    wh.apply()
+    assert wh.actions() == {}
+    new = wh.password("acme")
+    assert new != old
+    with psycopg.connect(wh.conninfo(wh.role("acme"), new)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (wh.role("acme"),)
