@@ -86,15 +86,55 @@ def managed_schemas(tenant: TenantState) -> set[str]:
     }
 
 
+def managed_warehouse_names(tenant: TenantState) -> set[str]:
+    return {
+        str(c.spec.warehouse)  # type: ignore[attr-defined]
+        for c in tenant.connections.values()
+        if getattr(c.spec, "warehouse", None) is not None
+    }
+
+
 def check_shares(tenants: Mapping[str, TenantState]) -> list[Diagnostic]:
-    """A tenant shares only schemas it writes in a managed warehouse, with tenants that exist."""
+    """A tenant uses at most one managed warehouse (its one role lives there) and shares only
+    schemas it writes there, with other tenants that have a role there too."""
     diags: list[Diagnostic] = []
     for slug in sorted(tenants):
         tenant = tenants[slug]
         where = Address.of_tenant(slug)
         written = managed_schemas(tenant)
+        mine = managed_warehouse_names(tenant)
+        if len(mine) > 1:
+            diags.append(
+                error(
+                    "two-managed-warehouses",
+                    "Two managed warehouses",
+                    f"tenant {slug} connects to managed warehouses {', '.join(sorted(mine))}; "
+                    "a tenant has one login role, in one managed warehouse.",
+                    hint="Point every warehouse: connection of this tenant at the same one.",
+                    span=tenant.span,
+                    address=where,
+                )
+            )
         for share in tenant.spec.share:
             for reader in share.with_:
+                if (
+                    reader in tenants
+                    and reader != slug
+                    and mine
+                    and not (mine & managed_warehouse_names(tenants[reader]))
+                ):
+                    diags.append(
+                        error(
+                            "share-without-role",
+                            "Share with a tenant that has no role there",
+                            f"tenant {slug} shares with {reader}, which has no connection to "
+                            f"managed warehouse {min(mine)} (so no role there to grant to).",
+                            hint=f"Give {reader} a destination connection with "
+                            f"warehouse: {min(mine)}, or remove it from share.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
                 if reader == slug or reader not in tenants:
                     diags.append(
                         error(

@@ -160,3 +160,12 @@ def test_roles_of_another_installation_on_the_server_are_not_ours(tmp_path):
     facts = WarehouseFacts(roles={"y_acme_loader": theirs})
     observed = observed_warehouse_records("dwh", spec, facts, {}, frozenset())
     assert observed == {}
+
+
+def test_a_share_needs_a_reader_with_a_role_in_that_warehouse(tmp_path):
+    unmanaged = GLOBEX.replace(
+        "dwh: {type: postgres, direction: destination, warehouse: dwh}",
+        "dwh: {type: postgres, direction: destination, host: h, database: other}",
+    )
+    result = load(tmp_path, {"tenants/acme/t.yaml": ACME, "tenants/globex/t.yaml": unmanaged})
+    assert [d.code for d in result.diagnostics] == ["share-without-role"]
