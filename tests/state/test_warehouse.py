@@ -398,3 +398,23 @@ def test_a_role_whose_password_is_not_stored_gets_a_new_one(wh: Warehouse):
     assert new != old
     with psycopg.connect(wh.conninfo(wh.role("acme"), new)) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (wh.role("acme"),)
+
+
+def test_a_saved_plan_applies_roles_and_grants(wh: Warehouse, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from fabric.cli.main import cli
+
+    wh.write("acme", share="share: [{with: [globex], schemas: [acme_marts]}]")
+    wh.write("globex")
+    out = tmp_path / "plan.json"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["plan", str(wh.root), "--out", str(out)], env=wh.env)
+    assert result.exit_code == 0, result.output
+    assert wh.env["DWH_ADMIN_PASSWORD"] not in out.read_text()
+    result = runner.invoke(cli, ["apply", str(out), "--auto-approve"], env=wh.env)
+    assert result.exit_code == 0, result.output
+    assert wh.actions() == {}
+    assert wh.sql(
+        "SELECT has_schema_privilege(%s, 'acme_marts', 'USAGE')", (wh.role("globex"),)
+    ) == [(True,)]
