@@ -60,10 +60,12 @@ SELECT json_build_object(
         'name', n.nspname, 'owner', pg_get_userbyid(n.nspowner),
         'acl', ARRAY(SELECT json_build_array({_grantee("a.grantee")}, a.privilege_type)
                      FROM aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner),
-        'foreign', (SELECT count(*) FROM pg_class c
-                    WHERE c.relnamespace = n.oid AND c.relowner <> n.nspowner
-                    AND c.relkind IN ('r','p','v','m','S','f')))), '[]')
+        'foreign', coalesce(f.n, 0))), '[]')
       FROM pg_namespace n
+      LEFT JOIN (SELECT c.relnamespace, count(*) AS n FROM pg_class c
+                 JOIN pg_namespace o ON o.oid = c.relnamespace
+                 WHERE c.relowner <> o.nspowner AND c.relkind IN ('r','p','v','m','S','f')
+                 GROUP BY c.relnamespace) f ON f.relnamespace = n.oid
       WHERE n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'),
   'database', (SELECT coalesce(json_agg(json_build_array(
                    {_grantee("a.grantee")}, a.privilege_type)), '[]')
