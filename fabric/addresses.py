@@ -26,6 +26,13 @@ class Kind(StrEnum):
     TRANSFORMATION = "transformation"
     SCHEDULE = "schedule"
     DEPENDENCY = "dependency"
+    ROLE = "role"
+    """A tenant's login role in a managed warehouse (lives in the warehouse, not the control
+    plane); the kinds below too."""
+    SCHEMA = "schema"
+    """The ownership of a schema the tenant writes in a managed warehouse."""
+    GRANT = "grant"
+    """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
 
 
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11

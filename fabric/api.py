@@ -265,12 +265,25 @@ def apply(
     engine: Engine | None = None,
 ) -> ApplyResult:
     """Apply a plan in one locked transaction (see fabric/apply.py)."""
+    import dataclasses
+
     from fabric.apply import apply_plan
+    from fabric.plan.warehouse import WAREHOUSE_KINDS
 
     ws = workspace(repo, environ)
     engine = engine or ws.engine("apply")
-    needs_box = any(c.target is not None and c.target.secret_refs for c in plan_.changes)
+    managed = any(c.address.kind in WAREHOUSE_KINDS for c in plan_.changes)
+    needs_box = managed or any(c.target is not None and c.target.secret_refs for c in plan_.changes)
     box = ws.secret_box() if needs_box else None
+    if managed and not options.warehouses:
+        # Runs read the managed warehouses (host, database, role prefix) from the recorded
+        # project, so an apply that changes roles always records fabric.yaml.
+        project = load_valid(ws.root, tenants=frozenset()).desired.project  # type: ignore[union-attr]
+        warehouses = {n: w for n, w in project.warehouses.items() if w.manage_roles}
+        recorded = options.project or project.model_dump(
+            mode="json", by_alias=True, exclude_unset=True
+        )
+        options = dataclasses.replace(options, warehouses=warehouses, project=recorded)
     from fabric.config.loader import gc_paused
 
     with gc_paused():
@@ -521,6 +534,7 @@ def test_connections(
         with engine.connect() as conn:
             applied = read_applied(conn, tenant)
             stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
+            managed = _managed_connections(conn, applied, ws)
     finally:
         if own_engine:
             engine.dispose()
@@ -529,12 +543,34 @@ def test_connections(
     return check_connections(
         applied,
         names,
+        managed=managed,
         box=ws.secret_box() if needs_box else None,
         repo_root=ws.root,
         timeout=timeout,
         environ=ws.environ,
         stored_secrets=stored,
     )
+
+
+def _managed_connections(conn: Any, applied: Any, ws: Workspace) -> dict[str, Any]:
+    """The tenant's connections to managed warehouses, resolved to its own role."""
+    from fabric.runner.credentials import managed_connection
+    from fabric.runner.driver import managed_login
+
+    names = [n for n, c in applied.connections.items() if c.spec.get("warehouse")]
+    if not names:
+        return {}
+    login = managed_login(conn, applied.tenant, ws.secret_box)
+    out = {}
+    for name in names:
+        stored = applied.connections[name]
+        wh = str(stored.spec["warehouse"])
+        if login is not None and wh in login.warehouses:
+            role = f"{login.role_prefix[wh]}{applied.tenant.slug}_loader"
+            out[name] = managed_connection(
+                stored, login.warehouses[wh], role, login.password, ws.environ
+            )
+    return out
 
 
 # NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.

@@ -40,6 +40,10 @@ class ApplyOptions:
     author: str | None = None
     project: Mapping[str, Any] | None = None
     """fabric.yaml as JSON, recorded with the apply so `fabric export` can write it back."""
+    warehouses: Mapping[str, Any] = field(default_factory=dict)
+    """Managed warehouses (name -> WarehouseSpec) of fabric.yaml, for role and grant changes."""
+    drop_data: bool = False
+    """Drop (not keep) the data schemas a plan takes away from a tenant (`--drop-data`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,16 @@ def _apply(
                     )
                 case steps.DeleteTenants(tenants=slugs):
                     writes.delete_tenants(conn, list(slugs))
+                case steps.ApplyWarehouse(warehouse=name, changes=addresses):
+                    _apply_warehouse(
+                        conn,
+                        name,
+                        [by_address[a] for a in addresses],
+                        tenant_rows,
+                        box,
+                        environ,
+                        options,
+                    )
                 case steps.RecordApply(tenants=slugs):
                     apply_id = history.record_apply(
                         conn,
@@ -150,6 +164,53 @@ def _apply(
                 case _:
                     assert_never(step)
     return ApplyResult(apply_id, counts(plan.changes), touched)
+
+
+def _apply_warehouse(
+    conn: Connection,
+    name: str,
+    changes: list[Change],
+    tenants: Mapping[str, TenantRow],
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    options: ApplyOptions,
+) -> None:
+    """One managed warehouse's changes. Role passwords: the stored one, else a new one, stored
+    in this (control-plane) transaction; the warehouse commits first, so a failure between the
+    two commits leaves a role whose password is not stored, which the next plan shows and the
+    next apply sets again."""
+    import secrets as py_secrets
+
+    from fabric.addresses import Kind
+    from fabric.errors import FabricError
+    from fabric.plan.diff import Action
+    from fabric.plan.warehouse import PASSWORD_SECRET
+    from fabric.state.secrets import read_secret_entry, set_secret
+    from fabric.state.warehouse import apply_warehouse, connect_admin
+
+    spec = options.warehouses.get(name)
+    if spec is None:
+        raise FabricError(
+            f"The plan changes roles in warehouse {name!r}, which fabric.yaml does not declare "
+            "with manage_roles: true. Make the plan again."
+        )
+    passwords: dict[str, str] = {}
+    for change in changes:
+        if change.address.kind is not Kind.ROLE or change.action is Action.DELETE:
+            continue
+        slug = change.address.tenant
+        row = tenants.get(slug)
+        if row is None:
+            raise FabricError(f"tenant {slug} is not in the control plane; apply it first")
+        entry = read_secret_entry(conn, _box(box), slug, row.schema_name, PASSWORD_SECRET)
+        if entry is None:
+            password = py_secrets.token_urlsafe(32)
+            set_secret(conn, _box(box), slug, row.schema_name, PASSWORD_SECRET, password)
+        else:
+            password = entry[0]
+        passwords[slug] = password
+    with connect_admin(spec, environ, name) as admin:
+        apply_warehouse(admin, spec, changes, passwords=passwords, drop_data=options.drop_data)
 
 
 def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:

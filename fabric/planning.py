@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
 from fabric.domain.state import DesiredState
-from fabric.plan.diff import addresses_to_inspect, desired_fingerprints, diff
+from fabric.plan.diff import (
+    Change,
+    addresses_to_inspect,
+    desired_fingerprints,
+    diff,
+    order_changes,
+    tenants_of,
+)
 from fabric.plan.plan import Plan
 from fabric.plan.records import Record, desired_records
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
@@ -63,6 +70,8 @@ def make_plan(
         fps.update(_secret_fps(rechecked, store_fps, box, environ, stored, []))
         fingerprints.update(desired_fingerprints(rechecked, fps))
     changes = diff(records, fps, observed, tenants=scope, fingerprints=fingerprints)
+    changes = (*changes, *_warehouse_changes(conn, desired, snapshot, scope, changes, environ))
+    changes = order_changes(changes)
     read_set: dict[Address, str | None] = {
         a: token for a, token in snapshot.tokens.items() if a.tenant in scope
     }
@@ -81,6 +90,46 @@ def make_plan(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         warnings=unsafe_reasons(changes, options),
         notes=tuple(sorted(set(notes))),
+    )
+
+
+def _warehouse_changes(
+    conn: Connection,
+    desired: DesiredState,
+    snapshot: Snapshot,
+    scope: Iterable[str],
+    changes: Iterable[Change],
+    environ: Mapping[str, str],
+) -> tuple[Change, ...]:
+    """Roles, schema ownership and shares of managed warehouses: desired vs what each
+    warehouse says now (one query per warehouse, through its admin connection)."""
+    from fabric.plan import warehouse as wh
+    from fabric.state.warehouse import connect_admin, read_facts
+
+    managed = wh.managed_warehouses(desired)
+    if not managed:
+        return ()
+    scope = sorted(scope)
+    desired_wh = wh.desired_warehouse_records(desired, scope)
+    rows = [snapshot.tenants[s] for s in scope if s in snapshot.tenants]
+    has_password = frozenset(
+        slug
+        for slug, names in read_secret_fingerprints(conn, rows).items()
+        if wh.PASSWORD_SECRET in names
+    )
+    observed: dict[Address, dict] = {}
+    for name, spec in sorted(managed.items()):
+        mine = {a: r for a, r in desired_wh.items() if r.spec["warehouse"] == name}
+        roles = [str(r.spec["role"]) for a, r in mine.items() if a.kind is Kind.ROLE]
+        with connect_admin(spec, environ, name) as admin:
+            facts = read_facts(admin, spec, roles)
+        observed.update(wh.observed_warehouse_records(name, spec, facts, mine, has_password))
+    return wh.warehouse_changes(
+        desired_wh,
+        observed,
+        tenants=scope,
+        declared=frozenset(desired.tenants),
+        changed_in_git=frozenset(tenants_of(changes)),
     )
 
 

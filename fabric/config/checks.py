@@ -315,7 +315,9 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
     for vs in ctx.by_kind[Kind.CONNECTION].values():
         spec = vs.spec
         _check_free_form_secrets(vs, diags)
-        if spec.type in ("postgres", "mysql", "mssql"):
+        if getattr(spec, "warehouse", None) is not None:
+            _check_managed_connection(ctx, vs, diags)
+        elif spec.type in ("postgres", "mysql", "mssql"):
             if spec.url is not None and (spec.host or spec.database or spec.password):
                 diags.append(
                     error(
@@ -362,6 +364,51 @@ def check_connections(ctx: TenantContext) -> list[Diagnostic]:
                     )
                 seen[resource.name] = i
     return diags
+
+
+def _check_managed_connection(ctx: TenantContext, vs: ValidSpec, diags: list[Diagnostic]) -> None:
+    """A connection to a managed warehouse takes host, database and login from fabric."""
+    spec = vs.spec
+    declared = ctx.project.warehouses.get(spec.warehouse)
+    if declared is None or not declared.manage_roles:
+        known = sorted(n for n, w in ctx.project.warehouses.items() if w.manage_roles)
+        diags.append(
+            error(
+                "unknown-warehouse",
+                "Unknown managed warehouse",
+                f"{vs.address} names warehouse {spec.warehouse!r}, which fabric.yaml does not "
+                "declare under warehouses: with manage_roles: true.",
+                hint=f"Managed warehouses: {', '.join(known) or 'none'}.",
+                span=_at(vs, "warehouse"),
+                address=vs.address,
+            )
+        )
+    if spec.direction != "destination":
+        diags.append(
+            error(
+                "managed-source",
+                "Managed warehouse as a source",
+                f"{vs.address} reads from a managed warehouse; only destinations may name one.",
+                hint="Read another tenant's data through a share instead.",
+                span=_at(vs, "direction"),
+                address=vs.address,
+            )
+        )
+    extra = [
+        f for f in ("host", "port", "database", "username", "password", "url") if getattr(spec, f)
+    ]
+    if extra:
+        diags.append(
+            error(
+                "conflicting-fields",
+                "Conflicting fields",
+                f"{vs.address} names a managed warehouse and also sets {', '.join(extra)}.",
+                hint="Remove them: host and database come from fabric.yaml, and fabric logs in "
+                "as the tenant's own role.",
+                span=_at(vs, extra[0]),
+                address=vs.address,
+            )
+        )
 
 
 def _check_destination_folder(ctx: TenantContext, vs: ValidSpec, diags: list[Diagnostic]) -> None:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from fabric.addresses import TENANT_SLUG, Address
 from fabric.config.checks import check_project_timezone
 from fabric.config.discovery import discover, read_tenant_text
-from fabric.config.ownership import check_schema_ownership
+from fabric.config.ownership import check_schema_ownership, check_shares
 from fabric.config.resolve import build_tenant
 from fabric.config.sections import BrokenSpec, validate_project, validate_tenant_file
 from fabric.config.specs import ProjectSpec
@@ -209,6 +209,7 @@ def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
         if state is not None:
             tenants[slug] = state
     diags += check_schema_ownership(tenants)
+    diags += check_shares(tenants)
 
     diagnostics = sorted_unique(diags)
     desired = None

@@ -14,6 +14,8 @@ from fabric.domain.state import TenantState
 def warehouse_identity(spec: object) -> tuple[object, ...]:
     """What makes two connections the same database server + database."""
     kind = getattr(spec, "type", None)
+    if getattr(spec, "warehouse", None) is not None:  # a managed warehouse of fabric.yaml
+        return ("managed", spec.warehouse)  # type: ignore[attr-defined]
     if kind in ("postgres", "mysql", "mssql"):
         if spec.url is not None:  # type: ignore[attr-defined]
             return (kind, "url", spec.url)  # type: ignore[attr-defined]
@@ -72,4 +74,91 @@ def check_schema_ownership(tenants: Mapping[str, TenantState]) -> list[Diagnosti
                     address=address,
                 )
             )
+    return diags
+
+
+def managed_schemas(tenant: TenantState) -> set[str]:
+    """Schemas the tenant writes through a connection to a managed warehouse."""
+    return {
+        schema
+        for identity, schema, _, _ in schema_writes(tenant)
+        if identity and identity[0] == "managed"
+    }
+
+
+def managed_warehouse_names(tenant: TenantState) -> set[str]:
+    return {
+        str(c.spec.warehouse)  # type: ignore[attr-defined]
+        for c in tenant.connections.values()
+        if getattr(c.spec, "warehouse", None) is not None
+    }
+
+
+def check_shares(tenants: Mapping[str, TenantState]) -> list[Diagnostic]:
+    """A tenant uses at most one managed warehouse (its one role lives there) and shares only
+    schemas it writes there, with other tenants that have a role there too."""
+    diags: list[Diagnostic] = []
+    for slug in sorted(tenants):
+        tenant = tenants[slug]
+        where = Address.of_tenant(slug)
+        written = managed_schemas(tenant)
+        mine = managed_warehouse_names(tenant)
+        if len(mine) > 1:
+            diags.append(
+                error(
+                    "two-managed-warehouses",
+                    "Two managed warehouses",
+                    f"tenant {slug} connects to managed warehouses {', '.join(sorted(mine))}; "
+                    "a tenant has one login role, in one managed warehouse.",
+                    hint="Point every warehouse: connection of this tenant at the same one.",
+                    span=tenant.span,
+                    address=where,
+                )
+            )
+        for share in tenant.spec.share:
+            for reader in share.with_:
+                if (
+                    reader in tenants
+                    and reader != slug
+                    and mine
+                    and not (mine & managed_warehouse_names(tenants[reader]))
+                ):
+                    diags.append(
+                        error(
+                            "share-without-role",
+                            "Share with a tenant that has no role there",
+                            f"tenant {slug} shares with {reader}, which has no connection to "
+                            f"managed warehouse {min(mine)} (so no role there to grant to).",
+                            hint=f"Give {reader} a destination connection with "
+                            f"warehouse: {min(mine)}, or remove it from share.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
+                if reader == slug or reader not in tenants:
+                    diags.append(
+                        error(
+                            "unknown-tenant",
+                            "Share with an unknown tenant",
+                            f"tenant {slug} shares with {reader!r}, "
+                            + ("itself." if reader == slug else "which is not a tenant."),
+                            hint=f"Tenants: {', '.join(sorted(set(tenants) - {slug})) or 'none'}.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
+            for schema in share.schemas:
+                if schema not in written:
+                    diags.append(
+                        error(
+                            "share-not-owned",
+                            "Share of a schema the tenant does not write",
+                            f"tenant {slug} shares schema {schema!r}, which none of its "
+                            "pipelines or transformations writes in a managed warehouse.",
+                            hint="Share only this tenant's own datasets and transformation "
+                            "schemas, written through a connection with warehouse:.",
+                            span=tenant.span,
+                            address=where,
+                        )
+                    )
     return diags

@@ -88,6 +88,8 @@ Secret = Annotated[
     AfterValidator(_require_reference),
     Field(json_schema_extra={"pattern": REFERENCE_PATTERN}),
 ]
+TenantRef = _pattern(r"^[a-z][a-z0-9_]{0,39}$", "bad_reference", "tenant slug")
+RolePrefix = _pattern(r"^([a-z_][a-z0-9_]{0,20})?$", "bad_prefix", "role prefix")
 Scalar = str | int | float | bool | None
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 
@@ -112,6 +114,35 @@ class ApplySettings(Spec):
     max_deletes: int = Field(10, ge=0)
 
 
+class WarehouseAdmin(Spec):
+    """The login fabric manages a warehouse's roles and grants with (plan reads, apply writes).
+
+    It must be a superuser, or a role with CREATEROLE that may SET ROLE to the roles it makes
+    (PostgreSQL 16: `createrole_self_grant = 'set, inherit'`) and owns the database."""
+
+    username: str
+    password: EnvRef
+    """`${env:NAME}`: read by `plan` and `apply` only; never given to a run."""
+
+
+class WarehouseSpec(Spec):
+    """A PostgreSQL warehouse under fabric's management (`warehouses:` in fabric.yaml).
+
+    A tenant's connection names it (`warehouse: dwh`) instead of holding host and credentials;
+    with `manage_roles`, fabric plans one login role per tenant, the ownership of every schema
+    the tenant writes there and the read-only shares between tenants."""
+
+    type: Literal["postgres"] = "postgres"
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] | EnvRef = 5432
+    database: SchemaName
+    admin: WarehouseAdmin
+    manage_roles: bool = False
+    role_prefix: RolePrefix = ""
+    """Prepended to every role fabric makes here (`<prefix><tenant>_loader`): roles are
+    cluster-wide, so two installations sharing a server keep apart."""
+
+
 class ProjectSpec(Spec):
     """`fabric.yaml`: the project. Never holds secrets."""
 
@@ -120,6 +151,7 @@ class ProjectSpec(Spec):
     description: str | None = None
     defaults: Defaults = Defaults()
     apply: ApplySettings = ApplySettings()
+    warehouses: FrozenMap(str, WarehouseSpec) = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +161,14 @@ class ProjectSpec(Spec):
 class Member(Spec):
     who: str
     role: Literal["owner", "admin", "editor", "viewer"] = "viewer"
+
+
+class ShareSpec(Spec):
+    """Schemas this tenant lets other tenants read (USAGE + SELECT on current and future
+    tables), in a warehouse whose roles fabric manages."""
+
+    with_: tuple[TenantRef, ...] = Field(alias="with", min_length=1)
+    schemas: tuple[SchemaName, ...] = Field(min_length=1)
 
 
 class TenantSpec(Spec):
@@ -142,6 +182,8 @@ class TenantSpec(Spec):
     env: tuple[EnvName, ...] = ()
     """Environment variables the tenant's SQL may read with `env_var('NAME')`; their values are
     taken from the runner's environment at run time. Any other name is a validation error."""
+    share: tuple[ShareSpec, ...] = ()
+    """Read-only shares of this tenant's schemas with other tenants (managed warehouses)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +211,9 @@ class _SqlConnection(_Connection):
 
 class PostgresConnection(_SqlConnection):
     type: Literal["postgres"]
+    warehouse: ResourceRef | None = None
+    """A warehouse of fabric.yaml whose roles fabric manages: host, database and the tenant's
+    own login role come from there (no host, username or password here)."""
 
 
 class MysqlConnection(_SqlConnection):

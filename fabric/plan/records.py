@@ -99,4 +99,7 @@ KIND_ORDER = {
     Kind.TRANSFORMATION: 2,
     Kind.DEPENDENCY: 3,
     Kind.SCHEDULE: 4,
+    Kind.ROLE: 5,
+    Kind.SCHEMA: 6,
+    Kind.GRANT: 7,
 }

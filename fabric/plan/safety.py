@@ -42,8 +42,12 @@ def unsafe_reasons(changes: Iterable[Change], options: SafetyOptions) -> tuple[s
             f"tenant {_shown(refused_tenants)} would be deleted with all its resources: name "
             "it in --allow-delete-tenant to confirm."
         )
+    # Revoking a grant (a share removed, or one made by hand) drops no data: like dependencies,
+    # it needs no permission unless its tenant is being removed.
     managed = [
-        c for c in deletes if c.address.kind is not Kind.DEPENDENCY or c.address.tenant in vanished
+        c
+        for c in deletes
+        if c.address.kind not in (Kind.DEPENDENCY, Kind.GRANT) or c.address.tenant in vanished
     ]
     if managed and not options.allow_delete:
         names = _shown([str(c.address) for c in managed])

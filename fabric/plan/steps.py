@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fabric.addresses import Address, Kind
 from fabric.plan.diff import Action, Change, tenants_of
+from fabric.plan.warehouse import WAREHOUSE_KINDS, change_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,16 @@ class DeleteTenants:
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyWarehouse:
+    """Roles, schema ownership and grants of one managed warehouse, in its own transaction
+    (committed just before the control plane's): roles, ownership, grants, then revokes and
+    drops. A role's generated password is stored (encrypted) in the tenant's secrets."""
+
+    warehouse: str
+    changes: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordApply:
     """The history row: commit, author, plan hash, counts, outcome."""
 
@@ -84,6 +95,7 @@ Step = (
     | UpdateTenants
     | WriteResources
     | DeleteTenants
+    | ApplyWarehouse
     | RecordApply
 )
 
@@ -102,6 +114,8 @@ def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
             if c.address.kind is Kind.TENANT and c.action is action
         )
 
+    warehouse = [c for c in changes if c.address.kind in WAREHOUSE_KINDS]
+    changes = tuple(c for c in changes if c.address.kind not in WAREHOUSE_KINDS)
     resources = [c for c in changes if c.address.kind is not Kind.TENANT]
     steps: list[Step] = [
         MigrateSharedSchema(),
@@ -125,6 +139,12 @@ def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
         steps.append(WriteResources(upserts, resource_deletes))
     if gone := tenant_changes(Action.DELETE):
         steps.append(DeleteTenants(gone))
+    by_warehouse: dict[str, list[Address]] = {}
+    for c in warehouse:
+        name = str(change_spec(c).get("warehouse"))
+        by_warehouse.setdefault(name, []).append(c.address)
+    for name, addresses in sorted(by_warehouse.items()):
+        steps.append(ApplyWarehouse(name, tuple(addresses)))
     steps.append(RecordApply(touched))
     return tuple(steps)
 
@@ -155,6 +175,11 @@ def describe_step(step: Step) -> str:
             return f"write {len(u)} resource(s) and soft-delete {len(d)}, in bulk"
         case DeleteTenants(tenants=t):
             return f"delete {len(t)} tenant(s): {names(t)} (their data schemas stay)"
+        case ApplyWarehouse(warehouse=w, changes=c):
+            return (
+                f"change warehouse {w}: {len(c)} role/schema/grant change(s) ({names(c)}), "
+                "roles first, then ownership, then grants; revokes before drops"
+            )
         case RecordApply(tenants=t):
             return "record the apply in `fabric history` (commit, author, plan hash, counts)"
     raise AssertionError(f"unknown step {step!r}")

@@ -53,6 +53,30 @@ def resolve_connection(
     )
 
 
+def managed_connection(
+    stored: StoredConnection,
+    warehouse: Mapping[str, Any],
+    role: str,
+    password: str,
+    environ: Mapping[str, str],
+) -> ResolvedConnection:
+    """A connection to a managed warehouse (`warehouse: dwh`): host, port and database from
+    fabric.yaml's `warehouses:`, logging in as the tenant's own role. The admin login of the
+    warehouse is never part of it."""
+    spec: dict[str, Any] = {
+        k: v for k, v in stored.spec.items() if k not in ("warehouse", "username", "password")
+    }
+    spec.update(
+        host=warehouse["host"],
+        port=warehouse.get("port") or 5432,
+        database=warehouse["database"],
+        username=role,
+    )
+    spec = _interpolate(spec, environ, skip=set())
+    spec["password"] = password
+    return ResolvedConnection(stored.address.name, "postgres", spec, (password,))
+
+
 def _set_path(target: dict[str, Any], path: str, value: str) -> None:
     parts = path.split(".")
     node: Any = target

@@ -20,11 +20,13 @@ from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, Ru
 from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
-from fabric.runner.credentials import resolve_connection
+from fabric.runner.credentials import managed_connection, resolve_connection
 from fabric.runner.local import Event, LocalExecutor, NodeFunction, RetryPolicy
 from fabric.state import runs as records
 from fabric.state.applied import AppliedTenant, read_applied
 from fabric.state.snapshot import TenantRow, read_tenant_rows
+
+PASSWORD_SECRET = "FABRIC_ROLE_LOADER"  # fabric.plan.warehouse's (not imported: pydantic)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -96,11 +98,43 @@ def tests_dag(dag: Dag) -> Dag:
     return Dag.build(keep, [], {n: dag.tags[n] for n in keep})
 
 
+@dataclass(frozen=True, slots=True)
+class ManagedLogin:
+    """How a tenant's nodes reach managed warehouses: the warehouses of the applied fabric.yaml
+    and the tenant's role password (decrypted here, in the runner; the admin's is not here)."""
+
+    warehouses: Mapping[str, Mapping[str, Any]]
+    role_prefix: Mapping[str, str]
+    password: str = field(repr=False)
+
+
+def managed_login(
+    conn: Any, tenant: TenantRow, box: Callable[[], SecretBox | None]
+) -> ManagedLogin | None:
+    """The tenant's managed login, or None when no role password is stored for it."""
+    from fabric.state.history import read_project
+    from fabric.state.secrets import read_secret_entry
+
+    opened = box()
+    if opened is None:
+        return None
+    entry = read_secret_entry(conn, opened, tenant.slug, tenant.schema_name, PASSWORD_SECRET)
+    if entry is None:
+        return None
+    project = read_project(conn) or {}
+    warehouses = {
+        str(n): w for n, w in (project.get("warehouses") or {}).items() if w.get("manage_roles")
+    }
+    prefixes = {n: str(w.get("role_prefix") or "") for n, w in warehouses.items()}
+    return ManagedLogin(warehouses, prefixes, entry[0])
+
+
 def node_spec(
     applied: AppliedTenant,
     address: Address,
     options: RunOptions,
     box: Callable[[], SecretBox | None] = lambda: None,
+    login: ManagedLogin | None = None,
 ) -> NodeSpec:
     """The node as a worker needs it, its connections resolved (secrets decrypted, `${env:}`
     interpolated from `options.environ`) and the tenant's declared `env:` variables taken from
@@ -127,7 +161,15 @@ def node_spec(
     connections = {}
     for name in names:
         stored = applied.connections.get(name) if name else None
-        if stored is not None:
+        managed = stored.spec.get("warehouse") if stored is not None else None
+        if stored is not None and managed:
+            if login is None or managed not in login.warehouses:
+                raise SecretNotFoundError(address.tenant, PASSWORD_SECRET)
+            role = f"{login.role_prefix[managed]}{address.tenant}_loader"  # login_role()
+            connections[name] = managed_connection(
+                stored, login.warehouses[managed], role, login.password, options.environ
+            )
+        elif stored is not None:
             needs_box = any(e.get("ct") is not None for e in stored.secrets.values())
             connections[name] = resolve_connection(
                 stored, box() if needs_box else None, options.environ
@@ -150,7 +192,12 @@ def node_spec(
 
 def unresolvable(address: Address, exc: Exception) -> NodeResult:
     """The result of a node whose connections cannot be resolved: it never starts."""
-    if isinstance(exc, SecretNotFoundError) and exc.tenant == "(environment)":
+    if isinstance(exc, SecretNotFoundError) and exc.name == PASSWORD_SECRET:
+        why = (
+            "the tenant's role in its managed warehouse is not set up (no stored password): "
+            "run `fabric apply`"
+        )
+    elif isinstance(exc, SecretNotFoundError) and exc.tenant == "(environment)":
         why = f"environment variable {exc.name} is not set (a connection's ${{env:{exc.name}}})"
     elif isinstance(exc, SecretNotFoundError):
         why = f"secret {exc.name} is not set: fabric secrets set {address.tenant} {exc.name}"
@@ -214,11 +261,21 @@ def run_tenants(
             opened.append(options.secret_box())
         return opened[0] if opened else None
 
+    logins: dict[str, ManagedLogin | None] = {}
+    uses_managed = [
+        slug
+        for slug, a in applied.items()
+        if any(c.spec.get("warehouse") for c in a.connections.values())
+    ]
+    if uses_managed:
+        with engine.connect() as conn:
+            for slug in uses_managed:
+                logins[slug] = managed_login(conn, rows[slug], box)
     specs: dict[Address, NodeSpec] = {}
     unstartable: dict[Address, NodeResult] = {}
     for n in combined.nodes:
         try:
-            specs[n] = node_spec(applied[n.tenant], n, options, box)
+            specs[n] = node_spec(applied[n.tenant], n, options, box, logins.get(n.tenant))
         except (SecretNotFoundError, SecretDecryptError) as exc:
             unstartable[n] = unresolvable(n, exc)
     policies = {n: policy_of(applied[n.tenant].nodes[n]) for n in combined.nodes}

@@ -120,6 +120,7 @@ def check_connections(
     environ: Mapping[str, str] = EMPTY_ENVIRON,
     stored_secrets: Collection[str] = (),
     max_workers: int = MAX_WORKERS,
+    managed: Mapping[str, ResolvedConnection] = EMPTY_ENVIRON,  # type: ignore[assignment]
 ) -> list[ConnectionCheck]:
     """Open each connection (all, or `names`) concurrently; one result per connection, by name.
 
@@ -131,6 +132,7 @@ def check_connections(
         environ: for `${env:X}` in connection fields (the caller's environment, explicitly).
         stored_secrets: names in the tenant's secret store, to tell "never set" from "set
             after the last apply" when a `${secret:X}` has no value.
+        managed: connections to managed warehouses, already resolved to the tenant's role.
 
     Raises:
         UnknownConnectionError: a name the tenant has not applied.
@@ -141,7 +143,16 @@ def check_connections(
     tenant = applied_tenant.tenant.slug
     root = Path(repo_root)
     tasks = [
-        _bind(stored, tenant, box, root, timeout, environ, frozenset(stored_secrets))
+        _bind(
+            stored,
+            tenant,
+            box,
+            root,
+            timeout,
+            environ,
+            frozenset(stored_secrets),
+            managed.get(stored.address.name),
+        )
         for stored in chosen
     ]
     timed_out = [_timed_out(stored, timeout) for stored in chosen]
@@ -165,8 +176,9 @@ def _bind(
     timeout: float,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
+    resolved: ResolvedConnection | None = None,
 ) -> Callable[[], ConnectionCheck]:
-    return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets)
+    return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets, resolved)
 
 
 def _timed_out(stored: StoredConnection, timeout: float) -> ConnectionCheck:
@@ -259,12 +271,17 @@ def _check_one(
     timeout: float,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
+    managed: ResolvedConnection | None = None,
 ) -> ConnectionCheck:
     started = time.perf_counter()
     kind = str(stored.spec.get("type"))
     secrets: tuple[str, ...] = ()
     try:
-        resolved = _resolve(stored, tenant, box, environ, stored_secrets)
+        if stored.spec.get("warehouse") and managed is None:
+            raise _Failed(
+                "its managed warehouse role is not set up (no stored password): run fabric apply"
+            )
+        resolved = managed or _resolve(stored, tenant, box, environ, stored_secrets)
         secrets = _secret_forms(resolved, root)
         match kind:
             case "postgres" | "mysql" | "mssql" | "sqlite":

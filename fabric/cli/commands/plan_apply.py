@@ -114,6 +114,12 @@ def plan(
     show_default=True,
     help="Seconds to wait for another apply's lock.",
 )
+@click.option(
+    "--drop-data",
+    is_flag=True,
+    help="Drop (with their data) the managed-warehouse schemas the plan takes from a tenant; "
+    "by default they are kept, owned by the warehouse's admin.",
+)
 @click.option("--commit", "git_commit", help="Git commit to record (default: the checkout's HEAD).")
 @click.option("--author", help="Author to record (default: the HEAD commit's author).")
 @handle_errors
@@ -126,6 +132,7 @@ def apply(
     max_deletes: int | None,
     allow_tenants: tuple[str, ...],
     lock_timeout: float,
+    drop_data: bool,
     git_commit: str | None,
     author: str | None,
 ) -> None:
@@ -167,6 +174,7 @@ def apply(
         git_commit=git_commit or detected_commit,
         author=author or detected_author,
         project=project.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        drop_data=drop_data,
     )
     outcome = api.apply(the_plan, repo=repo, options=options)
     c = outcome.counts
