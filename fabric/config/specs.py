@@ -120,6 +120,10 @@ class ProjectSpec(Spec):
     description: str | None = None
     defaults: Defaults = Defaults()
     apply: ApplySettings = ApplySettings()
+    env: tuple[EnvName, ...] = ()
+    """Environment variables readable by every tenant (e.g. DEMO_PG_PORT): names a tenant may
+    use in `${env:NAME}` and its `env:` list besides its own `<SLUG>_*` ones. FABRIC_* and
+    DBT_ENV_SECRET_* may not be shared."""
 
 
 # ---------------------------------------------------------------------------------------------
