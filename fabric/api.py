@@ -14,11 +14,13 @@ if TYPE_CHECKING:  # NOTE: imported where used, so `runs` and `status` never loa
 
     from fabric.apply import ApplyOptions, ApplyResult
     from fabric.config.loader import LoadResult
+    from fabric.domain.runs import SessionLimits
     from fabric.plan.plan import Plan
     from fabric.plan.safety import SafetyOptions
     from fabric.runner.driver import RunResult
     from fabric.runner.local import NodeFunction
     from fabric.runner.probes import ConnectionCheck
+    from fabric.runner.reach import ReachScope
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 
@@ -83,6 +85,16 @@ def workspace(repo: Path, environ: Mapping[str, str] | None = None) -> Workspace
 
     env = process_environ() if environ is None else dict(environ)
     return Workspace(Path(repo).resolve(), load_settings(env), env)
+
+
+def session_limits(settings: Settings) -> SessionLimits:
+    """The timeouts of warehouse and source sessions, from FABRIC_WAREHOUSE_* (settings)."""
+    from fabric.domain.runs import SessionLimits
+
+    return SessionLimits(
+        statement_timeout=settings.warehouse_statement_timeout,
+        lock_timeout=settings.warehouse_lock_timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +286,57 @@ def apply(
     from fabric.config.loader import gc_paused
 
     with gc_paused():
-        return apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+        result = apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+    return _with_reach_warnings(result, plan_, ws, engine, box)
+
+
+def _with_reach_warnings(
+    result: ApplyResult, plan_: Plan, ws: Workspace, engine: Engine, box: SecretBox | None
+) -> ApplyResult:
+    """`result` with a warning per applied PostgreSQL connection whose login reaches beyond
+    its tenant (fabric.runner.reach). Only connections created or changed in who logs in
+    where are probed, one query each, side by side, after the commit: apply's transaction
+    and its locks never wait on a tenant's server."""
+    import dataclasses
+
+    from fabric.runner.probes import check_connections
+    from fabric.runner.reach import connections_to_probe
+    from fabric.state.applied import read_applied
+
+    wanted = connections_to_probe(plan_.changes) if result.changed else {}
+    if not wanted:
+        return result
+    warnings: list[str] = []
+    for tenant, names in wanted.items():
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            scope = _reach_scope(conn, tenant)
+        present = [n for n in names if n in applied.connections]
+        if not present:  # NOTE: no names would mean every connection
+            continue
+        checks = check_connections(
+            applied,
+            present,
+            box=box,
+            repo_root=ws.root,
+            timeout=REACH_TIMEOUT,
+            environ=ws.environ,
+            session=session_limits(ws.settings),
+            reach=scope,
+        )
+        for check in checks:
+            if check.warning:
+                warnings.append(f"{tenant}: {check.warning}")
+            elif not check.ok:
+                warnings.append(
+                    f"{tenant}: connection {check.name} could not be checked for what its "
+                    f"login reaches: {check.detail}"
+                )
+    return dataclasses.replace(result, warnings=tuple(warnings))
+
+
+REACH_TIMEOUT = 5.0
+"""Seconds apply waits for a changed connection's server to say what its login reaches."""
 
 
 def git_identity(repo: Path) -> tuple[str | None, str | None]:
@@ -384,6 +446,7 @@ def run(
         workdir=home / "work",
         repo_root=ws.root,
         environ=ws.environ,
+        session=session_limits(ws.settings),
         secret_box=ws.secret_box,
         execute=execute,
     )
@@ -437,7 +500,12 @@ def compile_transformation(
         hint = f" Applied transformations: {', '.join(known)}." if known else ""
         raise FabricError(f"{target} is not an applied transformation.{hint}")
     home = fabric_home(ws.root, ws.settings)
-    options = RunOptions(workdir=home / "work", repo_root=ws.root, environ=ws.environ)
+    options = RunOptions(
+        workdir=home / "work",
+        repo_root=ws.root,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
     return compile_node(node_spec(applied, target, options, ws.secret_box))
 
 
@@ -521,10 +589,11 @@ def test_connections(
         with engine.connect() as conn:
             applied = read_applied(conn, tenant)
             stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
+            chosen = selected_connections(applied, names)
+            reach = _reach_scope(conn, tenant) if any(_is_postgres(c) for c in chosen) else None
     finally:
         if own_engine:
             engine.dispose()
-    chosen = selected_connections(applied, names)
     needs_box = any(entry.get("ct") is not None for c in chosen for entry in c.secrets.values())
     return check_connections(
         applied,
@@ -534,6 +603,31 @@ def test_connections(
         timeout=timeout,
         environ=ws.environ,
         stored_secrets=stored,
+        session=session_limits(ws.settings),
+        reach=reach,
+    )
+
+
+def _is_postgres(stored: Any) -> bool:
+    return stored.spec.get("type") == "postgres"
+
+
+def _reach_scope(conn: Any, tenant: str) -> ReachScope:
+    """What tenant's logins are checked against: every other applied tenant's schemas and
+    the control plane's database (fabric.runner.reach)."""
+    from fabric.runner.reach import ReachScope, other_tenant_schemas
+    from fabric.state.engine import server_identity
+    from fabric.state.snapshot import read_records, read_tenant_rows
+
+    rows = {slug: row for slug, row in read_tenant_rows(conn).items() if slug != tenant}
+    by_tenant: dict[str, list[tuple[str, Any]]] = {}
+    for address, (spec, _) in read_records(conn, rows).items():
+        by_tenant.setdefault(address.tenant, []).append((address.kind.value, spec))
+    database, started = server_identity(conn)
+    return ReachScope(
+        other_schemas=other_tenant_schemas(tenant, by_tenant),
+        control_database=database,
+        control_started=started,
     )
 
 

@@ -3,6 +3,9 @@
 What `fabric connections test` runs. Per connection type:
 
 - postgres, mysql, mssql, sqlite: SQLAlchemy connect, `SELECT 1`, the server's version;
+  a PostgreSQL session is pinned (fabric.runner.sessions: search_path pg_catalog, the
+  settings' timeouts) and, given a ReachScope, asked in one more query what the login can
+  reach beyond its tenant (fabric.runner.reach): the check's `warning`;
 - rest_api: an HTTP GET (the first plain GET resource, else the base URL) with the
   connection's auth and headers; any status below 500 is ok, except 401/403;
 - filesystem: list the bucket URL with the file glob (local folders directly, cloud URLs
@@ -37,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fabric.config.destinations import filesystem_target
-from fabric.domain.runs import ResolvedConnection
+from fabric.domain.runs import ResolvedConnection, SessionLimits
 from fabric.errors import FabricError, SecretDecryptError, SecretNotFoundError
 from fabric.runner.credentials import resolve_connection
 from fabric.runner.failures import describe, redact
 from fabric.runner.local_files import LocalPathError, inside, source_folder, tenant_root
+from fabric.runner.reach import Reach, ReachScope, reach_warning
+from fabric.runner.sessions import with_session_options
 
 if TYPE_CHECKING:
     from fabric.domain.runs import StoredConnection
@@ -81,6 +86,9 @@ class ConnectionCheck:
     the library's message, redacted, on one line."""
     seconds: float
     """Wall time of the check (the deadline, for a check that was abandoned)."""
+    warning: str | None = None
+    """What the login can reach beyond its tenant (fabric.runner.reach), when asked; no
+    secret."""
 
 
 class UnknownConnectionError(FabricError):
@@ -120,6 +128,8 @@ def check_connections(
     environ: Mapping[str, str] = EMPTY_ENVIRON,
     stored_secrets: Collection[str] = (),
     max_workers: int = MAX_WORKERS,
+    session: SessionLimits | None = None,
+    reach: ReachScope | None = None,
 ) -> list[ConnectionCheck]:
     """Open each connection (all, or `names`) concurrently; one result per connection, by name.
 
@@ -131,6 +141,8 @@ def check_connections(
         environ: for `${env:X}` in connection fields (the caller's environment, explicitly).
         stored_secrets: names in the tenant's secret store, to tell "never set" from "set
             after the last apply" when a `${secret:X}` has no value.
+        session: timeouts of the PostgreSQL sessions opened (default SessionLimits()).
+        reach: what a PostgreSQL login is checked against (None: not checked).
 
     Raises:
         UnknownConnectionError: a name the tenant has not applied.
@@ -140,8 +152,9 @@ def check_connections(
     chosen = selected_connections(applied_tenant, names)
     tenant = applied_tenant.tenant.slug
     root = Path(repo_root)
+    probe = _Probe(timeout, session or SessionLimits(), reach)
     tasks = [
-        _bind(stored, tenant, box, root, timeout, environ, frozenset(stored_secrets))
+        _bind(stored, tenant, box, root, probe, environ, frozenset(stored_secrets))
         for stored in chosen
     ]
     timed_out = [_timed_out(stored, timeout) for stored in chosen]
@@ -157,16 +170,25 @@ def selected_connections(applied: AppliedTenant, names: Sequence[str]) -> list[S
     return [applied.connections[n] for n in wanted]
 
 
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """How each connection is checked."""
+
+    timeout: float
+    session: SessionLimits
+    reach: ReachScope | None
+
+
 def _bind(
     stored: StoredConnection,
     tenant: str,
     box: SecretBox | None,
     root: Path,
-    timeout: float,
+    probe: _Probe,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
 ) -> Callable[[], ConnectionCheck]:
-    return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets)
+    return lambda: _check_one(stored, tenant, box, root, probe, environ, stored_secrets)
 
 
 def _timed_out(stored: StoredConnection, timeout: float) -> ConnectionCheck:
@@ -256,19 +278,23 @@ def _check_one(
     tenant: str,
     box: SecretBox | None,
     root: Path,
-    timeout: float,
+    probe: _Probe,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
 ) -> ConnectionCheck:
     started = time.perf_counter()
+    timeout = probe.timeout
     kind = str(stored.spec.get("type"))
     secrets: tuple[str, ...] = ()
+    warning: str | None = None
     try:
         resolved = _resolve(stored, tenant, box, environ, stored_secrets)
         secrets = _secret_forms(resolved, root)
         match kind:
             case "postgres" | "mysql" | "mssql" | "sqlite":
-                detail = _check_sql(resolved, root, timeout, tenant)
+                detail, reach = _check_sql(resolved, root, probe, tenant)
+                if reach is not None:
+                    warning = reach_warning(stored.address.name, reach)
             case "rest_api":
                 detail = _check_rest_api(resolved, timeout)
             case "filesystem":
@@ -287,6 +313,7 @@ def _check_one(
         ok=ok,
         detail=_one_line(redact(detail, secrets)),
         seconds=round(time.perf_counter() - started, 3),
+        warning=redact(warning, secrets) if warning else None,
     )
 
 
@@ -360,23 +387,28 @@ def _sql_url(conn: ResolvedConnection, root: Path, tenant: str | None = None) ->
     return sqlalchemy_url(conn, root, tenant=tenant)
 
 
-def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str) -> str:
+def _check_sql(
+    conn: ResolvedConnection, root: Path, probe: _Probe, tenant: str
+) -> tuple[str, Reach | None]:
+    """(ok detail, what the login reaches: PostgreSQL with a scope only, else None)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import NoSuchModuleError
     from sqlalchemy.pool import NullPool
 
+    timeout = probe.timeout
     url = _sql_url(conn, root, tenant)  # a sqlite file: only in the tenant's data folder
     backend = url.get_backend_name()
     if backend == "sqlite":
         missing = _missing_sqlite_file(conn, Path(url.database or ""))
         if missing is not None:
-            return missing
+            return missing, None
     if url.drivername == "mssql+pyodbc":
         _require_odbc_driver(url.query.get("driver"))
+    args = _connect_args(backend, url.query, timeout)
+    if backend == "postgresql":
+        args["options"] = with_session_options(url.query.get("options"), None, probe.session)
     try:
-        engine = create_engine(
-            url, poolclass=NullPool, connect_args=_connect_args(backend, url.query, timeout)
-        )
+        engine = create_engine(url, poolclass=NullPool, connect_args=args)
     except (ImportError, NoSuchModuleError) as exc:
         raise _Failed(
             f"driver not available: {url.drivername} cannot be loaded here ({exc})"
@@ -394,6 +426,11 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str
                 tables = db.execute(
                     text("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
                 ).scalar_one()
+            reach = (
+                probe_reach(db, probe.reach)
+                if backend == "postgresql" and probe.reach is not None
+                else None
+            )
     finally:
         engine.dispose()
     if backend == "mysql" and "mariadb" in version.lower():
@@ -401,7 +438,39 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str
     detail = f"{product} {version}; SELECT 1 in {round_trip * 1000:.1f} ms"
     if tables is not None:
         detail += f"; {tables} table{'s' if tables != 1 else ''}"
-    return detail
+    return detail, reach
+
+
+_REACH_SQL = """
+SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+       ARRAY(SELECT n.nspname::text FROM pg_namespace n
+             WHERE n.nspname = ANY(CAST(:schemas AS text[]))
+               AND has_schema_privilege(n.oid, 'USAGE')
+             ORDER BY 1),
+       pg_postmaster_start_time() = CAST(:control_started AS timestamptz)
+       AND EXISTS (SELECT 1 FROM pg_database d
+                   WHERE d.datname = :control_db AND has_database_privilege(d.oid, 'CONNECT'))
+"""
+
+
+def probe_reach(db: Any, scope: ReachScope) -> Reach:
+    """What the session's login can reach beyond its tenant, in one query (`db`: a SQLAlchemy
+    connection opened with the tenant's credentials)."""
+    from sqlalchemy import text
+
+    superuser, schemas, control = db.execute(
+        text(_REACH_SQL),
+        {
+            "schemas": list(scope.other_schemas),
+            "control_db": scope.control_database,
+            "control_started": scope.control_started,
+        },
+    ).one()
+    return Reach(
+        superuser=bool(superuser),
+        schemas=tuple(schemas or ()),
+        control_database=scope.control_database if control else None,
+    )
 
 
 @contextlib.contextmanager

@@ -47,6 +47,20 @@ PG_PASSWORD = f"Ck-{secrets.token_hex(6)}-p@ss:w/rd 'q'"
 WRONG_PASSWORD = f"Wrong-{secrets.token_hex(6)}-p@ss"
 API_KEY = f"key-{secrets.token_hex(8)}-never-shown"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+SHARED_ENV = (
+    "PG_PASSWORD",
+    "PG_WRONG_PASSWORD",
+    "API_TOKEN",
+    "API_KEY",
+    "API_KEY_NEWLINE",
+    "WRONG_TOKEN",
+    "EMPTY",
+    "S3_ENDPOINT",
+    "LOOT_DB",
+    "LOOT_FOLDER",
+)
+"""Variables the tests' repositories share with every tenant in fabric.yaml's `env:` (a
+tenant names only its own ACME_* variables and these)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +197,7 @@ def make_repo(tmp_path: Path):
             textwrap.dedent(connections), "  "
         )
         for rel, content in {
-            "fabric.yaml": "format_version: 1\nname: test\n",
+            "fabric.yaml": f"format_version: 1\nname: test\nenv: [{', '.join(SHARED_ENV)}]\n",
             "tenants/acme/tenant.yaml": body,
             **(files or {}),
         }.items():
