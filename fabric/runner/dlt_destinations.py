@@ -33,7 +33,7 @@ from typing import Any
 from fabric.config.destinations import DATA_FOLDER, FILE_FORMATS, filesystem_target
 from fabric.domain.runs import ResolvedConnection, SessionLimits
 from fabric.errors import FabricError
-from fabric.runner.credentials import sqlalchemy_url
+from fabric.runner.credentials import sqlalchemy_url, url_text
 from fabric.runner.sessions import with_session_options
 
 FSSPEC_PACKAGES: Mapping[str, str] = {
@@ -117,11 +117,9 @@ def postgres_credentials(url: Any) -> Any:
 
 def _postgres(conn: ResolvedConnection, dataset: str, session: SessionLimits) -> DestinationBuild:
     url = sqlalchemy_url(conn).set(drivername="postgresql")
-    options = with_session_options(url.query.get("options"), dataset, session)
-    pinned = url.update_query_dict({"options": options})
 
     def factory() -> Any:
-        return pinned_postgres()(credentials=postgres_credentials(pinned))
+        return pinned_postgres(session)(credentials=postgres_credentials(url))
 
     return DestinationBuild(
         name=conn.name,
@@ -133,28 +131,49 @@ def _postgres(conn: ResolvedConnection, dataset: str, session: SessionLimits) ->
 
 
 @functools.cache
-def pinned_postgres() -> type:
-    """dlt's postgres destination whose sql client pins search_path to `pg_catalog,<dataset>`.
+def pinned_postgres(limits: SessionLimits) -> type:
+    """dlt's postgres destination whose sessions are pinned (fabric.runner.sessions) to
+    `pg_catalog,<dataset>` and `limits`: those of its sql client (DDL, INSERTs, state) and of
+    its ADBC parquet copies.
 
     NOTE: dlt's Psycopg2SqlClient connects with `options=<credentials' options>
-    -csearch_path=<dataset>,public`; PostgreSQL applies the last `-c` of a name, so the pinned
-    path has to come after dlt's. Everything else (type, name, state) is dlt's postgres.
+    -csearch_path=<dataset>,public`, and PostgreSQL applies the last `-c` of a name, so the
+    pinned options come after dlt's; the ADBC copy connects with the credentials' URI, so it
+    is given one with the options appended (url_text: libpq reads a `+` literally).
+    Everything else (type, name, state) is dlt's postgres.
     """
     import psycopg2
     from dlt.common.destination.reference import DestinationReference
     from dlt.destinations import postgres
-    from dlt.destinations.impl.postgres.postgres import PostgresClient
+    from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresParquetCopyJob
     from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
+
+    def options(own: str | None, dataset: str) -> str:
+        return with_session_options(own, dataset, limits)
 
     class PinnedSqlClient(Psycopg2SqlClient):
         def open_connection(self) -> Any:
-            options = self.credentials.get_query().get("options", "")
-            pinned = f"-csearch_path=pg_catalog,{self.fully_qualified_dataset_name()}"
+            own = self.credentials.get_query().get("options", "")
+            dataset = self.fully_qualified_dataset_name(quote=False)
             self._conn = psycopg2.connect(
-                dsn=self.credentials.to_native_representation(), options=f"{options} {pinned}"
+                dsn=self.credentials.to_native_representation(), options=options(own, dataset)
             )
             self._reset_connection()
             return self._conn
+
+    class PinnedParquetCopyJob(PostgresParquetCopyJob):
+        def _connect(self) -> Any:
+            from adbc_driver_manager import dbapi
+            from dlt.destinations.impl.postgres.factory import get_adbc_driver_location
+
+            self._config = self._job_client.config
+            credentials = self._config.credentials
+            dataset = self._job_client.sql_client.fully_qualified_dataset_name(quote=False)
+            own = credentials.get_query().get("options")
+            url = credentials.to_url().update_query_dict({"options": options(own, dataset)})
+            return dbapi.connect(
+                driver=get_adbc_driver_location(), db_kwargs={"uri": url_text(url)}
+            )
 
     class PinnedPostgresClient(PostgresClient):
         def __init__(self, schema: Any, config: Any, capabilities: Any) -> None:
@@ -165,6 +184,12 @@ def pinned_postgres() -> type:
                 config.credentials,
                 capabilities,
             )
+
+        def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False):
+            job = super().create_load_job(table, file_path, load_id, restore)
+            if type(job) is PostgresParquetCopyJob:
+                job = PinnedParquetCopyJob(file_path)
+            return job
 
     postgres_type = DestinationReference.normalize_type(
         f"{postgres.__module__}.{postgres.__qualname__}"

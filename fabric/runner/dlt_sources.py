@@ -47,7 +47,7 @@ from urllib.parse import urlparse
 
 from fabric.config.specs import Filter, PipelineSpec
 from fabric.domain.runs import SessionLimits
-from fabric.runner.credentials import ResolvedConnection, sqlalchemy_url
+from fabric.runner.credentials import ResolvedConnection, sqlalchemy_url, url_text
 from fabric.runner.local_files import source_folder, tenant_root
 from fabric.runner.sessions import with_session_options
 
@@ -262,8 +262,11 @@ def _sql_resources(
             # NOTE: streaming keeps memory bounded and yields one file per batch, which the
             # loader then copies in parallel; connectorx's default reads the whole table.
             backend_kwargs = {"return_type": "arrow_stream", "batch_size": config.chunk_size}
+            # dlt's own URL for connectorx writes the pinned options' spaces as `+`
+            plain = config.url.set(drivername=config.url.get_backend_name())
+            backend_kwargs["conn"] = url_text(plain)
         resource = sql_table(
-            credentials=config.url.render_as_string(hide_password=False),
+            credentials=url_text(config.url),
             table=table.name,
             schema=config.schema,
             metadata=metadata,
