@@ -295,48 +295,54 @@ def _with_reach_warnings(
 ) -> ApplyResult:
     """`result` with a warning per applied PostgreSQL connection whose login reaches beyond
     its tenant (fabric.runner.reach). Only connections created or changed in who logs in
-    where are probed, one query each, side by side, after the commit: apply's transaction
-    and its locks never wait on a tenant's server."""
+    where are probed (at most REACH_MAX_PROBES), one query each, side by side, under one
+    deadline, after the commit: apply's transaction and locks never wait on a tenant's
+    server, and a large first apply costs one read of the schemas plus a few seconds."""
     import dataclasses
 
-    from fabric.runner.probes import check_connections
+    from fabric.runner.probes import check_reach
     from fabric.runner.reach import connections_to_probe
     from fabric.state.applied import read_applied
 
     wanted = connections_to_probe(plan_.changes) if result.changed else {}
-    if not wanted:
+    pairs = [(tenant, name) for tenant, names in wanted.items() for name in names]
+    if not pairs:
         return result
+    probed, skipped = pairs[:REACH_MAX_PROBES], pairs[REACH_MAX_PROBES:]
+    with engine.connect() as conn:
+        scopes = _reach_scopes(conn, sorted({t for t, _ in probed}))
+        applied = {t: read_applied(conn, t) for t in scopes}
+    checks = check_reach(
+        [(applied[t], n, scopes[t]) for t, n in probed if n in applied[t].connections],
+        box=box,
+        repo_root=ws.root,
+        timeout=REACH_TIMEOUT,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
     warnings: list[str] = []
-    for tenant, names in wanted.items():
-        with engine.connect() as conn:
-            applied = read_applied(conn, tenant)
-            scope = _reach_scope(conn, tenant)
-        present = [n for n in names if n in applied.connections]
-        if not present:  # NOTE: no names would mean every connection
-            continue
-        checks = check_connections(
-            applied,
-            present,
-            box=box,
-            repo_root=ws.root,
-            timeout=REACH_TIMEOUT,
-            environ=ws.environ,
-            session=session_limits(ws.settings),
-            reach=scope,
+    for tenant, check in checks:
+        if check.warning:
+            warnings.append(f"{tenant}: {check.warning}")
+        elif not check.ok:
+            warnings.append(
+                f"{tenant}: connection {check.name} could not be checked for what its login "
+                f"reaches: {check.detail}"
+            )
+    if skipped:
+        tenants = sorted({t for t, _ in skipped})
+        warnings.append(
+            f"{len(skipped)} more changed connection(s) were not checked for what their logins "
+            f"reach (an apply checks {REACH_MAX_PROBES}): run `fabric connections test --tenant "
+            f"NAME` for {', '.join(tenants[:5])}{' ...' if len(tenants) > 5 else ''}"
         )
-        for check in checks:
-            if check.warning:
-                warnings.append(f"{tenant}: {check.warning}")
-            elif not check.ok:
-                warnings.append(
-                    f"{tenant}: connection {check.name} could not be checked for what its "
-                    f"login reaches: {check.detail}"
-                )
     return dataclasses.replace(result, warnings=tuple(warnings))
 
 
 REACH_TIMEOUT = 5.0
-"""Seconds apply waits for a changed connection's server to say what its login reaches."""
+"""Seconds apply waits for the changed connections' servers to say what their logins reach."""
+REACH_MAX_PROBES = 16
+"""Changed connections an apply probes; the others are named in one note."""
 
 
 def git_identity(repo: Path) -> tuple[str | None, str | None]:
@@ -613,22 +619,28 @@ def _is_postgres(stored: Any) -> bool:
 
 
 def _reach_scope(conn: Any, tenant: str) -> ReachScope:
-    """What tenant's logins are checked against: every other applied tenant's schemas and
-    the control plane's database (fabric.runner.reach)."""
-    from fabric.runner.reach import ReachScope, other_tenant_schemas
-    from fabric.state.engine import server_identity
-    from fabric.state.snapshot import read_records, read_tenant_rows
+    """What tenant's logins are checked against (see _reach_scopes)."""
+    return _reach_scopes(conn, [tenant])[tenant]
 
-    rows = {slug: row for slug, row in read_tenant_rows(conn).items() if slug != tenant}
-    by_tenant: dict[str, list[tuple[str, Any]]] = {}
-    for address, (spec, _) in read_records(conn, rows).items():
-        by_tenant.setdefault(address.tenant, []).append((address.kind.value, spec))
+
+def _reach_scopes(conn: Any, tenants: Sequence[str]) -> dict[str, ReachScope]:
+    """Per tenant, what its logins are checked against: every other applied tenant's schemas
+    and the control plane's database (fabric.runner.reach); one read for all of them."""
+    from fabric.runner.reach import ReachScope
+    from fabric.state.engine import server_identity
+    from fabric.state.snapshot import read_tenant_rows, read_written_schemas
+
+    written = read_written_schemas(conn, read_tenant_rows(conn))
     database, started = server_identity(conn)
-    return ReachScope(
-        other_schemas=other_tenant_schemas(tenant, by_tenant),
-        control_database=database,
-        control_started=started,
-    )
+    scopes = {}
+    for tenant in tenants:
+        others = set().union(*(s for slug, s in written.items() if slug != tenant))
+        scopes[tenant] = ReachScope(
+            other_schemas=tuple(sorted(others)),
+            control_database=database,
+            control_started=started,
+        )
+    return scopes
 
 
 # NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.

@@ -58,6 +58,8 @@ __all__ = [
     "ConnectionCheck",
     "UnknownConnectionError",
     "check_connections",
+    "check_reach",
+    "probe_reach",
     "selected_connections",
 ]
 
@@ -159,6 +161,33 @@ def check_connections(
     ]
     timed_out = [_timed_out(stored, timeout) for stored in chosen]
     return _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
+
+
+def check_reach(
+    targets: Sequence[tuple[AppliedTenant, str, ReachScope]],
+    *,
+    box: SecretBox | None,
+    repo_root: str | Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    environ: Mapping[str, str] = EMPTY_ENVIRON,
+    session: SessionLimits | None = None,
+    max_workers: int = MAX_WORKERS,
+) -> list[tuple[str, ConnectionCheck]]:
+    """Check (tenant's applied connection `name`, against its scope) for every target, side by
+    side across tenants, all within one deadline; (tenant, check) in the targets' order. What
+    `fabric apply` runs for the connections it changed."""
+    root = Path(repo_root)
+    limits = session or SessionLimits()
+    tasks, timed_out, tenants = [], [], []
+    for applied, name, scope in targets:
+        stored = applied.connections[name]
+        tenant = applied.tenant.slug
+        probe = _Probe(timeout, limits, scope)
+        tasks.append(_bind(stored, tenant, box, root, probe, environ, frozenset()))
+        timed_out.append(_timed_out(stored, timeout))
+        tenants.append(tenant)
+    checks = _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
+    return list(zip(tenants, checks, strict=True))
 
 
 def selected_connections(applied: AppliedTenant, names: Sequence[str]) -> list[StoredConnection]:
