@@ -113,7 +113,8 @@ class ApplySettings(Spec):
 
 
 class ProjectSpec(Spec):
-    """`fabric.yaml`: the project. Never holds secrets."""
+    """`fabric.yaml`: the project. Never holds secrets. `env:` lists the environment variables
+    readable by every tenant (besides each tenant's own `<SLUG>_*`)."""
 
     format_version: Literal[1] = 1
     name: str | None = None
