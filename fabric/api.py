@@ -14,11 +14,13 @@ if TYPE_CHECKING:  # NOTE: imported where used, so `runs` and `status` never loa
 
     from fabric.apply import ApplyOptions, ApplyResult
     from fabric.config.loader import LoadResult
+    from fabric.domain.runs import SessionLimits
     from fabric.plan.plan import Plan
     from fabric.plan.safety import SafetyOptions
     from fabric.runner.driver import RunResult
     from fabric.runner.local import NodeFunction
     from fabric.runner.probes import ConnectionCheck
+    from fabric.runner.reach import ReachScope
     from fabric.settings import Settings
     from fabric.state.secrets import SecretBox
 
@@ -83,6 +85,16 @@ def workspace(repo: Path, environ: Mapping[str, str] | None = None) -> Workspace
 
     env = process_environ() if environ is None else dict(environ)
     return Workspace(Path(repo).resolve(), load_settings(env), env)
+
+
+def session_limits(settings: Settings) -> SessionLimits:
+    """The timeouts of warehouse and source sessions, from FABRIC_WAREHOUSE_* (settings)."""
+    from fabric.domain.runs import SessionLimits
+
+    return SessionLimits(
+        statement_timeout=settings.warehouse_statement_timeout,
+        lock_timeout=settings.warehouse_lock_timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +299,63 @@ def apply(
     from fabric.config.loader import gc_paused
 
     with gc_paused():
-        return apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+        result = apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+    return _with_reach_warnings(result, plan_, ws, engine, box)
+
+
+def _with_reach_warnings(
+    result: ApplyResult, plan_: Plan, ws: Workspace, engine: Engine, box: SecretBox | None
+) -> ApplyResult:
+    """`result` with a warning per applied PostgreSQL connection whose login reaches beyond
+    its tenant (fabric.runner.reach). Only connections created or changed in who logs in
+    where are probed (at most REACH_MAX_PROBES), one query each, side by side, under one
+    deadline, after the commit: apply's transaction and locks never wait on a tenant's
+    server, and a large first apply costs one read of the schemas plus a few seconds."""
+    import dataclasses
+
+    from fabric.runner.probes import check_reach
+    from fabric.runner.reach import connections_to_probe
+    from fabric.state.applied import read_applied
+
+    wanted = connections_to_probe(plan_.changes) if result.changed else {}
+    pairs = [(tenant, name) for tenant, names in wanted.items() for name in names]
+    if not pairs:
+        return result
+    probed, skipped = pairs[:REACH_MAX_PROBES], pairs[REACH_MAX_PROBES:]
+    with engine.connect() as conn:
+        scopes = _reach_scopes(conn, sorted({t for t, _ in probed}))
+        applied = {t: read_applied(conn, t) for t in scopes}
+    checks = check_reach(
+        [(applied[t], n, scopes[t]) for t, n in probed if n in applied[t].connections],
+        box=box,
+        repo_root=ws.root,
+        timeout=REACH_TIMEOUT,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
+    warnings: list[str] = []
+    for tenant, check in checks:
+        if check.warning:
+            warnings.append(f"{tenant}: {check.warning}")
+        elif not check.ok:
+            warnings.append(
+                f"{tenant}: connection {check.name} could not be checked for what its login "
+                f"reaches: {check.detail}"
+            )
+    if skipped:
+        tenants = sorted({t for t, _ in skipped})
+        warnings.append(
+            f"{len(skipped)} more changed connection(s) were not checked for what their logins "
+            f"reach (an apply checks {REACH_MAX_PROBES}): run `fabric connections test --tenant "
+            f"NAME` for {', '.join(tenants[:5])}{' ...' if len(tenants) > 5 else ''}"
+        )
+    return dataclasses.replace(result, warnings=tuple(warnings))
+
+
+REACH_TIMEOUT = 5.0
+"""Seconds apply waits for the changed connections' servers to say what their logins reach."""
+REACH_MAX_PROBES = 16
+"""Changed connections an apply probes; the others are named in one note."""
 
 
 def git_identity(repo: Path) -> tuple[str | None, str | None]:
@@ -397,6 +465,7 @@ def run(
         workdir=home / "work",
         repo_root=ws.root,
         environ=ws.environ,
+        session=session_limits(ws.settings),
         secret_box=ws.secret_box,
         execute=execute,
     )
@@ -450,7 +519,12 @@ def compile_transformation(
         hint = f" Applied transformations: {', '.join(known)}." if known else ""
         raise FabricError(f"{target} is not an applied transformation.{hint}")
     home = fabric_home(ws.root, ws.settings)
-    options = RunOptions(workdir=home / "work", repo_root=ws.root, environ=ws.environ)
+    options = RunOptions(
+        workdir=home / "work",
+        repo_root=ws.root,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
     return compile_node(node_spec(applied, target, options, ws.secret_box))
 
 
@@ -535,10 +609,11 @@ def test_connections(
             applied = read_applied(conn, tenant)
             stored = {name for name, _ in list_secrets(conn, applied.tenant.schema_name)}
             managed = _managed_connections(conn, applied, ws)
+            chosen = selected_connections(applied, names)
+            reach = _reach_scope(conn, tenant) if any(_is_postgres(c) for c in chosen) else None
     finally:
         if own_engine:
             engine.dispose()
-    chosen = selected_connections(applied, names)
     needs_box = any(entry.get("ct") is not None for c in chosen for entry in c.secrets.values())
     return check_connections(
         applied,
@@ -549,6 +624,8 @@ def test_connections(
         timeout=timeout,
         environ=ws.environ,
         stored_secrets=stored,
+        session=session_limits(ws.settings),
+        reach=reach,
     )
 
 
@@ -571,6 +648,37 @@ def _managed_connections(conn: Any, applied: Any, ws: Workspace) -> dict[str, An
                 stored, login.warehouses[wh], role, login.password, ws.environ
             )
     return out
+
+
+def _is_postgres(stored: Any) -> bool:
+    return stored.spec.get("type") == "postgres"
+
+
+def _reach_scope(conn: Any, tenant: str) -> ReachScope:
+    """What tenant's logins are checked against (see _reach_scopes)."""
+    return _reach_scopes(conn, [tenant])[tenant]
+
+
+def _reach_scopes(conn: Any, tenants: Sequence[str]) -> dict[str, ReachScope]:
+    """Per tenant, what its logins are checked against: every other applied tenant's schemas
+    and the control plane's database (fabric.runner.reach); one read for all of them."""
+    from fabric.runner.reach import ReachScope
+    from fabric.state.engine import server_identity
+    from fabric.state.snapshot import read_shared_with, read_tenant_rows, read_written_schemas
+
+    written = read_written_schemas(conn, read_tenant_rows(conn))
+    shared_with = read_shared_with(conn)
+    database, started = server_identity(conn)
+    scopes = {}
+    for tenant in tenants:
+        others = set().union(*(s for slug, s in written.items() if slug != tenant))
+        others -= shared_with.get(tenant, set())  # read-only shares are meant to be readable
+        scopes[tenant] = ReachScope(
+            other_schemas=tuple(sorted(others)),
+            control_database=database,
+            control_started=started,
+        )
+    return scopes
 
 
 # NOTE: the name is the command's (`fabric connections test`); keep pytest from collecting it.

@@ -51,6 +51,8 @@ class ApplyResult:
     apply_id: int | None
     counts: Mapping[str, int]
     tenants: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """After the commit: connections whose login reaches beyond its tenant (api.apply)."""
 
     @property
     def changed(self) -> bool:

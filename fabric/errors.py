@@ -2,6 +2,7 @@
 
 FabricError
 ├── ConfigError                 the repository is invalid; .diagnostics
+├── SettingsError               a FABRIC_* variable has a value fabric cannot use; .name
 ├── PlanError
 │   ├── StalePlanError          objects changed since the plan was made; .changed
 │   └── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
@@ -46,6 +47,7 @@ __all__ = [
     "SecretError",
     "SecretKeyError",
     "SecretNotFoundError",
+    "SettingsError",
     "StalePlanError",
     "StateError",
     "TenantNotAppliedError",
@@ -71,6 +73,14 @@ class ConfigError(FabricError):
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
         count = len(self.diagnostics)
         super().__init__(f"The repository has {count} problem{'s' if count != 1 else ''}.")
+
+
+class SettingsError(FabricError):
+    """A FABRIC_* environment variable has a value fabric cannot use; `name` is the variable."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)
 
 
 class PlanError(FabricError):

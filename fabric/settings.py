@@ -8,6 +8,9 @@ Variables:
 - FABRIC_HOME: folder for local state (the embedded server); default `.fabric/` beside
   `fabric.yaml`. A relative path is relative to the current directory.
 - FABRIC_SECRET_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt (rotation).
+- FABRIC_WAREHOUSE_STATEMENT_TIMEOUT, FABRIC_WAREHOUSE_LOCK_TIMEOUT: seconds (default 3600 and
+  300; 0 = fabric sets none) for every session opened with a tenant's credentials on a
+  warehouse or SQL source (fabric.runner.sessions).
 
 An empty value counts as unset, because CI systems often define variables as empty strings.
 
@@ -53,11 +56,20 @@ class Settings:
     """FABRIC_HOME; None means `<repository root>/.fabric`."""
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     """FABRIC_SECRET_KEYS in the given order; never shown in repr."""
+    warehouse_statement_timeout: int = 3600
+    """FABRIC_WAREHOUSE_STATEMENT_TIMEOUT: seconds one statement of a tenant's session may run
+    (dlt loads, dbt models, SQL sources, probes); 0 = fabric sets none."""
+    warehouse_lock_timeout: int = 300
+    """FABRIC_WAREHOUSE_LOCK_TIMEOUT: seconds one statement may wait for a lock; 0 = none."""
 
     def __repr__(self) -> str:
         url = _redact_password(self.database_url) if self.database_url else None
         keys = f"<{len(self.secret_keys)} keys>"
-        return f"Settings(database_url={url!r}, home={self.home!r}, secret_keys={keys})"
+        return (
+            f"Settings(database_url={url!r}, home={self.home!r}, secret_keys={keys}, "
+            f"warehouse_statement_timeout={self.warehouse_statement_timeout}, "
+            f"warehouse_lock_timeout={self.warehouse_lock_timeout})"
+        )
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -68,7 +80,25 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         database_url=environ.get("FABRIC_DATABASE_URL") or None,
         home=Path(home).expanduser() if home else None,
         secret_keys=tuple(key.strip() for key in keys.split(",") if key.strip()),
+        warehouse_statement_timeout=_seconds(environ, "FABRIC_WAREHOUSE_STATEMENT_TIMEOUT", 3600),
+        warehouse_lock_timeout=_seconds(environ, "FABRIC_WAREHOUSE_LOCK_TIMEOUT", 300),
     )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of seconds (0 = none); SettingsError naming the variable otherwise."""
+    from fabric.errors import SettingsError
+
+    text = (environ.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > 7 * 24 * 3600:
+        raise SettingsError(
+            name,
+            f"{name}={text!r} is not a number of seconds; set a whole number from 0 (none) to "
+            f"604800 (a week), e.g. {name}={default}.",
+        )
+    return int(text)
 
 
 def process_environ() -> dict[str, str]:

@@ -86,7 +86,7 @@ GLOBEX = {
             direction: destination
             host: 127.0.0.1
             database: globex_dwh
-            password: ${env:ACME_DWH_PASSWORD}
+            password: ${env:GLOBEX_DWH_PASSWORD}
         """,
 }
 
@@ -103,6 +103,8 @@ def env(cp_url: str) -> dict[str, str]:
         "FABRIC_DATABASE_URL": cp_url,
         "FABRIC_SECRET_KEYS": KEY,
         "ACME_DWH_PASSWORD": DWH_PASSWORD,
+        "GLOBEX_DWH_PASSWORD": DWH_PASSWORD,
+        "SHARED_DWH_PASSWORD": DWH_PASSWORD,
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/root"),
     }
@@ -342,12 +344,13 @@ def test_concurrent_applies_from_two_processes_lose_nothing(repo, env, cp_url):
 
 
 def test_sigkill_in_the_middle_of_a_large_apply_leaves_state_as_before(repo, env, cp_url):
-    files = {}
+    # a variable fabric.yaml shares with every tenant (each may name only its own otherwise)
+    files = {"fabric.yaml": FABRIC_YAML + "env: [SHARED_DWH_PASSWORD]\n"}
     for t in range(150):
         files[f"tenants/t{t:03d}/tenant.yaml"] = (
             "tenant: {display_name: T, warehouse: dwh}\n"
             "connections:\n  dwh: {type: postgres, direction: destination, host: h, "
-            f"database: d{t}, password: '${{env:ACME_DWH_PASSWORD}}'}}\n"
+            f"database: d{t}, password: '${{env:SHARED_DWH_PASSWORD}}'}}\n"
             "pipelines:\n"
             + "".join(
                 f"  p{i}: {{source: dwh, dataset: t{t:03d}_raw, mode: single_table, table: x}}\n"
@@ -581,3 +584,24 @@ def test_a_signed_plan_whose_records_fail_validation_is_refused(repo, env, cp_ur
     good = tmp_path / "good.json"
     assert _cli(["plan", str(root), "--out", str(good)], env).returncode == 0
     assert api.read_plan_file(good, environ=env).has_changes
+
+
+def test_apply_checks_a_bounded_number_of_changed_logins_and_names_the_rest(repo, env):
+    """What each changed PostgreSQL login reaches is asked after the commit (test_probes.py has
+    the warnings themselves); an apply creating many asks REACH_MAX_PROBES of them, under one
+    deadline, and says which tenants' others to test. Unchanged ones are not asked again."""
+    count = api.REACH_MAX_PROBES + 3
+    lines = "".join(
+        f"  c{i:02}: {{type: postgres, direction: source, host: 127.0.0.1, port: 1, "
+        f"database: d, password: '${{env:ACME_DWH_PASSWORD}}'}}\n"
+        for i in range(count)
+    )
+    root = repo({"tenants/acme/tenant.yaml": "tenant: {display_name: A}\nconnections:\n" + lines})
+    result = do_apply(root, env)
+    unchecked = [w for w in result.warnings if "could not be checked" in w]
+    assert len(unchecked) == api.REACH_MAX_PROBES
+    assert all(w.startswith("acme: connection c") for w in unchecked)
+    assert result.warnings[-1].startswith("3 more changed connection(s) were not checked")
+    assert "fabric connections test --tenant NAME` for acme" in result.warnings[-1]
+    assert DWH_PASSWORD not in repr(result.warnings)
+    assert do_apply(root, env).warnings == ()

@@ -32,6 +32,7 @@ PURE = [
     "runner/dbt_project",
     "runner/dbt_errors",
     "runner/failures",
+    "runner/sessions",
     "scheduling",
 ]
 SHELL_ONLY = {

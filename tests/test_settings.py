@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from fabric.errors import SettingsError
 from fabric.settings import Settings, load_settings
 
 
@@ -49,3 +52,20 @@ def test_repr_shows_neither_keys_nor_passwords():
     shown = repr(settings)
     assert "hunter2" not in shown and "k3y" not in shown
     assert "postgresql://fabric:***@db:5432/control" in shown
+
+
+def test_warehouse_timeouts_default_and_are_read_in_seconds():
+    assert load_settings({}).warehouse_statement_timeout == 3600
+    assert load_settings({}).warehouse_lock_timeout == 300
+    settings = load_settings(
+        {"FABRIC_WAREHOUSE_STATEMENT_TIMEOUT": "60", "FABRIC_WAREHOUSE_LOCK_TIMEOUT": "0"}
+    )
+    assert (settings.warehouse_statement_timeout, settings.warehouse_lock_timeout) == (60, 0)
+
+
+@pytest.mark.parametrize("value", ["1h", "-5", "1.5", "999999999"])
+def test_a_bad_warehouse_timeout_names_the_variable(value: str):
+    with pytest.raises(SettingsError) as err:
+        load_settings({"FABRIC_WAREHOUSE_LOCK_TIMEOUT": value})
+    assert err.value.name == "FABRIC_WAREHOUSE_LOCK_TIMEOUT"
+    assert "whole number" in str(err.value)

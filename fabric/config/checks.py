@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,14 @@ from fabric.config.destinations import (
     sqlite_target,
     tenant_folder,
 )
-from fabric.config.references import is_reserved_env, is_secret_key, references_in
+from fabric.config.references import (
+    env_name_problem,
+    env_owner,
+    env_prefix,
+    is_reserved_env,
+    is_secret_key,
+    references_in,
+)
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import (
     DESTINATION_TYPES,
@@ -60,6 +67,13 @@ class TenantContext:
     """Resources that exist but failed validation: references to them are not reported."""
     repo_root: str = ""
     """The repository's absolute POSIX path: where absolute destination paths may point."""
+    tenant_slugs: frozenset[str] = frozenset()
+    """Every tenant folder of the repository (not only those loaded): which tenant owns an
+    environment variable name depends on all prefixes (references.env_owner)."""
+
+    def env_problem(self, name: str) -> str | None:
+        """Why this tenant may not name variable `name`, or None (references.env_name_problem)."""
+        return env_name_problem(name, self.slug, self.tenant_slugs, self.project.env)
 
     def is_broken(self, kind: Kind, name: str) -> bool:
         return Address(self.slug, kind, name) in self.broken if name else False
@@ -212,22 +226,15 @@ def check_tenant(ctx: TenantContext) -> list[Diagnostic]:
 
 
 def _check_declared_env(ctx: TenantContext, diags: list[Diagnostic]) -> None:
-    """`env:` may not name fabric's own variables (its keys, the control plane's URL, the dbt
-    profile's credentials): a declared variable is handed to the tenant's SQL."""
+    """`env:` names only the tenant's own variables or shared ones (references.env_name_problem):
+    a declared variable is handed to the tenant's SQL."""
     seen: set[str] = set()
     for i, name in enumerate(ctx.tenant.env):
-        if is_reserved_env(name):
+        problem = ctx.env_problem(name)
+        if problem is not None:
             diags.append(
-                error(
-                    "reserved-env",
-                    "Reserved environment variable",
-                    f"Tenant {ctx.slug} declares {name!r} in env:, a variable of fabric's own "
-                    "(FABRIC_* and DBT_ENV_SECRET_* hold fabric's settings, keys and "
-                    "warehouse credentials), which no tenant may read.",
-                    hint="Declare a variable of your own, e.g. "
-                    f"{ctx.slug.upper()}_REGION, and set it in the runner's environment.",
-                    span=_at(ctx.tenant_vs, "env", i),
-                    address=ctx.tenant_vs.address,
+                _env_name_error(
+                    ctx, name, problem, f"declares {name!r} in env:", ctx.tenant_vs, ("env", i)
                 )
             )
         elif name in seen:
@@ -242,6 +249,83 @@ def _check_declared_env(ctx: TenantContext, diags: list[Diagnostic]) -> None:
                 )
             )
         seen.add(name)
+
+
+def _env_name_error(
+    ctx: TenantContext,
+    name: str,
+    problem: str,
+    what: str,
+    vs: ValidSpec | BrokenSpec,
+    field: tuple[str | int, ...],
+) -> Diagnostic:
+    own = env_prefix(ctx.slug)
+    if is_reserved_env(name):
+        code, title = "reserved-env", "Reserved environment variable"
+        hint = f"Name a variable of your own, e.g. {own}REGION, set in the runner's environment."
+    else:
+        owner = env_owner(name, ctx.tenant_slugs)
+        rest = name.removeprefix(env_prefix(owner)) if owner else name
+        rest = rest.upper().removeprefix(own)  # acme_region -> ACME_REGION, not ACME_ACME_...
+        code, title = "foreign-env", "Environment variable not the tenant's"
+        hint = (
+            f"Rename it to {own}{rest.upper()} (tenant {ctx.slug} names only variables beginning "
+            f"{own}), or, if every tenant may read it, share it under `env:` in fabric.yaml."
+        )
+    return error(
+        code,
+        title,
+        f"{vs.address}: tenant {ctx.slug} {what}, {problem}.",
+        hint=hint,
+        span=vs.file.locate((*vs.loc, *field)),
+        address=vs.address,
+    )
+
+
+def check_env_references(
+    ctx: TenantContext, specs: Iterable[ValidSpec | BrokenSpec]
+) -> list[Diagnostic]:
+    """Every `${env:NAME}` in the tenant's files names a variable the tenant may read
+    (references.env_name_problem): apply and the runner resolve it from their own
+    environment, and the value lands in this tenant's resource."""
+    diags: list[Diagnostic] = []
+    for vs in specs:
+        data = vs.data if isinstance(vs, BrokenSpec) else _data_at(vs.file.data, vs.loc)
+        for field, value in _strings_in(data, ()):
+            for ref in references_in(value):
+                if ref.scheme != "env":
+                    continue
+                problem = ctx.env_problem(ref.name)
+                if problem is not None:
+                    diags.append(
+                        _env_name_error(
+                            ctx, ref.name, problem, f"reads ${{env:{ref.name}}}", vs, field
+                        )
+                    )
+    return diags
+
+
+def _data_at(data: Any, loc: tuple[str | int, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _strings_in(
+    data: Any, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(location, text) of every string value under `data`, depth first."""
+    if isinstance(data, str):
+        yield loc, data
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _strings_in(value, (*loc, key))
+    elif isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            yield from _strings_in(value, (*loc, i))
 
 
 def check_env_vars(
@@ -308,6 +392,39 @@ def check_project_timezone(
             span=locate(),
         )
     ]
+
+
+def check_project_env(
+    project: ProjectSpec, locate: Callable[[tuple[str | int, ...]], SourceSpan]
+) -> list[Diagnostic]:
+    """fabric.yaml's `env:` shares variables with every tenant; fabric's own cannot be."""
+    diags: list[Diagnostic] = []
+    seen: set[str] = set()
+    for i, name in enumerate(project.env):
+        if is_reserved_env(name):
+            diags.append(
+                error(
+                    "reserved-env",
+                    "Reserved environment variable",
+                    f"fabric.yaml shares {name!r} in env:, a variable of fabric's own (FABRIC_* "
+                    "and DBT_ENV_SECRET_* hold fabric's settings, keys and warehouse "
+                    "credentials), which no tenant may read.",
+                    hint="Share only variables meant for every tenant, e.g. DEMO_PG_PORT.",
+                    span=locate(("env", i)),
+                )
+            )
+        elif name in seen:
+            diags.append(
+                error(
+                    "duplicate-env",
+                    "Duplicate environment variable",
+                    f"fabric.yaml shares {name!r} twice in env:.",
+                    hint="List each variable once.",
+                    span=locate(("env", i)),
+                )
+            )
+        seen.add(name)
+    return diags
 
 
 def check_connections(ctx: TenantContext) -> list[Diagnostic]:

@@ -30,6 +30,9 @@ class RepositoryFiles:
     refused: tuple[tuple[str, str, str], ...] = ()
     """(path, why, what to do) for entries fabric will not read: a hidden folder under tenants/
     (`..acme`), a symlinked tenant folder, a YAML file linking out of its tenant's folder."""
+    slugs: tuple[str, ...] = ()
+    """Every tenant folder's name, read with `only` or not: which tenant owns an environment
+    variable name depends on every tenant's prefix (config.references.env_owner)."""
 
 
 def find_repository(start: Path) -> Path | None:
@@ -75,6 +78,7 @@ def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) 
     stray: list[str] = []
     refused: list[tuple[str, str, str]] = []
     tenants_dir = root / "tenants"
+    slugs: list[str] = []
     if tenants_dir.is_dir():
         for entry in sorted(os.scandir(tenants_dir), key=lambda e: e.name):
             rel = f"tenants/{entry.name}"
@@ -85,6 +89,8 @@ def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) 
                     continue
                 refused.append((rel, _link_problem(root, Path(entry.path)), _LINK_HINT))
                 continue
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                slugs.append(entry.name)
             if only is not None and entry.name not in only:
                 continue
             if not entry.is_dir(follow_symlinks=False):
@@ -109,7 +115,9 @@ def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) 
                 continue
             files = [read(p) for p in paths]
             tenants[entry.name] = tuple(f for f in files if f is not None)
-    return RepositoryFiles(root, project, tenants, tuple(stray), tuple(unreadable), tuple(refused))
+    return RepositoryFiles(
+        root, project, tenants, tuple(stray), tuple(unreadable), tuple(refused), tuple(slugs)
+    )
 
 
 _LINK_HINT = (

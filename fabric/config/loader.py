@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
-from fabric.config.checks import check_project_timezone
+from fabric.config.checks import check_project_env, check_project_timezone
 from fabric.config.discovery import discover, read_tenant_text
 from fabric.config.ownership import check_schema_ownership, check_shares
 from fabric.config.resolve import build_tenant
@@ -133,6 +133,7 @@ def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
             if project is not None:
                 where = functools.partial(parsed.locate, ("defaults", "timezone"))
                 diags += check_project_timezone(project, where)
+                diags += check_project_env(project, parsed.locate)
     for path, why, hint in files.refused:
         diags.append(
             error(
@@ -155,6 +156,7 @@ def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
         )
 
     tenants: dict[str, TenantState] = {}
+    all_slugs = frozenset(s for s in files.slugs if TENANT_SLUG.fullmatch(s))
     root_posix = Path(files.root).resolve().as_posix()
     count = 1 if files.project else 0
     unreadable_tenants = {p.split("/")[1] for p, _, _ in files.unreadable if p.count("/") >= 2}
@@ -200,7 +202,7 @@ def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
             return text, problem
 
         state, problems = build_tenant(
-            slug, specs, project, read_sql, sources[0].path, broken, root_posix
+            slug, specs, project, read_sql, sources[0].path, broken, root_posix, all_slugs
         )
         diags += problems
         for rel, text in sorted(sql_files.items()):

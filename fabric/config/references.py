@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 REFERENCE = re.compile(r"\$\{(env|secret):([A-Za-z_][A-Za-z0-9_]{0,127})\}")
@@ -42,6 +43,49 @@ DBT_ENV_SECRET_FABRIC_DBT__...)."""
 def is_reserved_env(name: str) -> bool:
     """Whether `name` is fabric's own (see RESERVED_ENV_PREFIXES), case-insensitively."""
     return name.upper().startswith(RESERVED_ENV_PREFIXES)
+
+
+def env_prefix(slug: str) -> str:
+    """The prefix of the variables tenant `slug` owns: acme -> ACME_, acme_eu -> ACME_EU_."""
+    return slug.upper().replace("-", "_") + "_"
+
+
+def env_owner(name: str, slugs: Iterable[str]) -> str | None:
+    """The tenant whose prefix `name` begins with, the longest prefix winning (ACME_EU_X
+    belongs to acme_eu when that tenant exists, else to acme); None when no tenant's does.
+
+    Matching is case-sensitive, as variable names are: `acme_token` belongs to nobody.
+    """
+    owners = [s for s in slugs if name.startswith(env_prefix(s))]
+    return max(owners, key=lambda s: (len(env_prefix(s)), s)) if owners else None
+
+
+def env_name_problem(
+    name: str, slug: str, slugs: Iterable[str], shared: Iterable[str]
+) -> str | None:
+    """Why tenant `slug` may not name variable `name` (in `env:` or a `${env:NAME}`), or None.
+
+    A tenant names only its own variables (`<SLUG>_*`, see env_owner) and those fabric.yaml
+    shares with every tenant in its `env:` list; fabric's own (FABRIC_*, DBT_ENV_SECRET_*)
+    never. Whoever runs apply or the runner resolves the name from its environment, so a
+    foreign name would hand another tenant's value to this one.
+    """
+    if is_reserved_env(name):
+        return (
+            "a variable of fabric's own (FABRIC_* and DBT_ENV_SECRET_* hold fabric's settings, "
+            "keys and warehouse credentials), which no tenant may read"
+        )
+    if name in frozenset(shared):
+        return None
+    owner = env_owner(name, (*slugs, slug))
+    if owner == slug:
+        return None
+    if owner is not None:
+        return f"a variable of tenant {owner} (names beginning {env_prefix(owner)} are theirs)"
+    return (
+        f"neither tenant {slug}'s own (names beginning {env_prefix(slug)}) nor shared "
+        "in fabric.yaml's env: list"
+    )
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -36,6 +36,7 @@ def build_tenant(
     first_file: str,
     broken_specs: Sequence[BrokenSpec] = (),
     repo_root: str = "",
+    tenant_slugs: frozenset[str] = frozenset(),
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
@@ -88,10 +89,14 @@ def build_tenant(
         )
     tenant_vs = tenant_specs[0]
     tenant: TenantSpec = tenant_vs.spec
-    ctx = checks.TenantContext(slug, tenant, tenant_vs, by_kind, project, broken, repo_root)
+    ctx = checks.TenantContext(
+        slug, tenant, tenant_vs, by_kind, project, broken, repo_root, tenant_slugs | {slug}
+    )
 
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
+    declared_specs = [vs for section in by_kind.values() for vs in section.values()]
+    diags += checks.check_env_references(ctx, (tenant_vs, *declared_specs, *broken_specs))
     pipelines = checks.resolve_pipelines(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
     for name, sql in sql_text.items():

@@ -144,7 +144,8 @@ class WarehouseSpec(Spec):
 
 
 class ProjectSpec(Spec):
-    """`fabric.yaml`: the project. Never holds secrets."""
+    """`fabric.yaml`: the project. Never holds secrets. `env:` lists the environment variables
+    readable by every tenant (besides each tenant's own `<SLUG>_*`)."""
 
     format_version: Literal[1] = 1
     name: str | None = None
@@ -152,6 +153,10 @@ class ProjectSpec(Spec):
     defaults: Defaults = Defaults()
     apply: ApplySettings = ApplySettings()
     warehouses: FrozenMap(str, WarehouseSpec) = Field(default_factory=dict)
+    env: tuple[EnvName, ...] = ()
+    """Environment variables readable by every tenant (e.g. DEMO_PG_PORT): names a tenant may
+    use in `${env:NAME}` and its `env:` list besides its own `<SLUG>_*` ones. FABRIC_* and
+    DBT_ENV_SECRET_* may not be shared."""
 
 
 # ---------------------------------------------------------------------------------------------

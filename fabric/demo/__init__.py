@@ -91,7 +91,7 @@ class DemoSources:
     secrets: Mapping[str, str] = field(repr=False)
     """SECRET_NAMES -> the value: for `${env:NAME}` (os.environ) or `fabric secrets set`."""
     locations: Mapping[str, str] = field(default_factory=dict)
-    """FABRIC_DEMO_PG_HOST, FABRIC_DEMO_PG_PORT, FABRIC_DEMO_API_URL: where the sources are,
+    """DEMO_PG_HOST, DEMO_PG_PORT, DEMO_API_URL: where the sources are,
     for connections that interpolate `${env:...}` in host / base_url."""
 
     def environ(self) -> dict[str, str]:
@@ -196,9 +196,9 @@ def prepare_sources(
         run=len(growth) + 1,
         secrets=secrets,
         locations={
-            "FABRIC_DEMO_PG_HOST": server.host or "127.0.0.1",
-            "FABRIC_DEMO_PG_PORT": str(server.port or 5432),
-            "FABRIC_DEMO_API_URL": api.base_url,
+            "DEMO_PG_HOST": server.host or "127.0.0.1",
+            "DEMO_PG_PORT": str(server.port or 5432),
+            "DEMO_API_URL": api.base_url,
         },
     )
 

@@ -55,7 +55,7 @@ def run_demo(
     with prepare_sources(repo, admin_url, api_port=None) as sources:
         # Connections read the sources' host, port and API URL from ${env:...} at run time.
         environ = {**ws.environ, **sources.locations}
-        echo(f"   demo run #{sources.run}; API at {sources.locations.get('FABRIC_DEMO_API_URL')}")
+        echo(f"   demo run #{sources.run}; API at {sources.locations.get('DEMO_API_URL')}")
 
         echo(f"\n2. fabric plan {shown}, then fabric apply")
         result = api.plan(repo, environ=environ)

@@ -100,6 +100,16 @@ class ResolvedConnection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SessionLimits:
+    """Timeouts of a warehouse or source session, in seconds; 0 = not set by fabric."""
+
+    statement_timeout: int = 3600
+    """FABRIC_WAREHOUSE_STATEMENT_TIMEOUT: the longest one statement may run."""
+    lock_timeout: int = 300
+    """FABRIC_WAREHOUSE_LOCK_TIMEOUT: the longest one statement may wait for a lock."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSpec:
     """One node to run, as the worker needs it."""
 
@@ -124,6 +134,8 @@ class NodeSpec:
     full_refresh: bool = False
     tests_only: bool = False
     """Transformations: run the model's tests only (`fabric test`)."""
+    session: SessionLimits = field(default_factory=SessionLimits)
+    """The timeouts of the node's warehouse and source sessions (fabric.runner.sessions)."""
     project: Mapping[str, Any] = field(default_factory=dict)
     """Transformations: the tenant's whole applied project, which dbt needs to resolve refs
     and sources: {"tenant": slug, "transformations": {name: spec}, "pipelines": {name: spec},

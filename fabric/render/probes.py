@@ -21,6 +21,7 @@ def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any
             "ok": c.ok,
             "detail": c.detail,
             "seconds": c.seconds,
+            "warning": c.warning,
         }
         for c in checks
     ]
@@ -30,7 +31,12 @@ def to_document(tenant: str, checks: Iterable[ConnectionCheck]) -> dict[str, Any
         "kind": "fabric-connection-test",
         "tenant": tenant,
         "ok": failed == 0,
-        "summary": {"tested": len(rows), "ok": len(rows) - failed, "failed": failed},
+        "summary": {
+            "tested": len(rows),
+            "ok": len(rows) - failed,
+            "failed": failed,
+            "warnings": sum(bool(r["warning"]) for r in rows),
+        },
         "connections": rows,
     }
 
@@ -54,11 +60,14 @@ def render_text(doc: Mapping[str, Any], *, color: bool = False) -> str:
             f"{status}  {r['name']:<{name_w}}  {r['type']:<{type_w}}  {r['direction']:<{dir_w}}"
             f"  {r['detail']} ({r['seconds']:.2f}s)"
         )
+        if r.get("warning"):
+            lines.append(paint(f"      warning: {r['warning']}", "33"))
     summary = doc["summary"]
     line = (
         f"Tenant {doc['tenant']}: {summary['tested']} connection"
         f"{'s' if summary['tested'] != 1 else ''} tested, {summary['ok']} ok, "
-        f"{summary['failed']} failed."
+        f"{summary['failed']} failed"
+        + (f", {summary['warnings']} with warnings." if summary.get("warnings") else ".")
     )
     lines += ["", paint(line, "32" if doc["ok"] else "31")]
     return "\n".join(lines)

@@ -165,6 +165,19 @@ def sqlalchemy_url(
     )
 
 
+def url_text(url: URL) -> str:
+    """`url` as text, password included, with spaces in its query written `%20`.
+
+    NOTE: SQLAlchemy writes a space in a query value as `+`, which libpq's URIs (dlt's ADBC
+    copy) and connectorx read literally: `options=-c+search_path%3D...` fails to connect
+    ("unrecognized configuration parameter "+search_path""). A `+` of the value itself is
+    written `%2B`, so every `+` of the rendered query is a space.
+    """
+    text = url.render_as_string(hide_password=False)
+    base, sep, query = text.partition("?")
+    return base + sep + query.replace("+", "%20")
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret value (and its URL-encoded forms) in `text` with ***."""
     for value in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):

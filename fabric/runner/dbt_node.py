@@ -44,6 +44,7 @@ from fabric.domain.runs import NodeResult, NodeSpec
 from fabric.errors import FabricError
 from fabric.runner import dbt_project as dp
 from fabric.runner.failures import redact
+from fabric.runner.sessions import session_options
 
 __all__ = ["compile_node", "project_dir", "run_transformation_nodes", "write_project"]
 
@@ -226,6 +227,8 @@ def _warehouse_env(warehouse: str, node: NodeSpec) -> tuple[dict[str, str], tupl
     secrets = (*resolved.secret_values, env[dp.env_name(warehouse, "password")])
     env = {**node.environment, **env}  # the tenant's declared variables; the profile's win
     env["DO_NOT_TRACK"] = "1"  # belt and braces: the project's flags turn tracking off too
+    # libpq's default `options` for every session dbt opens (the profile sets none)
+    env["PGOPTIONS"] = session_options(dp.target_schema(node.project, warehouse), node.session)
     return env, tuple(s for s in secrets if s)
 
 

@@ -4,7 +4,10 @@ Runs inside a worker process, called by `dlt_node.py` only; dlt is imported lazi
 
 - postgres: dlt's postgres destination. A connection without a password (trust or peer
   authentication) is given an empty one: dlt's `PostgresCredentials` requires the field, libpq
-  does not.
+  does not. Every session of the load is pinned (fabric.runner.sessions): search_path
+  `pg_catalog,<dataset>` and the settings' timeouts, through the credentials' libpq `options`
+  (which dlt's ADBC parquet copy also connects with) and a sql client that puts the pinned
+  search_path last (dlt's own appends `<dataset>,public` after the credentials' options).
 - filesystem: dlt's filesystem destination writing the connection's `format` (parquet, jsonl
   or csv) into a folder of the tenant's data area, or to a cloud bucket through fsspec.
 
@@ -19,6 +22,7 @@ is written by fabric's workers only).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable, Mapping
@@ -27,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from fabric.config.destinations import DATA_FOLDER, FILE_FORMATS, filesystem_target
-from fabric.domain.runs import ResolvedConnection
+from fabric.domain.runs import ResolvedConnection, SessionLimits
 from fabric.errors import FabricError
-from fabric.runner.credentials import sqlalchemy_url
+from fabric.runner.credentials import sqlalchemy_url, url_text
+from fabric.runner.sessions import with_session_options
 
 FSSPEC_PACKAGES: Mapping[str, str] = {
     "s3": "s3fs",
@@ -66,15 +71,21 @@ class DestinationBuild:
 
 
 def build_destination(
-    conn: ResolvedConnection, *, tenant: str, repo_root: str | Path, dataset: str
+    conn: ResolvedConnection,
+    *,
+    tenant: str,
+    repo_root: str | Path,
+    dataset: str,
+    session: SessionLimits | None = None,
 ) -> DestinationBuild:
     """The dlt destination for `conn`, or DestinationError saying what to change.
 
     A local folder is created (with the checks above), nothing else is touched or contacted.
+    `session`: the timeouts of the warehouse's sessions (defaults: SessionLimits()).
     """
     match conn.type:
         case "postgres":
-            return _postgres(conn)
+            return _postgres(conn, dataset, session or SessionLimits())
         case "filesystem":
             return _filesystem(conn, tenant, Path(repo_root), dataset)
         case other:
@@ -104,13 +115,11 @@ def postgres_credentials(url: Any) -> Any:
     return credentials
 
 
-def _postgres(conn: ResolvedConnection) -> DestinationBuild:
+def _postgres(conn: ResolvedConnection, dataset: str, session: SessionLimits) -> DestinationBuild:
     url = sqlalchemy_url(conn).set(drivername="postgresql")
 
     def factory() -> Any:
-        import dlt
-
-        return dlt.destinations.postgres(credentials=postgres_credentials(url))
+        return pinned_postgres(session)(credentials=postgres_credentials(url))
 
     return DestinationBuild(
         name=conn.name,
@@ -119,6 +128,83 @@ def _postgres(conn: ResolvedConnection) -> DestinationBuild:
         sql_url=url,
         location=f"{url.host}:{url.port}/{url.database}",
     )
+
+
+@functools.cache
+def pinned_postgres(limits: SessionLimits) -> type:
+    """dlt's postgres destination whose sessions are pinned (fabric.runner.sessions) to
+    `pg_catalog,<dataset>` and `limits`: those of its sql client (DDL, INSERTs, state) and of
+    its ADBC parquet copies.
+
+    NOTE: dlt's Psycopg2SqlClient connects with `options=<credentials' options>
+    -csearch_path=<dataset>,public`, and PostgreSQL applies the last `-c` of a name, so the
+    pinned options come after dlt's; the ADBC copy connects with the credentials' URI, so it
+    is given one with the options appended (url_text: libpq reads a `+` literally).
+    Everything else (type, name, state) is dlt's postgres.
+    """
+    import psycopg2
+    from dlt.common.destination.reference import DestinationReference
+    from dlt.destinations import postgres
+    from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresParquetCopyJob
+    from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
+
+    def options(own: str | None, dataset: str) -> str:
+        return with_session_options(own, dataset, limits)
+
+    class PinnedSqlClient(Psycopg2SqlClient):
+        def open_connection(self) -> Any:
+            own = self.credentials.get_query().get("options", "")
+            dataset = self.fully_qualified_dataset_name(quote=False)
+            self._conn = psycopg2.connect(
+                dsn=self.credentials.to_native_representation(), options=options(own, dataset)
+            )
+            self._reset_connection()
+            return self._conn
+
+    class PinnedParquetCopyJob(PostgresParquetCopyJob):
+        def _connect(self) -> Any:
+            from adbc_driver_manager import dbapi
+            from dlt.destinations.impl.postgres.factory import get_adbc_driver_location
+
+            self._config = self._job_client.config
+            credentials = self._config.credentials
+            dataset = self._job_client.sql_client.fully_qualified_dataset_name(quote=False)
+            own = credentials.get_query().get("options")
+            url = credentials.to_url().update_query_dict({"options": options(own, dataset)})
+            return dbapi.connect(
+                driver=get_adbc_driver_location(), db_kwargs={"uri": url_text(url)}
+            )
+
+    class PinnedPostgresClient(PostgresClient):
+        def __init__(self, schema: Any, config: Any, capabilities: Any) -> None:
+            super().__init__(schema, config, capabilities)
+            self.sql_client = PinnedSqlClient(
+                self.sql_client.dataset_name,
+                self.sql_client.staging_dataset_name,
+                config.credentials,
+                capabilities,
+            )
+
+        def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False):
+            job = super().create_load_job(table, file_path, load_id, restore)
+            if type(job) is PostgresParquetCopyJob:
+                job = PinnedParquetCopyJob(file_path)
+            return job
+
+    postgres_type = DestinationReference.normalize_type(
+        f"{postgres.__module__}.{postgres.__qualname__}"
+    )
+
+    class PinnedPostgres(postgres):  # type: ignore[misc, valid-type]
+        @property
+        def client_class(self) -> type:
+            return PinnedPostgresClient
+
+        @property
+        def destination_type(self) -> str:
+            return postgres_type  # dlt's own: the pipeline's state and config sections
+
+    return PinnedPostgres
 
 
 # -- filesystem -----------------------------------------------------------------------------------

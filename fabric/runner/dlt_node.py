@@ -179,6 +179,7 @@ def _run(
         tenant=node.address.tenant,
         repo_root=node.repo_root or ".",
         dataset=spec.dataset,
+        session=node.session,
     )
 
     timer = _PhaseTimer()
@@ -189,6 +190,7 @@ def _run(
             repo_root=node.repo_root or ".",
             name=node.address.name,
             tenant=node.address.tenant,
+            session=node.session,
         )
     for note in build.notes:
         tail.note(note)
@@ -373,6 +375,9 @@ def _dataset_lock(sql_url: Any, dataset: str) -> contextlib.AbstractContextManag
     return dataset_lock(sql_url, dataset) if sql_url is not None else contextlib.nullcontext()
 
 
+DATASET_LOCK_OPTIONS = "-c search_path=pg_catalog -c statement_timeout=0 -c lock_timeout=0"
+
+
 @contextlib.contextmanager
 def dataset_lock(dest_url: Any, dataset: str) -> Iterator[None]:
     """Serialise loads into one dataset of one warehouse, held on the warehouse itself.
@@ -385,7 +390,10 @@ def dataset_lock(dest_url: Any, dataset: str) -> Iterator[None]:
     import psycopg
 
     url = dest_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = psycopg.connect(url, autocommit=True, application_name="fabric dataset lock")
+    # search_path pinned, no timeout: waiting for the dataset's turn is what this session does
+    conn = psycopg.connect(
+        url, autocommit=True, application_name="fabric dataset lock", options=DATASET_LOCK_OPTIONS
+    )
     try:
         key = pipeline_lock_key(f"dataset:{dataset}")
         conn.execute("SELECT pg_advisory_lock(%s, %s)", (LockNamespace.DATASET, key))

@@ -46,8 +46,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from fabric.config.specs import Filter, PipelineSpec
-from fabric.runner.credentials import ResolvedConnection, sqlalchemy_url
+from fabric.domain.runs import SessionLimits
+from fabric.runner.credentials import ResolvedConnection, sqlalchemy_url, url_text
 from fabric.runner.local_files import source_folder, tenant_root
+from fabric.runner.sessions import with_session_options
 
 if TYPE_CHECKING:
     from sqlalchemy import URL, Table
@@ -109,13 +111,24 @@ class SourceBuild:
 
 
 def sql_source_config(
-    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, tenant: str
+    spec: PipelineSpec,
+    conn: ResolvedConnection,
+    repo_root: str | Path,
+    tenant: str,
+    session: SessionLimits | None = None,
 ) -> SqlSourceConfig:
     """The URL, tables and batch size of a SQL source (postgres, mysql, mssql, sqlite).
 
-    A sqlite file must lie in the tenant's own data folder (fabric.runner.local_files).
+    A sqlite file must lie in the tenant's own data folder (fabric.runner.local_files). A
+    PostgreSQL source's sessions (reflection and reads) are pinned (fabric.runner.sessions):
+    search_path `pg_catalog,<source schema>` (public when none is named) and `session`'s
+    timeouts.
     """
     url = sqlalchemy_url(conn, repo_root, tenant=tenant)
+    if url.get_backend_name() == "postgresql":
+        schema = spec.source_schema or "public"
+        options = with_session_options(url.query.get("options"), schema, session or SessionLimits())
+        url = url.update_query_dict({"options": options})
     tables = (spec.table,) if spec.mode == "single_table" and spec.table else spec.table_names
     return SqlSourceConfig(
         url=url,
@@ -175,6 +188,7 @@ def build_resources(
     repo_root: str | Path,
     name: str,
     tenant: str,
+    session: SessionLimits | None = None,
 ) -> SourceBuild:
     """The dlt resources for the pipeline's mode, with its hints and filters applied.
 
@@ -183,7 +197,7 @@ def build_resources(
     """
     match spec.mode:
         case "single_table" | "full_database":
-            build = _sql_resources(spec, conn, repo_root, tenant)
+            build = _sql_resources(spec, conn, repo_root, tenant, session)
         case "rest_api":
             build = _rest_api_resources(spec, conn)
         case "files":
@@ -197,7 +211,11 @@ def build_resources(
 
 
 def _sql_resources(
-    spec: PipelineSpec, conn: ResolvedConnection, repo_root: str | Path, tenant: str
+    spec: PipelineSpec,
+    conn: ResolvedConnection,
+    repo_root: str | Path,
+    tenant: str,
+    session: SessionLimits | None,
 ) -> SourceBuild:
     import dlt
     from dlt.sources.sql_database import sql_table
@@ -209,7 +227,7 @@ def _sql_resources(
         )
     if spec.mode == "single_table" and not spec.table:
         raise ConfigurationError("mode single_table needs `table`")
-    config = sql_source_config(spec, conn, repo_root, tenant)
+    config = sql_source_config(spec, conn, repo_root, tenant, session)
     engine = create_engine(config.url)
     try:
         metadata = reflect_tables(engine, config.schema, config.tables)
@@ -244,8 +262,11 @@ def _sql_resources(
             # NOTE: streaming keeps memory bounded and yields one file per batch, which the
             # loader then copies in parallel; connectorx's default reads the whole table.
             backend_kwargs = {"return_type": "arrow_stream", "batch_size": config.chunk_size}
+            # dlt's own URL for connectorx writes the pinned options' spaces as `+`
+            plain = config.url.set(drivername=config.url.get_backend_name())
+            backend_kwargs["conn"] = url_text(plain)
         resource = sql_table(
-            credentials=config.url.render_as_string(hide_password=False),
+            credentials=url_text(config.url),
             table=table.name,
             schema=config.schema,
             metadata=metadata,

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from fabric.addresses import Address, Kind
 from fabric.config.references import is_reserved_env
-from fabric.domain.runs import FailureKind, NodeResult, NodeSpec, NodeStatus, RunStatus
+from fabric.domain.runs import (
+    FailureKind,
+    NodeResult,
+    NodeSpec,
+    NodeStatus,
+    RunStatus,
+    SessionLimits,
+)
 from fabric.errors import SecretDecryptError, SecretNotFoundError
 from fabric.graph.dag import Dag
 from fabric.graph.ready import run_status
@@ -48,6 +55,8 @@ class RunOptions:
     repo_root: Path = Path(".")
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The caller's environment, for the `${env:NAME}` references of connections."""
+    session: SessionLimits = field(default_factory=SessionLimits)
+    """Timeouts of every warehouse and source session a node opens (from Settings)."""
     secret_box: Callable[[], SecretBox] | None = field(default=None, repr=False)
     """Opens the secret box, when a node's connection has secrets (None: none may)."""
     execute: NodeFunction | None = field(default=None, repr=False)
@@ -182,6 +191,7 @@ def node_spec(
         connections=connections,
         environment={n: options.environ[n] for n in declared if n in options.environ},
         control_plane_url=options.control_plane_url,
+        session=options.session,
         workdir=str((options.workdir / address.tenant).resolve()),
         repo_root=str(options.repo_root),
         full_refresh=options.full_refresh,

@@ -3,6 +3,9 @@
 What `fabric connections test` runs. Per connection type:
 
 - postgres, mysql, mssql, sqlite: SQLAlchemy connect, `SELECT 1`, the server's version;
+  a PostgreSQL session is pinned (fabric.runner.sessions: search_path pg_catalog, the
+  settings' timeouts) and, given a ReachScope, asked in one more query what the login can
+  reach beyond its tenant (fabric.runner.reach): the check's `warning`;
 - rest_api: an HTTP GET (the first plain GET resource, else the base URL) with the
   connection's auth and headers; any status below 500 is ok, except 401/403;
 - filesystem: list the bucket URL with the file glob (local folders directly, cloud URLs
@@ -37,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fabric.config.destinations import filesystem_target
-from fabric.domain.runs import ResolvedConnection
+from fabric.domain.runs import ResolvedConnection, SessionLimits
 from fabric.errors import FabricError, SecretDecryptError, SecretNotFoundError
 from fabric.runner.credentials import resolve_connection
 from fabric.runner.failures import describe, redact
 from fabric.runner.local_files import LocalPathError, inside, source_folder, tenant_root
+from fabric.runner.reach import Reach, ReachScope, reach_warning
+from fabric.runner.sessions import with_session_options
 
 if TYPE_CHECKING:
     from fabric.domain.runs import StoredConnection
@@ -53,6 +58,8 @@ __all__ = [
     "ConnectionCheck",
     "UnknownConnectionError",
     "check_connections",
+    "check_reach",
+    "probe_reach",
     "selected_connections",
 ]
 
@@ -81,6 +88,9 @@ class ConnectionCheck:
     the library's message, redacted, on one line."""
     seconds: float
     """Wall time of the check (the deadline, for a check that was abandoned)."""
+    warning: str | None = None
+    """What the login can reach beyond its tenant (fabric.runner.reach), when asked; no
+    secret."""
 
 
 class UnknownConnectionError(FabricError):
@@ -121,6 +131,8 @@ def check_connections(
     stored_secrets: Collection[str] = (),
     max_workers: int = MAX_WORKERS,
     managed: Mapping[str, ResolvedConnection] = EMPTY_ENVIRON,  # type: ignore[assignment]
+    session: SessionLimits | None = None,
+    reach: ReachScope | None = None,
 ) -> list[ConnectionCheck]:
     """Open each connection (all, or `names`) concurrently; one result per connection, by name.
 
@@ -133,6 +145,8 @@ def check_connections(
         stored_secrets: names in the tenant's secret store, to tell "never set" from "set
             after the last apply" when a `${secret:X}` has no value.
         managed: connections to managed warehouses, already resolved to the tenant's role.
+        session: timeouts of the PostgreSQL sessions opened (default SessionLimits()).
+        reach: what a PostgreSQL login is checked against (None: not checked).
 
     Raises:
         UnknownConnectionError: a name the tenant has not applied.
@@ -142,13 +156,14 @@ def check_connections(
     chosen = selected_connections(applied_tenant, names)
     tenant = applied_tenant.tenant.slug
     root = Path(repo_root)
+    probe = _Probe(timeout, session or SessionLimits(), reach)
     tasks = [
         _bind(
             stored,
             tenant,
             box,
             root,
-            timeout,
+            probe,
             environ,
             frozenset(stored_secrets),
             managed.get(stored.address.name),
@@ -157,6 +172,33 @@ def check_connections(
     ]
     timed_out = [_timed_out(stored, timeout) for stored in chosen]
     return _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
+
+
+def check_reach(
+    targets: Sequence[tuple[AppliedTenant, str, ReachScope]],
+    *,
+    box: SecretBox | None,
+    repo_root: str | Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    environ: Mapping[str, str] = EMPTY_ENVIRON,
+    session: SessionLimits | None = None,
+    max_workers: int = MAX_WORKERS,
+) -> list[tuple[str, ConnectionCheck]]:
+    """Check (tenant's applied connection `name`, against its scope) for every target, side by
+    side across tenants, all within one deadline; (tenant, check) in the targets' order. What
+    `fabric apply` runs for the connections it changed."""
+    root = Path(repo_root)
+    limits = session or SessionLimits()
+    tasks, timed_out, tenants = [], [], []
+    for applied, name, scope in targets:
+        stored = applied.connections[name]
+        tenant = applied.tenant.slug
+        probe = _Probe(timeout, limits, scope)
+        tasks.append(_bind(stored, tenant, box, root, probe, environ, frozenset()))
+        timed_out.append(_timed_out(stored, timeout))
+        tenants.append(tenant)
+    checks = _run_bounded(tasks, timed_out, workers=max_workers, limit=timeout + GRACE_SECONDS)
+    return list(zip(tenants, checks, strict=True))
 
 
 def selected_connections(applied: AppliedTenant, names: Sequence[str]) -> list[StoredConnection]:
@@ -168,17 +210,26 @@ def selected_connections(applied: AppliedTenant, names: Sequence[str]) -> list[S
     return [applied.connections[n] for n in wanted]
 
 
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """How each connection is checked."""
+
+    timeout: float
+    session: SessionLimits
+    reach: ReachScope | None
+
+
 def _bind(
     stored: StoredConnection,
     tenant: str,
     box: SecretBox | None,
     root: Path,
-    timeout: float,
+    probe: _Probe,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
     resolved: ResolvedConnection | None = None,
 ) -> Callable[[], ConnectionCheck]:
-    return lambda: _check_one(stored, tenant, box, root, timeout, environ, stored_secrets, resolved)
+    return lambda: _check_one(stored, tenant, box, root, probe, environ, stored_secrets, resolved)
 
 
 def _timed_out(stored: StoredConnection, timeout: float) -> ConnectionCheck:
@@ -268,14 +319,16 @@ def _check_one(
     tenant: str,
     box: SecretBox | None,
     root: Path,
-    timeout: float,
+    probe: _Probe,
     environ: Mapping[str, str],
     stored_secrets: frozenset[str],
     managed: ResolvedConnection | None = None,
 ) -> ConnectionCheck:
     started = time.perf_counter()
+    timeout = probe.timeout
     kind = str(stored.spec.get("type"))
     secrets: tuple[str, ...] = ()
+    warning: str | None = None
     try:
         if stored.spec.get("warehouse") and managed is None:
             raise _Failed(
@@ -285,7 +338,9 @@ def _check_one(
         secrets = _secret_forms(resolved, root)
         match kind:
             case "postgres" | "mysql" | "mssql" | "sqlite":
-                detail = _check_sql(resolved, root, timeout, tenant)
+                detail, reach = _check_sql(resolved, root, probe, tenant)
+                if reach is not None:
+                    warning = reach_warning(stored.address.name, reach)
             case "rest_api":
                 detail = _check_rest_api(resolved, timeout)
             case "filesystem":
@@ -304,6 +359,7 @@ def _check_one(
         ok=ok,
         detail=_one_line(redact(detail, secrets)),
         seconds=round(time.perf_counter() - started, 3),
+        warning=redact(warning, secrets) if warning else None,
     )
 
 
@@ -377,23 +433,28 @@ def _sql_url(conn: ResolvedConnection, root: Path, tenant: str | None = None) ->
     return sqlalchemy_url(conn, root, tenant=tenant)
 
 
-def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str) -> str:
+def _check_sql(
+    conn: ResolvedConnection, root: Path, probe: _Probe, tenant: str
+) -> tuple[str, Reach | None]:
+    """(ok detail, what the login reaches: PostgreSQL with a scope only, else None)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import NoSuchModuleError
     from sqlalchemy.pool import NullPool
 
+    timeout = probe.timeout
     url = _sql_url(conn, root, tenant)  # a sqlite file: only in the tenant's data folder
     backend = url.get_backend_name()
     if backend == "sqlite":
         missing = _missing_sqlite_file(conn, Path(url.database or ""))
         if missing is not None:
-            return missing
+            return missing, None
     if url.drivername == "mssql+pyodbc":
         _require_odbc_driver(url.query.get("driver"))
+    args = _connect_args(backend, url.query, timeout)
+    if backend == "postgresql":
+        args["options"] = with_session_options(url.query.get("options"), None, probe.session)
     try:
-        engine = create_engine(
-            url, poolclass=NullPool, connect_args=_connect_args(backend, url.query, timeout)
-        )
+        engine = create_engine(url, poolclass=NullPool, connect_args=args)
     except (ImportError, NoSuchModuleError) as exc:
         raise _Failed(
             f"driver not available: {url.drivername} cannot be loaded here ({exc})"
@@ -411,6 +472,11 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str
                 tables = db.execute(
                     text("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
                 ).scalar_one()
+            reach = (
+                probe_reach(db, probe.reach)
+                if backend == "postgresql" and probe.reach is not None
+                else None
+            )
     finally:
         engine.dispose()
     if backend == "mysql" and "mariadb" in version.lower():
@@ -418,7 +484,39 @@ def _check_sql(conn: ResolvedConnection, root: Path, timeout: float, tenant: str
     detail = f"{product} {version}; SELECT 1 in {round_trip * 1000:.1f} ms"
     if tables is not None:
         detail += f"; {tables} table{'s' if tables != 1 else ''}"
-    return detail
+    return detail, reach
+
+
+_REACH_SQL = """
+SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+       ARRAY(SELECT n.nspname::text FROM pg_namespace n
+             WHERE n.nspname = ANY(CAST(:schemas AS text[]))
+               AND has_schema_privilege(n.oid, 'USAGE')
+             ORDER BY 1),
+       pg_postmaster_start_time() = CAST(:control_started AS timestamptz)
+       AND EXISTS (SELECT 1 FROM pg_database d
+                   WHERE d.datname = :control_db AND has_database_privilege(d.oid, 'CONNECT'))
+"""
+
+
+def probe_reach(db: Any, scope: ReachScope) -> Reach:
+    """What the session's login can reach beyond its tenant, in one query (`db`: a SQLAlchemy
+    connection opened with the tenant's credentials)."""
+    from sqlalchemy import text
+
+    superuser, schemas, control = db.execute(
+        text(_REACH_SQL),
+        {
+            "schemas": list(scope.other_schemas),
+            "control_db": scope.control_database,
+            "control_started": scope.control_started,
+        },
+    ).one()
+    return Reach(
+        superuser=bool(superuser),
+        schemas=tuple(schemas or ()),
+        control_database=scope.control_database if control else None,
+    )
 
 
 @contextlib.contextmanager

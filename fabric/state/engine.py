@@ -10,8 +10,9 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from datetime import datetime
 
-from sqlalchemy import URL, Engine, create_engine, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -139,3 +140,13 @@ def _check_name(name: str) -> None:
 
 def _quote(engine: Engine, name: str) -> str:
     return engine.dialect.identifier_preparer.quote_identifier(name)
+
+
+def server_identity(conn: Connection) -> tuple[str, datetime]:
+    """(database name, server start time) of a session: two sessions with the same start time
+    are on the same PostgreSQL server (what fabric.runner.reach compares a tenant's login
+    with, to tell whether it can reach the control plane's database)."""
+    name, started = conn.execute(
+        text("SELECT current_database(), pg_postmaster_start_time()")
+    ).one()
+    return str(name), started

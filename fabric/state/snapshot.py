@@ -194,6 +194,43 @@ def read_records(
     return out
 
 
+def read_written_schemas(conn: Connection, tenants: Mapping[str, TenantRow]) -> dict[str, set[str]]:
+    """Slug -> the schemas its live pipelines (`dataset`) and transformations (`schema`) write,
+    one query per batch of tenants (what fabric.runner.reach checks a login against)."""
+    out: dict[str, set[str]] = {slug: set() for slug in tenants}
+    ordered = sorted(tenants.values(), key=lambda t: t.id)
+    for start in range(0, len(ordered), BATCH_TENANTS):
+        batch = ordered[start : start + BATCH_TENANTS]
+        parts = [
+            f"SELECT {t.id} AS tenant_id, spec->>'{field}' AS schema "
+            f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
+            for t in batch
+            for table, field in (("pipelines", "dataset"), ("transformations", "schema"))
+        ]
+        by_id = {t.id: t.slug for t in batch}
+        for r in conn.execute(text("\nUNION ALL\n".join(parts))):
+            if r.schema:
+                out[by_id[r.tenant_id]].add(r.schema)
+    return out
+
+
+def read_shared_with(conn: Connection) -> dict[str, set[str]]:
+    """Slug -> the schemas other live tenants share with it read-only (`share:`), one query."""
+    out: dict[str, set[str]] = defaultdict(set)
+    rows = conn.execute(
+        text(
+            "SELECT share->'with' AS readers, share->'schemas' AS schemas "
+            f"FROM {tables.SHARED_SCHEMA}.tenants, "
+            "jsonb_array_elements(coalesce(spec->'share', '[]'::jsonb)) AS share "
+            "WHERE deleted_at IS NULL"
+        )
+    )
+    for r in rows:
+        for reader in r.readers or ():
+            out[reader].update(r.schemas or ())
+    return dict(out)
+
+
 def read_secret_fingerprints(
     conn: Connection, tenants: Iterable[TenantRow]
 ) -> dict[str, dict[str, str]]:

@@ -190,7 +190,7 @@ def test_credentials_in_headers_and_params_must_be_references(
 
 def test_references_in_headers_and_params_are_fine(make_repo: MakeRepo) -> None:
     text = REST.format(
-        header="Authorization: Bearer ${secret:api_token}", param='api_key: "${env:API_KEY}"'
+        header="Authorization: Bearer ${secret:api_token}", param='api_key: "${env:ACME_API_KEY}"'
     )
     assert codes(load(make_repo, {"tenants/acme/api.yaml": text})) == []
 
@@ -606,6 +606,9 @@ ATTACK = (
 )
 
 
+SHARED = "format_version: 1\nenv: [DBT_TARGET_SUFFIX]\n"
+
+
 def test_env_var_of_fabric_settings_in_a_model_is_refused_at_its_line(
     make_repo: MakeRepo,
 ) -> None:
@@ -614,6 +617,7 @@ def test_env_var_of_fabric_settings_in_a_model_is_refused_at_its_line(
     result = load(
         make_repo,
         {
+            "fabric.yaml": SHARED,
             "tenants/acme/tenant.yaml": ENV_TENANT,
             "tenants/acme/models/steal.sql": "-- a harmless model\n" + ATTACK,
             "tenants/acme/t.yaml": "transformations:\n"
@@ -645,7 +649,12 @@ def test_env_var_of_fabric_settings_in_a_model_is_refused_at_its_line(
 )
 def test_env_var_reads_only_declared_names(make_repo: MakeRepo, sql: str, code: str | None):
     body = "transformations:\n  m:\n    schema: acme_marts\n    sql: |\n      " + sql + "\n"
-    result = load(make_repo, {"tenants/acme/tenant.yaml": ENV_TENANT, "tenants/acme/t.yaml": body})
+    files = {
+        "fabric.yaml": SHARED,
+        "tenants/acme/tenant.yaml": ENV_TENANT,
+        "tenants/acme/t.yaml": body,
+    }
+    result = load(make_repo, files)
     assert codes(result) == ([code] if code else [])
     if code:
         assert where(result) == [(code, "tenants/acme/t.yaml", 5)]
@@ -662,7 +671,8 @@ def test_env_list_cannot_declare_fabrics_own_variables(make_repo: MakeRepo) -> N
         "transformations:\n  m: {schema: acme_marts, "
         "sql: \"select '{{ env_var('FABRIC_SECRET_KEYS') }}'\"}\n"
     )
-    result = load(make_repo, {"tenants/acme/tenant.yaml": tenant, "tenants/acme/t.yaml": sql})
+    files = {"fabric.yaml": SHARED, "tenants/acme/tenant.yaml": tenant, "tenants/acme/t.yaml": sql}
+    result = load(make_repo, files)
     assert sorted(codes(result)) == [
         "duplicate-env",
         "reserved-env",
@@ -679,6 +689,128 @@ def test_env_names_must_be_variable_names(make_repo: MakeRepo) -> None:
     tenant = ENV_TENANT.replace("DBT_TARGET_SUFFIX", "'A-B'")
     result = load(make_repo, {"tenants/acme/tenant.yaml": tenant})
     assert codes(result) and "environment variable name" in result.diagnostics[0].detail
+
+
+# --------------------------------------------------------------------------------------------
+# a tenant names only its own variables (<SLUG>_*) and those fabric.yaml shares
+
+GLOBEX = """\
+tenant:
+  display_name: Globex
+"""
+
+
+def acme_tenant(env: str = "[]", password: str = "${env:ACME_SHOP_PASSWORD}") -> str:
+    return TENANT_YAML.replace("env: []", f"env: {env}").replace(
+        "${env:ACME_SHOP_PASSWORD}", password
+    )
+
+
+TENANT_YAML = """\
+tenant:
+  display_name: Acme
+  warehouse: dwh
+  env: []
+connections:
+  shop_db:
+    type: postgres
+    direction: source
+    host: shop.internal
+    database: shop
+    username: etl
+    password: ${env:ACME_SHOP_PASSWORD}
+  dwh: {type: postgres, direction: destination, host: h, database: d}
+"""
+T = "tenants/acme/tenant.yaml"
+
+
+def test_another_tenants_variable_in_env_list_is_refused_at_its_line(make_repo: MakeRepo):
+    """acme declaring GLOBEX_TOKEN would hand globex's token to acme's SQL."""
+    repo = {T: acme_tenant("[ACME_REGION, GLOBEX_TOKEN]"), "tenants/globex/tenant.yaml": GLOBEX}
+    result = load(make_repo, repo)
+    assert where(result) == [("foreign-env", T, 4)]
+    (diag,) = result.diagnostics
+    assert diag.address == Address.parse("acme")
+    assert "'GLOBEX_TOKEN'" in diag.detail and "tenant globex" in diag.detail
+    assert "ACME_TOKEN" in diag.hint and "fabric.yaml" in diag.hint
+
+
+def test_another_tenants_variable_in_a_reference_is_refused_at_its_line(make_repo: MakeRepo):
+    """acme pointing a connection at its own host with globex's password would receive it."""
+    repo = {
+        T: acme_tenant(password="${env:GLOBEX_PG_PASSWORD}"),
+        "tenants/globex/tenant.yaml": GLOBEX,
+    }
+    result = load(make_repo, repo)
+    assert where(result) == [("foreign-env", T, 12)]
+    (diag,) = result.diagnostics
+    assert diag.address == Address.parse("acme.connection.shop_db")
+    assert "${env:GLOBEX_PG_PASSWORD}" in diag.detail and "tenant globex" in diag.detail
+    assert "ACME_PG_PASSWORD" in diag.hint
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "host: ${env:GLOBEX_HOST}.internal",  # interpolated inside a plain string
+        "port: ${env:PG_PORT}",  # nobody's: neither acme's nor shared
+        "options: {sslrootcert: '${env:FABRIC_SECRET_KEYS}'}",
+    ],
+)
+def test_every_reference_in_a_tenant_file_is_checked(make_repo: MakeRepo, value: str):
+    text = "connections:\n  other:\n    type: postgres\n    direction: source\n    database: x\n"
+    text += ("" if value.startswith("host") else "    host: h\n") + "    " + value + "\n"
+    result = load(make_repo, {"tenants/acme/c.yaml": text, "tenants/globex/tenant.yaml": GLOBEX})
+    assert codes(result) in (["foreign-env"], ["reserved-env"])
+    assert where(result)[0][1:] == ("tenants/acme/c.yaml", text.count("\n"))
+
+
+def test_a_broken_resource_has_its_references_checked_too(make_repo: MakeRepo):
+    text = "connections:\n  other:\n    type: postgres\n    direction: sideways\n" + (
+        "    password: ${env:GLOBEX_PG_PASSWORD}\n"
+    )
+    result = load(make_repo, {"tenants/acme/c.yaml": text, "tenants/globex/tenant.yaml": GLOBEX})
+    assert ("foreign-env", "tenants/acme/c.yaml", 5) in where(result)
+
+
+def test_fabric_yaml_env_shares_a_variable_with_every_tenant(make_repo: MakeRepo):
+    project = "format_version: 1\nenv: [DEMO_PG_PORT, PG_PASSWORD]\n"
+    repo = {
+        "fabric.yaml": project,
+        T: acme_tenant("[DEMO_PG_PORT]", password="${env:PG_PASSWORD}"),
+    }
+    assert codes(load(make_repo, repo)) == []
+    assert codes(load(make_repo, {**repo, "fabric.yaml": "format_version: 1\n"})) == [
+        "foreign-env",
+        "foreign-env",
+    ]
+
+
+def test_fabric_yaml_cannot_share_fabrics_own_variables(make_repo: MakeRepo):
+    project = "format_version: 1\nenv:\n  - DEMO_PG_PORT\n  - FABRIC_SECRET_KEYS\n"
+    repo = {"fabric.yaml": project, T: acme_tenant(password="${env:FABRIC_SECRET_KEYS}")}
+    result = load(make_repo, repo)
+    assert where(result) == [("reserved-env", "fabric.yaml", 4), ("reserved-env", T, 12)]
+    assert "fabric.yaml shares 'FABRIC_SECRET_KEYS'" in result.diagnostics[0].detail
+
+
+def test_the_longest_tenant_prefix_owns_a_variable(make_repo: MakeRepo):
+    """ACME_EU_TOKEN begins with ACME_ and ACME_EU_: it is acme_eu's when that tenant exists."""
+    acme_eu = "tenant:\n  display_name: Acme EU\n  env: [ACME_EU_TOKEN]\n"
+    acme = {T: acme_tenant("[ACME_EU_TOKEN, ACME_EUROPE]")}
+    assert codes(load(make_repo, acme)) == []  # no tenant acme_eu: the name is acme's
+    repo = {**acme, "tenants/acme_eu/tenant.yaml": acme_eu}
+    result = load(make_repo, repo)
+    assert where(result) == [("foreign-env", T, 4)]
+    assert "'ACME_EU_TOKEN'" in result.diagnostics[0].detail
+    assert "tenant acme_eu" in result.diagnostics[0].detail
+    # A limited load (plan --changed-since) reads only acme, yet still sees tenant acme_eu.
+    assert codes(load_repository(make_repo(repo), tenants=["acme"])) == ["foreign-env"]
+
+
+def test_variable_names_are_matched_case_sensitively(make_repo: MakeRepo):
+    result = load(make_repo, {T: acme_tenant("[acme_region]")})
+    assert codes(result) == ["foreign-env"] and "ACME_ACME_REGION" not in result.diagnostics[0].hint
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def exported(tmp_path: Path, make_database) -> Path:
     env = {
         "FABRIC_DATABASE_URL": make_database(),
         "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-        "FABRIC_DEMO_PG_PORT": "5432",
+        "DEMO_PG_PORT": "5432",
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/root"),
     }

@@ -389,8 +389,8 @@ def test_dlt_reads_the_apis_the_way_the_connections_configure_them(example: Desi
 def connection_dict(tenant: TenantState, name: str, server: str) -> dict[str, Any]:
     """A rest_api connection's spec with the demo server's address and the test's secrets."""
     spec = tenant.connections[name].spec.model_dump(mode="json", by_alias=True)
-    # example-repo writes `${env:FABRIC_DEMO_API_URL}[/support]`: what the worker resolves.
-    spec["base_url"] = spec["base_url"].replace("${env:FABRIC_DEMO_API_URL}", server + "/api")
+    # example-repo writes `${env:DEMO_API_URL}[/support]`: what the worker resolves.
+    spec["base_url"] = spec["base_url"].replace("${env:DEMO_API_URL}", server + "/api")
     for key in ("token", "api_key"):
         if key in spec["auth"]:
             ref = re.fullmatch(r"\$\{(?:secret|env):(\w+)\}", spec["auth"][key])
@@ -833,14 +833,14 @@ def test_sources_match_example_repos_connections(example: DesiredState) -> None:
     assert set(acme.pipelines) == set(src.ACME_TABLES)
     assert set(globex.pipelines["erp"].spec.table_names) <= set(src.ERP_TABLES)
     for name in ("billing_api", "support_api"):
-        assert initech.connections[name].spec.base_url.startswith("${env:FABRIC_DEMO_API_URL}")
+        assert initech.connections[name].spec.base_url.startswith("${env:DEMO_API_URL}")
     referenced = set()
     for tenant in example.tenants.values():
         for declared in tenant.connections.values():
             dumped = json.dumps(declared.spec.model_dump(mode="json"))
             referenced |= set(re.findall(r"\$\{(?:secret|env):(\w+)\}", dumped))
     # Secrets, plus the locations the demo exports (where its sources listen).
-    assert referenced == set(SECRET_NAMES) | {"FABRIC_DEMO_PG_PORT", "FABRIC_DEMO_API_URL"}
+    assert referenced == set(SECRET_NAMES) | {"DEMO_PG_PORT", "DEMO_API_URL"}
 
 
 def test_prepare_sources_twice(pg: Pg, tmp_path: Path) -> None:
@@ -867,9 +867,9 @@ def test_prepare_sources_twice(pg: Pg, tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with prepare_sources(tmp_path, pg.admin, api_port=port, **names) as second:
             assert second.run == 2 and second.api.port != port
-            assert second.locations["FABRIC_DEMO_API_URL"] == second.api.base_url
+            assert second.locations["DEMO_API_URL"] == second.api.base_url
             assert second.secrets == first.secrets
             assert second.shop.added["orders"] > 0 and second.erp.added["invoices"] > 0
             assert len(second.files.files) == 3
             assert len(second.api.data.tickets) > len(first.api.data.tickets)
-            assert second.environ().keys() >= set(SECRET_NAMES) | {"FABRIC_DEMO_PG_PORT"}
+            assert second.environ().keys() >= set(SECRET_NAMES) | {"DEMO_PG_PORT"}

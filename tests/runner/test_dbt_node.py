@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -23,7 +23,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from fabric.addresses import Address, Kind
-from fabric.domain.runs import NodeResult, NodeSpec, NodeStatus, StoredConnection
+from fabric.domain.runs import (
+    NodeResult,
+    NodeSpec,
+    NodeStatus,
+    SessionLimits,
+    StoredConnection,
+)
 from fabric.graph.dag import Dag
 from fabric.runner import dbt_project as dp
 from fabric.runner.dbt_node import compile_node, run_transformation_nodes, write_project
@@ -467,3 +473,46 @@ def test_source_tables_are_named_as_dlt_names_them(name):
     from dlt.common.normalizers.naming.snake_case import NamingConvention
 
     assert dp.dlt_table_name(name) == NamingConvention().normalize_table_identifier(name)
+
+
+def test_dbt_sessions_are_pinned_so_a_planted_function_never_shadows_a_built_in(wh: Warehouse):
+    """A tenant owns schema acme_evil, plants lower(text) and the operator +(int, int) there,
+    and has its login put acme_evil first (ALTER ROLE ... SET search_path: any login may set
+    its own defaults). fabric starts every dbt session with search_path `pg_catalog,<schema>`
+    and the settings' timeouts, which override the login's defaults: a model calling lower()
+    and + gets PostgreSQL's own. The model reads the settings from inside its real session."""
+    wh.sql(
+        "create schema acme_evil;"
+        "create function acme_evil.lower(text) returns text language sql as $$select 'pwned'$$;"
+        "create function acme_evil.add(int, int) returns int language sql as $$select 666$$;"
+        "create operator acme_evil.+ (leftarg = int, rightarg = int, function = acme_evil.add);"
+        f"alter role {wh.role} set search_path = acme_evil, pg_catalog;"
+    )
+    sql = (
+        "select lower('ABC') as l, 1 + 1 as two, current_setting('search_path') as sp,\n"
+        "       current_setting('statement_timeout') as st, current_setting('lock_timeout') as lt"
+    )
+    probe = {"probe": {"sql": sql, "schema": "acme_evil", "materialized": "table", "tests": {}}}
+    project = wh.project("zeta", transformations=probe, dwh=wh.connection("dwh", "zeta"))
+    limits = SessionLimits(statement_timeout=42, lock_timeout=7)
+    try:
+        unpinned = make_engine(make_url(wh.url).set(username=wh.role, password=PASSWORD))
+        with unpinned.connect() as conn:  # the attack works where nothing is pinned
+            assert tuple(conn.execute(text("select lower('ABC'), 1 + 1")).one()) == ("pwned", 666)
+        unpinned.dispose()
+        nodes = [replace(n, session=limits) for n in wh.nodes("probe", project=project)]
+        (result,) = run_transformation_nodes([with_resolved(n, wh.box) for n in nodes])
+        assert result.status is NodeStatus.SUCCESS, result.error
+        assert wh.sql("select l, two, sp, st, lt from acme_evil.probe") == [
+            ("abc", 2, "pg_catalog,acme_evil", "42s", "7s")
+        ]
+    finally:
+        wh.sql(f"alter role {wh.role} reset search_path; drop schema acme_evil cascade")
+
+
+def test_a_connections_search_path_option_cannot_unpin_dbt_sessions(wh: Warehouse):
+    """`options: {search_path: ...}` used to reach the profile (dbt-postgres then sets libpq's
+    `options` itself, and PGOPTIONS is ignored): it is no longer passed on."""
+    assert "search_path" not in dp.STR_OPTIONS
+    spec = {"host": "h", "username": "u", "database": "d", "options": {"search_path": "evil"}}
+    assert "search_path" not in dp.connection_fields(spec)

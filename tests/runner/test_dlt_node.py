@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from sqlalchemy.pool import NullPool
 
 from fabric.addresses import Address
 from fabric.config.specs import Filter, PipelineSpec
-from fabric.domain.runs import NodeResult, NodeSpec, NodeStatus, StoredConnection
+from fabric.domain.runs import (
+    NodeResult,
+    NodeSpec,
+    NodeStatus,
+    SessionLimits,
+    StoredConnection,
+)
 from fabric.runner import dlt_node
 from fabric.runner.credentials import resolve_connection
 from fabric.runner.dlt_node import pipeline_lock
@@ -901,3 +908,58 @@ def test_a_run_killed_mid_load_is_finished_by_the_next_run_exactly_once(
     seed_orders(source_url, 7, start=2001)
     assert succeeded(run_pipeline_node(node, box)).rows_loaded == {"orders": 7}
     assert summary(warehouse_url, "raw.orders") == summary(source_url, "orders")
+
+
+# -- pinned sessions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["connectorx", "sqlalchemy"])
+def test_load_sessions_are_pinned_to_pg_catalog_then_the_dataset_with_the_timeouts(
+    box, source_url, warehouse_url, pg_pair, tmp_path, backend
+):
+    """What the load's own sessions ran with, recorded by the rows they wrote: the table exists
+    before the load with columns whose defaults read the session's settings. connectorx rows
+    reach PostgreSQL as parquet through ADBC (credentials' libpq options), sqlalchemy rows as
+    INSERTs through dlt's sql client (the pinned client)."""
+    seed_orders(source_url, 5)
+    sql(
+        warehouse_url,
+        "CREATE SCHEMA raw; CREATE TABLE raw.orders (id bigint,"
+        " seen_path text DEFAULT current_setting('search_path'),"
+        " seen_statement text DEFAULT current_setting('statement_timeout'),"
+        " seen_lock text DEFAULT current_setting('lock_timeout'))",
+    )
+    spec = {"source": "shop", "mode": "single_table", "table": "orders", "backend": backend}
+    node = replace(
+        node_for(spec, pg_pair, tmp_path),
+        session=SessionLimits(statement_timeout=42, lock_timeout=7),
+    )
+    succeeded(run_pipeline_node(node, box))
+    seen = sql(
+        warehouse_url, "SELECT DISTINCT seen_path, seen_statement, seen_lock FROM raw.orders"
+    )
+    assert [tuple(r) for r in seen] == [("pg_catalog,raw", "42s", "7s")]
+
+
+def test_a_postgres_sources_sessions_are_pinned_to_its_schema(box, source_url, tmp_path):
+    stored = pg_connection(box, "shop", source_url, "source")
+    shop = resolve_connection(stored, box, {})
+    spec = PipelineSpec.model_validate(
+        {
+            "source": "shop",
+            "dataset": "raw",
+            "mode": "single_table",
+            "table": "orders",
+            "source_schema": "sales",
+        }
+    )
+    config = sql_source_config(spec, shop, tmp_path, TENANT, SessionLimits(lock_timeout=0))
+    engine = create_engine(config.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            got = conn.execute(
+                text("SELECT current_setting('search_path'), current_setting('lock_timeout')")
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(got) == ("pg_catalog,sales", "0")

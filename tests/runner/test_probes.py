@@ -35,6 +35,7 @@ from fabric.apply import ApplyOptions
 from fabric.cli.commands.connections import connections_group
 from fabric.domain.runs import ResolvedConnection
 from fabric.errors import TenantNotAppliedError
+from fabric.render import probes as render_probes
 from fabric.runner import probes as cc
 from fabric.runner.failures import redact
 from fabric.settings import load_settings
@@ -47,6 +48,20 @@ PG_PASSWORD = f"Ck-{secrets.token_hex(6)}-p@ss:w/rd 'q'"
 WRONG_PASSWORD = f"Wrong-{secrets.token_hex(6)}-p@ss"
 API_KEY = f"key-{secrets.token_hex(8)}-never-shown"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+SHARED_ENV = (
+    "PG_PASSWORD",
+    "PG_WRONG_PASSWORD",
+    "API_TOKEN",
+    "API_KEY",
+    "API_KEY_NEWLINE",
+    "WRONG_TOKEN",
+    "EMPTY",
+    "S3_ENDPOINT",
+    "LOOT_DB",
+    "LOOT_FOLDER",
+)
+"""Variables the tests' repositories share with every tenant in fabric.yaml's `env:` (a
+tenant names only its own ACME_* variables and these)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +198,7 @@ def make_repo(tmp_path: Path):
             textwrap.dedent(connections), "  "
         )
         for rel, content in {
-            "fabric.yaml": "format_version: 1\nname: test\n",
+            "fabric.yaml": f"format_version: 1\nname: test\nenv: [{', '.join(SHARED_ENV)}]\n",
             "tenants/acme/tenant.yaml": body,
             **(files or {}),
         }.items():
@@ -647,9 +662,17 @@ def test_cli_json_document(make_repo, env, pg_source):
     doc = json.loads(result.output)
     assert doc["format_version"] == 1
     assert doc["ok"] is False
-    assert doc["summary"] == {"tested": 2, "ok": 1, "failed": 1}
+    assert doc["summary"] == {"tested": 2, "ok": 1, "failed": 1, "warnings": 0}
     assert [(c["name"], c["ok"]) for c in doc["connections"]] == [("bad", False), ("lite", True)]
-    assert set(doc["connections"][0]) == {"name", "type", "direction", "ok", "detail", "seconds"}
+    assert set(doc["connections"][0]) == {
+        "name",
+        "type",
+        "direction",
+        "ok",
+        "detail",
+        "seconds",
+        "warning",
+    }
     assert_no_secret(result.output)
 
     ok = CliRunner().invoke(connections_group, [*args, "lite"], env=env)
@@ -774,3 +797,84 @@ def test_a_local_source_outside_the_tenants_folder_is_refused_not_opened(make_re
     assert "key.csv resolves to" in checks["planted"].detail
     assert "outside tenant acme's folder data/acme/" in checks["theirs"].detail
     assert "outside the tenant's folder" in checks["linked"].detail
+
+
+# ---------------------------------------------------------------------------------------------
+# what a tenant's login can reach beyond the tenant: warned about, by connections test and apply
+
+GLOBEX = """\
+tenant:
+  display_name: Globex
+  warehouse: dwh
+connections:
+  dwh: {type: postgres, direction: destination, host: h, database: d, username: g}
+  shop: {type: postgres, direction: source, host: h, database: d, username: g}
+pipelines:
+  orders: {source: shop, dataset: globex_raw, mode: single_table, table: orders}
+transformations:
+  totals: {sql: select 1 as x, schema: globex_marts}
+"""
+
+
+def test_logins_that_reach_beyond_the_tenant_are_warned_about_by_name(make_repo, env, pg_source):
+    """acme's `admin` logs in as the server's superuser, `plain` as a role of its own that is
+    granted USAGE on globex's schema: both are warned about, naming what they reach and no
+    secret; `plain` alone, once the grant and PUBLIC's CONNECT on the control plane's database
+    are revoked, is not. Probing uses acme's own credentials."""
+    control = make_url(env["FABRIC_DATABASE_URL"])
+    admin = {**pg_source, "username": control.username}
+    env = {**env, "ACME_ADMIN_PASSWORD": control.password or ""}
+    root = make_repo(
+        pg(admin, "admin", "${env:ACME_ADMIN_PASSWORD}", direction="destination")
+        + pg(pg_source, "plain", "${env:PG_PASSWORD}")
+        + "lite:\n  type: sqlite\n  direction: destination\n  path: data/acme/lite.sqlite\n",
+        {"tenants/globex/tenant.yaml": GLOBEX},
+    )
+    load = api.validate(root).load
+    assert load.ok, [d.to_document() for d in load.diagnostics]
+    result = api.apply(
+        api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions()
+    )
+    # apply probes the PostgreSQL logins it just created (not sqlite, not globex's unreachable
+    # ones, which it reports as unchecked)
+    by_connection = {w.split(" ")[2]: w for w in result.warnings if w.startswith("acme:")}
+    assert set(by_connection) == {"admin", "plain"}, result.warnings
+    assert "superuser" in by_connection["admin"]
+    assert f"control plane database {control.database}" in by_connection["plain"]
+    assert "superuser" not in by_connection["plain"]
+    assert all("could not be checked" in w for w in result.warnings if w.startswith("globex:"))
+
+    source_admin = make_engine(
+        make_url(env["FABRIC_DATABASE_URL"]).set(database=str(pg_source["database"]))
+    )
+    cp_admin = make_engine(env["FABRIC_DATABASE_URL"])
+    role = pg_source["username"]
+    try:
+        with source_admin.begin() as conn:
+            conn.execute(text("CREATE SCHEMA globex_raw; CREATE SCHEMA globex_marts"))
+            conn.execute(text(f"GRANT USAGE ON SCHEMA globex_raw TO {role}"))
+        with cp_admin.begin() as conn:
+            conn.execute(text(f'REVOKE CONNECT ON DATABASE "{control.database}" FROM PUBLIC'))
+        checks = run_checks(root, env)
+        assert checks["plain"].ok and checks["admin"].ok
+        assert checks["plain"].warning == (
+            "connection plain logs in as a role that can reach other tenants' schemas "
+            "globex_raw: give it a login of its own that can use only this tenant's schemas."
+        )
+        assert "superuser" in checks["admin"].warning
+        assert "other tenants' schemas globex_marts, globex_raw" in checks["admin"].warning
+        assert checks["lite"].warning is None
+        text_report = render_probes.render_text(render_probes.to_document("acme", checks.values()))
+        assert "warning: connection plain logs in as a role" in text_report
+        assert "2 with warnings." in text_report
+
+        with source_admin.begin() as conn:
+            conn.execute(text(f"REVOKE USAGE ON SCHEMA globex_raw FROM {role}"))
+        assert run_checks(root, env, "plain")["plain"].warning is None
+    finally:
+        with cp_admin.begin() as conn:
+            conn.execute(text(f'GRANT CONNECT ON DATABASE "{control.database}" TO PUBLIC'))
+        source_admin.dispose()
+        cp_admin.dispose()
+    assert_no_secret(repr(result.warnings) + repr(checks))
+    assert control.password is None or control.password not in repr(result.warnings) + repr(checks)

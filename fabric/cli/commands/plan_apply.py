@@ -184,6 +184,8 @@ def apply(
         fg="green",
         color=sys.stdout.isatty(),
     )
+    for warning in outcome.warnings:
+        click.secho(f"Warning: {warning}", fg="yellow", err=True, color=sys.stderr.isatty())
 
 
 @click.command()
