@@ -55,7 +55,7 @@ connections:
     port: {src.port}
     database: {src.database}
     username: {src.username}
-    password: ${{env:SRC_PASSWORD}}
+    password: ${{env:ACME_SRC_PASSWORD}}
 pipelines:
   orders: {{source: src, dataset: acme_raw, mode: single_table, table: orders}}
 transformations:
@@ -96,7 +96,7 @@ def repo(tmp_path: Path, make_database) -> Iterator[tuple[Path, dict[str, str], 
         "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
         "FABRIC_HOME": str(tmp_path / "home"),
         "DWH_ADMIN_PASSWORD": warehouse.password or "",
-        "SRC_PASSWORD": source.password or "",
+        "ACME_SRC_PASSWORD": source.password or "",
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/root"),
     }
