@@ -89,6 +89,15 @@ Secret = Annotated[
     Field(json_schema_extra={"pattern": REFERENCE_PATTERN}),
 ]
 Scalar = str | int | float | bool | None
+Email = _pattern(r"^[^@\s<>]+@[^@\s<>]+$", "bad_email", "email address")
+GroupName = _pattern(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$", "bad_group", "group name")
+Who = _pattern(
+    r"^([^@\s<>]+@[^@\s<>]+|[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})$",
+    "bad_member",
+    "member (an email address, or a group name declared under groups: in fabric.yaml)",
+)
+GithubTeam = _pattern(r"^@[A-Za-z0-9][A-Za-z0-9\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$", "bad_team",
+                      "team (@org/team)")
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 
 
@@ -112,6 +121,23 @@ class ApplySettings(Spec):
     max_deletes: int = Field(10, ge=0)
 
 
+class Group(Spec):
+    """A named set of people that `members` and `admins` may name instead of one email."""
+
+    members: tuple[Email, ...] = ()
+    """Email addresses of the group's people (matched without regard to case)."""
+    team: GithubTeam | None = None
+    """The git host's team for CODEOWNERS (`@org/team`); without it, the members' emails."""
+
+
+class OwnershipSettings(Spec):
+    """Whether `fabric apply` checks the author's role (see fabric/plan/authorize.py)."""
+
+    enforce: bool = True
+    """On by default: an apply with no author known is refused. `false` opts the project out
+    (every change is applied, whoever makes it)."""
+
+
 class ProjectSpec(Spec):
     """`fabric.yaml`: the project. Never holds secrets."""
 
@@ -120,6 +146,11 @@ class ProjectSpec(Spec):
     description: str | None = None
     defaults: Defaults = Defaults()
     apply: ApplySettings = ApplySettings()
+    admins: tuple[Who, ...] = ()
+    """Project admins (emails or group names): they may change anything, fabric.yaml too."""
+    groups: FrozenMap(GroupName, Group) = Field(default_factory=dict)
+    """Group name -> its people; `who:` and `admins:` entries without `@` name a group."""
+    ownership: OwnershipSettings = OwnershipSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +158,8 @@ class ProjectSpec(Spec):
 
 
 class Member(Spec):
-    who: str
+    who: Who
+    """An email address (any case) or the name of a group declared in fabric.yaml."""
     role: Literal["owner", "admin", "editor", "viewer"] = "viewer"
 
 

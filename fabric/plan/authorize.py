@@ -1,0 +1,252 @@
+"""Who may apply which change: the tenants' members and the project's admins.  [pure]
+
+Invariants:
+- Pure: a plan's changes, the members as the control plane holds them *before* the apply,
+  the governing project settings and an author in; refusals out. No I/O.
+- The current owners decide. A tenant that exists is judged by the members stored in the
+  control plane, never by the branch's YAML (which may be the very change that adds the
+  author); a new tenant, which has no stored members, by the members its own YAML declares.
+- Roles are ordered owner > admin > editor > viewer. Editors change pipelines,
+  transformations, schedules and dependencies; admins also connections (and so secrets) and
+  any delete; owners also the tenant's own settings (display_name, warehouse, env, labels,
+  members, ...) and the tenant's deletion. Project admins may change anything, fabric.yaml too.
+- `who` matches an author by email, without regard to case; an entry without `@` names a group
+  of fabric.yaml's `groups:`, whose members are emails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from fabric.addresses import Kind
+from fabric.plan.diff import Action, Change
+
+PROJECT_FILE = "fabric.yaml"
+
+
+class Role(IntEnum):
+    VIEWER = 1
+    EDITOR = 2
+    ADMIN = 3
+    OWNER = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+Members = Sequence[tuple[str, str]]
+"""A tenant's members as (who, role) pairs, as `tenant.yaml` lists them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Governance:
+    """The project settings that decide who may change what (from fabric.yaml)."""
+
+    enforce: bool = True
+    admins: tuple[str, ...] = ()
+    """Emails or group names, as written."""
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Group name -> member emails."""
+
+    @classmethod
+    def of_project(cls, project: Mapping[str, Any] | None) -> Governance:
+        """From fabric.yaml as JSON (a ProjectSpec dump); defaults when None."""
+        project = project or {}
+        groups = {
+            str(name): tuple(str(e) for e in (group or {}).get("members", ()))
+            for name, group in (project.get("groups") or {}).items()
+        }
+        return cls(
+            enforce=bool((project.get("ownership") or {}).get("enforce", True)),
+            admins=tuple(str(a) for a in project.get("admins") or ()),
+            groups=groups,
+        )
+
+    def expand(self, who: str) -> frozenset[str]:
+        """The lower-cased emails a `who` entry stands for."""
+        if "@" in who:
+            return frozenset({who.strip().lower()})
+        return frozenset(e.strip().lower() for e in self.groups.get(who.strip(), ()))
+
+    def is_admin(self, email: str | None) -> bool:
+        return email is not None and any(email in self.expand(a) for a in self.admins)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One change the author may not make: where, their role, and the role it needs."""
+
+    address: str
+    author: str | None
+    role: str
+    """The author's role in the tenant, "not a member", or "unknown author"."""
+    needed: str
+    """e.g. "admin or above", "owner", "a project admin"."""
+    approvers: tuple[str, ...] = ()
+    """Who may make it instead (the tenant's owners and admins, or the project admins)."""
+
+    def __str__(self) -> str:
+        who = self.author or "no author"
+        if self.role == "unknown author":
+            head = f"{self.address}: no author is known (no git commit, no --author)"
+        else:
+            head = f"{self.address}: {who} is {_a(self.role)}"
+        approve = f"; may approve: {', '.join(self.approvers)}" if self.approvers else ""
+        return f"{head}; this change needs {self.needed}{approve}"
+
+
+def _a(role: str) -> str:
+    if role == "not a member":
+        return role
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
+def author_email(author: str | None) -> str | None:
+    """The email of `Name <email>` or of a bare email, lower-cased; None when there is none."""
+    if not author:
+        return None
+    text = author.strip()
+    if "<" in text and text.endswith(">"):
+        text = text[text.rindex("<") + 1 : -1]
+    text = text.strip().lower()
+    return text if "@" in text else None
+
+
+def members_of_spec(spec: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """(who, role) pairs of a stored or planned tenant spec."""
+    return tuple(
+        (str(m.get("who", "")), str(m.get("role", "viewer")))
+        for m in (spec or {}).get("members") or ()
+        if isinstance(m, Mapping)
+    )
+
+
+def role_of(members: Members, email: str | None, governance: Governance) -> Role | None:
+    """The highest role any entry matching `email` gives; None when none matches."""
+    if email is None:
+        return None
+    roles = [Role[role.upper()] for who, role in members if email in governance.expand(who)]
+    return max(roles) if roles else None
+
+
+def role_needed(change: Change) -> Role:
+    """The least role of a tenant's members that may make this change."""
+    kind = change.address.kind
+    if kind is Kind.TENANT:
+        return Role.OWNER
+    if kind is Kind.DEPENDENCY:
+        # NOTE: an edge is removed by editing depends_on or a model's SQL, which editors may
+        # do; it is derived, not managed (plan/safety.py counts it the same way).
+        return Role.EDITOR
+    if kind is Kind.CONNECTION or change.action is Action.DELETE:
+        return Role.ADMIN
+    return Role.EDITOR
+
+
+def _drops_last_owner(change: Change, stored: Members) -> bool:
+    """A tenant update that leaves no owner where the control plane has one."""
+    if change.address.kind is not Kind.TENANT or change.action is not Action.UPDATE:
+        return False
+    if change.target is None or not any(role == "owner" for _, role in stored):
+        return False
+    return not any(role == "owner" for _, role in members_of_spec(change.target.spec))
+
+
+def _needed_text(role: Role) -> str:
+    return "owner" if role is Role.OWNER else f"{role.label} or above"
+
+
+def approvers(members: Members, governance: Governance) -> tuple[str, ...]:
+    """Who may approve any change of a tenant: its owners and admins, then project admins."""
+    listed = [who for who, role in members if role in ("owner", "admin")]
+    listed += [f"{a} (project admin)" for a in governance.admins]
+    return tuple(dict.fromkeys(listed))
+
+
+def tenant_members(
+    changes: Iterable[Change], stored: Mapping[str, Members]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The members that judge each touched tenant: stored ones, or a new tenant's own YAML."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for change in changes:
+        slug = change.address.tenant
+        if slug in out:
+            continue
+        if slug in stored:
+            out[slug] = tuple(stored[slug])
+    for change in changes:
+        slug = change.address.tenant
+        if slug not in out and change.address.kind is Kind.TENANT and change.target is not None:
+            out[slug] = members_of_spec(change.target.spec)
+    for change in changes:
+        out.setdefault(change.address.tenant, ())
+    return out
+
+
+def authorize(
+    changes: Sequence[Change],
+    *,
+    stored_members: Mapping[str, Members],
+    governance: Governance,
+    author: str | None,
+    project_changed: bool = False,
+) -> tuple[Refusal, ...]:
+    """Every change of the plan `author` may not make; empty when the apply may go ahead.
+
+    `stored_members` holds every touched tenant that exists in the control plane (with its
+    members as stored, possibly none); a touched tenant missing from it is new.
+    `project_changed` says fabric.yaml differs from the one the control plane recorded.
+    """
+    if not governance.enforce or (not changes and not project_changed):
+        return ()
+    email = author_email(author)
+    if governance.is_admin(email):
+        return ()
+    admins = tuple(f"{a} (project admin)" for a in governance.admins)
+    refusals: list[Refusal] = []
+    if project_changed:
+        refusals.append(
+            Refusal(
+                PROJECT_FILE,
+                author,
+                "unknown author" if email is None else "not a project admin",
+                "a project admin",
+                admins,
+            )
+        )
+    members = tenant_members(changes, stored_members)
+    for change in changes:
+        slug = change.address.tenant
+        if _drops_last_owner(change, stored_members.get(slug, ())):
+            refusals.append(
+                Refusal(
+                    str(change.address),
+                    author,
+                    "unknown author" if email is None else "not a project admin",
+                    "another owner listed first (the last owner cannot be removed)",
+                    approvers(members[slug], governance),
+                )
+            )
+            continue
+        needed = role_needed(change)
+        role = role_of(members[slug], email, governance)
+        if role is not None and role >= needed:
+            continue
+        if email is None:
+            shown = "unknown author"
+        else:
+            shown = "not a member" if role is None else role.label
+        refusals.append(
+            Refusal(
+                str(change.address),
+                author,
+                shown,
+                _needed_text(needed),
+                approvers(members[slug], governance),
+            )
+        )
+    return tuple(refusals)
