@@ -96,8 +96,9 @@ Who = _pattern(
     "bad_member",
     "member (an email address, or a group name declared under groups: in fabric.yaml)",
 )
-GithubTeam = _pattern(r"^@[A-Za-z0-9][A-Za-z0-9\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$", "bad_team",
-                      "team (@org/team)")
+GithubTeam = _pattern(
+    r"^@[A-Za-z0-9][A-Za-z0-9\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$", "bad_team", "team (@org/team)"
+)
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 
 

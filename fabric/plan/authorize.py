@@ -93,6 +93,7 @@ class Refusal:
         who = self.author or "no author"
         if self.role == "unknown author":
             head = f"{self.address}: no author is known (no git commit, no --author)"
+            return f"{head}; applying needs {self.needed}"
         else:
             head = f"{self.address}: {who} is {_a(self.role)}"
         approve = f"; may approve: {', '.join(self.approvers)}" if self.approvers else ""
@@ -100,7 +101,7 @@ class Refusal:
 
 
 def _a(role: str) -> str:
-    if role == "not a member":
+    if role.startswith("not "):
         return role
     return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
 
@@ -207,6 +208,17 @@ def authorize(
     if governance.is_admin(email):
         return ()
     admins = tuple(f"{a} (project admin)" for a in governance.admins)
+    if email is None:  # one refusal for the whole plan: no change can be judged
+        return (
+            Refusal(
+                "every change",
+                author,
+                "unknown author",
+                "a known author (a git commit's, or --author EMAIL), or `ownership: {enforce: "
+                "false}` in fabric.yaml",
+                admins,
+            ),
+        )
     refusals: list[Refusal] = []
     if project_changed:
         refusals.append(
@@ -250,3 +262,30 @@ def authorize(
             )
         )
     return tuple(refusals)
+
+
+def governing(
+    recorded: Mapping[str, Any] | None, repository: Mapping[str, Any] | None
+) -> tuple[Governance, bool]:
+    """(who governs, whether fabric.yaml changed) from the recorded and the repository's project.
+
+    The control plane's recorded fabric.yaml governs once it declares `admins` or `ownership`
+    (so a branch cannot make its author an admin or switch enforcement off); until then, the
+    repository's own one does, as a new tenant's own YAML names its first owners.
+    `recorded` and `repository` are ProjectSpec dumps (only the fields the file set).
+    """
+    from fabric.config.specs import ProjectSpec
+
+    governs = recorded is not None and ("admins" in recorded or "ownership" in recorded)
+    governance = Governance.of_project(recorded if governs else repository)
+    changed = False
+    if recorded is not None and repository is not None:
+
+        def normal(project: Mapping[str, Any]) -> Any:
+            return ProjectSpec.model_validate(dict(project)).model_dump(mode="json")
+
+        try:
+            changed = normal(recorded) != normal(repository)
+        except ValueError:  # a recorded project this version cannot read: treat as a change
+            changed = True
+    return governance, changed

@@ -196,7 +196,11 @@ def test_a_new_tenant_is_judged_by_the_members_its_own_yaml_declares():
     ok = authorize(new, stored_members={}, governance=Governance(), author="gina@globex.example")
     assert ok == ()
     refused = authorize(new, stored_members={}, governance=Governance(), author="x@y.example")
-    assert [r.address for r in refused] == ["globex", "globex.connection.dwh", "globex.pipeline.orders"]
+    assert [r.address for r in refused] == [
+        "globex",
+        "globex.connection.dwh",
+        "globex.pipeline.orders",
+    ]
 
 
 def test_an_existing_tenant_is_judged_by_its_stored_members_not_the_branch():
@@ -254,9 +258,12 @@ def test_the_last_owner_cannot_be_removed_even_by_that_owner():
 
 def test_no_author_refuses_every_change_unless_the_project_opts_out():
     changes = [change("acme.pipeline.orders", "update")]
-    (refusal,) = authorize(changes, stored_members={"acme": ACME}, governance=Governance(), author=None)
+    (refusal,) = authorize(
+        changes, stored_members={"acme": ACME}, governance=Governance(), author=None
+    )
     assert refusal.role == "unknown author"
-    assert "no author is known" in str(refusal)
+    assert refusal.address == "every change"
+    assert "no author is known" in str(refusal) and "enforce: false" in str(refusal)
     off = Governance(enforce=False)
     assert authorize(changes, stored_members={"acme": ACME}, governance=off, author=None) == ()
 

@@ -183,7 +183,7 @@ def make_repo(tmp_path: Path):
             textwrap.dedent(connections), "  "
         )
         for rel, content in {
-            "fabric.yaml": "format_version: 1\nname: test\n",
+            "fabric.yaml": "format_version: 1\nname: test\nownership: {enforce: false}\n",
             "tenants/acme/tenant.yaml": body,
             **(files or {}),
         }.items():
