@@ -706,20 +706,58 @@ def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[An
 
 
 def set_secret(
-    repo: Path, tenant: str, name: str, value: str, environ: Mapping[str, str] | None = None
+    repo: Path,
+    tenant: str,
+    name: str,
+    value: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    author: str | None = None,
 ) -> bool:
-    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged."""
+    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged.
+
+    Like a change of the tenant's connections, it needs an admin of the tenant (as the control
+    plane holds its members) or a project admin: `author`, else the checkout's HEAD author.
+
+    Raises:
+        UnauthorizedError: the author may not set the tenant's secrets.
+    """
+    from fabric.errors import UnauthorizedError
     from fabric.state.secrets import set_secret as store
     from fabric.state.secrets import tenant_schema
 
     ws = workspace(repo, environ)
     box = ws.secret_box()  # before starting anything: bad keys fail fast
+    author = author or git_identity(ws.root)[1]
     engine = ws.engine("secrets set")
     try:
         with engine.begin() as conn:
-            return store(conn, box, tenant, tenant_schema(conn, tenant), name, value)
+            schema = tenant_schema(conn, tenant)
+            refused = _secret_refusals(conn, ws.root, tenant, name, author)
+            if refused:
+                raise UnauthorizedError(refused, author)
+            return store(conn, box, tenant, schema, name, value)
     finally:
         engine.dispose()
+
+
+def _secret_refusals(conn: Any, root: Path, tenant: str, name: str, author: str | None):
+    from fabric.errors import ConfigError
+    from fabric.plan.authorize import authorize_secret, governing
+    from fabric.state.history import read_members, read_project
+
+    try:
+        project = repository_project(root)
+    except ConfigError:  # outside a repository (FABRIC_DATABASE_URL): the recorded one decides
+        project = None
+    governance, _ = governing(read_project(conn), project)
+    return authorize_secret(
+        tenant,
+        name,
+        stored_members=read_members(conn, [tenant]).get(tenant, ()),
+        governance=governance,
+        author=author,
+    )
 
 
 def list_secrets(repo: Path, tenant: str, environ: Mapping[str, str] | None = None) -> list:

@@ -211,7 +211,8 @@ def test_the_control_planes_members_decide_who_may_apply(repo: Repo) -> None:
     # An acme editor cannot grant themselves rights over globex: globex's current owners decide.
     grab = GLOBEX_TENANT.replace(
         "    - {who: gina@globex.example, role: owner}\n",
-        "    - {who: gina@globex.example, role: owner}\n    - {who: eddie@acme.example, role: owner}\n",
+        "    - {who: gina@globex.example, role: owner}\n"
+        "    - {who: eddie@acme.example, role: owner}\n",
     )
     repo.commit(EDDIE, "co-own globex", {"tenants/globex/tenant.yaml": grab})
     refused = applied(repo, "--tenant", "globex")
@@ -297,3 +298,39 @@ def test_codeowners_follows_the_owners_and_admins_and_check_finds_it_stale(repo:
     )
     stale = repo.fabric("codeowners", "--check")
     assert stale.returncode == 1 and "is stale" in stale.stderr
+
+
+def test_setting_a_secret_needs_an_admin_of_the_tenant(repo: Repo) -> None:
+    repo.commit(
+        ROOT_ADMIN,
+        "start",
+        {
+            "fabric.yaml": FABRIC_YAML,
+            "tenants/acme/tenant.yaml": ACME_TENANT,
+            "tenants/acme/pipelines.yaml": ACME_PIPELINES,
+            "tenants/globex/tenant.yaml": GLOBEX_TENANT,
+        },
+    )
+    assert applied(repo).returncode == 0
+
+    def set_as(author: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fabric", "secrets", "set", "acme", "token", "--author", author],
+            input="s3cret-value",
+            capture_output=True,
+            text=True,
+            env=repo.env,
+            cwd=repo.root,
+            timeout=120,
+        )
+
+    by_editor = set_as("eddie@acme.example")
+    assert by_editor.returncode == 3, by_editor.stdout + by_editor.stderr
+    assert "acme secret token: eddie@acme.example is an editor" in by_editor.stderr
+    by_other_tenant = set_as("gina@globex.example")
+    assert by_other_tenant.returncode == 3 and "is not a member" in by_other_tenant.stderr
+    assert "s3cret-value" not in by_editor.stderr + by_other_tenant.stderr
+    by_admin = set_as("adam@acme.example")
+    assert by_admin.returncode == 0, by_admin.stdout + by_admin.stderr
+    listed = repo.fabric("secrets", "list", "acme")
+    assert "token" in listed.stdout

@@ -289,3 +289,32 @@ def governing(
         except ValueError:  # a recorded project this version cannot read: treat as a change
             changed = True
     return governance, changed
+
+
+def authorize_secret(
+    slug: str,
+    name: str,
+    *,
+    stored_members: Members,
+    governance: Governance,
+    author: str | None,
+) -> tuple[Refusal, ...]:
+    """`fabric secrets set TENANT NAME` needs an admin of the (applied) tenant, as any change
+    of its connections does; project admins may set any secret."""
+    if not governance.enforce:
+        return ()
+    email = author_email(author)
+    if governance.is_admin(email):
+        return ()
+    role = role_of(stored_members, email, governance)
+    if email is not None and role is not None and role >= Role.ADMIN:
+        return ()
+    shown = "unknown author" if email is None else ("not a member" if role is None else role.label)
+    needed = (
+        _needed_text(Role.ADMIN)
+        if email is not None
+        else "a known author (a git commit's, or --author EMAIL), or `ownership: {enforce: "
+        "false}` in fabric.yaml"
+    )
+    address = f"{slug} secret {name}"
+    return (Refusal(address, author, shown, needed, approvers(stored_members, governance)),)

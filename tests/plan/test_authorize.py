@@ -10,6 +10,8 @@ from fabric.plan.authorize import (
     Role,
     author_email,
     authorize,
+    authorize_secret,
+    governing,
     role_needed,
 )
 from fabric.plan.diff import Action, Change, Target
@@ -293,3 +295,50 @@ def test_governance_reads_fabric_yaml_as_json():
 )
 def test_author_email_accepts_git_and_bare_forms(author, email):
     assert author_email(author) == email
+
+
+def test_the_recorded_fabric_yaml_governs_once_it_declares_admins_or_ownership():
+    recorded = {"admins": ["root@p.example"]}
+    branch = {"admins": ["root@p.example", "eddie@acme.example"]}
+    governance, changed = governing(recorded, branch)
+    assert governance.admins == ("root@p.example",) and changed
+    off = {"admins": ["root@p.example"], "ownership": {"enforce": False}}
+    governance, changed = governing(recorded, off)
+    assert governance.enforce and changed
+
+
+def test_before_any_governing_record_the_repositorys_fabric_yaml_decides():
+    governance, changed = governing({"name": "old"}, {"name": "old", "admins": ["a@p.example"]})
+    assert governance.admins == ("a@p.example",) and changed
+    governance, changed = governing(None, {"ownership": {"enforce": False}})
+    assert not governance.enforce and not changed
+
+
+def test_an_unchanged_fabric_yaml_is_no_change_even_when_written_differently():
+    recorded = {"admins": ["a@p.example"], "apply": {"allow_delete": False}}
+    _, changed = governing(recorded, {"admins": ["a@p.example"]})
+    assert not changed
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_setting_a_secret_needs_an_admin_of_the_tenant(role):
+    refusals = authorize_secret(
+        "acme", "dwh_password", stored_members=ACME, governance=Governance(), author=PEOPLE[role]
+    )
+    assert (refusals == ()) is (role >= Role.ADMIN)
+    if refusals:
+        assert str(refusals[0]).startswith(f"acme secret dwh_password: {PEOPLE[role]} is a")
+
+
+def test_a_non_member_cannot_set_another_tenants_secret_but_a_project_admin_can():
+    (refused,) = authorize_secret(
+        "acme", "pw", stored_members=ACME, governance=Governance(), author="gina@globex.example"
+    )
+    assert refused.role == "not a member" and refused.needed == "admin or above"
+    root = Governance(admins=("root@p.example",))
+    assert (
+        authorize_secret(
+            "acme", "pw", stored_members=ACME, governance=root, author="root@p.example"
+        )
+        == ()
+    )
