@@ -157,8 +157,12 @@ def _drops_last_owner(change: Change, stored: Members) -> bool:
     return not any(role == "owner" for _, role in members_of_spec(change.target.spec))
 
 
+_NEEDED_TEXT = {r: "owner" if r is Role.OWNER else f"{r.label} or above" for r in Role}
+_LABEL = {r: r.label for r in Role}
+
+
 def _needed_text(role: Role) -> str:
-    return "owner" if role is Role.OWNER else f"{role.label} or above"
+    return _NEEDED_TEXT[role]
 
 
 def approvers(members: Members, governance: Governance) -> tuple[str, ...]:
@@ -175,16 +179,13 @@ def tenant_members(
     out: dict[str, tuple[tuple[str, str], ...]] = {}
     for change in changes:
         slug = change.address.tenant
-        if slug in out:
-            continue
         if slug in stored:
-            out[slug] = tuple(stored[slug])
-    for change in changes:
-        slug = change.address.tenant
-        if slug not in out and change.address.kind is Kind.TENANT and change.target is not None:
+            if slug not in out:
+                out[slug] = tuple(stored[slug])
+        elif change.address.kind is Kind.TENANT and change.target is not None:
             out[slug] = members_of_spec(change.target.spec)
-    for change in changes:
-        out.setdefault(change.address.tenant, ())
+        else:
+            out.setdefault(slug, ())
     return out
 
 
@@ -231,34 +232,41 @@ def authorize(
             )
         )
     members = tenant_members(changes, stored_members)
+    # The author's role and the approvers are per tenant: computed once, not per change.
+    roles = {slug: role_of(people, email, governance) for slug, people in members.items()}
+    approving: dict[str, tuple[str, ...]] = {}
+
+    def who_approves(slug: str) -> tuple[str, ...]:
+        if slug not in approving:
+            approving[slug] = approvers(members[slug], governance)
+        return approving[slug]
+
     for change in changes:
         slug = change.address.tenant
-        if _drops_last_owner(change, stored_members.get(slug, ())):
+        if change.address.kind is Kind.TENANT and _drops_last_owner(
+            change, stored_members.get(slug, ())
+        ):
             refusals.append(
                 Refusal(
                     str(change.address),
                     author,
-                    "unknown author" if email is None else "not a project admin",
+                    "not a project admin",
                     "another owner listed first (the last owner cannot be removed)",
-                    approvers(members[slug], governance),
+                    who_approves(slug),
                 )
             )
             continue
         needed = role_needed(change)
-        role = role_of(members[slug], email, governance)
+        role = roles[slug]
         if role is not None and role >= needed:
             continue
-        if email is None:
-            shown = "unknown author"
-        else:
-            shown = "not a member" if role is None else role.label
         refusals.append(
             Refusal(
                 str(change.address),
                 author,
-                shown,
-                _needed_text(needed),
-                approvers(members[slug], governance),
+                "not a member" if role is None else _LABEL[role],
+                _NEEDED_TEXT[needed],
+                who_approves(slug),
             )
         )
     return tuple(refusals)
