@@ -226,7 +226,7 @@ def authorize(
             Refusal(
                 PROJECT_FILE,
                 author,
-                "unknown author" if email is None else "not a project admin",
+                "not a project admin",
                 "a project admin",
                 admins,
             )

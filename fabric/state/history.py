@@ -147,25 +147,28 @@ class AuditedApply:
 
 
 def record_changes(conn: Connection, apply_id: int, changes: Sequence[Any]) -> None:
-    """Store each change of an applied plan (fabric.plan.diff.Change), in one statement."""
+    """Store each change of an applied plan (fabric.plan.diff.Change), by one COPY: a
+    50,000-change first apply adds one round trip, not 50,000 rows of INSERT parameters."""
     if not changes:
         return
-    rows = [
-        {
-            "apply_id": apply_id,
-            "tenant": c.address.tenant,
-            "address": str(c.address),
-            "action": c.action.value,
-            "fields": [
+    cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
+    with (
+        cursor,
+        cursor.copy(
+            f"COPY {tables.SHARED_SCHEMA}.apply_changes (apply_id, tenant, address, action, "
+            "fields) FROM STDIN"
+        ) as copy,
+    ):
+        for c in changes:
+            fields = [
                 {"name": f.name, "sensitive": True}
                 if f.sensitive
                 else {"name": f.name, "before": f.before, "after": f.after}
                 for f in c.fields
-            ],
-        }
-        for c in changes
-    ]
-    conn.execute(tables.apply_changes.insert(), rows)
+            ]
+            copy.write_row(
+                (apply_id, c.address.tenant, str(c.address), c.action.value, json.dumps(fields))
+            )
 
 
 def read_audit(
