@@ -41,7 +41,7 @@ def test_a_child_dies_with_its_parent_only_when_it_asked(ask):
         (child,) = psutil.Process(parent.pid).children()
         parent.kill()
         parent.wait(timeout=10)
-        gone, _ = psutil.wait_procs([child], timeout=10 if ask else 1)
+        gone, alive = psutil.wait_procs([child], timeout=10 if ask else 1)
         assert bool(gone) is ask
     finally:
         parent.kill()
