@@ -70,7 +70,7 @@ def bench_full_run(nodes: int, branches: int, workers: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "repo"
             (root / "tenants" / "bench").mkdir(parents=True)
-            (root / "fabric.yaml").write_text("format_version: 1\n")
+            (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
             lines = [
                 "tenant: {display_name: Bench, warehouse: dwh}",
                 "connections:",

@@ -216,6 +216,7 @@ def write_fabric_repo(repo: Path, data: Path, warehouse: str) -> None:
     tenant.mkdir(parents=True, exist_ok=True)
     (repo / "fabric.yaml").write_text(
         "format_version: 1\nname: small-run-bench\ndefaults: {timezone: UTC, retries: 0}\n"
+        "ownership: {enforce: false}\n"
     )
     (tenant / "tenant.yaml").write_text(
         f"tenant:\n  display_name: Jaffle Shop\n  warehouse: warehouse\n"

@@ -86,7 +86,9 @@ def tenant_files(slug: str) -> dict[str, str]:
 
 
 def generate(root: Path, tenants: int) -> int:
-    (root / "fabric.yaml").write_text("format_version: 1\nname: scale\n")
+    (root / "fabric.yaml").write_text(
+        "format_version: 1\nname: scale\nownership: {enforce: false}\n"
+    )
     total = 0
     for n in range(tenants):
         slug = f"t{n:04d}"

@@ -101,6 +101,10 @@ def session_limits(settings: Settings) -> SessionLimits:
 class PlanResult:
     plan: Plan
     load: LoadResult
+    approvers: Mapping[str, tuple[str, ...]] | None = None
+    """Per touched tenant, who may approve its changes (owners, admins, project admins)."""
+    refusals: tuple[Any, ...] | None = None
+    """With an author given to plan: the changes they may not make (None: not checked)."""
 
 
 def load_valid(repo: Path, *, tenants: frozenset[str] | None = None) -> LoadResult:
@@ -121,8 +125,12 @@ def plan(
     environ: Mapping[str, str] | None = None,
     safety: SafetyOptions | None = None,
     engine: Engine | None = None,
+    author: str | None = None,
 ) -> PlanResult:
     """Diff the repository against the control plane (read-only).
+
+    Also says who may approve each touched tenant's changes and, with `author`, which changes
+    that author may not make (what `fabric apply` would refuse).
 
     With `changed_since` (a git ref), only the tenants whose files changed since it are loaded
     and planned, or every tenant when a shared file changed (fabric/config/changes.py).
@@ -182,12 +190,41 @@ def plan(
             tenants=tenants,
             safety=safety,
         )
-    result = dataclasses.replace(
-        result,
-        source_hash=load.source_hash_for(result.tenants),
-        notes=tuple(sorted({*result.notes, *notes})),
-    )
-    return PlanResult(result, load)
+        result = dataclasses.replace(
+            result,
+            source_hash=load.source_hash_for(result.tenants),
+            notes=tuple(sorted({*result.notes, *notes})),
+        )
+        approvers, refusals = _ownership_view(conn, result, load, author)
+    return PlanResult(result, load, approvers, refusals)
+
+
+def _project_json(project: Any) -> dict[str, Any]:
+    return project.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _ownership_view(
+    conn: Any, plan_: Plan, load: LoadResult, author: str | None
+) -> tuple[dict[str, tuple[str, ...]], tuple[Any, ...] | None]:
+    """Who may approve each touched tenant, and (with an author) what apply would refuse."""
+    from fabric.apply import ApplyOptions, authorization
+    from fabric.plan.authorize import approvers, governing, tenant_members
+    from fabric.plan.diff import tenants_of
+    from fabric.state.history import read_members, read_project, shared_tables_exist
+
+    assert load.desired is not None
+    project = _project_json(load.desired.project)
+    touched = tenants_of(plan_.changes)
+    exists = shared_tables_exist(conn)
+    stored = read_members(conn, touched) if exists and touched else {}
+    governance, _ = governing(read_project(conn) if exists else None, project)
+    members = tenant_members(plan_.changes, stored)
+    shown = {slug: approvers(members[slug], governance) for slug in touched}
+    refusals = None
+    if author is not None:
+        options = ApplyOptions(author=author, project=project)
+        refusals = authorization(conn, plan_.changes, touched, options)
+    return shown, refusals
 
 
 def plan_file_text(
@@ -283,6 +320,8 @@ def apply(
     from fabric.plan.warehouse import WAREHOUSE_KINDS
 
     ws = workspace(repo, environ)
+    if options.project is None:  # the policy (ownership, admins) is read from fabric.yaml
+        options = dataclasses.replace(options, project=repository_project(ws.root))
     engine = engine or ws.engine("apply")
     managed = any(c.address.kind in WAREHOUSE_KINDS for c in plan_.changes)
     needs_box = managed or any(c.target is not None and c.target.secret_refs for c in plan_.changes)
@@ -356,6 +395,41 @@ REACH_TIMEOUT = 5.0
 """Seconds apply waits for the changed connections' servers to say what their logins reach."""
 REACH_MAX_PROBES = 16
 """Changed connections an apply probes; the others are named in one note."""
+
+
+def repository_project(repo: Path) -> dict[str, Any]:
+    """fabric.yaml as JSON (the fields it sets), read without loading any tenant."""
+    load = load_valid(repo, tenants=frozenset())
+    assert load.desired is not None
+    return _project_json(load.desired.project)
+
+
+def refusals(
+    plan_: Plan,
+    *,
+    repo: Path,
+    author: str | None,
+    project: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+) -> tuple[Any, ...]:
+    """The plan's changes `author` may not make, as apply would judge them now (read-only).
+
+    Apply checks again inside its transaction; this lets the CLI refuse before asking.
+    """
+    from fabric.apply import ApplyOptions, authorization
+    from fabric.plan.diff import tenants_of
+
+    ws = workspace(repo, environ)
+    options = ApplyOptions(author=author, project=project or repository_project(ws.root))
+    own = engine is None
+    engine = engine or ws.engine("apply")
+    try:
+        with engine.connect() as conn:
+            return authorization(conn, plan_.changes, tenants_of(plan_.changes), options)
+    finally:
+        if own:
+            engine.dispose()
 
 
 def git_identity(repo: Path) -> tuple[str | None, str | None]:
@@ -746,14 +820,20 @@ def apply_history(
     *,
     limit: int = 20,
     tenant: str | None = None,
+    resource: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[Any]:
-    """Recorded applies, newest first (none before the first apply)."""
-    from fabric.state.history import read_history
+    """Recorded applies, newest first (none before the first apply), each with the changes it
+    made (of `tenant` or `resource` when given) in `changes`: the audit log. Two queries."""
+    from fabric.state.history import AuditedApply, read_audit, read_history
     from fabric.state.migrate import shared_is_current
 
     with workspace(repo, environ).engine("history").connect() as conn:
-        return read_history(conn, limit=limit, tenant=tenant) if shared_is_current(conn) else []
+        if not shared_is_current(conn):
+            return []
+        records = read_history(conn, limit=limit, tenant=tenant, resource=resource)
+        audit = read_audit(conn, [r.id for r in records], tenant=tenant, address=resource)
+    return [AuditedApply(r, tuple(audit.get(r.id, ()))) for r in records]
 
 
 def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[Any]:
@@ -768,20 +848,58 @@ def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[An
 
 
 def set_secret(
-    repo: Path, tenant: str, name: str, value: str, environ: Mapping[str, str] | None = None
+    repo: Path,
+    tenant: str,
+    name: str,
+    value: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    author: str | None = None,
 ) -> bool:
-    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged."""
+    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged.
+
+    Like a change of the tenant's connections, it needs an admin of the tenant (as the control
+    plane holds its members) or a project admin: `author`, else the checkout's HEAD author.
+
+    Raises:
+        UnauthorizedError: the author may not set the tenant's secrets.
+    """
+    from fabric.errors import UnauthorizedError
     from fabric.state.secrets import set_secret as store
     from fabric.state.secrets import tenant_schema
 
     ws = workspace(repo, environ)
     box = ws.secret_box()  # before starting anything: bad keys fail fast
+    author = author or git_identity(ws.root)[1]
     engine = ws.engine("secrets set")
     try:
         with engine.begin() as conn:
-            return store(conn, box, tenant, tenant_schema(conn, tenant), name, value)
+            schema = tenant_schema(conn, tenant)
+            refused = _secret_refusals(conn, ws.root, tenant, name, author)
+            if refused:
+                raise UnauthorizedError(refused, author)
+            return store(conn, box, tenant, schema, name, value)
     finally:
         engine.dispose()
+
+
+def _secret_refusals(conn: Any, root: Path, tenant: str, name: str, author: str | None):
+    from fabric.errors import ConfigError
+    from fabric.plan.authorize import authorize_secret, governing
+    from fabric.state.history import read_members, read_project
+
+    try:
+        project = repository_project(root)
+    except ConfigError:  # outside a repository (FABRIC_DATABASE_URL): the recorded one decides
+        project = None
+    governance, _ = governing(read_project(conn), project)
+    return authorize_secret(
+        tenant,
+        name,
+        stored_members=read_members(conn, [tenant]).get(tenant, ()),
+        governance=governance,
+        author=author,
+    )
 
 
 def list_secrets(repo: Path, tenant: str, environ: Mapping[str, str] | None = None) -> list:
@@ -876,3 +994,20 @@ def _server_status(ws: Workspace, home: Path, server: Any) -> ServerStatus:
         return ServerStatus(home, False, None, None, None, database_url)
     url = shown_url(server.tcp_url(CONTROL_PLANE_DATABASE, driver=None), drop_password=True)
     return ServerStatus(home, True, server.pid, server.port, url, database_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# codeowners
+
+
+def codeowners(repo: Path) -> str:
+    """The CODEOWNERS text for the repository's tenants (owners, admins) and project admins."""
+    from fabric.render.codeowners import codeowners_text
+
+    load = load_valid(repo)
+    assert load.desired is not None
+    members = {
+        slug: tuple((m.who, m.role) for m in tenant.spec.members)
+        for slug, tenant in load.desired.tenants.items()
+    }
+    return codeowners_text(load.desired.project, members)

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from fabric.addresses import Address
 from fabric.config.references import parse_reference
-from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
+from fabric.errors import (
+    MissingSecretError,
+    StalePlanError,
+    StateError,
+    UnauthorizedError,
+    UnsafePlanError,
+)
 from fabric.plan import steps
+from fabric.plan.authorize import Refusal, authorize, governing
 from fabric.plan.diff import Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
@@ -121,6 +128,10 @@ def _apply(
                 case steps.RefuseIfStale(tenants=slugs):
                     _refuse_if_stale(conn, plan, slugs)
                     tenant_rows.update(read_tenant_rows(conn, slugs))
+                case steps.Authorize(tenants=slugs):
+                    refusals = authorization(conn, plan.changes, slugs, options)
+                    if refusals:
+                        raise UnauthorizedError(refusals, options.author)
                 case steps.PrepareRows(addresses=addresses):
                     changes = tuple(by_address[a] for a in addresses)
                     for w in _row_writes(conn, changes, tenant_rows, box, environ):
@@ -163,6 +174,7 @@ def _apply(
                         client=client_name(),
                         project=options.project,
                     )
+                    history.record_changes(conn, apply_id, plan.changes)
                 case _:
                     assert_never(step)
     return ApplyResult(apply_id, counts(plan.changes), touched)
@@ -213,6 +225,27 @@ def _apply_warehouse(
         passwords[slug] = password
     with connect_admin(spec, environ, name) as admin:
         apply_warehouse(admin, spec, changes, passwords=passwords, drop_data=options.drop_data)
+
+
+def authorization(
+    conn: Connection, changes: tuple[Change, ...], slugs: tuple[str, ...], options: ApplyOptions
+) -> tuple[Refusal, ...]:
+    """The changes `options.author` may not make, judged by what the control plane holds:
+    the touched tenants' members and the recorded fabric.yaml (see plan/authorize.governing)."""
+    exists = history.shared_tables_exist(conn)
+    governance, project_changed = governing(
+        history.read_project(conn) if exists else None, options.project
+    )
+    if governance.enforce is False:
+        return ()
+    members = history.read_members(conn, slugs) if exists else {}
+    return authorize(
+        changes,
+        stored_members=members,
+        governance=governance,
+        author=options.author,
+        project_changed=project_changed,
+    )
 
 
 def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:

@@ -5,7 +5,8 @@ FabricError
 ├── SettingsError               a FABRIC_* variable has a value fabric cannot use; .name
 ├── PlanError
 │   ├── StalePlanError          objects changed since the plan was made; .changed
-│   └── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
+│   ├── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
+│   └── UnauthorizedError       the author may not make some changes; .refusals (exit code 3)
 ├── StateError                  the control plane cannot be reached or used
 │   ├── LockTimeoutError        .tenant, .holder, .since
 │   ├── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
@@ -53,6 +54,7 @@ __all__ = [
     "TenantNotAppliedError",
     "TerminalNodeError",
     "TransientNodeError",
+    "UnauthorizedError",
     "UnsafePlanError",
 ]
 
@@ -105,6 +107,28 @@ class UnsafePlanError(PlanError):
         self.reasons: tuple[str, ...] = tuple(reasons)
         listed = "\n".join(f"  - {r}" for r in self.reasons)
         super().__init__(f"Refusing to apply this plan:\n{listed}")
+
+
+class UnauthorizedError(PlanError):
+    """The author may not make some of the plan's changes (tenant members, project admins)."""
+
+    exit_code = 3
+    """Distinct from 1 (invalid repository, other errors), so CI can tell a refusal apart."""
+
+    def __init__(self, refusals: Sequence[object], author: str | None) -> None:
+        self.refusals: tuple[object, ...] = tuple(refusals)
+        self.author = author
+        shown = list(self.refusals[:50])
+        listed = "\n".join(f"  - {r}" for r in shown)
+        more = len(self.refusals) - len(shown)
+        if more:
+            listed += f"\n  ... and {more} more"
+        who = author or "an unknown author"
+        super().__init__(
+            f"Refusing to apply: {who} may not make {len(self.refusals)} of the plan's "
+            f"changes:\n{listed}\nAsk someone listed as able to approve to apply it, or to "
+            "give you the role in tenant.yaml (the control plane's members decide)."
+        )
 
 
 class StateError(FabricError):

@@ -59,7 +59,7 @@ def env(make_database) -> dict[str, str]:
 def root(tmp_path: Path, env: dict[str, str]) -> Path:
     """Three tenants applied from main; the checkout is on a branch `pr`."""
     root = tmp_path / "repo"
-    write(root, {"fabric.yaml": "format_version: 1\nname: t\n"})
+    write(root, {"fabric.yaml": "format_version: 1\nname: t\nownership: {enforce: false}\n"})
     for slug in ("acme", "globex", "initech"):
         write(root, tenant(slug, f"{slug}_marts"))
     git(root, "init", "-q", "-b", "main")

@@ -65,7 +65,7 @@ def applied(tmp_path, make_database):
     warehouse = make_url(make_database())
     root = tmp_path / "repo"
     (root / "tenants" / "acme" / "models").mkdir(parents=True)
-    (root / "fabric.yaml").write_text("format_version: 1\n")
+    (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
     (root / "tenants" / "acme" / "tenant.yaml").write_text(
         textwrap.dedent(TENANT).format(
             host=warehouse.host,

@@ -33,7 +33,7 @@ KEY = Fernet.generate_key().decode()
 DWH_PASSWORD = "dwh-Pa55word-never-shown"
 SHOP_PASSWORD = "shop-Pa55word-never-shown"
 
-FABRIC_YAML = "format_version: 1\nname: test\n"
+FABRIC_YAML = "format_version: 1\nname: test\nownership: {enforce: false}\n"
 ACME = {
     "tenants/acme/tenant.yaml": """
         tenant:

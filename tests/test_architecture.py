@@ -272,7 +272,7 @@ def test_read_only_commands_import_neither_dlt_dbt_alembic_nor_what_they_do_not_
 
     root = tmp_path / "repo"
     (root / "tenants" / "acme").mkdir(parents=True)
-    (root / "fabric.yaml").write_text("format_version: 1\n")
+    (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
     (root / "tenants" / "acme" / "tenant.yaml").write_text(
         "tenant: {display_name: Acme, warehouse: dwh}\n"
         "connections:\n  dwh: {type: postgres, direction: destination, host: h, database: d}\n"

@@ -13,7 +13,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Print a FabricError as a message (no traceback) and exit 1; other errors are bugs."""
+    """Print a FabricError as a message (no traceback) and exit 1 (3 for a refused author);
+    other errors are bugs."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -30,6 +31,6 @@ def handle_errors(fn: F) -> F:
                 color = sys.stderr.isatty()
                 click.echo(render_diagnostics_text(exc.diagnostics, color=color), err=True)
             click.secho(f"Error: {exc}", fg="red", err=True)
-            raise SystemExit(1) from None
+            raise SystemExit(getattr(exc, "exit_code", 1)) from None
 
     return wrapper  # type: ignore[return-value]

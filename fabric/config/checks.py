@@ -221,8 +221,52 @@ def check_tenant(ctx: TenantContext) -> list[Diagnostic]:
                 )
             )
         seen.setdefault(who, i)
+        if "@" not in who and member.who.strip() not in ctx.project.groups:
+            diags.append(
+                error(
+                    "unknown-group",
+                    "Unknown group",
+                    f"Tenant {ctx.slug} lists {member.who!r} in members: it is not an email "
+                    "and no group of fabric.yaml has that name.",
+                    hint=did_you_mean(member.who, sorted(ctx.project.groups))
+                    or "Write an email address, or declare the group under `groups:` in "
+                    "fabric.yaml.",
+                    span=_at(ctx.tenant_vs, "members", i, "who"),
+                    address=ctx.tenant_vs.address,
+                )
+            )
+    if ctx.tenant.members and not any(m.role == "owner" for m in ctx.tenant.members):
+        diags.append(
+            error(
+                "no-owner",
+                "Tenant without an owner",
+                f"Tenant {ctx.slug} lists members but no owner: the last owner cannot be removed.",
+                hint="Keep at least one member with `role: owner` (add the new owner first, "
+                "apply, then remove the old one).",
+                span=_at(ctx.tenant_vs, "members"),
+                address=ctx.tenant_vs.address,
+            )
+        )
     _check_declared_env(ctx, diags)
     return diags
+
+
+def check_project_admins(
+    project: ProjectSpec, locate: Callable[[tuple[str | int, ...]], SourceSpan]
+) -> list[Diagnostic]:
+    """`admins:` entries without `@` must name a declared group."""
+    return [
+        error(
+            "unknown-group",
+            "Unknown group",
+            f"fabric.yaml: admins lists {who!r}: it is not an email and no group has that name.",
+            hint=did_you_mean(who, sorted(project.groups))
+            or "Write an email address, or declare the group under `groups:`.",
+            span=locate(("admins", i)),
+        )
+        for i, who in enumerate(project.admins)
+        if "@" not in who and who.strip() not in project.groups
+    ]
 
 
 def _check_declared_env(ctx: TenantContext, diags: list[Diagnostic]) -> None:

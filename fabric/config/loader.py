@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
-from fabric.config.checks import check_project_env, check_project_timezone
+from fabric.config.checks import check_project_admins, check_project_env, check_project_timezone
 from fabric.config.discovery import discover, read_tenant_text
 from fabric.config.ownership import check_schema_ownership, check_shares
 from fabric.config.resolve import build_tenant
@@ -134,6 +134,7 @@ def _load_repository(root: Path, only: frozenset[str] | None) -> LoadResult:
                 where = functools.partial(parsed.locate, ("defaults", "timezone"))
                 diags += check_project_timezone(project, where)
                 diags += check_project_env(project, parsed.locate)
+                diags += check_project_admins(project, parsed.locate)
     for path, why, hint in files.refused:
         diags.append(
             error(

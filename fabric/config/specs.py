@@ -91,6 +91,16 @@ Secret = Annotated[
 TenantRef = _pattern(r"^[a-z][a-z0-9_]{0,39}$", "bad_reference", "tenant slug")
 RolePrefix = _pattern(r"^([a-z_][a-z0-9_]{0,20})?$", "bad_prefix", "role prefix")
 Scalar = str | int | float | bool | None
+Email = _pattern(r"^[^@\s<>]+@[^@\s<>]+$", "bad_email", "email address")
+GroupName = _pattern(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$", "bad_group", "group name")
+Who = _pattern(
+    r"^([^@\s<>]+@[^@\s<>]+|[A-Za-z0-9][A-Za-z0-9_.\-]{0,99})$",
+    "bad_member",
+    "member (an email address, or a group name declared under groups: in fabric.yaml)",
+)
+GithubTeam = _pattern(
+    r"^@[A-Za-z0-9][A-Za-z0-9\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$", "bad_team", "team (@org/team)"
+)
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 
 
@@ -143,6 +153,24 @@ class WarehouseSpec(Spec):
     cluster-wide, so two installations sharing a server keep apart."""
 
 
+class Group(Spec):
+    """A named set of people that `members` and `admins` may name instead of one email."""
+
+    members: tuple[Email, ...] = ()
+    """Email addresses of the group's people (matched without regard to case)."""
+    team: GithubTeam | None = None
+    """The git host's team for CODEOWNERS (`@org/team`); without it, the members' emails."""
+
+
+class OwnershipSettings(Spec):
+    """Whether `fabric apply` checks the author's role (see fabric/plan/authorize.py)."""
+
+    enforce: bool | None = None
+    """`true`: every change is judged (an apply with no author known is refused); `false`:
+    none is, whoever makes it; unset: judged wherever ownership is declared: everywhere once
+    `admins` is set, else in each tenant that lists `members`."""
+
+
 class ProjectSpec(Spec):
     """`fabric.yaml`: the project. Never holds secrets. `env:` lists the environment variables
     readable by every tenant (besides each tenant's own `<SLUG>_*`)."""
@@ -157,6 +185,11 @@ class ProjectSpec(Spec):
     """Environment variables readable by every tenant (e.g. DEMO_PG_PORT): names a tenant may
     use in `${env:NAME}` and its `env:` list besides its own `<SLUG>_*` ones. FABRIC_* and
     DBT_ENV_SECRET_* may not be shared."""
+    admins: tuple[Who, ...] = ()
+    """Project admins (emails or group names): they may change anything, fabric.yaml too."""
+    groups: FrozenMap(GroupName, Group) = Field(default_factory=dict)
+    """Group name -> its people; `who:` and `admins:` entries without `@` name a group."""
+    ownership: OwnershipSettings = OwnershipSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +197,8 @@ class ProjectSpec(Spec):
 
 
 class Member(Spec):
-    who: str
+    who: Who
+    """An email address (any case) or the name of a group declared in fabric.yaml."""
     role: Literal["owner", "admin", "editor", "viewer"] = "viewer"
 
 

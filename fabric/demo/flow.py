@@ -24,6 +24,9 @@ from fabric.render.runs import rows_total, short, table
 
 EXAMPLE_REPO = Path(__file__).resolve().parents[2] / "example-repo"
 EXCLUDE = DEMO_EXCLUDE
+DEMO_AUTHOR = "platform-team@fabric.example"
+"""Who the demo applies as: example-repo's project admin (its fabric.yaml `admins:`), since
+`fabric apply` checks the author's role and a demo has no commit of its own."""
 ARCHIVE = ("globex", "data/globex/lake", "globex_archive")
 """globex's erp_archive: (tenant, its `lake` folder, dataset), shown after the run."""
 SHOWCASE = {
@@ -57,8 +60,9 @@ def run_demo(
         environ = {**ws.environ, **sources.locations}
         echo(f"   demo run #{sources.run}; API at {sources.locations.get('DEMO_API_URL')}")
 
-        echo(f"\n2. fabric plan {shown}, then fabric apply")
+        echo(f"\n2. fabric plan {shown}, then fabric apply --author {DEMO_AUTHOR}")
         result = api.plan(repo, environ=environ)
+        as_admin = ApplyOptions(author=DEMO_AUTHOR)
         doc = to_document(result.plan)
         if full_plan:
             echo(_indent(render_plan_text(doc)))
@@ -68,7 +72,7 @@ def run_demo(
         else:
             echo(f"   {NO_CHANGES}")
         if result.plan.has_changes:
-            outcome = api.apply(result.plan, repo=repo, environ=environ, options=ApplyOptions())
+            outcome = api.apply(result.plan, repo=repo, environ=environ, options=as_admin)
             c = outcome.counts
             echo(
                 f"   Apply complete! Resources: {c['create']} added, {c['update']} changed, "
@@ -77,7 +81,7 @@ def run_demo(
         if _store_secrets(ws, environ, sources.secrets):
             echo("   stored the demo's secrets (`fabric secrets set`); applying them:")
             again = api.plan(repo, environ=environ).plan
-            api.apply(again, repo=repo, environ=environ, options=ApplyOptions())
+            api.apply(again, repo=repo, environ=environ, options=as_admin)
             changed = sum(1 for c in again.changes)
             echo(f"   {changed} connection(s) now carry their encrypted credentials")
 

@@ -36,6 +36,14 @@ class RefuseIfStale:
 
 
 @dataclass(frozen=True, slots=True)
+class Authorize:
+    """Refuse the plan if its author may not make every change: members and project admins
+    as the control plane holds them (fabric/plan/authorize.py)."""
+
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PrepareRows:
     """The rows to write: `${env:}` / `${secret:}` values resolved and encrypted (those of
     `with_secrets`), fingerprints settled."""
@@ -90,6 +98,7 @@ Step = (
     MigrateSharedSchema
     | LockTenants
     | RefuseIfStale
+    | Authorize
     | PrepareRows
     | CreateTenants
     | UpdateTenants
@@ -121,6 +130,7 @@ def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
         MigrateSharedSchema(),
         LockTenants(touched),
         RefuseIfStale(touched),
+        Authorize(touched),
     ]
     rows = tuple(c.address for c in changes if c.target is not None)
     if rows:
@@ -164,6 +174,11 @@ def describe_step(step: Step) -> str:
             return f"take the apply lock of {len(t)} tenant(s), in order: {names(t)}"
         case RefuseIfStale(tenants=t):
             return f"re-read {len(t)} tenant(s); refuse the plan if anything it read has changed"
+        case Authorize(tenants=t):
+            return (
+                f"check that the author may make every change of {len(t)} tenant(s), by their "
+                "members and the project admins as stored (unless ownership.enforce is false)"
+            )
         case PrepareRows(addresses=a, with_secrets=s):
             secrets = f", encrypting the secrets of {names(s)}" if s else ""
             return f"prepare {len(a)} row(s) to write{secrets}"
@@ -181,5 +196,8 @@ def describe_step(step: Step) -> str:
                 "roles first, then ownership, then grants; revokes before drops"
             )
         case RecordApply(tenants=t):
-            return "record the apply in `fabric history` (commit, author, plan hash, counts)"
+            return (
+                "record the apply in `fabric history` (commit, author, plan hash, counts, "
+                "each change field by field)"
+            )
     raise AssertionError(f"unknown step {step!r}")

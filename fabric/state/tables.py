@@ -96,6 +96,22 @@ applies = Table(
     Column("project", JSONB),
 )
 
+apply_changes = Table(
+    "apply_changes",
+    shared,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column(
+        "apply_id", BigInteger, ForeignKey("fabric.applies.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("tenant", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("fields", JSONB, nullable=False),
+    Index("apply_changes_address", "address", "apply_id"),
+    Index("apply_changes_tenant", "tenant", "apply_id"),
+)
+"""The audit log: each change an apply made, with its fields (secret ones without values)."""
+
 
 def _resource_table(name: str) -> Table:
     return Table(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SMALL_REPO = {
-    "fabric.yaml": "format_version: 1\nname: small\n",
+    "fabric.yaml": "format_version: 1\nname: small\nownership: {enforce: false}\n",
     "tenants/acme/tenant.yaml": """\
         tenant: {display_name: Acme, warehouse: dwh}
         connections:

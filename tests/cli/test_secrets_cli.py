@@ -24,6 +24,8 @@ from fabric.state.secrets import SecretBox, read_secret
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
 VALUE = "Tr0ub4dor&3-never-print-me"
+ADMIN = "ops@acme.example"
+"""acme's admin: setting a secret needs an admin of the tenant (see tests/test_ownership.py)."""
 
 
 @pytest.fixture
@@ -38,8 +40,9 @@ def control_plane(make_database: Callable[[], str]) -> Iterator[tuple[str, Engin
         tenant_id = conn.execute(
             text(
                 "INSERT INTO fabric.tenants (slug, spec, fingerprint, content_md5) "
-                "VALUES ('acme', '{}', 'fp', 'md5') RETURNING id"
-            )
+                "VALUES ('acme', CAST(:spec AS jsonb), 'fp', 'md5') RETURNING id"
+            ),
+            {"spec": json.dumps({"members": [{"who": ADMIN, "role": "admin"}]})},
         ).scalar_one()
         schema = tables.tenant_schema_name(tenant_id)
         _create_tenant_schema(conn, schema)
@@ -72,6 +75,8 @@ def run(
     url: str, args: list[str], *, input: str | None = None, keys: str = NEW_KEY, **kw: object
 ) -> Result:
     env = {"FABRIC_DATABASE_URL": url, "FABRIC_SECRET_KEYS": keys, "FABRIC_HOME": None}
+    if args[0] == "set":
+        args = [*args, "--author", ADMIN]
     return CliRunner().invoke(secrets_group, args, input=input, env=env, **kw)  # type: ignore[arg-type]
 
 
@@ -190,6 +195,7 @@ def test_python_dash_m_fabric_secrets_set_reads_stdin(control_plane, tmp_path: P
     env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
     env |= {"FABRIC_DATABASE_URL": url, "FABRIC_SECRET_KEYS": f"{NEW_KEY},{OLD_KEY}"}
     argv = [sys.executable, "-m", "fabric", "secrets", "set", "acme", "dwh_password"]
+    argv += ["--author", ADMIN]
     proc = subprocess.run(
         argv, input=VALUE, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
     )

@@ -27,6 +27,8 @@ from cryptography.fernet import Fernet
 from fabric.config.yaml_source import parse_yaml
 
 EXAMPLE = Path(__file__).parents[2] / "example-repo"
+ADMIN = "platform-team@fabric.example"
+"""example-repo's project admin (fabric.yaml `admins:`): the apply is checked against it."""
 
 
 def fabric(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,7 +54,7 @@ def exported(tmp_path: Path, make_database) -> Path:
     }
     source = tmp_path / "example-repo"
     shutil.copytree(EXAMPLE, source)
-    fabric(["apply", str(source), "--auto-approve"], env)
+    fabric(["apply", str(source), "--auto-approve", "--author", ADMIN], env)
     out = tmp_path / "exported"
     fabric(["export", "--repo", str(source), "--out", str(out)], env)
     return out

@@ -41,6 +41,7 @@ def test_locks_and_the_stale_check_come_before_any_write_and_history_last():
         steps.MigrateSharedSchema(),
         steps.LockTenants(("acme", "globex")),
         steps.RefuseIfStale(("acme", "globex")),
+        steps.Authorize(("acme", "globex")),
         steps.PrepareRows((ACME, DWH, ORDERS), with_secrets=(DWH,)),
         steps.CreateTenants(("acme",)),
         steps.WriteResources(upserts=(DWH, ORDERS), deletes=(OLD,)),
@@ -53,6 +54,7 @@ def test_every_step_has_a_line_for_explain():
     plan = (change(ACME, Action.UPDATE), change(ORDERS, Action.UPDATE, secrets=True))
     lines = [steps.describe_step(s) for s in steps.apply_steps(plan)]
     assert lines[0].startswith("migrate the shared schema")
-    assert "encrypting the secrets of acme.pipeline.orders" in lines[3]
-    assert lines[4] == "update 1 tenant(s): acme"
+    assert lines[3].startswith("check that the author may make every change")
+    assert "encrypting the secrets of acme.pipeline.orders" in lines[4]
+    assert lines[5] == "update 1 tenant(s): acme"
     assert lines[-1].startswith("record the apply")

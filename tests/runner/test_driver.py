@@ -28,7 +28,7 @@ from fabric.state.engine import make_engine
 from fabric.state.snapshot import read_tenant_rows
 
 REPO = {
-    "fabric.yaml": "format_version: 1\n",
+    "fabric.yaml": "format_version: 1\nownership: {enforce: false}\n",
     "tenants/acme/tenant.yaml": """
         tenant: {display_name: Acme, warehouse: dwh}
         connections:

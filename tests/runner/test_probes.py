@@ -198,7 +198,10 @@ def make_repo(tmp_path: Path):
             textwrap.dedent(connections), "  "
         )
         for rel, content in {
-            "fabric.yaml": f"format_version: 1\nname: test\nenv: [{', '.join(SHARED_ENV)}]\n",
+            "fabric.yaml": (
+                f"format_version: 1\nname: test\nenv: [{', '.join(SHARED_ENV)}]\n"
+                "ownership: {enforce: false}\n"
+            ),
             "tenants/acme/tenant.yaml": body,
             **(files or {}),
         }.items():

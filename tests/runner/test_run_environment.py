@@ -74,7 +74,7 @@ def repo(tmp_path, make_database):
     warehouse, source = make_url(make_database()), make_url(make_database())
     root = tmp_path / "repo"
     (root / "tenants" / "acme" / "models").mkdir(parents=True)
-    (root / "fabric.yaml").write_text("format_version: 1\n")
+    (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
     (root / "tenants" / "acme" / "tenant.yaml").write_text(TENANT.format(wh=warehouse, src=source))
     (root / "tenants" / "acme" / "models" / "probe.sql").write_text("select 1 as k\n")
     env = {

@@ -12,7 +12,7 @@ from fabric.state.engine import make_engine
 
 def write_repo(root, tenants: int, pipelines: int):
     root.mkdir(parents=True)
-    (root / "fabric.yaml").write_text("format_version: 1\n")
+    (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
     for t in range(tenants):
         folder = root / "tenants" / f"t{t}"
         folder.mkdir(parents=True)

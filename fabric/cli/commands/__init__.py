@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
@@ -23,6 +24,7 @@ COMMANDS: tuple[click.Command, ...] = (
     export,
     history,
     locks,
+    codeowners,
     run_command,
     test_command,
     compile_command,

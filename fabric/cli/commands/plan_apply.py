@@ -47,6 +47,11 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
     "--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error."
 )
 @click.option("--explain", is_flag=True, help="Also list the steps `fabric apply` would take.")
+@click.option(
+    "--author",
+    metavar="EMAIL",
+    help="Check the plan against this author's roles: list up front what apply would refuse.",
+)
 @repository()
 def plan(
     repo: Path,
@@ -56,17 +61,26 @@ def plan(
     out: Path | None,
     detailed_exitcode: bool,
     explain: bool,
+    author: str | None,
 ) -> None:
     """Show what `fabric apply` would change in the control plane."""
     from fabric import api
     from fabric.plan.plan import to_document
 
-    result = api.plan(repo, tenants=tenants, changed_since=changed_since)
+    result = api.plan(repo, tenants=tenants, changed_since=changed_since, author=author)
     doc = to_document(result.plan)
     if out is not None:
         doc, saved = api.plan_file_text(result.plan, repo)  # signed
         out.write_text(saved)
+    if fmt == "json":
+        doc = {**doc, "approvers": dict(result.approvers or {})}
+        if result.refusals is not None:
+            doc["refusals"] = [_refusal_doc(r) for r in result.refusals]
+    elif result.refusals:
+        click.echo(_refusals_text(result.refusals, author, markdown=fmt == "markdown"))
     click.echo(_render(doc, fmt, color=sys.stdout.isatty()))
+    if fmt != "json" and result.approvers:
+        click.echo(_approvers_text(result.approvers, markdown=fmt == "markdown"))
     if explain and fmt == "text":
         from fabric.plan.steps import apply_steps, describe_step
 
@@ -80,6 +94,34 @@ def plan(
         )
     if detailed_exitcode and result.plan.has_changes:
         raise SystemExit(2)
+
+
+def _refusal_doc(refusal) -> dict:
+    return {
+        "address": refusal.address,
+        "author": refusal.author,
+        "role": refusal.role,
+        "needed": refusal.needed,
+        "approvers": list(refusal.approvers),
+        "message": str(refusal),
+    }
+
+
+def _refusals_text(refusals, author: str | None, *, markdown: bool = False) -> str:
+    head = f"Apply would refuse {len(refusals)} change(s) by {author or 'an unknown author'}:"
+    bullet = "- " if markdown else "  - "
+    shown = [f"{bullet}{r}" for r in refusals[:50]]
+    if len(refusals) > 50:
+        shown.append(f"{bullet}... and {len(refusals) - 50} more")
+    return "\n".join([f"**{head}**" if markdown else head, *shown, ""])
+
+
+def _approvers_text(approvers, *, markdown: bool = False) -> str:
+    lines = ["", "**Who may approve:**" if markdown else "Who may approve (owners, admins):"]
+    bullet = "- " if markdown else "  "
+    for slug, people in sorted(approvers.items()):
+        lines.append(f"{bullet}{slug}: {', '.join(people) or 'nobody (no owner, no admin)'}")
+    return "\n".join(lines)
 
 
 @click.command()
@@ -121,7 +163,12 @@ def plan(
     "by default they are kept, owned by the warehouse's admin.",
 )
 @click.option("--commit", "git_commit", help="Git commit to record (default: the checkout's HEAD).")
-@click.option("--author", help="Author to record (default: the HEAD commit's author).")
+@click.option(
+    "--author",
+    metavar="EMAIL",
+    help="Who applies: checked against the tenants' members and the project admins, and "
+    "recorded (default: the HEAD commit's author).",
+)
 @handle_errors
 def apply(
     target: Path | None,
@@ -142,6 +189,7 @@ def apply(
     """
     from fabric import api
     from fabric.apply import ApplyOptions
+    from fabric.errors import UnauthorizedError
     from fabric.plan.plan import to_document
     from fabric.plan.safety import SafetyOptions
 
@@ -163,10 +211,6 @@ def apply(
     click.echo(_render(to_document(the_plan), "text", color=sys.stdout.isatty()))
     if not the_plan.has_changes:
         return
-    if not auto_approve:
-        if not sys.stdin.isatty():
-            raise click.UsageError("Refusing to apply without confirmation: pass --auto-approve.")
-        click.confirm("\nApply these changes?", abort=True)
     detected_commit, detected_author = api.git_identity(repo)
     options = ApplyOptions(
         lock_timeout=lock_timeout,
@@ -176,6 +220,13 @@ def apply(
         project=project.model_dump(mode="json", by_alias=True, exclude_unset=True),
         drop_data=drop_data,
     )
+    refused = api.refusals(the_plan, repo=repo, author=options.author, project=options.project)
+    if refused:  # before asking; apply checks again inside its transaction
+        raise UnauthorizedError(refused, options.author)
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise click.UsageError("Refusing to apply without confirmation: pass --auto-approve.")
+        click.confirm("\nApply these changes?", abort=True)
     outcome = api.apply(the_plan, repo=repo, options=options)
     c = outcome.counts
     click.secho(
@@ -190,26 +241,63 @@ def apply(
 
 @click.command()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--tenant", help="Only applies that touched this tenant.")
+@click.option("--tenant", help="Only applies that touched this tenant, and its changes.")
+@click.option(
+    "--resource",
+    metavar="ADDRESS",
+    help="Only applies that changed this resource (e.g. acme.pipeline.orders), and its changes.",
+)
+@click.option(
+    "--changes/--no-changes",
+    "show_changes",
+    default=None,
+    help="Show each change field by field (default: with --tenant or --resource).",
+)
 @repository(control_plane_only=True)
-def history(repo: Path, limit: int, tenant: str | None) -> None:
-    """List recorded applies: when, who, which commit and plan, what changed."""
+def history(
+    repo: Path, limit: int, tenant: str | None, resource: str | None, show_changes: bool | None
+) -> None:
+    """The audit log: who applied what, when, from which commit, field by field."""
     from fabric import api
 
-    records = api.apply_history(repo, limit=limit, tenant=tenant)
-    if not records:
-        click.echo("No applies recorded yet.")
+    entries = api.apply_history(repo, limit=limit, tenant=tenant, resource=resource)
+    if not entries:
+        click.echo("No applies recorded yet." if not (tenant or resource) else "No applies found.")
         return
+    detailed = bool(tenant or resource) if show_changes is None else show_changes
     click.echo(
         f"{'ID':>5}  {'STARTED':20}  {'OUTCOME':8}  {'+/~/-':>11}  {'COMMIT':8}  AUTHOR / TENANTS"
     )
-    for r in records:
+    for entry in entries:
+        r = entry.apply
         counts = f"{r.creates}/{r.updates}/{r.deletes}"
         commit = (r.git_commit or "-")[:8]
         click.echo(
             f"{r.id:>5}  {r.started_at:%Y-%m-%d %H:%M:%S}  {r.outcome:8}  {counts:>11}  "
             f"{commit:8}  {r.author or '-'}  [{', '.join(r.tenants)}]"
         )
+        if detailed:
+            for change in entry.changes:
+                click.echo(_audit_lines(change))
+
+
+def _audit_lines(change) -> str:
+    sign = {"create": "+", "update": "~", "delete": "-"}.get(change.action, "?")
+    lines = [f"         {sign} {change.address} ({change.action})"]
+    for f in change.fields:
+        if f.get("sensitive"):
+            lines.append(f"             {f['name']}: (sensitive value changed)")
+        elif change.action == "create":
+            lines.append(f"             {f['name']}: {_short(f.get('after'))}")
+        else:
+            before, after = _short(f.get("before")), _short(f.get("after"))
+            lines.append(f"             {f['name']}: {before} -> {after}")
+    return "\n".join(lines)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @click.command()

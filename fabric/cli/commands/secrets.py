@@ -41,8 +41,13 @@ def secrets_group() -> None:
 @secrets_group.command("set")
 @click.argument("tenant")
 @click.argument("name")
+@click.option(
+    "--author",
+    metavar="EMAIL",
+    help="Who sets it: an admin of TENANT or a project admin (default: the HEAD commit's author).",
+)
 @repository(control_plane_only=True)
-def set_command(tenant: str, name: str, repo: Path) -> None:
+def set_command(tenant: str, name: str, repo: Path, author: str | None) -> None:
     """Store the value of ${secret:NAME} for TENANT, read from stdin or a hidden prompt.
 
     \b
@@ -56,7 +61,7 @@ def set_command(tenant: str, name: str, repo: Path) -> None:
     value = _read_value(name)
     if not value:
         raise SecretError(f"The value of secret {name!r} is empty; nothing was stored.")
-    changed = api.set_secret(repo, tenant, name, value)
+    changed = api.set_secret(repo, tenant, name, value, author=author)
     if changed:
         click.echo(f"Stored secret {name!r} for tenant {tenant}.")
     else:
