@@ -732,3 +732,61 @@ def _server_status(ws: Workspace, home: Path, server: Any) -> ServerStatus:
         return ServerStatus(home, False, None, None, None, database_url)
     url = shown_url(server.tcp_url(CONTROL_PLANE_DATABASE, driver=None), drop_password=True)
     return ServerStatus(home, True, server.pid, server.port, url, database_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# init / tenant new
+
+
+@dataclass(frozen=True, slots=True)
+class ScaffoldResult:
+    """What `fabric init` or `fabric tenant new` wrote."""
+
+    root: Path
+    written: tuple[str, ...]
+    """Repository-relative paths, sorted."""
+
+
+def init_repository(folder: Path, *, tenant: str = "acme", name: str | None = None) -> ScaffoldResult:
+    """Write a new repository into `folder` (created if missing) with one tenant.
+
+    Refuses, writing nothing, when any of the files exists already (the error names them).
+    """
+    from fabric.config.json_schema import json_schemas, render_schema
+    from fabric.scaffold import repository_files
+
+    folder = Path(folder)
+    project = name or folder.resolve().name or "fabric"
+    schemas = {file: render_schema(schema) for file, schema in json_schemas().items()}
+    return _write_new(folder, repository_files(project, tenant, schemas=schemas))
+
+
+def new_tenant(repo: Path, slug: str, *, display_name: str | None = None) -> ScaffoldResult:
+    """Write `tenants/<slug>/tenant.yaml` (commented) into the repository; never overwrites."""
+    from fabric.errors import FabricError
+    from fabric.scaffold import tenant_files
+
+    if (Path(repo) / "tenants" / slug).exists():
+        raise FabricError(
+            f"tenants/{slug}/ exists already in {repo}; nothing was written. Pick another name, "
+            "or edit that tenant's files."
+        )
+    return _write_new(Path(repo), tenant_files(slug, display=display_name))
+
+
+def _write_new(root: Path, texts: Mapping[str, str]) -> ScaffoldResult:
+    from fabric.errors import FabricError
+
+    existing = sorted(rel for rel in texts if (root / rel).exists() or (root / rel).is_symlink())
+    if existing:
+        shown = ", ".join(existing[:10]) + (f" and {len(existing) - 10} more" if len(existing) > 10 else "")
+        raise FabricError(
+            f"{root} already holds {shown}; nothing was written. fabric never overwrites your "
+            "files: move them away, or pick an empty folder."
+        )
+    for rel, text in texts.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:  # "x": a file created meanwhile is not lost
+            f.write(text)
+    return ScaffoldResult(root.resolve(), tuple(sorted(texts)))
