@@ -626,29 +626,76 @@ def apply_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[An
 def set_secret(
     repo: Path, tenant: str, name: str, value: str, environ: Mapping[str, str] | None = None
 ) -> bool:
-    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged."""
+    """Store `${secret:NAME}` of a tenant, encrypted; False when it was unchanged.
+
+    A tenant not applied yet keeps the value pending: its first apply moves it into the
+    tenant's store and binds it, so a new tenant needs one apply, not apply, set, apply.
+    """
+    return set_secret_result(repo, tenant, name, value, environ).changed
+
+
+@dataclass(frozen=True, slots=True)
+class SetSecretResult:
+    changed: bool
+    pending: bool
+    """True when the tenant is not applied yet: its first apply binds the value."""
+
+
+def set_secret_result(
+    repo: Path, tenant: str, name: str, value: str, environ: Mapping[str, str] | None = None
+) -> SetSecretResult:
+    """`set_secret`, saying also whether the value waits for the tenant's first apply."""
+    from fabric.errors import TenantNotAppliedError
+    from fabric.scaffold import check_slug
+    from fabric.state.locks import acquire_migration_lock
+    from fabric.state.migrate import shared_is_current, upgrade_shared
+    from fabric.state.secrets import set_pending_secret, tenant_schema
     from fabric.state.secrets import set_secret as store
-    from fabric.state.secrets import tenant_schema
 
     ws = workspace(repo, environ)
     box = ws.secret_box()  # before starting anything: bad keys fail fast
     engine = ws.engine("secrets set")
     try:
         with engine.begin() as conn:
-            return store(conn, box, tenant, tenant_schema(conn, tenant), name, value)
+            try:
+                schema = tenant_schema(conn, tenant)
+            except TenantNotAppliedError:
+                schema = None
+            if schema is not None:
+                return SetSecretResult(store(conn, box, tenant, schema, name, value), False)
+        check_slug(tenant)
+        with engine.begin() as conn:
+            if not shared_is_current(conn):
+                acquire_migration_lock(conn)
+                upgrade_shared(conn)
+            try:  # applied meanwhile (the migration lock may have waited for an apply)
+                schema = tenant_schema(conn, tenant)
+            except TenantNotAppliedError:
+                return SetSecretResult(set_pending_secret(conn, box, tenant, name, value), True)
+            return SetSecretResult(store(conn, box, tenant, schema, name, value), False)
     finally:
         engine.dispose()
 
 
 def list_secrets(repo: Path, tenant: str, environ: Mapping[str, str] | None = None) -> list:
-    """(name, updated_at) of a tenant's stored secrets; never values."""
+    """(name, updated_at) of a tenant's stored secrets; never values.
+
+    For a tenant not applied yet: its pending secrets (raises TenantNotAppliedError if none).
+    """
+    from fabric.errors import TenantNotAppliedError
+    from fabric.state.secrets import list_pending_secrets, tenant_schema
     from fabric.state.secrets import list_secrets as names
-    from fabric.state.secrets import tenant_schema
 
     engine = workspace(repo, environ).engine("secrets list")
     try:
         with engine.connect() as conn:
-            return names(conn, tenant_schema(conn, tenant))
+            try:
+                return names(conn, tenant_schema(conn, tenant))
+            except TenantNotAppliedError:
+                pending = list_pending_secrets(conn, tenant)
+                if not pending:
+                    raise
+                return pending
     finally:
         engine.dispose()
 
@@ -747,7 +794,9 @@ class ScaffoldResult:
     """Repository-relative paths, sorted."""
 
 
-def init_repository(folder: Path, *, tenant: str = "acme", name: str | None = None) -> ScaffoldResult:
+def init_repository(
+    folder: Path, *, tenant: str = "acme", name: str | None = None
+) -> ScaffoldResult:
     """Write a new repository into `folder` (created if missing) with one tenant.
 
     Refuses, writing nothing, when any of the files exists already (the error names them).
@@ -779,7 +828,9 @@ def _write_new(root: Path, texts: Mapping[str, str]) -> ScaffoldResult:
 
     existing = sorted(rel for rel in texts if (root / rel).exists() or (root / rel).is_symlink())
     if existing:
-        shown = ", ".join(existing[:10]) + (f" and {len(existing) - 10} more" if len(existing) > 10 else "")
+        shown = ", ".join(existing[:10]) + (
+            f" and {len(existing) - 10} more" if len(existing) > 10 else ""
+        )
         raise FabricError(
             f"{root} already holds {shown}; nothing was written. fabric never overwrites your "
             "files: move them away, or pick an empty folder."

@@ -71,13 +71,13 @@ def ci_files() -> dict[str, str]:
 def tenant_files(slug: str, *, display: str | None = None) -> dict[str, str]:
     """A new, empty tenant: one commented tenant.yaml (what `fabric tenant new` writes)."""
     check_slug(slug)
-    text = _template("tenant_new.yaml").format(slug=slug, display_name=display or display_name(slug))
+    text = _template("tenant_new.yaml").format(
+        slug=slug, display_name=display or display_name(slug)
+    )
     return {f"tenants/{slug}/tenant.yaml": text}
 
 
-def repository_files(
-    project: str, slug: str, *, schemas: dict[str, str]
-) -> dict[str, str]:
+def repository_files(project: str, slug: str, *, schemas: dict[str, str]) -> dict[str, str]:
     """A whole new repository with one tenant holding one of each resource.
 
     `schemas` is `{file name: JSON text}` of the JSON Schemas, written under `schemas/`.
