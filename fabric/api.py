@@ -362,7 +362,7 @@ def run(
     start_worker_server(environ)  # first: workers import dlt/dbt while this process starts up
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, run_tenants
-    from fabric.state.embedded import fabric_home
+    from fabric.state.embedded import ignored_home
     from fabric.state.snapshot import read_tenant_rows
 
     ws = workspace(repo, environ)
@@ -372,7 +372,7 @@ def run(
             tenants = sorted(read_tenant_rows(conn))
     if not tenants:
         raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
-    home = fabric_home(ws.root, ws.settings)
+    home = ignored_home(ws.root, ws.settings)
     options = RunOptions(
         selectors=tuple(selectors),
         exclude=tuple(exclude),
@@ -425,7 +425,7 @@ def compile_transformation(
     from fabric.runner.dbt_node import compile_node
     from fabric.runner.driver import RunOptions, node_spec
     from fabric.state.applied import read_applied
-    from fabric.state.embedded import fabric_home
+    from fabric.state.embedded import ignored_home
 
     target = _transformation_address(address)
     ws = workspace(repo, environ)
@@ -436,7 +436,7 @@ def compile_transformation(
         known = sorted(a.name for a in applied.nodes if a.kind is Kind.TRANSFORMATION)
         hint = f" Applied transformations: {', '.join(known)}." if known else ""
         raise FabricError(f"{target} is not an applied transformation.{hint}")
-    home = fabric_home(ws.root, ws.settings)
+    home = ignored_home(ws.root, ws.settings)
     options = RunOptions(workdir=home / "work", repo_root=ws.root, environ=ws.environ)
     return compile_node(node_spec(applied, target, options, ws.secret_box))
 
