@@ -65,10 +65,10 @@ class Workspace:
 
     def engine(self, command: str = "plan") -> Engine:
         from fabric.state.embedded import control_plane_url
-        from fabric.state.engine import client_name, make_engine
+        from fabric.state.engine import client_name, make_control_plane_engine
 
         url = control_plane_url(self.root, self.settings)
-        return make_engine(url, application_name=client_name(command))
+        return make_control_plane_engine(url, application_name=client_name(command))
 
     def secret_box(self) -> SecretBox:
         from fabric.state.embedded import fabric_home
@@ -109,11 +109,13 @@ def plan(
     environ: Mapping[str, str] | None = None,
     safety: SafetyOptions | None = None,
     engine: Engine | None = None,
+    load: LoadResult | None = None,
 ) -> PlanResult:
     """Diff the repository against the control plane (read-only).
 
     With `changed_since` (a git ref), only the tenants whose files changed since it are loaded
     and planned, or every tenant when a shared file changed (fabric/config/changes.py).
+    `load` is the repository loaded already (valid; `fabric watch` keeps one up to date).
     """
     import dataclasses
 
@@ -138,7 +140,12 @@ def plan(
                 f"tenants changed since {changed_since}: {listed}; checks across tenants "
                 "(schema ownership) covered these only, `fabric apply PLANFILE` checks all"
             )
-    load = load_valid(ws.root, tenants=only)
+    if load is None or changed_since is not None:
+        load = load_valid(ws.root, tenants=only)
+    elif load.desired is None:
+        from fabric.errors import ConfigError
+
+        raise ConfigError(load.diagnostics)
     assert load.desired is not None
     if only is not None and not only:
         import datetime as dt

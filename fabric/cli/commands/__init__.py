@@ -16,11 +16,13 @@ from fabric.cli.commands.run import graph, run_command, runs, status
 from fabric.cli.commands.secrets import secrets_group
 from fabric.cli.commands.server import server_group
 from fabric.cli.commands.validate import validate
+from fabric.cli.commands.watch import watch_command
 
 COMMANDS: tuple[click.Command, ...] = (
     init_command,
     tenant_group,
     validate,
+    watch_command,
     plan,
     apply,
     export,
