@@ -113,7 +113,8 @@ def _report(
 ) -> WatchReport:
     started = time.perf_counter()
     try:
-        load = load_repository(root, cache=cache)
+        # `tenants` (None: a shared file changed, or the first load) bounds what is re-read
+        load = load_repository(root, cache=cache, changed=tenants)
     except OSError as exc:  # a file vanished or changed between listing and reading it
         return WatchReport(
             changed,

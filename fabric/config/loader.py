@@ -16,8 +16,8 @@ from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
 from fabric.config.checks import check_project_timezone
-from fabric.config.discovery import discover, read_tenant_text
-from fabric.config.ownership import check_schema_ownership
+from fabric.config.discovery import RepositoryFiles, discover, read_tenant_text
+from fabric.config.ownership import SchemaWrite, check_schema_ownership, schema_writes
 from fabric.config.resolve import build_tenant
 from fabric.config.sections import BrokenSpec, validate_project, validate_tenant_file
 from fabric.config.specs import ProjectSpec
@@ -99,24 +99,65 @@ class LoadCache:
     """(path, slug, sha256 of text) -> (parse diagnostics, parse failed, specs, broken,
     problems)."""
     tenants: dict[str, tuple] = field(default_factory=dict)
-    """slug -> (key, state, problems, {sql rel: (text, problem)}) of its last resolution."""
+    """slug -> (key, state, problems, {sql rel: (text, problem)}, schema writes) of its last
+    resolution."""
     hits: int = 0
     """Files whose parse and validation came from the cache in the last load (for tests)."""
+    discovered: RepositoryFiles | None = None
+    """The files of the last full load: a reload told which tenants changed reads only those."""
 
 
 def load_repository(
-    root: Path, *, tenants: Iterable[str] | None = None, cache: LoadCache | None = None
+    root: Path,
+    *,
+    tenants: Iterable[str] | None = None,
+    cache: LoadCache | None = None,
+    changed: Iterable[str] | None = None,
 ) -> LoadResult:
     """Load every tenant, or only `tenants` (for `plan --changed-since`).
 
     A limited load reads and checks only those tenants' files: checks across tenants (schema
     ownership) then see only them, so whatever applies such a plan loads every tenant again
     (`fabric apply PLANFILE` does). `cache` (see LoadCache) makes reloading after small edits
-    fast; the result is the same as without it.
+    fast; the result is the same as without it. `changed` (with a cache) names the only tenant
+    folders whose files may differ from the cache's last load (`fabric watch` knows them from
+    file events): the other tenants' files are not even read again.
     """
     only = None if tenants is None else frozenset(tenants)
     with gc_paused():
-        return _load_repository(Path(root), only, cache)
+        files = _discover(Path(root), only, cache, changed)
+        # NOTE: with `changed`, a tenant not named kept its files, so its SQL files are trusted too
+        fresh = None if changed is None or cache is None else frozenset(changed)
+        return _load_repository(files, only, cache, fresh)
+
+
+def _discover(
+    root: Path, only: frozenset[str] | None, cache: LoadCache | None, changed: Iterable[str] | None
+) -> RepositoryFiles:
+    last = cache.discovered if cache is not None else None
+    if only is not None or changed is None or last is None or last.root != root.resolve():
+        files = discover(root, max_bytes=MAX_FILE_BYTES, only=only)
+        if cache is not None and only is None:
+            cache.discovered = files
+        return files
+    fresh_only = frozenset(changed)
+    fresh = discover(root, max_bytes=MAX_FILE_BYTES, only=fresh_only)
+
+    def kept(path: str) -> bool:
+        parts = path.split("/")
+        return not (len(parts) >= 2 and parts[0] == "tenants" and parts[1] in fresh_only)
+
+    tenants = {k: v for k, v in last.tenants.items() if k not in fresh_only} | fresh.tenants
+    files = RepositoryFiles(
+        fresh.root,
+        fresh.project,
+        dict(sorted(tenants.items())),
+        last.stray,
+        tuple(u for u in last.unreadable if kept(u[0])) + fresh.unreadable,
+        tuple(dict.fromkeys((*(r for r in last.refused if kept(r[0])), *fresh.refused))),
+    )
+    cache.discovered = files
+    return files
 
 
 def _validated_file(source, slug: str, cache: LoadCache | None, seen: set) -> tuple:
@@ -135,9 +176,11 @@ def _validated_file(source, slug: str, cache: LoadCache | None, seen: set) -> tu
 
 
 def _load_repository(
-    root: Path, only: frozenset[str] | None, cache: LoadCache | None
+    files: RepositoryFiles,
+    only: frozenset[str] | None,
+    cache: LoadCache | None,
+    changed: frozenset[str] | None = None,
 ) -> LoadResult:
-    files = discover(root, max_bytes=MAX_FILE_BYTES, only=only)
     diags: list[Diagnostic] = []
     project_digest = ""
     tenant_digests: dict[str, str] = {}
@@ -197,6 +240,7 @@ def _load_repository(
     tenants: dict[str, TenantState] = {}
     seen_files: set[tuple[str, str, str]] = set()
     seen_tenants: set[str] = set()
+    tenant_writes: dict[str, tuple[SchemaWrite, ...]] = {}
     if cache is not None:
         cache.hits = 0
     root_posix = Path(files.root).resolve().as_posix()
@@ -251,18 +295,26 @@ def _load_repository(
         if (
             cached is not None
             and cached[0] == key
-            and all(
-                read_tenant_text(files.root, slug, rel) == seen for rel, seen in cached[3].items()
+            and (
+                (changed is not None and slug not in changed)
+                or all(
+                    read_tenant_text(files.root, slug, rel) == seen
+                    for rel, seen in cached[3].items()
+                )
             )
         ):
-            _, state, problems, reads = cached
+            _, state, problems, reads, *known = cached
+            if known and state is not None:
+                tenant_writes[slug] = known[0]
             sql_files.update({rel: text for rel, (text, _) in reads.items() if text is not None})
         else:
             state, problems = build_tenant(
                 slug, specs, project, read_sql, sources[0].path, broken, root_posix
             )
         if cache is not None:
-            cache.tenants[slug] = (key, state, problems, dict(reads))
+            if state is not None and slug not in tenant_writes:
+                tenant_writes[slug] = tuple(schema_writes(state))
+            cache.tenants[slug] = (key, state, problems, dict(reads), tenant_writes.get(slug))
         seen_tenants.add(slug)
         diags += problems
         for rel, text in sorted(sql_files.items()):
@@ -270,7 +322,7 @@ def _load_repository(
         tenant_digests[slug] = digest.hexdigest()
         if state is not None:
             tenants[slug] = state
-    diags += check_schema_ownership(tenants)
+    diags += check_schema_ownership(tenants, writes=tenant_writes)
     if cache is not None and only is None:  # forget what the repository no longer holds
         cache.files = {k: v for k, v in cache.files.items() if k in seen_files}
         cache.tenants = {k: v for k, v in cache.tenants.items() if k in seen_tenants}

@@ -80,3 +80,24 @@ def test_removed_files_and_tenants_leave_the_cache(repo):
     load_repository(repo, cache=cache)
     assert "globex" not in cache.tenants
     assert not any(path.startswith("tenants/globex/") for path, _, _ in cache.files)
+
+
+def test_a_reload_told_which_tenants_changed_reads_only_those_and_equals_a_fresh_load(repo):
+    cache = LoadCache()
+    load_repository(repo, cache=cache)
+    pipelines = repo / "tenants/acme/pipelines.yaml"
+    pipelines.write_text(pipelines.read_text().replace("dataset: acme_raw", "dataset: acme_v2", 1))
+    shutil.rmtree(repo / "tenants/initech")
+    reloaded = load_repository(repo, cache=cache, changed={"acme", "initech"})
+    same(reloaded, load_repository(repo))
+    assert "initech" not in reloaded.tenants
+
+
+def test_a_tenant_not_named_as_changed_is_taken_from_the_cache(repo):
+    """The contract of `changed`: files of tenants it does not name are not read again."""
+    cache = LoadCache()
+    first = load_repository(repo, cache=cache)
+    pipelines = repo / "tenants/globex/pipelines.yaml"
+    pipelines.write_text(pipelines.read_text() + "\n")
+    reloaded = load_repository(repo, cache=cache, changed={"acme"})
+    assert reloaded.tenant_digests == first.tenant_digests
