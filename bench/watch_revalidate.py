@@ -4,9 +4,8 @@ Generates the repository of bench/validate_scale.py (1,000 tenants x 50 resource
 of YAML) and times, in this process, medians of `--repeat` (default 5):
   - full validate : `load_repository(root)` with no cache (what `fabric validate` does);
   - re-validate   : `load_repository(root, cache=..., changed={slug})` right after editing one
-                    tenant file (a
-                    different tenant and a changed value each time), with the cache a watcher
-                    keeps warm (what `fabric watch` does after a save).
+                    tenant file (a different tenant and a changed value each time), with the
+                    cache a watcher keeps warm (what `fabric watch` does after a save).
 Target: re-validate under 1 s. Prints both times and their ratio. Run it on a quiet machine:
 the figures are wall-clock times.
 
