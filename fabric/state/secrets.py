@@ -655,6 +655,8 @@ def rotate_all(engine: Engine, box: SecretBox, *, batch_size: int = BATCH_SIZE) 
                 _rotate_resources(
                     engine, box, tally, f'"{schema}".{table}', "name", address, batch_size
                 )
+    if _table_exists(engine, tables.SHARED_SCHEMA, "pending_secrets"):
+        _rotate_pending(engine, box, tally)
     return RotateResult(
         rotated=tally.rotated,
         current=tally.current,
@@ -712,6 +714,28 @@ def _rotate_store(
             _count(tally, label)
 
     _in_batches(engine, query, batch_size, rewrite)
+
+
+def _rotate_pending(engine: Engine, box: SecretBox, tally: _Tally) -> None:
+    """Secrets stored for tenants not applied yet: few, so one transaction."""
+    label = f"{tables.SHARED_SCHEMA}.pending_secrets"
+    p = tables.pending_secrets
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(p.c.tenant_slug, p.c.name, p.c.ciphertext, p.c.fingerprint)
+            .order_by(p.c.tenant_slug, p.c.name)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            binding = secret_binding(row.tenant_slug, row.name)
+            new = _rotated(box, tally, binding, row.ciphertext, row.fingerprint)
+            if new is not None:
+                conn.execute(
+                    p.update()
+                    .where(p.c.tenant_slug == row.tenant_slug, p.c.name == row.name)
+                    .values(ciphertext=new[0], fingerprint=new[1] or row.fingerprint)
+                )
+                _count(tally, label)
 
 
 def _rotate_resources(
