@@ -53,7 +53,7 @@ def tenant_group() -> None:
 @tenant_group.command("new")
 @click.argument("slug", metavar="NAME")
 @click.option("--display-name", help="The tenant's display name (default: from NAME).")
-@repository(argument=False)
+@repository()
 def tenant_new(slug: str, display_name: str | None, repo: Path) -> None:
     """Create tenants/NAME/ with a commented tenant.yaml (NAME is the tenant's slug)."""
     from fabric import api
