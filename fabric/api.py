@@ -67,10 +67,10 @@ class Workspace:
 
     def engine(self, command: str = "plan") -> Engine:
         from fabric.state.embedded import control_plane_url
-        from fabric.state.engine import client_name, make_engine
+        from fabric.state.engine import client_name, make_control_plane_engine
 
         url = control_plane_url(self.root, self.settings)
-        return make_engine(url, application_name=client_name(command))
+        return make_control_plane_engine(url, application_name=client_name(command))
 
     def secret_box(self) -> SecretBox:
         from fabric.state.embedded import fabric_home
@@ -126,6 +126,7 @@ def plan(
     safety: SafetyOptions | None = None,
     engine: Engine | None = None,
     author: str | None = None,
+    load: LoadResult | None = None,
 ) -> PlanResult:
     """Diff the repository against the control plane (read-only).
 
@@ -134,6 +135,7 @@ def plan(
 
     With `changed_since` (a git ref), only the tenants whose files changed since it are loaded
     and planned, or every tenant when a shared file changed (fabric/config/changes.py).
+    `load` is the repository loaded already (valid; `fabric watch` keeps one up to date).
     """
     import dataclasses
 
@@ -158,7 +160,12 @@ def plan(
                 f"tenants changed since {changed_since}: {listed}; checks across tenants "
                 "(schema ownership) covered these only, `fabric apply PLANFILE` checks all"
             )
-    load = load_valid(ws.root, tenants=only)
+    if load is None or changed_since is not None:
+        load = load_valid(ws.root, tenants=only)
+    elif load.desired is None:
+        from fabric.errors import ConfigError
+
+        raise ConfigError(load.diagnostics)
     assert load.desired is not None
     if only is not None and not only:
         import datetime as dt
@@ -517,7 +524,7 @@ def run(
     start_worker_server(environ)  # first: workers import dlt/dbt while this process starts up
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, run_tenants
-    from fabric.state.embedded import fabric_home
+    from fabric.state.embedded import ignored_home
     from fabric.state.snapshot import read_tenant_rows
 
     ws = workspace(repo, environ)
@@ -527,7 +534,7 @@ def run(
             tenants = sorted(read_tenant_rows(conn))
     if not tenants:
         raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
-    home = fabric_home(ws.root, ws.settings)
+    home = ignored_home(ws.root, ws.settings)
     options = RunOptions(
         selectors=tuple(selectors),
         exclude=tuple(exclude),
@@ -581,7 +588,7 @@ def compile_transformation(
     from fabric.runner.dbt_node import compile_node
     from fabric.runner.driver import RunOptions, node_spec
     from fabric.state.applied import read_applied
-    from fabric.state.embedded import fabric_home
+    from fabric.state.embedded import ignored_home
 
     target = _transformation_address(address)
     ws = workspace(repo, environ)
@@ -592,7 +599,7 @@ def compile_transformation(
         known = sorted(a.name for a in applied.nodes if a.kind is Kind.TRANSFORMATION)
         hint = f" Applied transformations: {', '.join(known)}." if known else ""
         raise FabricError(f"{target} is not an applied transformation.{hint}")
-    home = fabric_home(ws.root, ws.settings)
+    home = ignored_home(ws.root, ws.settings)
     options = RunOptions(
         workdir=home / "work",
         repo_root=ws.root,
@@ -856,17 +863,43 @@ def set_secret(
     *,
     author: str | None = None,
 ) -> bool:
-    """Store `${secret:NAME}` of an applied tenant, encrypted; False when it was unchanged.
+    """Store `${secret:NAME}` of a tenant, encrypted; False when it was unchanged.
 
-    Like a change of the tenant's connections, it needs an admin of the tenant (as the control
-    plane holds its members) or a project admin: `author`, else the checkout's HEAD author.
+    A tenant not applied yet keeps the value pending: its first apply moves it into the
+    tenant's store and binds it, so a new tenant needs one apply, not apply, set, apply. Like a
+    change of the tenant's connections, it needs an admin of the tenant (as the control plane
+    holds its members; for a tenant not applied yet, as its own YAML declares them) or a project
+    admin: `author`, else the checkout's HEAD author.
 
     Raises:
         UnauthorizedError: the author may not set the tenant's secrets.
     """
-    from fabric.errors import UnauthorizedError
+    return set_secret_result(repo, tenant, name, value, environ, author=author).changed
+
+
+@dataclass(frozen=True, slots=True)
+class SetSecretResult:
+    changed: bool
+    pending: bool
+    """True when the tenant is not applied yet: its first apply binds the value."""
+
+
+def set_secret_result(
+    repo: Path,
+    tenant: str,
+    name: str,
+    value: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    author: str | None = None,
+) -> SetSecretResult:
+    """`set_secret`, saying also whether the value waits for the tenant's first apply."""
+    from fabric.errors import TenantNotAppliedError, UnauthorizedError
+    from fabric.scaffold import check_slug
+    from fabric.state.locks import acquire_migration_lock
+    from fabric.state.migrate import shared_is_current, upgrade_shared
+    from fabric.state.secrets import set_pending_secret, tenant_schema
     from fabric.state.secrets import set_secret as store
-    from fabric.state.secrets import tenant_schema
 
     ws = workspace(repo, environ)
     box = ws.secret_box()  # before starting anything: bad keys fail fast
@@ -874,16 +907,60 @@ def set_secret(
     engine = ws.engine("secrets set")
     try:
         with engine.begin() as conn:
-            schema = tenant_schema(conn, tenant)
-            refused = _secret_refusals(conn, ws.root, tenant, name, author)
+            try:
+                schema = tenant_schema(conn, tenant)
+            except TenantNotAppliedError:
+                schema = None
+            if schema is not None:
+                refused = _secret_refusals(conn, ws.root, tenant, name, author)
+                if refused:
+                    raise UnauthorizedError(refused, author)
+                return SetSecretResult(store(conn, box, tenant, schema, name, value), False)
+        check_slug(tenant)
+        with engine.begin() as conn:
+            if not shared_is_current(conn):
+                acquire_migration_lock(conn)
+                upgrade_shared(conn)
+            try:  # applied meanwhile (the migration lock may have waited for an apply)
+                schema = tenant_schema(conn, tenant)
+            except TenantNotAppliedError:
+                schema = None
+            members = None if schema is not None else _declared_members(ws.root, tenant)
+            refused = _secret_refusals(conn, ws.root, tenant, name, author, members)
             if refused:
                 raise UnauthorizedError(refused, author)
-            return store(conn, box, tenant, schema, name, value)
+            if schema is None:
+                return SetSecretResult(set_pending_secret(conn, box, tenant, name, value), True)
+            return SetSecretResult(store(conn, box, tenant, schema, name, value), False)
     finally:
         engine.dispose()
 
 
-def _secret_refusals(conn: Any, root: Path, tenant: str, name: str, author: str | None):
+def _declared_members(root: Path, tenant: str) -> tuple[tuple[str, str], ...]:
+    """The members a tenant not applied yet declares in its own YAML (its first owners decide,
+    as they do for its first apply); none when the repository does not hold it."""
+    from fabric.config.loader import load_repository
+    from fabric.errors import FabricError
+
+    try:
+        desired = load_repository(root, tenants=[tenant]).desired
+    except (FabricError, OSError):  # an unreadable repository declares no one
+        return ()
+    if desired is None or tenant not in desired.tenants:
+        return ()
+    return tuple((m.who, m.role) for m in desired.tenants[tenant].spec.members)
+
+
+def _secret_refusals(
+    conn: Any,
+    root: Path,
+    tenant: str,
+    name: str,
+    author: str | None,
+    members: tuple[tuple[str, str], ...] | None = None,
+):
+    """Why `author` may not set the secret (empty: it may); `members`: the tenant's as declared
+    when it is not applied yet, else the control plane's."""
     from fabric.errors import ConfigError
     from fabric.plan.authorize import authorize_secret, governing
     from fabric.state.history import read_members, read_project
@@ -896,21 +973,33 @@ def _secret_refusals(conn: Any, root: Path, tenant: str, name: str, author: str 
     return authorize_secret(
         tenant,
         name,
-        stored_members=read_members(conn, [tenant]).get(tenant, ()),
+        stored_members=members
+        if members is not None
+        else read_members(conn, [tenant]).get(tenant, ()),
         governance=governance,
         author=author,
     )
 
 
 def list_secrets(repo: Path, tenant: str, environ: Mapping[str, str] | None = None) -> list:
-    """(name, updated_at) of a tenant's stored secrets; never values."""
+    """(name, updated_at) of a tenant's stored secrets; never values.
+
+    For a tenant not applied yet: its pending secrets (raises TenantNotAppliedError if none).
+    """
+    from fabric.errors import TenantNotAppliedError
+    from fabric.state.secrets import list_pending_secrets, tenant_schema
     from fabric.state.secrets import list_secrets as names
-    from fabric.state.secrets import tenant_schema
 
     engine = workspace(repo, environ).engine("secrets list")
     try:
         with engine.connect() as conn:
-            return names(conn, tenant_schema(conn, tenant))
+            try:
+                return names(conn, tenant_schema(conn, tenant))
+            except TenantNotAppliedError:
+                pending = list_pending_secrets(conn, tenant)
+                if not pending:
+                    raise
+                return pending
     finally:
         engine.dispose()
 
@@ -1011,3 +1100,65 @@ def codeowners(repo: Path) -> str:
         for slug, tenant in load.desired.tenants.items()
     }
     return codeowners_text(load.desired.project, members)
+
+
+# ---------------------------------------------------------------------------------------------
+# init / tenant new
+
+
+@dataclass(frozen=True, slots=True)
+class ScaffoldResult:
+    """What `fabric init` or `fabric tenant new` wrote."""
+
+    root: Path
+    written: tuple[str, ...]
+    """Repository-relative paths, sorted."""
+
+
+def init_repository(
+    folder: Path, *, tenant: str = "acme", name: str | None = None
+) -> ScaffoldResult:
+    """Write a new repository into `folder` (created if missing) with one tenant.
+
+    Refuses, writing nothing, when any of the files exists already (the error names them).
+    """
+    from fabric.config.json_schema import json_schemas, render_schema
+    from fabric.scaffold import repository_files
+
+    folder = Path(folder)
+    project = name or folder.resolve().name or "fabric"
+    schemas = {file: render_schema(schema) for file, schema in json_schemas().items()}
+    return _write_new(folder, repository_files(project, tenant, schemas=schemas))
+
+
+def new_tenant(repo: Path, slug: str, *, display_name: str | None = None) -> ScaffoldResult:
+    """Write `tenants/<slug>/tenant.yaml` (commented) into the repository; never overwrites."""
+    from fabric.errors import FabricError
+    from fabric.scaffold import tenant_files
+
+    if (Path(repo) / "tenants" / slug).exists():
+        raise FabricError(
+            f"tenants/{slug}/ exists already in {repo}; nothing was written. Pick another name, "
+            "or edit that tenant's files."
+        )
+    return _write_new(Path(repo), tenant_files(slug, display=display_name))
+
+
+def _write_new(root: Path, texts: Mapping[str, str]) -> ScaffoldResult:
+    from fabric.errors import FabricError
+
+    existing = sorted(rel for rel in texts if (root / rel).exists() or (root / rel).is_symlink())
+    if existing:
+        shown = ", ".join(existing[:10]) + (
+            f" and {len(existing) - 10} more" if len(existing) > 10 else ""
+        )
+        raise FabricError(
+            f"{root} already holds {shown}; nothing was written. fabric never overwrites your "
+            "files: move them away, or pick an empty folder."
+        )
+    for rel, text in texts.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:  # "x": a file created meanwhile is not lost
+            f.write(text)
+    return ScaffoldResult(root.resolve(), tuple(sorted(texts)))

@@ -138,7 +138,11 @@ def _apply(
                         row_writes[w.change.address] = w
                 case steps.CreateTenants(tenants=slugs):
                     new = [row_writes[Address.of_tenant(s)] for s in slugs]
-                    tenant_rows.update(writes.create_tenants(conn, new))
+                    from fabric.state.secrets import bind_pending_secrets
+
+                    created = writes.create_tenants(conn, new)
+                    tenant_rows.update(created)
+                    bind_pending_secrets(conn, {s: r.schema_name for s, r in created.items()})
                 case steps.UpdateTenants(tenants=slugs):
                     writes.update_tenants(conn, [row_writes[Address.of_tenant(s)] for s in slugs])
                 case steps.WriteResources(upserts=upserts, deletes=deletes):
@@ -328,11 +332,12 @@ def _from_store(
     name: str,
 ) -> tuple[str | None, str | None]:
     """(value, fingerprint) of a stored `${secret:NAME}`, or (None, None) when not set yet."""
-    from fabric.state.secrets import read_secret_entry
+    from fabric.state.secrets import read_pending_entry, read_secret_entry
 
     row = tenants.get(slug)
-    if row is None:
-        return None, None
+    if row is None:  # a new tenant: its secrets may be pending (stored before this apply)
+        entry = read_pending_entry(conn, _box(box), slug, name)
+        return entry if entry is not None else (None, None)
     entry = read_secret_entry(conn, _box(box), slug, row.schema_name, name)
     return entry if entry is not None else (None, None)
 

@@ -10,7 +10,8 @@ FabricError
 ├── StateError                  the control plane cannot be reached or used
 │   ├── LockTimeoutError        .tenant, .holder, .since
 │   ├── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
-│   └── TenantNotAppliedError   the tenant has no schema in the control plane yet; .tenant
+│   ├── TenantNotAppliedError   the tenant has no schema in the control plane yet; .tenant
+│   └── ControlPlaneUnreachableError  the server refused or timed out a connection; .url
 ├── SecretError                 a secret cannot be stored, found or decrypted
 │   ├── SecretKeyError          FABRIC_SECRET_KEYS is missing or malformed; .position, .source
 │   ├── SecretDecryptError      wrong binding (copied value) or no key decrypts it; .binding,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "ControlPlaneUnreachableError",
     "EmbeddedDatabaseError",
     "FabricError",
     "LockTimeoutError",
@@ -154,6 +156,17 @@ class LockTimeoutError(StateError):
         super().__init__(
             f"Timed out waiting for the lock on {what}{by}{when}. "
             "Wait for that operation to finish, then try again."
+        )
+
+
+class ControlPlaneUnreachableError(StateError):
+    """The control plane's server did not accept a connection; .url (without its password)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(
+            f"Cannot connect to the control plane at {url}: {detail}. Check FABRIC_DATABASE_URL "
+            "and that the server is running (unset it to use the embedded PostgreSQL)."
         )
 
 

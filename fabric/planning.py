@@ -26,6 +26,7 @@ from fabric.plan.diff import (
 from fabric.plan.plan import Plan
 from fabric.plan.records import Record, desired_records
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
+from fabric.state.secrets import pending_fingerprints
 from fabric.state.snapshot import Snapshot, load_specs, read_secret_fingerprints, read_snapshot
 
 if TYPE_CHECKING:
@@ -143,7 +144,9 @@ def _store_fingerprints(
         if any(ref.startswith("${secret:") for ref in r.secret_refs.values())
     }
     rows = [snapshot.tenants[slug] for slug in sorted(wanted) if slug in snapshot.tenants]
-    return read_secret_fingerprints(conn, rows)
+    new = sorted(slug for slug in wanted if slug not in snapshot.tenants)
+    # a new tenant's secrets may be stored before its first apply (pending), which binds them
+    return {**read_secret_fingerprints(conn, rows), **pending_fingerprints(conn, new)}
 
 
 def _secret_fps(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from fabric.cli.commands import COMMANDS
+from fabric.cli.completion import add_tenant_completion
 from fabric.cli.errors import handle_errors
 
 __all__ = ["cli", "handle_errors", "main"]
@@ -30,6 +31,7 @@ def cli() -> None:
 
 for _command in COMMANDS:
     cli.add_command(_command)
+add_tenant_completion(cli)
 
 
 def main() -> None:

@@ -50,12 +50,22 @@ def schema_writes(
             yield identity, declared.spec.schema_, declared.address, declared.span
 
 
-def check_schema_ownership(tenants: Mapping[str, TenantState]) -> list[Diagnostic]:
+SchemaWrite = tuple[tuple[object, ...], str, Address, SourceSpan]
+
+
+def check_schema_ownership(
+    tenants: Mapping[str, TenantState], *, writes: Mapping[str, Iterable[SchemaWrite]] = {}
+) -> list[Diagnostic]:
+    """Every schema two tenants write. `writes` may hold `schema_writes` of some tenants
+    already (the loader's cache keeps them, so a reload does not recompute 1,000 tenants')."""
     writers: dict[tuple[tuple[object, ...], str], dict[str, tuple[Address, SourceSpan]]] = (
         defaultdict(dict)
     )
     for slug in sorted(tenants):
-        for identity, schema, address, span in schema_writes(tenants[slug]):
+        known = writes.get(slug)
+        for identity, schema, address, span in (
+            known if known is not None else schema_writes(tenants[slug])
+        ):
             writers[(identity, schema)].setdefault(slug, (address, span))
     diags: list[Diagnostic] = []
     for (_, schema), by_tenant in writers.items():

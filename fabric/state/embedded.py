@@ -59,6 +59,7 @@ __all__ = [
     "control_plane_url",
     "ensure_server",
     "fabric_home",
+    "ignored_home",
     "running_server",
     "stop_server",
 ]
@@ -73,7 +74,9 @@ MAX_LOCKS_PER_TRANSACTION = 1024
 """Seconds pg_ctl waits for the server to accept connections."""
 # Linux allows 107 bytes in a socket path, macOS 103; keep a margin.
 _MAX_SOCKET_PATH = 100
-_GITIGNORE = "# Created by fabric: local state (embedded PostgreSQL). Never commit it.\n*\n"
+_GITIGNORE = (
+    "# Created by fabric: local state (embedded PostgreSQL, work folders). Never commit it.\n*\n"
+)
 _PG_HBA = """\
 # Written by fabric (fabric/state/embedded.py); rewritten on every start.
 # The socket is mode 0700, so only the server's OS user (and root) can open it: trust it.
@@ -128,6 +131,18 @@ class EmbeddedServer:
 def fabric_home(repo_root: Path, settings: Settings) -> Path:
     """The folder for local state: FABRIC_HOME if set, else `<repo_root>/.fabric` (absolute)."""
     return (settings.home if settings.home is not None else repo_root / ".fabric").resolve()
+
+
+def ignored_home(repo_root: Path, settings: Settings) -> Path:
+    """`fabric_home`, created with its `.gitignore` (`*`) before anything is written there.
+
+    What runs write (dbt projects, dlt state, logs under `work/`) goes there even when
+    FABRIC_DATABASE_URL is set and no embedded server exists, so `git status` of the user's
+    repository stays clean in every case, whether or not the repository ignores `.fabric/`.
+    """
+    home = fabric_home(repo_root, settings)
+    _prepare_home(home)
+    return home
 
 
 def control_plane_url(repo_root: Path, settings: Settings) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "client_name",
     "create_database",
     "drop_database",
+    "make_control_plane_engine",
     "make_engine",
     "psycopg_url",
     "shown_url",
@@ -92,6 +93,32 @@ def make_engine(url: str | URL, application_name: str = "fabric") -> Engine:
         pool_pre_ping=True,
         connect_args={"application_name": application_name, "connect_timeout": 10},
     )
+
+
+def make_control_plane_engine(url: str | URL, application_name: str = "fabric") -> Engine:
+    """`make_engine` whose failure to connect is a ControlPlaneUnreachableError (a message for
+    people, naming the server without its password), not a driver traceback.
+
+    Only failures to open a connection are translated; errors of statements keep their type.
+    """
+    from sqlalchemy import event
+
+    from fabric.errors import ControlPlaneUnreachableError
+
+    engine = make_engine(url, application_name)
+    shown = shown_url(engine.url, drop_password=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _unreachable(ctx) -> None:  # sqlalchemy.engine.ExceptionContext
+        if (
+            ctx.connection is None
+            and ctx.is_disconnect is not None
+            and ctx.sqlalchemy_exception is not None
+        ):
+            first = str(ctx.original_exception).strip().splitlines()[0]
+            raise ControlPlaneUnreachableError(shown, first) from None
+
+    return engine
 
 
 def create_database(url: str | URL, name: str) -> str:

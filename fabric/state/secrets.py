@@ -62,16 +62,21 @@ __all__ = [
     "KEY_FILE",
     "RotateResult",
     "SecretBox",
+    "bind_pending_secrets",
     "field_binding",
     "fingerprint_key_id",
     "generate_key",
+    "list_pending_secrets",
     "list_secrets",
     "load_secret_box",
+    "pending_fingerprints",
+    "read_pending_entry",
     "read_secret",
     "read_secret_entry",
     "rotate_all",
     "secret_binding",
     "secret_fingerprints",
+    "set_pending_secret",
     "set_secret",
     "tenant_schema",
 ]
@@ -418,6 +423,116 @@ def set_secret(
     return True
 
 
+# -- secrets of tenants not applied yet ---------------------------------------------------------
+# NOTE: a pending value is bound exactly as it will be in the tenant's own store
+# (`secret_binding`), so the tenant's first apply moves ciphertext and fingerprint unchanged.
+
+
+def set_pending_secret(
+    conn: Connection, box: SecretBox, tenant_slug: str, name: str, value: str
+) -> bool:
+    """Store a secret of a tenant that has no schema yet; True when the value changed."""
+    _check_name(name)
+    if not value:
+        raise SecretError(f"The value of secret {name!r} is empty; nothing was stored.")
+    p = tables.pending_secrets
+    stored = conn.execute(
+        select(p.c.fingerprint)
+        .where(p.c.tenant_slug == tenant_slug, p.c.name == name)
+        .with_for_update()
+    ).scalar_one_or_none()
+    fp = box.fingerprint(value, prefer_key_id=fingerprint_key_id(stored))
+    if stored == fp:
+        return False
+    ciphertext = box.encrypt(secret_binding(tenant_slug, name), value)
+    stmt = pg_insert(p).values(
+        tenant_slug=tenant_slug, name=name, ciphertext=ciphertext, fingerprint=fp
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[p.c.tenant_slug, p.c.name],
+        set_={"ciphertext": ciphertext, "fingerprint": fp, "updated_at": func.now()},
+    )
+    conn.execute(stmt)
+    return True
+
+
+def _has_pending_table(conn: Connection) -> bool:
+    return bool(
+        conn.execute(
+            text("SELECT to_regclass(:t) IS NOT NULL"),
+            {"t": f"{tables.SHARED_SCHEMA}.pending_secrets"},
+        ).scalar_one()
+    )
+
+
+def pending_fingerprints(conn: Connection, slugs: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Slug -> name -> fingerprint of the pending secrets of these (unapplied) tenants."""
+    if not slugs or not _has_pending_table(conn):
+        return {}
+    p = tables.pending_secrets
+    out: dict[str, dict[str, str]] = {}
+    rows = conn.execute(
+        select(p.c.tenant_slug, p.c.name, p.c.fingerprint).where(p.c.tenant_slug.in_(list(slugs)))
+    )
+    for slug, name, fp in rows:
+        out.setdefault(slug, {})[name] = fp
+    return out
+
+
+def read_pending_entry(
+    conn: Connection, box: SecretBox, tenant: str, name: str
+) -> tuple[str, str] | None:
+    """(plaintext, fingerprint) of a pending secret, or None when none was stored."""
+    if not _has_pending_table(conn):
+        return None
+    p = tables.pending_secrets
+    row = conn.execute(
+        select(p.c.ciphertext, p.c.fingerprint).where(p.c.tenant_slug == tenant, p.c.name == name)
+    ).one_or_none()
+    if row is None:
+        return None
+    return box.decrypt(secret_binding(tenant, name), row.ciphertext), row.fingerprint
+
+
+def list_pending_secrets(conn: Connection, tenant: str) -> list[tuple[str, datetime]]:
+    """(name, updated_at) of a tenant's pending secrets, by name; never values."""
+    if not _has_pending_table(conn):
+        return []
+    p = tables.pending_secrets
+    rows = conn.execute(
+        select(p.c.name, p.c.updated_at).where(p.c.tenant_slug == tenant).order_by(p.c.name)
+    )
+    return [(name, updated_at) for name, updated_at in rows]
+
+
+def bind_pending_secrets(conn: Connection, schemas: Mapping[str, str]) -> int:
+    """Move the pending secrets of newly created tenants (slug -> schema) into their stores.
+
+    Runs in the apply's transaction, right after the tenants' schemas are created; returns how
+    many values moved.
+    """
+    moved = 0
+    p = tables.pending_secrets
+    for slug, schema in sorted(schemas.items()):
+        rows = conn.execute(
+            p.delete()
+            .where(p.c.tenant_slug == slug)
+            .returning(p.c.name, p.c.ciphertext, p.c.fingerprint)
+        ).all()
+        if rows:
+            conn.execute(
+                pg_insert(tables.secrets).values(
+                    [
+                        {"name": r.name, "ciphertext": r.ciphertext, "fingerprint": r.fingerprint}
+                        for r in rows
+                    ]
+                ),
+                execution_options=_in_schema(schema),
+            )
+            moved += len(rows)
+    return moved
+
+
 def read_secret(conn: Connection, box: SecretBox, tenant: str, schema: str, name: str) -> str:
     """The plaintext of a tenant's secret.
 
@@ -540,6 +655,8 @@ def rotate_all(engine: Engine, box: SecretBox, *, batch_size: int = BATCH_SIZE) 
                 _rotate_resources(
                     engine, box, tally, f'"{schema}".{table}', "name", address, batch_size
                 )
+    if _table_exists(engine, tables.SHARED_SCHEMA, "pending_secrets"):
+        _rotate_pending(engine, box, tally)
     return RotateResult(
         rotated=tally.rotated,
         current=tally.current,
@@ -597,6 +714,28 @@ def _rotate_store(
             _count(tally, label)
 
     _in_batches(engine, query, batch_size, rewrite)
+
+
+def _rotate_pending(engine: Engine, box: SecretBox, tally: _Tally) -> None:
+    """Secrets stored for tenants not applied yet: few, so one transaction."""
+    label = f"{tables.SHARED_SCHEMA}.pending_secrets"
+    p = tables.pending_secrets
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(p.c.tenant_slug, p.c.name, p.c.ciphertext, p.c.fingerprint)
+            .order_by(p.c.tenant_slug, p.c.name)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            binding = secret_binding(row.tenant_slug, row.name)
+            new = _rotated(box, tally, binding, row.ciphertext, row.fingerprint)
+            if new is not None:
+                conn.execute(
+                    p.update()
+                    .where(p.c.tenant_slug == row.tenant_slug, p.c.name == row.name)
+                    .values(ciphertext=new[0], fingerprint=new[1] or row.fingerprint)
+                )
+                _count(tally, label)
 
 
 def _rotate_resources(

@@ -113,6 +113,19 @@ apply_changes = Table(
 """The audit log: each change an apply made, with its fields (secret ones without values)."""
 
 
+pending_secrets = Table(
+    "pending_secrets",
+    shared,
+    Column("tenant_slug", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+"""`fabric secrets set` of a tenant not applied yet; its first apply moves the rows into the
+tenant's own `secrets` table (same binding, so the ciphertext moves as it is)."""
+
+
 def _resource_table(name: str) -> Table:
     return Table(
         name,

@@ -128,7 +128,7 @@ def test_every_fabric_command_suggested_in_the_source_exists():
 
 
 def test_the_check_itself_catches_what_does_not_exist():
-    assert resolves("init") == "`fabric init` is no command"
+    assert resolves("initialise") == "`fabric initialise` is no command"
     assert resolves("runs --frmat json") == "`fabric runs` has no option --frmat"
     assert resolves("server restart") == "`fabric server` has no subcommand 'restart'"
     assert resolves("runs show 3 --tenant acme --repo example-repo") is None

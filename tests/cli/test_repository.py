@@ -12,8 +12,9 @@ from fabric.cli.repository import NotARepositoryError, resolve_repository
 from fabric.config.discovery import find_repository
 from tests.cli.conftest import base_env, run_fabric, write_repo
 
-NO_REPOSITORY = ("secrets keygen", "demo")
-"""Commands that need no repository: keygen makes a key, demo always uses example-repo."""
+NO_REPOSITORY = ("secrets keygen", "demo", "init")
+"""Commands that need no repository: keygen makes a key, demo always uses example-repo, init
+makes one."""
 
 
 def test_find_repository_walks_up_to_the_nearest_fabric_yaml(tmp_path: Path):

@@ -141,12 +141,21 @@ def test_list_shows_names_and_times_never_values(control_plane):
     assert VALUE not in everything_printed(result)
 
 
-def test_an_unapplied_tenant_says_to_run_apply_first(control_plane):
+def test_an_unapplied_tenants_secret_waits_for_its_first_apply(control_plane):
     url, _ = control_plane
     result = run(url, ["set", "globex", "pw"], input=VALUE)
-    assert result.exit_code == 1
-    assert "globex" in result.stderr and "fabric apply" in result.stderr
+    assert result.exit_code == 0, everything_printed(result)
+    assert "not applied yet" in result.stdout and "first `fabric apply` binds it" in result.stdout
     assert VALUE not in everything_printed(result)
+    listed = run(url, ["list", "globex"])
+    assert listed.exit_code == 0 and "pw" in listed.stdout and VALUE not in listed.stdout
+
+
+def test_a_tenant_that_is_not_applied_and_has_no_pending_secret_says_to_run_apply(control_plane):
+    url, _ = control_plane
+    result = run(url, ["list", "initech"])
+    assert result.exit_code == 1
+    assert "initech" in result.stderr and "fabric apply" in result.stderr
 
 
 def test_a_malformed_key_is_reported_without_echoing_it_or_the_value(control_plane):

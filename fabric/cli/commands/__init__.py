@@ -11,14 +11,19 @@ from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
+from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
 from fabric.cli.commands.run import graph, run_command, runs, status
 from fabric.cli.commands.secrets import secrets_group
 from fabric.cli.commands.server import server_group
 from fabric.cli.commands.validate import validate
+from fabric.cli.commands.watch import watch_command
 
 COMMANDS: tuple[click.Command, ...] = (
+    init_command,
+    tenant_group,
     validate,
+    watch_command,
     plan,
     apply,
     export,

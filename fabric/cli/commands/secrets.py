@@ -61,8 +61,13 @@ def set_command(tenant: str, name: str, repo: Path, author: str | None) -> None:
     value = _read_value(name)
     if not value:
         raise SecretError(f"The value of secret {name!r} is empty; nothing was stored.")
-    changed = api.set_secret(repo, tenant, name, value, author=author)
-    if changed:
+    result = api.set_secret_result(repo, tenant, name, value, author=author)
+    if result.changed and result.pending:
+        click.echo(
+            f"Stored secret {name!r} for tenant {tenant}, which is not applied yet: its first "
+            "`fabric apply` binds it."
+        )
+    elif result.changed:
         click.echo(f"Stored secret {name!r} for tenant {tenant}.")
     else:
         click.echo(f"Secret {name!r} of tenant {tenant} already has this value; nothing changed.")
