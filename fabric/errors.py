@@ -4,7 +4,9 @@ FabricError
 ├── ConfigError                 the repository is invalid; .diagnostics
 ├── PlanError
 │   ├── StalePlanError          objects changed since the plan was made; .changed
-│   └── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
+│   ├── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
+│   └── ApplyTooLargeError      changes more existing tenants than one atomic switch can lock;
+│                               .tenants, .tables, .fits, .server
 ├── StateError                  the control plane cannot be reached or used
 │   ├── LockTimeoutError        .tenant, .holder, .since
 │   ├── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from fabric.diagnostics import Diagnostic
 
 __all__ = [
+    "ApplyTooLargeError",
     "ConfigError",
     "EmbeddedDatabaseError",
     "FabricError",
@@ -95,6 +98,24 @@ class UnsafePlanError(PlanError):
         self.reasons: tuple[str, ...] = tuple(reasons)
         listed = "\n".join(f"  - {r}" for r in self.reasons)
         super().__init__(f"Refusing to apply this plan:\n{listed}")
+
+
+class ApplyTooLargeError(PlanError):
+    """The switch would change more existing tenants' tables than the server's lock table holds
+    at once (PostgreSQL locks every table a transaction writes until it commits)."""
+
+    def __init__(self, *, tenants: int, tables: int, fits: int, server: str) -> None:
+        self.tenants = tenants
+        self.tables = tables
+        self.fits = fits
+        self.server = server
+        super().__init__(
+            f"This apply changes {tables} tables of {tenants} existing tenants in one "
+            f"transaction, more than this PostgreSQL ({server}) can lock at once: it can change "
+            f"about {fits} tenants this way per apply. Apply them in parts of at most {fits} "
+            "tenants with `fabric apply --tenant SLUG --tenant ...`, or raise "
+            "max_locks_per_transaction on the server. Nothing was changed."
+        )
 
 
 class StateError(FabricError):

@@ -37,6 +37,9 @@ class LockNamespace(IntEnum):
     """Per warehouse dataset, on the warehouse, while a load step writes into it."""
     MIGRATION = 0x0FAF
     """Transaction-scoped, while an apply migrates the shared schema (key: 0)."""
+    PROVISION = 0x0FB0
+    """Per apply, transaction-scoped, held from before it provisions new tenant schemas until
+    its switch ends (key: a random token written on those schemas; see state/provision.py)."""
 
 
 def tenant_lock_key(slug: str) -> int:
