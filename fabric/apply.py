@@ -316,7 +316,7 @@ def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:
 
 
 def _refuse_if_stale(conn: Connection, plan: Plan, touched: tuple[str, ...]) -> None:
-    current = read_snapshot(conn, touched).tokens
+    current = read_snapshot(conn, touched, release=True).tokens
     scope = set(touched)
     moved = {
         a for a, token in plan.read_set.items() if a.tenant in scope and current.get(a) != token
@@ -355,6 +355,8 @@ def _row_writes(
                 key = (change.address.tenant, ref.name)
                 if key not in store_cache:
                     store_cache[key] = _from_store(conn, tenants, box, *key)
+                    if len(store_cache) % 100 == 0:
+                        conn.commit()  # release the stores' locks (see state/snapshot.py)
                 value, fp = store_cache[key]
             secrets[path] = {
                 "ref": ref_text,

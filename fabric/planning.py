@@ -39,8 +39,10 @@ def make_plan(
     tenants: Iterable[str] = (),
     safety: SafetyOptions | None = None,
 ) -> Plan:
+    """The plan of `desired` against the control plane. `conn` must not be inside
+    `engine.begin()`: the reads end its transaction between batches (state/snapshot.py)."""
     only = frozenset(tenants)
-    snapshot = read_snapshot(conn, only or None)
+    snapshot = read_snapshot(conn, only or None, release=True)
     scope = set(desired.tenants) | set(snapshot.tenants)
     if only:
         scope &= only
@@ -53,7 +55,7 @@ def make_plan(
     inspect = addresses_to_inspect(
         fingerprints, {a: (o.fingerprint, o.intact) for a, o in observed.items()}
     )
-    loaded = load_specs(conn, snapshot.tenants, inspect)
+    loaded = load_specs(conn, snapshot.tenants, inspect, release=True)
     for address, (spec, secret_fps) in loaded.items():
         observed[address] = replace(observed[address], spec=spec, secret_fps=secret_fps)
     # Prefer the keys that made the stored fingerprints, so adding a key changes nothing.
@@ -94,7 +96,7 @@ def _store_fingerprints(
         if any(ref.startswith("${secret:") for ref in r.secret_refs.values())
     }
     rows = [snapshot.tenants[slug] for slug in sorted(wanted) if slug in snapshot.tenants]
-    return read_secret_fingerprints(conn, rows)
+    return read_secret_fingerprints(conn, rows, release=True)
 
 
 def _secret_fps(
