@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -144,7 +144,16 @@ def _apply(
                         _switch_step(switch, step, plan, progress, started, options)
                     else:
                         _prepare_step(
-                            work, switch, step, plan, progress, budget, box, environ, options
+                            engine,
+                            work,
+                            switch,
+                            step,
+                            plan,
+                            progress,
+                            budget,
+                            box,
+                            environ,
+                            options,
                         )
                         work.commit()
         except BaseException:
@@ -156,6 +165,7 @@ def _apply(
 
 
 def _prepare_step(
+    engine: Engine,
     work: Connection,
     switch: Connection,
     step: steps.Step,
@@ -199,13 +209,15 @@ def _prepare_step(
             by_tenant: dict[str, list[writes.RowWrite]] = {s: [] for s in slugs}
             for a in upserts:
                 by_tenant[a.tenant].append(progress.row_writes[a])
-            for batch in provision.batches(slugs, budget.batch_tenants):
-                locks.name_session(work, client_name())
-                schemas = [rows[s].schema_name for s in batch]
-                provision.create_schemas(work, schemas, progress.token)
+
+            def one_batch(conn: Connection, batch: Sequence[str]) -> None:
+                locks.name_session(conn, client_name())
+                provision.create_schemas(conn, [rows[s].schema_name for s in batch], token)
                 batch_writes = [w for s in batch for w in by_tenant[s]]
-                writes.write_resources(work, rows, batch_writes, [])
-                work.commit()
+                writes.write_resources(conn, rows, batch_writes, [])
+
+            token = progress.token
+            provision.run_batches(engine, provision.batches(slugs, budget.batch_tenants), one_batch)
         case _:
             raise AssertionError(f"{step!r} is a switch step")
 

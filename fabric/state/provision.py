@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import re
 import secrets as _secrets
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from fabric.state import tables
 from fabric.state.locks import LockNamespace
@@ -39,7 +41,10 @@ TOAST table and index (a test measures it)."""
 SWITCH_BASE_LOCKS = 64
 """What the switch holds besides tenant tables: shared tables, the staging table, xids."""
 BATCH_SHARE = 4
-"""A provisioning batch may use at most 1/BATCH_SHARE of the server's lock table."""
+"""Provisioning batches running at once may use at most 1/BATCH_SHARE of the lock table."""
+PARALLEL = 2
+"""Connections provisioning at once: schema creation is CPU-bound in the server, and two
+sessions use two cores (measured in bench/plan_scale.py)."""
 SWITCH_SHARE = 2
 """The switch may use at most 1/SWITCH_SHARE of it (it also holds one lock per tenant)."""
 MAX_BATCH = 100
@@ -67,7 +72,8 @@ class LockBudget:
     @property
     def batch_tenants(self) -> int:
         """New tenants per provisioning transaction."""
-        return max(1, min(MAX_BATCH, self.capacity // BATCH_SHARE // LOCKS_PER_TENANT))
+        share = self.capacity // BATCH_SHARE // PARALLEL
+        return max(1, min(MAX_BATCH, share // LOCKS_PER_TENANT))
 
     @property
     def switch_locks(self) -> int:
@@ -130,9 +136,43 @@ def create_schemas(conn: Connection, schemas: Sequence[str], token: int) -> None
     conn.exec_driver_sql(";\n".join(f"COMMENT ON SCHEMA \"{s}\" IS '{comment}'" for s in schemas))
 
 
-def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def run_batches(
+    engine: Engine,
+    work: Sequence[Sequence[str]],
+    one_batch: Callable[[Connection, Sequence[str]], None],
+    *,
+    parallel: int = PARALLEL,
+) -> None:
+    """Run `one_batch` on every batch, each in its own committed transaction, on up to
+    `parallel` connections at once. The first failure stops the others after their current
+    batch and is raised; what was committed stays provisional (unregistered)."""
+    pending = list(reversed(work))
+    guard = threading.Lock()
+    failed = threading.Event()
+
+    def worker() -> None:
+        with engine.connect() as conn:
+            while not failed.is_set():
+                with guard:
+                    if not pending:
+                        return
+                    batch = pending.pop()
+                try:
+                    one_batch(conn, batch)
+                    conn.commit()
+                except BaseException:
+                    failed.set()
+                    raise
+
+    workers = max(1, min(parallel, len(work)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(worker) for _ in range(workers)]
+    for future in futures:
+        future.result()  # the first failure, if any
 
 
 _ORPHANS_SQL = f"""
