@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, assert_never
 from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
 from fabric.errors import (
-    ApplyTooLargeError,
     MissingSecretError,
     StalePlanError,
     StateError,
@@ -298,17 +297,9 @@ def _refuse_if_too_large(plan: Plan, budget: provision.LockBudget) -> None:
         for c in plan.changes
         if c.address.kind is not Kind.TENANT and c.address.tenant not in created
     }
-    touched = tenants_of(plan.changes)
-    needed = provision.switch_lock_estimate(len(touched), len(tables_written))
-    if needed <= budget.switch_locks:
-        return
     existing = {t for t, _ in tables_written}
-    per_tenant = max(1, len(tables_written) // max(1, len(existing)))
-    room = budget.switch_locks - provision.SWITCH_BASE_LOCKS
-    fits = max(0, room // (1 + per_tenant * provision.LOCKS_PER_TABLE_WRITE))
-    raise ApplyTooLargeError(
-        tenants=len(existing), tables=len(tables_written), fits=fits, server=budget.describe()
-    )
+    touched = len(tenants_of(plan.changes))
+    provision.check_switch(touched, len(existing), len(tables_written), budget)
 
 
 def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:

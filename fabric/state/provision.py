@@ -28,16 +28,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
+from fabric.errors import ApplyTooLargeError
 from fabric.state import tables
 from fabric.state.locks import LockNamespace
 from fabric.state.migrate import create_tenant_schemas
 
-LOCKS_PER_TENANT = 80
-"""Lock-table entries a transaction holds per tenant schema it creates and fills (measured: 76
-distinct objects; tests/state/test_provision.py fails if the schema outgrows this)."""
+LOCKS_PER_TENANT = 64
+"""Lock-table entries a transaction holds per tenant schema it creates and fills (measured: 51
+more per tenant; tests/state/test_provision.py fails if the schema outgrows this)."""
 LOCKS_PER_TABLE_WRITE = 6
 """Entries an INSERT/UPDATE into an existing tenant table takes: the table, its indexes, its
-TOAST table and index (a test measures it)."""
+TOAST table and index (measured: 4.7; a test fails if it grows past this)."""
 SWITCH_BASE_LOCKS = 64
 """What the switch holds besides tenant tables: shared tables, the staging table, xids."""
 BATCH_SHARE = 4
@@ -98,10 +99,24 @@ def lock_budget(conn: Connection) -> LockBudget:
     return LockBudget(*row)
 
 
-def switch_lock_estimate(tenants: int, tables_written: int) -> int:
-    """Lock-table entries of a switch that holds `tenants` apply locks and writes rows into
-    `tables_written` existing tenant tables."""
-    return SWITCH_BASE_LOCKS + tenants + tables_written * LOCKS_PER_TABLE_WRITE
+def check_switch(touched: int, existing: int, tables_written: int, budget: LockBudget) -> None:
+    """Refuse a switch that would not fit the lock table, saying how many tenants would.
+
+    The switch holds one apply lock per touched tenant, and locks every existing tenant table
+    it writes (with its indexes) until it commits, which is what makes the change atomic.
+
+    Raises:
+        ApplyTooLargeError: with the number of existing tenants one apply can change.
+    """
+    needed = SWITCH_BASE_LOCKS + touched + tables_written * LOCKS_PER_TABLE_WRITE
+    if needed <= budget.switch_locks:
+        return
+    per_tenant = max(1, -(-tables_written // max(1, existing)))
+    room = budget.switch_locks - SWITCH_BASE_LOCKS
+    fits = max(0, room // (1 + per_tenant * LOCKS_PER_TABLE_WRITE))
+    raise ApplyTooLargeError(
+        tenants=existing, tables=tables_written, fits=fits, server=budget.describe()
+    )
 
 
 def new_token() -> int:
