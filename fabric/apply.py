@@ -100,9 +100,10 @@ def _database_failure(exc: DatabaseError) -> str:
     hint = ""
     if code == "53200":  # out_of_memory in the lock table
         hint = (
-            " The server's lock table is too small for this many new tenants in one apply: "
-            "raise max_locks_per_transaction (fabric's embedded server uses 1024), or apply "
-            "fewer new tenants at a time with --tenant."
+            " The server's lock table was full (PostgreSQL locks every table a transaction "
+            "creates or writes until it commits, and all sessions share the table): retry when "
+            "the server is less busy, apply fewer tenants at a time with --tenant, or raise "
+            "max_locks_per_transaction."
         )
     return f"The apply failed and was rolled back; nothing was changed. Server said: {first}.{hint}"
 

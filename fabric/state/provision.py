@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, text
 from fabric.errors import ApplyTooLargeError
 from fabric.state import tables
 from fabric.state.locks import LockNamespace
-from fabric.state.migrate import create_tenant_schemas
+from fabric.state.migrate import tenant_schemas_script
 
 LOCKS_PER_TENANT = 64
 """Lock-table entries a transaction holds per tenant schema it creates and fills (measured: 51
@@ -145,10 +145,10 @@ def reserve_ids(conn: Connection, count: int) -> list[int]:
 
 
 def create_schemas(conn: Connection, schemas: Sequence[str], token: int) -> None:
-    """Create these tenant schemas at head and mark them as this apply's, in two round trips."""
-    create_tenant_schemas(conn, list(schemas))
+    """Create these tenant schemas at head and mark them as this apply's, in one round trip."""
     comment = _COMMENT.format(token=token)
-    conn.exec_driver_sql(";\n".join(f"COMMENT ON SCHEMA \"{s}\" IS '{comment}'" for s in schemas))
+    marks = [f"COMMENT ON SCHEMA \"{s}\" IS '{comment}'" for s in schemas]
+    conn.exec_driver_sql(";\n".join([tenant_schemas_script(list(schemas)), *marks]))
 
 
 def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
