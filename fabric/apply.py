@@ -25,12 +25,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
-from fabric.errors import (
-    MissingSecretError,
-    StalePlanError,
-    StateError,
-    UnsafePlanError,
-)
+from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
 from fabric.plan import steps
 from fabric.plan.diff import Action, Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
