@@ -172,3 +172,23 @@ def test_a_switch_too_large_for_the_lock_table_is_refused_naming_how_many_tenant
     with pytest.raises(ApplyTooLargeError) as two:
         provision.check_switch(1000, 1000, 2000, stock)
     assert two.value.fits < e.fits
+
+
+def test_every_batch_runs_once_and_the_first_failure_is_raised(stock_database):
+    engine = make_engine(stock_database)
+    seen: list[tuple[int, tuple[str, ...]]] = []
+
+    def one_batch(conn, batch):
+        seen.append((conn.execute(text("SELECT pg_backend_pid()")).scalar_one(), tuple(batch)))
+
+    work = provision.batches([f"t{i}" for i in range(40)], 4)
+    provision.run_batches(engine, work, one_batch, parallel=2)
+    assert sorted(b for _, b in seen) == sorted(tuple(b) for b in work)
+
+    def failing(conn, batch):
+        if batch[0] == "t8":
+            raise RuntimeError("batch t8 failed")
+
+    with pytest.raises(RuntimeError, match="batch t8 failed"):
+        provision.run_batches(engine, work, failing, parallel=2)
+    engine.dispose()
