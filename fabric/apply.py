@@ -125,6 +125,7 @@ def _apply(
     started = dt.datetime.now(dt.UTC)
     all_steps = steps.apply_steps(plan.changes)
     progress = _Progress()
+    _ = plan.plan_hash  # cached; computed now so that the switch stays short
     with engine.connect() as work, engine.connect() as switch:
         budget = provision.lock_budget(work)
         _refuse_if_too_large(plan, budget)
