@@ -12,9 +12,15 @@ Times, in one process (medians of 3 where repeatable):
 and counts the SQL statements of a no-op plan at 50 and at 10 resources per tenant, to show
 they grow with tenants, not with resources.
 
-    uv run python bench/plan_scale.py [--tenants 1000]
+The first apply is broken down by its steps: checks (locks, stale check, rows and secrets),
+provisioning (new tenants' schemas and rows, in batches) and the switch (one transaction).
 
-Uses FABRIC_DATABASE_URL's server when set, else an embedded PostgreSQL under bench/.out/.
+    uv run python bench/plan_scale.py [--tenants 1000] [--server stock|embedded]
+
+Uses FABRIC_DATABASE_URL's server when set, else an embedded PostgreSQL under bench/.out/:
+`--server stock` (the default) starts one with PostgreSQL's default settings
+(max_locks_per_transaction 64, as on a managed server), `--server embedded` fabric's own,
+which raises max_locks_per_transaction to 1024.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 from cryptography.fernet import Fernet
@@ -42,8 +49,9 @@ from bench_server import server_url  # noqa: E402
 
 from fabric import api  # noqa: E402
 from fabric.apply import ApplyOptions  # noqa: E402
+from fabric.plan import steps  # noqa: E402
 from fabric.plan.safety import SafetyOptions  # noqa: E402
-from fabric.state import writes  # noqa: E402
+from fabric.state import provision  # noqa: E402
 from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 
 
@@ -59,6 +67,38 @@ def environ_for(url: str, tenants: int) -> dict[str, str]:
         for i in range(1, validate_scale.CONNECTIONS):
             env[f"T{n:04d}_SRC_{i}_PASSWORD"] = f"pw-{n}-{i}"
     return env
+
+
+class StepTimer:
+    """ApplyOptions.on_step: seconds per phase of the apply (each step runs until the next)."""
+
+    PHASES: ClassVar[dict[type, str]] = {
+        steps.DropOrphanSchemas: "provisioning",
+        steps.ProvisionTenants: "provisioning",
+        **{kind: "switch" for kind in steps.SWITCH_STEPS},
+    }
+
+    def __init__(self) -> None:
+        self.seconds = {"checks": 0.0, "provisioning": 0.0, "switch": 0.0}
+        self._phase: str | None = None
+        self._since = 0.0
+
+    def __call__(self, step: steps.Step) -> None:
+        self.stop()
+        self._phase = self.PHASES.get(type(step), "checks")
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._phase is not None:
+            self.seconds[self._phase] += time.perf_counter() - self._since
+        self._phase = None
+
+
+def server_settings(engine, tenants: int) -> tuple[str, str]:
+    with engine.connect() as conn:
+        budget = provision.lock_budget(conn)
+    batches = -(-tenants // budget.batch_tenants)
+    return budget.describe(), f"{batches} batches of up to {budget.batch_tenants} tenants"
 
 
 def count_statements(engine, fn) -> int:
@@ -161,8 +201,9 @@ def pull_request_plan(root: Path, env: dict[str, str]) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--server", choices=["stock", "embedded"], default="stock")
     args = parser.parse_args()
-    base = server_url()
+    base = server_url(stock=args.server == "stock")
     db = f"fabric_bench_{os.getpid()}"
     url = create_database(base, db)
     env = environ_for(url, args.tenants)
@@ -178,22 +219,17 @@ def main() -> None:
                 for _ in range(3)
             )
             engine = make_engine(url, application_name="fabric bench")
+            settings, batches = server_settings(engine, args.tenants)
             t_plan, first = timed(lambda: api.plan(root, environ=env, engine=engine).plan)
             resources = len(first.changes)
-            options = ApplyOptions(safety=SafetyOptions(allow_delete=True, max_deletes=10**6))
-            ddl = {"seconds": 0.0}
-            original = writes.create_tenant_schemas
-
-            def measured_ddl(conn, schemas):
-                start = time.perf_counter()
-                original(conn, schemas)
-                ddl["seconds"] += time.perf_counter() - start
-
-            writes.create_tenant_schemas = measured_ddl
+            phases = StepTimer()
+            options = ApplyOptions(
+                safety=SafetyOptions(allow_delete=True, max_deletes=10**6), on_step=phases
+            )
             t_apply, _ = timed(
                 lambda: api.apply(first, repo=root, environ=env, options=options, engine=engine)
             )
-            writes.create_tenant_schemas = original
+            phases.stop()
             noop_times = []
             for _ in range(3):
                 t, plan = timed(lambda: api.plan(root, environ=env, engine=engine).plan)
@@ -215,10 +251,13 @@ def main() -> None:
             engine.dispose()
         print(f"bare CSafeLoader parse      : {parse:7.2f} s")
         print(f"first plan ({resources} creates): {t_plan:7.2f} s  ({t_plan / parse:.2f}x parse)")
-        rest = t_apply - ddl["seconds"]
-        print(f"first apply, total          : {t_apply:7.2f} s")
-        print(f"  tenant schemas (DDL)      : {ddl['seconds']:7.2f} s  ({args.tenants} schemas)")
-        print(f"  everything else           : {rest:7.2f} s  ({rest / copy:.2f}x COPY upsert)")
+        print(f"first apply, total          : {t_apply:7.2f} s  (server: {settings})")
+        for phase in ("checks", "provisioning", "switch"):
+            print(f"  {phase:<26}: {phases.seconds[phase]:7.2f} s")
+        print(f"  ({batches})")
+        writing = phases.seconds["provisioning"] + phases.seconds["switch"]
+        ratio = writing / copy
+        print(f"  provisioning + switch     : {writing:7.2f} s  ({ratio:.2f}x COPY upsert)")
         print(f"COPY-into-staging upsert    : {copy:7.2f} s  ({len(rows)} rows)")
         print(
             f"no-op plan (median of 3)    : {noop:7.2f} s  ({noop / parse:.2f}x parse; target 2x)"

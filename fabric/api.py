@@ -478,7 +478,7 @@ def export(
         missing = sorted(set(tenants) - set(rows))
         if missing:
             raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
-        records = read_records(conn, rows)
+        records = read_records(conn, rows, release=True)
         project = read_project(conn)
     files = export_files(records, project=project)
     for name, schema in json_schemas().items():

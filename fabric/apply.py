@@ -1,19 +1,29 @@
-"""Apply a plan: lock, re-check what it read, write everything in one transaction.  [shell]
+"""Apply a plan: lock, re-check what it read, provision, then switch in one transaction.  [shell]
 
-Order inside the one transaction: per-tenant advisory locks (sorted), re-read the content
-tokens of the touched tenants and refuse a stale plan naming what moved, create new tenants'
-schemas, encrypt secrets, write, record the apply. Any failure rolls everything back; a killed
-process leaves the control plane exactly as it was.
+Two connections. The *switch* connection opens one transaction that takes the per-tenant
+advisory locks (sorted) and, at the end, runs the switch: new tenants registered, existing
+tenants' rows written, the apply recorded, committed at once. Meanwhile the *work* connection,
+in short transactions of its own: re-reads the touched tenants and refuses a stale plan naming
+what moved, encrypts secrets, drops orphaned provisional schemas, and provisions new tenants'
+schemas and rows in batches sized to the server's lock table (fabric/state/provision.py).
+
+What `plan` and `run` see changes only when the switch commits: all of the apply or none of it.
+A failure or a killed process before that leaves, at most, unregistered schemas, which this
+apply drops on failure and the next apply drops after a crash. Neither transaction's lock count
+grows with the number of new tenants, so a stock PostgreSQL (`max_locks_per_transaction` 64)
+takes a first apply of thousands of tenants; a switch that would change more existing tenants'
+tables than the lock table holds is refused before anything is locked, saying how many fit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
-from fabric.addresses import Address
+from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
 from fabric.errors import (
     MissingSecretError,
@@ -24,11 +34,11 @@ from fabric.errors import (
 )
 from fabric.plan import steps
 from fabric.plan.authorize import Refusal, authorize, governing
-from fabric.plan.diff import Change, counts, tenants_of
+from fabric.plan.diff import Action, Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
-from fabric.state import history, locks, writes
+from fabric.state import history, locks, provision, tables, writes
 from fabric.state.engine import DatabaseError, client_name
 from fabric.state.migrate import shared_is_current, upgrade_shared
 from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
@@ -51,6 +61,9 @@ class ApplyOptions:
     """Managed warehouses (name -> WarehouseSpec) of fabric.yaml, for role and grant changes."""
     drop_data: bool = False
     """Drop (not keep) the data schemas a plan takes away from a tenant (`--drop-data`)."""
+    on_step: Callable[[steps.Step], None] | None = None
+    """Called before each step runs (progress output, timings); an exception it raises aborts
+    the apply like a failing step would."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +108,23 @@ def _database_failure(exc: DatabaseError) -> str:
     hint = ""
     if code == "53200":  # out_of_memory in the lock table
         hint = (
-            " The server's lock table is too small for this many new tenants in one apply: "
-            "raise max_locks_per_transaction (fabric's embedded server uses 1024), or apply "
-            "fewer new tenants at a time with --tenant."
+            " The server's lock table was full (PostgreSQL locks every table a transaction "
+            "creates or writes until it commits, and all sessions share the table): retry when "
+            "the server is less busy, apply fewer tenants at a time with --tenant, or raise "
+            "max_locks_per_transaction."
         )
     return f"The apply failed and was rolled back; nothing was changed. Server said: {first}.{hint}"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What the steps of one apply hand to each other."""
+
+    row_writes: dict[Address, writes.RowWrite] = field(default_factory=dict)
+    tenant_rows: dict[str, TenantRow] = field(default_factory=dict)
+    new_ids: dict[str, int] = field(default_factory=dict)
+    token: int | None = None
+    apply_id: int | None = None
 
 
 def _apply(
@@ -111,77 +136,203 @@ def _apply(
     options: ApplyOptions,
 ) -> ApplyResult:
     started = dt.datetime.now(dt.UTC)
-    by_address = {c.address: c for c in plan.changes}
-    row_writes: dict[Address, writes.RowWrite] = {}
-    tenant_rows: dict[str, TenantRow] = {}
-    apply_id: int | None = None
-    with engine.begin() as conn:
-        locks.name_session(conn, client_name())
-        for step in steps.apply_steps(plan.changes):
-            match step:
-                case steps.MigrateSharedSchema():
-                    if not shared_is_current(conn):
-                        locks.acquire_migration_lock(conn)
-                        upgrade_shared(conn)
-                case steps.LockTenants(tenants=slugs):
-                    locks.acquire_tenant_locks(conn, slugs, timeout=options.lock_timeout)
-                case steps.RefuseIfStale(tenants=slugs):
-                    _refuse_if_stale(conn, plan, slugs)
-                    tenant_rows.update(read_tenant_rows(conn, slugs))
-                case steps.Authorize(tenants=slugs):
-                    refusals = authorization(conn, plan.changes, slugs, options)
-                    if refusals:
-                        raise UnauthorizedError(refusals, options.author)
-                case steps.PrepareRows(addresses=addresses):
-                    changes = tuple(by_address[a] for a in addresses)
-                    for w in _row_writes(conn, changes, tenant_rows, box, environ):
-                        row_writes[w.change.address] = w
-                case steps.CreateTenants(tenants=slugs):
-                    new = [row_writes[Address.of_tenant(s)] for s in slugs]
-                    from fabric.state.secrets import bind_pending_secrets
+    all_steps = steps.apply_steps(plan.changes)
+    progress = _Progress()
+    _ = plan.plan_hash  # cached; computed now so that the switch stays short
+    with engine.connect() as work, engine.connect() as switch:
+        budget = provision.lock_budget(work)
+        _refuse_if_too_large(plan, budget)
+        work.commit()
+        try:
+            with switch.begin():
+                locks.name_session(switch, client_name())
+                for step in all_steps:
+                    if options.on_step is not None:
+                        options.on_step(step)
+                    if isinstance(step, steps.SWITCH_STEPS):
+                        _switch_step(switch, step, plan, progress, started, box, environ, options)
+                    else:
+                        _prepare_step(
+                            engine,
+                            work,
+                            switch,
+                            step,
+                            plan,
+                            progress,
+                            budget,
+                            box,
+                            environ,
+                            options,
+                        )
+                        work.commit()
+        except BaseException:
+            work.rollback()
+            if progress.token is not None:
+                _drop_own_schemas(work, budget)
+            raise
+    return ApplyResult(progress.apply_id, counts(plan.changes), touched)
 
-                    created = writes.create_tenants(conn, new)
-                    tenant_rows.update(created)
-                    bind_pending_secrets(conn, {s: r.schema_name for s, r in created.items()})
-                case steps.UpdateTenants(tenants=slugs):
-                    writes.update_tenants(conn, [row_writes[Address.of_tenant(s)] for s in slugs])
-                case steps.WriteResources(upserts=upserts, deletes=deletes):
-                    writes.write_resources(
-                        conn,
-                        tenant_rows,
-                        [row_writes[a] for a in upserts],
-                        [by_address[a] for a in deletes],
-                    )
-                case steps.DeleteTenants(tenants=slugs):
-                    writes.delete_tenants(conn, list(slugs))
-                case steps.ApplyWarehouse(warehouse=name, changes=addresses):
-                    _apply_warehouse(
-                        conn,
-                        name,
-                        [by_address[a] for a in addresses],
-                        tenant_rows,
-                        box,
-                        environ,
-                        options,
-                    )
-                case steps.RecordApply(tenants=slugs):
-                    apply_id = history.record_apply(
-                        conn,
-                        started_at=started,
-                        outcome="success",
-                        plan_hash=plan.plan_hash,
-                        source_hash=plan.source_hash,
-                        tenants=slugs,
-                        counts=counts(plan.changes),
-                        git_commit=options.git_commit,
-                        author=options.author,
-                        client=client_name(),
-                        project=options.project,
-                    )
-                    history.record_changes(conn, apply_id, plan.changes)
-                case _:
-                    assert_never(step)
-    return ApplyResult(apply_id, counts(plan.changes), touched)
+
+def _prepare_step(
+    engine: Engine,
+    work: Connection,
+    switch: Connection,
+    step: steps.Step,
+    plan: Plan,
+    progress: _Progress,
+    budget: provision.LockBudget,
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    options: ApplyOptions,
+) -> None:
+    """One step before the switch: on the work connection (own transactions) except the locks,
+    which the switch connection's transaction takes and keeps."""
+    by_address = {c.address: c for c in plan.changes}
+    locks.name_session(work, client_name())
+    match step:
+        case steps.MigrateSharedSchema():
+            if not shared_is_current(work):
+                locks.acquire_migration_lock(work)
+                upgrade_shared(work)
+        case steps.LockTenants(tenants=slugs):
+            locks.acquire_tenant_locks(switch, slugs, timeout=options.lock_timeout)
+        case steps.RefuseIfStale(tenants=slugs):
+            _refuse_if_stale(work, plan, slugs)
+            progress.tenant_rows.update(read_tenant_rows(work, slugs))
+        case steps.Authorize(tenants=slugs):
+            refusals = authorization(work, plan.changes, slugs, options)
+            if refusals:
+                raise UnauthorizedError(refusals, options.author)
+        case steps.PrepareRows(addresses=addresses):
+            changes = tuple(by_address[a] for a in addresses)
+            for w in _row_writes(work, changes, progress.tenant_rows, box, environ):
+                progress.row_writes[w.change.address] = w
+        case steps.DropOrphanSchemas():
+            provision.drop_orphans(work, budget.batch_tenants)
+        case steps.ProvisionTenants(tenants=slugs, upserts=upserts):
+            progress.token = provision.new_token()
+            provision.hold_token(switch, progress.token)
+            ids = provision.reserve_ids(work, len(slugs))
+            progress.new_ids = dict(zip(slugs, ids, strict=True))
+            work.commit()
+            rows = {
+                s: TenantRow(i, s, tables.tenant_schema_name(i))
+                for s, i in progress.new_ids.items()
+            }
+            by_tenant: dict[str, list[writes.RowWrite]] = {s: [] for s in slugs}
+            for a in upserts:
+                by_tenant[a.tenant].append(progress.row_writes[a])
+
+            def one_batch(conn: Connection, batch: Sequence[str]) -> None:
+                locks.name_session(conn, client_name())
+                provision.create_schemas(conn, [rows[s].schema_name for s in batch], token)
+                batch_writes = [w for s in batch for w in by_tenant[s]]
+                writes.write_resources(conn, rows, batch_writes, [])
+
+            token = progress.token
+            provision.run_batches(engine, provision.batches(slugs, budget.batch_tenants), one_batch)
+        case _:
+            raise AssertionError(f"{step!r} is a switch step")
+
+
+def _switch_step(
+    conn: Connection,
+    step: steps.Step,
+    plan: Plan,
+    progress: _Progress,
+    started: dt.datetime,
+    box: SecretBox | None,
+    environ: Mapping[str, str],
+    options: ApplyOptions,
+) -> None:
+    """One step of the switch transaction (the switch connection's, open since the locks)."""
+    by_address = {c.address: c for c in plan.changes}
+    row_writes = progress.row_writes
+    match step:
+        case steps.RegisterTenants(tenants=slugs):
+            from fabric.state.secrets import bind_pending_secrets
+
+            new = [row_writes[Address.of_tenant(s)] for s in slugs]
+            registered = writes.register_tenants(conn, new, progress.new_ids)
+            progress.tenant_rows.update(registered)
+            # secrets set before the tenant's first apply move into its store now
+            bind_pending_secrets(conn, {s: r.schema_name for s, r in registered.items()})
+        case steps.UpdateTenants(tenants=slugs):
+            writes.update_tenants(conn, [row_writes[Address.of_tenant(s)] for s in slugs])
+        case steps.WriteResources(upserts=upserts, deletes=deletes):
+            writes.write_resources(
+                conn,
+                progress.tenant_rows,
+                [row_writes[a] for a in upserts],
+                [by_address[a] for a in deletes],
+            )
+        case steps.DeleteTenants(tenants=slugs):
+            writes.delete_tenants(conn, list(slugs))
+        case steps.ApplyWarehouse(warehouse=name, changes=addresses):
+            _apply_warehouse(
+                conn,
+                name,
+                [by_address[a] for a in addresses],
+                progress.tenant_rows,
+                box,
+                environ,
+                options,
+            )
+        case steps.RecordApply(tenants=slugs):
+            progress.apply_id = history.record_apply(
+                conn,
+                started_at=started,
+                outcome="success",
+                plan_hash=plan.plan_hash,
+                source_hash=plan.source_hash,
+                tenants=slugs,
+                counts=counts(plan.changes),
+                git_commit=options.git_commit,
+                author=options.author,
+                client=client_name(),
+                project=options.project,
+            )
+            history.record_changes(conn, progress.apply_id, plan.changes)
+        case (
+            steps.MigrateSharedSchema()
+            | steps.LockTenants()
+            | steps.RefuseIfStale()
+            | steps.Authorize()
+            | steps.PrepareRows()
+            | steps.DropOrphanSchemas()
+            | steps.ProvisionTenants()
+        ):
+            raise AssertionError(f"{step!r} is not a switch step")
+        case _:
+            assert_never(step)
+
+
+def _drop_own_schemas(work: Connection, budget: provision.LockBudget) -> None:
+    """After a failed switch: drop what this apply provisioned (its token lock is released with
+    the switch transaction). Best effort: if the server is gone, the next apply drops them."""
+    with contextlib.suppress(DatabaseError):
+        provision.drop_orphans(work, budget.batch_tenants)
+
+
+def _refuse_if_too_large(plan: Plan, budget: provision.LockBudget) -> None:
+    """Refuse, before locking anything, a switch that would not fit the server's lock table.
+
+    New tenants cost the switch one lock each; changes to existing tenants' tables cost a few
+    per table written, all held at once so that the change is atomic.
+    """
+    created = {
+        c.address.tenant
+        for c in plan.changes
+        if c.address.kind is Kind.TENANT and c.action is Action.CREATE
+    }
+    tables_written = {
+        (c.address.tenant, c.address.kind)
+        for c in plan.changes
+        if c.address.kind is not Kind.TENANT and c.address.tenant not in created
+    }
+    existing = {t for t, _ in tables_written}
+    touched = len(tenants_of(plan.changes))
+    provision.check_switch(touched, len(existing), len(tables_written), budget)
 
 
 def _apply_warehouse(
@@ -269,7 +420,7 @@ def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:
 
 
 def _refuse_if_stale(conn: Connection, plan: Plan, touched: tuple[str, ...]) -> None:
-    current = read_snapshot(conn, touched).tokens
+    current = read_snapshot(conn, touched, release=True).tokens
     scope = set(touched)
     moved = {
         a for a, token in plan.read_set.items() if a.tenant in scope and current.get(a) != token
@@ -308,6 +459,8 @@ def _row_writes(
                 key = (change.address.tenant, ref.name)
                 if key not in store_cache:
                     store_cache[key] = _from_store(conn, tenants, box, *key)
+                    if len(store_cache) % 100 == 0:
+                        conn.commit()  # release the stores' locks (see state/snapshot.py)
                 value, fp = store_cache[key]
             secrets[path] = {
                 "ref": ref_text,

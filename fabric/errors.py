@@ -7,6 +7,8 @@ FabricError
 │   ├── StalePlanError          objects changed since the plan was made; .changed
 │   ├── UnsafePlanError         deletes without --allow-delete, protected resources; .reasons
 │   └── UnauthorizedError       the author may not make some changes; .refusals (exit code 3)
+│   └── ApplyTooLargeError      changes more existing tenants than one atomic switch can lock;
+│                               .tenants, .tables, .fits, .server
 ├── StateError                  the control plane cannot be reached or used
 │   ├── LockTimeoutError        .tenant, .holder, .since
 │   ├── EmbeddedDatabaseError   the embedded PostgreSQL cannot start; .home, .detail, .hint
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from fabric.diagnostics import Diagnostic
 
 __all__ = [
+    "ApplyTooLargeError",
     "ConfigError",
     "ControlPlaneUnreachableError",
     "EmbeddedDatabaseError",
@@ -130,6 +133,24 @@ class UnauthorizedError(PlanError):
             f"Refusing to apply: {who} may not make {len(self.refusals)} of the plan's "
             f"changes:\n{listed}\nAsk someone listed as able to approve to apply it, or to "
             "give you the role in tenant.yaml (the control plane's members decide)."
+        )
+
+
+class ApplyTooLargeError(PlanError):
+    """The switch would change more existing tenants' tables than the server's lock table holds
+    at once (PostgreSQL locks every table a transaction writes until it commits)."""
+
+    def __init__(self, *, tenants: int, tables: int, fits: int, server: str) -> None:
+        self.tenants = tenants
+        self.tables = tables
+        self.fits = fits
+        self.server = server
+        super().__init__(
+            f"This apply changes {tables} tables of {tenants} existing tenants in one "
+            f"transaction, more than this PostgreSQL ({server}) can lock at once: it can change "
+            f"about {fits} tenants this way per apply. Apply them in parts of at most {fits} "
+            "tenants with `fabric apply --tenant SLUG --tenant ...`, or raise "
+            "max_locks_per_transaction on the server. Nothing was changed."
         )
 
 

@@ -47,8 +47,10 @@ def make_plan(
     tenants: Iterable[str] = (),
     safety: SafetyOptions | None = None,
 ) -> Plan:
+    """The plan of `desired` against the control plane. `conn` must not be inside
+    `engine.begin()`: the reads end its transaction between batches (state/snapshot.py)."""
     only = frozenset(tenants)
-    snapshot = read_snapshot(conn, only or None)
+    snapshot = read_snapshot(conn, only or None, release=True)
     scope = set(desired.tenants) | set(snapshot.tenants)
     if only:
         scope &= only
@@ -61,7 +63,7 @@ def make_plan(
     inspect = addresses_to_inspect(
         fingerprints, {a: (o.fingerprint, o.intact) for a, o in observed.items()}
     )
-    loaded = load_specs(conn, snapshot.tenants, inspect)
+    loaded = load_specs(conn, snapshot.tenants, inspect, release=True)
     for address, (spec, secret_fps) in loaded.items():
         observed[address] = replace(observed[address], spec=spec, secret_fps=secret_fps)
     # Prefer the keys that made the stored fingerprints, so adding a key changes nothing.
@@ -146,7 +148,7 @@ def _store_fingerprints(
     rows = [snapshot.tenants[slug] for slug in sorted(wanted) if slug in snapshot.tenants]
     new = sorted(slug for slug in wanted if slug not in snapshot.tenants)
     # a new tenant's secrets may be stored before its first apply (pending), which binds them
-    return {**read_secret_fingerprints(conn, rows), **pending_fingerprints(conn, new)}
+    return {**read_secret_fingerprints(conn, rows, release=True), **pending_fingerprints(conn, new)}
 
 
 def _secret_fps(

@@ -22,6 +22,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -32,6 +33,33 @@ from fabric.state.engine import create_database, drop_database, make_engine, psy
 
 def _unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def _embedded_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    **options: Any,
+) -> Iterator[str]:
+    """An embedded server kept in the pytest cache folder `name`, shared by overlapping
+    sessions; the last session out stops it."""
+    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
+    if cache is not None:
+        home = Path(cache.mkdir(name))
+        with open(home.parent / f"{name}.sessions", "a") as sessions:
+            fcntl.flock(sessions, fcntl.LOCK_SH)  # this session uses the server
+            server = ensure_server(home, **options)
+            yield server.tcp_url()
+            fcntl.flock(sessions, fcntl.LOCK_UN)
+            try:  # the last session out stops it: leave nothing running
+                fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another session still uses it; it stops it when it ends
+            stop_server(server.home)
+        return
+    home = tmp_path_factory.mktemp(name)  # nothing to reuse it: stop it after
+    yield ensure_server(home, **options).tcp_url()
+    stop_server(home)
 
 
 @pytest.fixture(scope="session")
@@ -46,23 +74,34 @@ def pg_server_url(
     if url := os.environ.get("FABRIC_TEST_DATABASE_URL"):
         yield psycopg_url(url).render_as_string(hide_password=False)
         return
-    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
-    if cache is not None:
-        home = Path(cache.mkdir("fabric-postgres"))
-        with open(home.parent / "fabric-postgres.sessions", "a") as sessions:
-            fcntl.flock(sessions, fcntl.LOCK_SH)  # this session uses the server
-            server = ensure_server(home)
-            yield server.tcp_url()
-            fcntl.flock(sessions, fcntl.LOCK_UN)
-            try:  # the last session out stops it: leave nothing running
-                fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another session still uses it; it stops it when it ends
-            stop_server(server.home)
+    yield from _embedded_server(request, tmp_path_factory, "fabric-postgres")
+
+
+@pytest.fixture(scope="session")
+def stock_pg_server_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Like pg_server_url, on a server with PostgreSQL's default settings, as a managed server
+    has them: above all `max_locks_per_transaction` 64 (fabric's embedded server raises it).
+
+    FABRIC_TEST_STOCK_DATABASE_URL names one; else a second embedded server is started with the
+    defaults. Tests check the setting, so a wrong server cannot make them pass.
+    """
+    if url := os.environ.get("FABRIC_TEST_STOCK_DATABASE_URL"):
+        yield psycopg_url(url).render_as_string(hide_password=False)
         return
-    home = tmp_path_factory.mktemp("fabric-postgres")  # nothing to reuse it: stop it after
-    yield ensure_server(home).tcp_url()
-    stop_server(home)
+    yield from _embedded_server(
+        request, tmp_path_factory, "fabric-postgres-stock", max_locks_per_transaction=None
+    )
+
+
+@pytest.fixture
+def stock_database(stock_pg_server_url: str) -> Iterator[str]:
+    """A fresh database on the stock server (see stock_pg_server_url), dropped after the test."""
+    name = _unique("fabric_test_stock")
+    url = create_database(stock_pg_server_url, name)
+    yield url
+    drop_database(stock_pg_server_url, name)
 
 
 @pytest.fixture(scope="session")

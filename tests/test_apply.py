@@ -22,8 +22,10 @@ from fabric.errors import (
     MissingSecretError,
     PlanError,
     StalePlanError,
+    TenantNotAppliedError,
     UnsafePlanError,
 )
+from fabric.plan import steps
 from fabric.plan.diff import DRIFT, Action
 from fabric.plan.safety import SafetyOptions
 from fabric.state.engine import make_engine
@@ -388,14 +390,16 @@ def test_sigkill_in_the_middle_of_a_large_apply_leaves_state_as_before(repo, env
     )[0][0]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    after = sql(cp_url, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'")
-    assert after == before
+    # Nothing is registered (provisioned schemas, if any, are invisible to plan and run).
     exists = sql(cp_url, "SELECT to_regclass('fabric.tenants') IS NOT NULL")[0][0]
     if exists:
         assert sql(cp_url, "SELECT count(*) FROM fabric.tenants")[0][0] == 0
-    # And the same plan file still applies cleanly afterwards.
+    # And the same plan file still applies cleanly afterwards, dropping what the dead one left.
     done = _cli(["apply", str(plan_file), "--auto-approve"], env)
     assert done.returncode == 0, done.stderr
+    assert unregistered(cp_url) == 0
+    after = sql(cp_url, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'")
+    assert after[0][0] == before[0][0] + 150
 
 
 def test_secrets_never_appear_in_any_output(repo, env, tmp_path):
@@ -605,3 +609,127 @@ def test_apply_checks_a_bounded_number_of_changed_logins_and_names_the_rest(repo
     assert "fabric connections test --tenant NAME` for acme" in result.warnings[-1]
     assert DWH_PASSWORD not in repr(result.warnings)
     assert do_apply(root, env).warnings == ()
+
+
+# --- applies at scale on a stock PostgreSQL (max_locks_per_transaction 64) --------------------
+
+
+def many_tenants(count: int, prefix: str = "t", pipelines: int = 1) -> dict[str, str]:
+    files = {}
+    for t in range(count):
+        slug = f"{prefix}{t:03d}"
+        files[f"tenants/{slug}/tenant.yaml"] = (
+            "tenant: {display_name: T, warehouse: dwh}\n"
+            "connections:\n  dwh: {type: postgres, direction: destination, host: h, "
+            f"database: d{t}}}\n"
+            "  src: {type: postgres, direction: source, host: h, database: s}\n"
+            "pipelines:\n"
+            + "".join(
+                f"  p{i}: {{source: src, dataset: {slug}_raw, mode: single_table, table: x}}\n"
+                for i in range(pipelines)
+            )
+        )
+    return files
+
+
+def unregistered(url: str) -> int:
+    return sql(
+        url,
+        "SELECT count(*) FROM pg_namespace n WHERE nspname ~ '^tenant_[0-9]+$' AND NOT EXISTS "
+        "(SELECT 1 FROM fabric.tenants t WHERE t.schema_name = n.nspname)",
+    )[0][0]
+
+
+@pytest.fixture
+def stock_env(env: dict[str, str], stock_database: str) -> dict[str, str]:
+    assert sql(stock_database, "SELECT current_setting('max_locks_per_transaction')") == [("64",)]
+    return {**env, "FABRIC_DATABASE_URL": stock_database}
+
+
+def test_first_apply_of_300_tenants_succeeds_on_a_stock_server(repo, stock_env, stock_database):
+    # One transaction of old held every new schema's ~75 locks: 300 tenants need ~22,000, the
+    # stock lock table holds ~6,400 (it failed with "out of shared memory" near 130).
+    root = repo(many_tenants(300))
+    result = do_apply(root, stock_env)
+    assert result.counts["create"] == 300 * 4
+    assert actions(root, stock_env) == {}
+    assert sql(stock_database, "SELECT count(*) FROM fabric.tenants")[0][0] == 300
+    assert unregistered(stock_database) == 0
+    (applies,) = sql(stock_database, "SELECT count(*) FROM fabric.applies")[0]
+    assert applies == 1
+
+
+def test_a_provisional_schema_is_invisible_to_plan_status_and_run(repo, stock_env, stock_database):
+    root = repo(ACME)
+    do_apply(root, stock_env)
+    root = repo(many_tenants(45, prefix="n"))  # 3 batches on a stock server
+    seen: dict[str, object] = {}
+
+    def at_switch(step: steps.Step) -> None:
+        if not isinstance(step, steps.RegisterTenants):
+            return
+        seen["provisional"] = unregistered(stock_database)
+        seen["plan"] = actions(root, stock_env)
+        for probe, call in {
+            "status": lambda: api.tenant_status(root, "n000", environ=stock_env),
+            "run": lambda: api.run(root, tenants=["n000"], environ=stock_env),
+        }.items():
+            with pytest.raises(TenantNotAppliedError):
+                call()
+            seen[probe] = "not applied"
+        raise RuntimeError("stop at the switch")
+
+    plan = api.plan(root, environ=stock_env).plan
+    with pytest.raises(RuntimeError, match="stop at the switch"):
+        api.apply(plan, repo=root, environ=stock_env, options=ApplyOptions(on_step=at_switch))
+    assert seen["provisional"] == 45
+    assert len(seen["plan"]) == 45 * 4 and set(seen["plan"].values()) == {"create"}
+    assert seen["status"] == seen["run"] == "not applied"
+    # The failed apply dropped what it had provisioned, and changed nothing else.
+    assert unregistered(stock_database) == 0
+    assert sql(stock_database, "SELECT slug FROM fabric.tenants") == [("acme",)]
+    assert actions(root, stock_env) == seen["plan"]
+
+
+KILL_AT_SWITCH = """
+import os, signal, sys
+from pathlib import Path
+from fabric import api
+from fabric.apply import ApplyOptions
+from fabric.plan import steps
+
+def at_switch(step):
+    if isinstance(step, steps.RegisterTenants):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+root = Path(sys.argv[1])
+plan = api.plan(root).plan
+api.apply(plan, repo=root, options=ApplyOptions(on_step=at_switch))
+"""
+
+
+def test_an_apply_killed_before_its_switch_changes_nothing_and_the_next_cleans_up(
+    repo, stock_env, stock_database
+):
+    root = repo(many_tenants(45))
+    before = actions(root, stock_env)
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AT_SWITCH, str(root)],
+        env=stock_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    # Everything was provisioned; nothing was registered: plan sees the old state.
+    assert unregistered(stock_database) == 45
+    assert actions(root, stock_env) == before
+    # The next apply drops the dead apply's schemas (their token lock died with it) and works.
+    result = do_apply(root, stock_env)
+    assert result.counts["create"] == 45 * 4
+    assert unregistered(stock_database) == 0
+    (schemas,) = sql(
+        stock_database, "SELECT count(*) FROM pg_namespace WHERE nspname ~ '^tenant_'"
+    )[0]
+    assert schemas == 45
+    assert actions(root, stock_env) == {}

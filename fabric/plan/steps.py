@@ -1,9 +1,17 @@
 """What `fabric apply` does with a plan, as an ordered list of steps.  [pure]
 
 `apply_steps(changes)` decides the order once, as data; fabric.apply runs the steps one by one
-with a `match`, inside one transaction, and `fabric plan --explain` prints them. Ordering is
-then tested without a database, and the runner cannot silently skip a step it does not know
-(`assert_never`).
+with a `match`, and `fabric plan --explain` prints them. Ordering is then tested without a
+database, and the runner cannot silently skip a step it does not know (`assert_never`).
+
+Two phases, so that an apply's lock count does not grow with the number of tenants it creates
+(PostgreSQL's default lock table fits about 130 new tenant schemas in one transaction):
+- preparation, each step in its own short transactions, under the session's apply locks:
+  locks, stale check, rows, orphan clean-up, then new tenants' schemas and rows provisioned in
+  batches. Nothing of it is visible to `plan` or `run`, which see only registered tenants;
+- the switch (`SWITCH_STEPS`), one transaction: new tenants registered, existing tenants'
+  changes written, the apply recorded. A crash before its commit leaves only unregistered
+  schemas, which the next apply drops.
 """
 
 from __future__ import annotations
@@ -53,8 +61,22 @@ class PrepareRows:
 
 
 @dataclass(frozen=True, slots=True)
-class CreateTenants:
-    """New tenant rows and their schemas (`tenant_<id>`)."""
+class DropOrphanSchemas:
+    """Drop the provisional schemas of applies that died before their switch."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionTenants:
+    """New tenants' schemas (`tenant_<id>`, ids reserved now) and their resources' rows, in
+    batches of bounded size, one transaction each; unregistered, so invisible until the switch."""
+
+    tenants: tuple[str, ...]
+    upserts: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterTenants:
+    """The switch begins: the provisioned tenants' rows in the shared `tenants` table."""
 
     tenants: tuple[str, ...]
 
@@ -100,7 +122,9 @@ Step = (
     | RefuseIfStale
     | Authorize
     | PrepareRows
-    | CreateTenants
+    | DropOrphanSchemas
+    | ProvisionTenants
+    | RegisterTenants
     | UpdateTenants
     | WriteResources
     | DeleteTenants
@@ -138,11 +162,17 @@ def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
             c.address for c in changes if c.target is not None and c.target.secret_refs
         )
         steps.append(PrepareRows(rows, with_secrets))
-    if created := tenant_changes(Action.CREATE):
-        steps.append(CreateTenants(created))
+    steps.append(DropOrphanSchemas())
+    created = tenant_changes(Action.CREATE)
+    new = set(created)
+    written = [c.address for c in resources if c.action is not Action.DELETE]
+    upserts = tuple(a for a in written if a.tenant not in new)
+    if created:
+        provisioned = tuple(a for a in written if a.tenant in new)
+        steps.append(ProvisionTenants(created, provisioned))
+        steps.append(RegisterTenants(created))
     if updated := tenant_changes(Action.UPDATE):
         steps.append(UpdateTenants(updated))
-    upserts = tuple(c.address for c in resources if c.action is not Action.DELETE)
     deletes = tuple(c.address for c in changes if c.action is Action.DELETE)
     resource_deletes = tuple(a for a in deletes if a.kind is not Kind.TENANT)
     if upserts or resource_deletes:
@@ -157,6 +187,17 @@ def apply_steps(changes: Iterable[Change]) -> tuple[Step, ...]:
         steps.append(ApplyWarehouse(name, tuple(addresses)))
     steps.append(RecordApply(touched))
     return tuple(steps)
+
+
+SWITCH_STEPS = (
+    RegisterTenants,
+    UpdateTenants,
+    WriteResources,
+    DeleteTenants,
+    ApplyWarehouse,
+    RecordApply,
+)
+"""Steps that run together in the switch transaction; every other step comes before them."""
 
 
 def describe_step(step: Step) -> str:
@@ -182,8 +223,15 @@ def describe_step(step: Step) -> str:
         case PrepareRows(addresses=a, with_secrets=s):
             secrets = f", encrypting the secrets of {names(s)}" if s else ""
             return f"prepare {len(a)} row(s) to write{secrets}"
-        case CreateTenants(tenants=t):
-            return f"create {len(t)} tenant(s) and their schemas: {names(t)}"
+        case DropOrphanSchemas():
+            return "drop the provisional schemas of applies that died before their switch"
+        case ProvisionTenants(tenants=t, upserts=u):
+            return (
+                f"provision the schemas of {len(t)} new tenant(s) and write their {len(u)} "
+                f"resource(s), in batches, unregistered (invisible) until the switch: {names(t)}"
+            )
+        case RegisterTenants(tenants=t):
+            return f"switch (one transaction from here): register {len(t)} new tenant(s)"
         case UpdateTenants(tenants=t):
             return f"update {len(t)} tenant(s): {names(t)}"
         case WriteResources(upserts=u, deletes=d):

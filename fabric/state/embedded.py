@@ -70,8 +70,10 @@ CONTROL_PLANE_DATABASE = "fabric"
 LOCK_TIMEOUT = 120.0
 """Seconds to wait for another fabric process that is starting the same server."""
 START_TIMEOUT = 60
-MAX_LOCKS_PER_TRANSACTION = 1024
 """Seconds pg_ctl waits for the server to accept connections."""
+MAX_LOCKS_PER_TRANSACTION = 1024
+"""Raised from PostgreSQL's 64: larger provisioning batches (fabric/state/provision.py), so a
+big first apply is a little faster. fabric does not need it; tests apply on a stock server."""
 # Linux allows 107 bytes in a socket path, macOS 103; keep a margin.
 _MAX_SOCKET_PATH = 100
 _GITIGNORE = (
@@ -156,8 +158,16 @@ def control_plane_url(repo_root: Path, settings: Settings) -> str:
     return create_database(server.url(), CONTROL_PLANE_DATABASE)
 
 
-def ensure_server(home: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> EmbeddedServer:
+def ensure_server(
+    home: Path,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    max_locks_per_transaction: int | None = MAX_LOCKS_PER_TRANSACTION,
+) -> EmbeddedServer:
     """Start the embedded PostgreSQL in `home`, or reuse the one already running there.
+
+    `max_locks_per_transaction=None` starts it with PostgreSQL's default (64), as a stock or
+    managed server has it (tests and benches use that); a running server is reused as it is.
 
     Safe to call from several processes at once: a file lock makes one of them start the server
     and the others reuse it.
@@ -172,7 +182,7 @@ def ensure_server(home: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> Embedded
         postmaster = _read_postmaster(home)
         reusable = postmaster is not None and postmaster.is_usable()
         if postmaster is None or not (reusable and _is_postgres_of(postmaster, home / "pgdata")):
-            return _start(home, postmaster)
+            return _start(home, postmaster, max_locks_per_transaction)
         config = _read_config(home)
         if config is None:  # deleted by hand while the server ran: make a new password
             config = _write_config(home, _Config(port=postmaster.port))
@@ -243,7 +253,9 @@ class _Postmaster:
         )
 
 
-def _start(home: Path, previous: _Postmaster | None) -> EmbeddedServer:
+def _start(
+    home: Path, previous: _Postmaster | None, max_locks_per_transaction: int | None
+) -> EmbeddedServer:
     pgdata = home / "pgdata"
     handle = _handle(home)
     _check_owner(home, handle)
@@ -273,9 +285,8 @@ def _start(home: Path, previous: _Postmaster | None) -> EmbeddedServer:
     socket_dir = _socket_dir(home, config.port, handle.system_user)
     options = f"-h {HOST} -p {config.port} -k {shlex.quote(str(socket_dir))}"
     options += " -c unix_socket_permissions=0700"
-    # An apply creates each new tenant's schema (about 50 relations, each locked until commit)
-    # in one transaction; the default lock table (64 per connection) fits about 130 tenants.
-    options += f" -c max_locks_per_transaction={MAX_LOCKS_PER_TRANSACTION}"
+    if max_locks_per_transaction is not None:
+        options += f" -c max_locks_per_transaction={max_locks_per_transaction}"
     log = str(pgdata / "log")
     _pg_ctl(home, handle, "-w", "-t", str(START_TIMEOUT), "-o", options, "-l", log, "start")
 

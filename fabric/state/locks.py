@@ -37,6 +37,9 @@ class LockNamespace(IntEnum):
     """Per warehouse dataset, on the warehouse, while a load step writes into it."""
     MIGRATION = 0x0FAF
     """Transaction-scoped, while an apply migrates the shared schema (key: 0)."""
+    PROVISION = 0x0FB0
+    """Per apply, transaction-scoped, held from before it provisions new tenant schemas until
+    its switch ends (key: a random token written on those schemas; see state/provision.py)."""
 
 
 def tenant_lock_key(slug: str) -> int:
@@ -56,9 +59,17 @@ class LockHolder:
 
 
 def acquire_tenant_locks(conn: Connection, slugs: Iterable[str], *, timeout: float) -> None:
-    """Lock every tenant, in sorted order, within the caller's transaction."""
+    """Lock every tenant, in sorted order, within the caller's transaction.
+
+    First all at once without waiting (one statement, however many tenants: a first apply of
+    1,000 tenants took 5,000 round trips one by one); if any is taken, those just got are given
+    back (rollback to a savepoint releases them) and the tenants are locked one by one, waiting.
+    """
+    ordered = sorted(set(slugs))
+    if _try_all(conn, ordered):
+        return
     ms = max(1, int(timeout * 1000))
-    for slug in sorted(set(slugs)):
+    for slug in ordered:
         conn.execute(text("SAVEPOINT fabric_lock"))
         conn.execute(text(f"SET LOCAL lock_timeout = '{ms}ms'"))
         try:
@@ -78,6 +89,20 @@ def acquire_tenant_locks(conn: Connection, slugs: Iterable[str], *, timeout: flo
             ) from None
         conn.execute(text("RESET lock_timeout"))
         conn.execute(text("RELEASE SAVEPOINT fabric_lock"))
+
+
+def _try_all(conn: Connection, slugs: list[str]) -> bool:
+    conn.execute(text("SAVEPOINT fabric_locks"))
+    missed = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE NOT got) FROM (SELECT "
+            "pg_try_advisory_xact_lock(:ns, k) AS got FROM unnest(CAST(:keys AS int[])) AS k) s"
+        ),
+        {"ns": LockNamespace.APPLY, "keys": [tenant_lock_key(s) for s in slugs]},
+    ).scalar_one()
+    ending = "ROLLBACK TO SAVEPOINT" if missed else "RELEASE SAVEPOINT"
+    conn.execute(text(f"{ending} fabric_locks"))
+    return not missed
 
 
 _HOLDERS_SQL = """

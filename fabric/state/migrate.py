@@ -130,10 +130,13 @@ def _tenant_ddl() -> str:
     return ";\n".join(s.strip() for s in statements)
 
 
+def tenant_schemas_script(schemas: list[str]) -> str:
+    """The SQL that creates these tenant schemas at head (statements joined by `;`)."""
+    ddl = _tenant_ddl()
+    return ";\n".join(ddl.replace(_TOKEN, schema) for schema in schemas)
+
+
 def create_tenant_schemas(conn: Connection, schemas: list[str]) -> None:
     """Create new tenant schemas at head, in one round trip, inside the caller's transaction."""
-    if not schemas:
-        return
-    ddl = _tenant_ddl()
-    script = ";\n".join(ddl.replace(_TOKEN, schema) for schema in schemas)
-    conn.exec_driver_sql(script)
+    if schemas:
+        conn.exec_driver_sql(tenant_schemas_script(schemas))

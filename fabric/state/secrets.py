@@ -511,25 +511,28 @@ def bind_pending_secrets(conn: Connection, schemas: Mapping[str, str]) -> int:
     Runs in the apply's transaction, right after the tenants' schemas are created; returns how
     many values moved.
     """
-    moved = 0
+    if not schemas:
+        return 0
     p = tables.pending_secrets
-    for slug, schema in sorted(schemas.items()):
-        rows = conn.execute(
-            p.delete()
-            .where(p.c.tenant_slug == slug)
-            .returning(p.c.name, p.c.ciphertext, p.c.fingerprint)
-        ).all()
-        if rows:
-            conn.execute(
-                pg_insert(tables.secrets).values(
-                    [
-                        {"name": r.name, "ciphertext": r.ciphertext, "fingerprint": r.fingerprint}
-                        for r in rows
-                    ]
-                ),
-                execution_options=_in_schema(schema),
-            )
-            moved += len(rows)
+    rows = conn.execute(  # one statement for every new tenant: a first apply may create 1,000
+        p.delete()
+        .where(p.c.tenant_slug.in_(sorted(schemas)))
+        .returning(p.c.tenant_slug, p.c.name, p.c.ciphertext, p.c.fingerprint)
+    ).all()
+    by_tenant: dict[str, list[Any]] = {}
+    for r in rows:
+        by_tenant.setdefault(r.tenant_slug, []).append(r)
+    for slug, values in sorted(by_tenant.items()):
+        conn.execute(
+            pg_insert(tables.secrets).values(
+                [
+                    {"name": r.name, "ciphertext": r.ciphertext, "fingerprint": r.fingerprint}
+                    for r in values
+                ]
+            ),
+            execution_options=_in_schema(schemas[slug]),
+        )
+    moved = len(rows)
     return moved
 
 

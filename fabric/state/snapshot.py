@@ -4,6 +4,12 @@ Phase one reads, for every live stored object, only keys, fingerprints and conte
 (PostgreSQL hashes the JSONB itself; nothing is decoded in Python). Phase two loads full specs
 only for the addresses whose fingerprint differs or whose row drifted. Tenant schemas are read
 in batches of UNION ALL statements, so the statement count grows with tenants, not resources.
+
+With `release=True` each batch ends the caller's transaction (the connection must not be inside
+`engine.begin()`): a statement locks every table and index it reads until its transaction ends,
+and thousands of tenants' tables read in one transaction fill a stock server's lock table
+(`max_locks_per_transaction` 64). Nothing is lost: every statement already reads its own
+snapshot (READ COMMITTED), and apply re-checks what a plan read under its locks.
 """
 
 from __future__ import annotations
@@ -65,7 +71,14 @@ def read_tenant_rows(conn: Connection, slugs: Iterable[str] | None = None) -> di
     return {r.slug: TenantRow(r.id, r.slug, r.schema_name) for r in conn.execute(text(sql), params)}
 
 
-def read_snapshot(conn: Connection, slugs: Iterable[str] | None = None) -> Snapshot:
+def _end_batch(conn: Connection, release: bool) -> None:
+    if release:
+        conn.commit()
+
+
+def read_snapshot(
+    conn: Connection, slugs: Iterable[str] | None = None, *, release: bool = False
+) -> Snapshot:
     """Phase one: every live object of the given tenants (all tenants when None)."""
     from fabric.plan.diff import Observed
 
@@ -112,11 +125,16 @@ def read_snapshot(conn: Connection, slugs: Iterable[str] | None = None) -> Snaps
                 address=address, fingerprint=r.fingerprint, intact=r.intact, protect=r.protect
             )
             tokens[address] = r.token
+        _end_batch(conn, release)
     return Snapshot(rows, observed, tokens)
 
 
 def load_specs(
-    conn: Connection, tenants: Mapping[str, TenantRow], addresses: Iterable[Address]
+    conn: Connection,
+    tenants: Mapping[str, TenantRow],
+    addresses: Iterable[Address],
+    *,
+    release: bool = False,
 ) -> dict[Address, tuple[dict[str, Any], dict[str, str]]]:
     """Phase two: (spec, secret fingerprints) of the given stored objects, one query a batch."""
     wanted: dict[str, dict[Kind, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -152,6 +170,7 @@ def load_specs(
     for start in range(0, len(parts), 500):
         for r in conn.execute(text("\nUNION ALL\n".join(parts[start : start + 500])), params):
             out[Address(r.slug, TABLE_KINDS[r.tbl], r.name)] = (r.spec, _fps(r.secrets))
+        _end_batch(conn, release)
     return out
 
 
@@ -165,7 +184,7 @@ def read_tokens(conn: Connection, slugs: Iterable[str]) -> dict[Address, str]:
 
 
 def read_records(
-    conn: Connection, tenants: Mapping[str, TenantRow]
+    conn: Connection, tenants: Mapping[str, TenantRow], *, release: bool = False
 ) -> dict[Address, tuple[dict[str, Any], bool]]:
     """(spec, protect) of every live object of these tenants; for export, not for plans."""
     out: dict[Address, tuple[dict[str, Any], bool]] = {}
@@ -191,6 +210,7 @@ def read_records(
         ]
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):
             out[Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)] = (r.spec, r.protect)
+        _end_batch(conn, release)
     return out
 
 
@@ -232,7 +252,7 @@ def read_shared_with(conn: Connection) -> dict[str, set[str]]:
 
 
 def read_secret_fingerprints(
-    conn: Connection, tenants: Iterable[TenantRow]
+    conn: Connection, tenants: Iterable[TenantRow], *, release: bool = False
 ) -> dict[str, dict[str, str]]:
     """Stored fingerprint of every `${secret:NAME}` of these tenants, one query a batch."""
     out: dict[str, dict[str, str]] = defaultdict(dict)
@@ -245,4 +265,5 @@ def read_secret_fingerprints(
         ]
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):
             out[r.slug][r.name] = r.fingerprint
+        _end_batch(conn, release)
     return dict(out)

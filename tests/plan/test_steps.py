@@ -43,8 +43,10 @@ def test_locks_and_the_stale_check_come_before_any_write_and_history_last():
         steps.RefuseIfStale(("acme", "globex")),
         steps.Authorize(("acme", "globex")),
         steps.PrepareRows((ACME, DWH, ORDERS), with_secrets=(DWH,)),
-        steps.CreateTenants(("acme",)),
-        steps.WriteResources(upserts=(DWH, ORDERS), deletes=(OLD,)),
+        steps.DropOrphanSchemas(),
+        steps.ProvisionTenants(("acme",), upserts=(DWH, ORDERS)),
+        steps.RegisterTenants(("acme",)),
+        steps.WriteResources(upserts=(), deletes=(OLD,)),
         steps.DeleteTenants(("globex",)),
         steps.RecordApply(("acme", "globex")),
     )
@@ -56,5 +58,23 @@ def test_every_step_has_a_line_for_explain():
     assert lines[0].startswith("migrate the shared schema")
     assert lines[3].startswith("check that the author may make every change")
     assert "encrypting the secrets of acme.pipeline.orders" in lines[4]
-    assert lines[5] == "update 1 tenant(s): acme"
+    assert lines[5].startswith("drop the provisional schemas")
+    assert lines[6] == "update 1 tenant(s): acme"
     assert lines[-1].startswith("record the apply")
+
+
+def test_new_tenants_are_provisioned_before_the_switch_and_existing_ones_change_in_it():
+    plan = (
+        change(ACME, Action.CREATE),
+        change(ORDERS, Action.CREATE),
+        change(Address.parse("globex.pipeline.new"), Action.CREATE),
+    )
+    got = steps.apply_steps(plan)
+    first_switch = next(i for i, s in enumerate(got) if isinstance(s, steps.SWITCH_STEPS))
+    assert all(isinstance(s, steps.SWITCH_STEPS) for s in got[first_switch:])
+    assert got[first_switch - 1] == steps.ProvisionTenants(("acme",), upserts=(ORDERS,))
+    assert got[first_switch:] == (
+        steps.RegisterTenants(("acme",)),
+        steps.WriteResources(upserts=(Address.parse("globex.pipeline.new"),), deletes=()),
+        steps.RecordApply(("acme", "globex")),
+    )
