@@ -33,6 +33,8 @@ PURE = [
     "runner/dbt_errors",
     "runner/failures",
     "scheduling",
+    "schedule/fire_times",
+    "schedule/tick",
 ]
 SHELL_ONLY = {
     "sqlalchemy",
@@ -107,6 +109,7 @@ LAYERS = [
         "fabric.graph",
         "fabric.render",
         "fabric.scheduling",
+        "fabric.schedule",
         "fabric.settings",
     ),
     ("fabric.state",),
