@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
-from fabric.addresses import Address
+from fabric.addresses import Address, Kind
 from fabric.config.references import parse_reference
 from fabric.errors import MissingSecretError, StalePlanError, StateError, UnsafePlanError
 from fabric.plan import steps
@@ -21,7 +21,7 @@ from fabric.plan.diff import Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
-from fabric.state import history, locks, writes
+from fabric.state import history, locks, schedules, writes
 from fabric.state.engine import DatabaseError, client_name
 from fabric.state.migrate import shared_is_current, upgrade_shared
 from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
@@ -131,7 +131,9 @@ def _apply(
                         [row_writes[a] for a in upserts],
                         [by_address[a] for a in deletes],
                     )
+                    _sync_schedule_clock(conn, tenant_rows, by_address, upserts, deletes, started)
                 case steps.DeleteTenants(tenants=slugs):
+                    schedules.drop_tenants(conn, list(slugs))
                     writes.delete_tenants(conn, list(slugs))
                 case steps.RecordApply(tenants=slugs):
                     apply_id = history.record_apply(
@@ -150,6 +152,24 @@ def _apply(
                 case _:
                     assert_never(step)
     return ApplyResult(apply_id, counts(plan.changes), touched)
+
+
+def _sync_schedule_clock(
+    conn: Connection,
+    tenant_rows: Mapping[str, TenantRow],
+    by_address: Mapping[Address, Change],
+    upserts: tuple[Address, ...],
+    deletes: tuple[Address, ...],
+    now: dt.datetime,
+) -> None:
+    """Keep the scheduler's clock in step with the schedules written, in this transaction."""
+    changed = [
+        (a.tenant, a.name, by_address[a].target.spec)  # type: ignore[union-attr]
+        for a in upserts
+        if a.kind is Kind.SCHEDULE and by_address[a].target is not None
+    ]
+    gone = [(a.tenant, a.name) for a in deletes if a.kind is Kind.SCHEDULE]
+    schedules.sync_clock(conn, tenant_rows, changed, gone, now)
 
 
 def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:
