@@ -113,7 +113,8 @@ def test_a_dst_change_is_flagged_near_the_change_and_not_elsewhere():
 
 
 def test_times_are_utc_and_bounds_are_after_exclusive_until_inclusive():
-    found = fire_times("0 * * * *", "UTC", utc("2026-01-01 00:00"), utc("2026-01-01 02:00"), limit=9)
+    start, end = utc("2026-01-01 00:00"), utc("2026-01-01 02:00")
+    found = fire_times("0 * * * *", "UTC", start, end, limit=9)
     assert [t.hour for t in found] == [1, 2] and all(t.tzinfo is UTC for t in found)
     assert next_fire("0 * * * *", "UTC", utc("2026-01-01 00:00")) == utc("2026-01-01 01:00")
 

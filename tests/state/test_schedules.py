@@ -10,8 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -273,12 +272,11 @@ def test_no_tick_fires_a_schedule_that_an_apply_in_progress_is_deleting(plane):
     plane.write("acme", "schedules:\n  s: {cron: '0 * * * *', timezone: UTC, targets: [orders]}\n")
     plane.apply()
     plane.set_next("s", utc("2026-01-01 10:00"))
-    with plane.engine.connect() as applying:
-        with applying.begin():
-            tenants = read_tenant_rows(applying, ["acme"])
-            schedules.sync_clock(applying, tenants, [], [("acme", "s")], utc("2026-01-01 09:00"))
-            # The apply has not committed: the tick must not fire what it is deleting.
-            assert plane.tick(utc("2026-01-01 10:00:01")).claimed == 0
+    with plane.engine.connect() as applying, applying.begin():
+        tenants = read_tenant_rows(applying, ["acme"])
+        schedules.sync_clock(applying, tenants, [], [("acme", "s")], utc("2026-01-01 09:00"))
+        # The apply has not committed: the tick must not fire what it is deleting.
+        assert plane.tick(utc("2026-01-01 10:00:01")).claimed == 0
     assert plane.runs() == [] and plane.clock() == {}
 
 
@@ -286,14 +284,12 @@ def test_an_apply_deleting_a_schedule_waits_for_the_tick_holding_it(plane):
     plane.write("acme", "schedules:\n  s: {cron: '0 * * * *', timezone: UTC, targets: [orders]}\n")
     plane.apply()
     plane.set_next("s", utc("2026-01-01 10:00"))
-    with plane.engine.connect() as ticking, plane.engine.connect() as applying:
-        with ticking.begin():
-            (claimed,) = schedules.claim_due_schedules(ticking, utc("2026-01-01 10:00:01"), 10)
-            with pytest.raises(OperationalError, match="lock timeout"):
-                with applying.begin():
-                    applying.execute(text("SET LOCAL lock_timeout = '200ms'"))
-                    tenants = read_tenant_rows(applying, ["acme"])
-                    schedules.sync_clock(applying, tenants, [], [("acme", "s")], utc("2026-01-01"))
+    with plane.engine.connect() as ticking, plane.engine.connect() as applying, ticking.begin():
+        (claimed,) = schedules.claim_due_schedules(ticking, utc("2026-01-01 10:00:01"), 10)
+        with pytest.raises(OperationalError, match="lock timeout"), applying.begin():
+            applying.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            tenants = read_tenant_rows(applying, ["acme"])
+            schedules.sync_clock(applying, tenants, [], [("acme", "s")], utc("2026-01-01"))
     assert claimed.name == "s"
 
 
