@@ -12,6 +12,7 @@ from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
 from fabric.cli.commands.run import graph, run_command, runs, status
+from fabric.cli.commands.scheduler import scheduler
 from fabric.cli.commands.secrets import secrets_group
 from fabric.cli.commands.server import server_group
 from fabric.cli.commands.validate import validate
@@ -28,6 +29,7 @@ COMMANDS: tuple[click.Command, ...] = (
     compile_command,
     runs,
     status,
+    scheduler,
     graph,
     connections_group,
     secrets_group,
