@@ -683,13 +683,16 @@ def scheduler(
         )
         local = dispatch = LocalDispatch(engine, template, max_runs=max_runs, log=log)
     options = SchedulerOptions(interval=interval, catchup_cap=catchup_cap, who=who_am_i())
+    fired = 0
     try:
-        return run_scheduler(
+        fired = run_scheduler(
             engine, dispatch, options, stop=stop, log=log, clock=clock or utcnow, once=once
         )
     finally:
         if local is not None:
-            local.close(wait=True)
+            local.close(wait=True)  # runs in progress finish; waiting ones stay pending
+        log("stopped", {"fired": fired})
+    return fired
 
 
 def apply_history(

@@ -63,7 +63,9 @@ def run_scheduler(
     clock: Clock = utcnow,
     once: bool = False,
 ) -> int:
-    """Tick until `stop` is set (or once); returns the number of runs fired."""
+    """Tick until `stop` is set (or once); returns the number of runs fired.
+
+    The caller closes the dispatch (and logs `stopped`) when this returns."""
     fired_total = 0
     with engine.connect() as conn:
         with conn.begin():
@@ -122,7 +124,8 @@ def run_scheduler(
                 break
             if result.claimed < options.batch:
                 stop.wait(options.interval)
-    log("stopped", {"fired": fired_total})
+    if stop.is_set():
+        log("stopping", {"pending": getattr(dispatch, "pending", lambda: None)()})
     return fired_total
 
 

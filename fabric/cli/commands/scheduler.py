@@ -84,7 +84,7 @@ def scheduler(
             click.echo(line)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log("stopping", {"signal": signal.Signals(signum).name})
+        # NOTE: no logging here: the signal may interrupt `log` itself, which holds `lock`.
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
