@@ -16,12 +16,13 @@ Policies (README, "Schedules"), in the order they apply:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from fabric.schedule.fire_times import fire_times, next_fire, since
+from fabric.schedule.fire_times import fire_times, iter_fire_times, since
 
 RECORD_LIMIT = 100
 """At most this many missed fire times are recorded per schedule and tick; the rest are counted."""
@@ -89,15 +90,17 @@ def decide(
     catchup_cap: int,
 ) -> Decision:
     """Settle every fire time in [next_fire_at, now] (nothing when next_fire_at is later)."""
-    following = next_fire(policy.cron, policy.timezone, now)
     if next_fire_at > now:
         return Decision(fires=(), next_fire_at=next_fire_at)
     grace = timedelta(seconds=policy.misfire_grace_seconds)
     window_start = max(next_fire_at, now - grace)
-    late = _times(policy, next_fire_at, window_start, exclusive_end=True, limit=RECORD_LIMIT + 1)
     fires: list[Fire] = []
     unrecorded = 0
-    if late:
+    late: tuple[datetime, ...] = ()
+    if next_fire_at < window_start:  # some fire times are past their grace: missed
+        late = _times(policy, next_fire_at, window_start, limit=RECORD_LIMIT + 1)
+        if next_fire_at not in late:
+            late = (next_fire_at, *late)
         unrecorded = _count_beyond(policy, late, window_start)
         for at in late[:RECORD_LIMIT]:
             seconds = int((now - at).total_seconds())
@@ -109,7 +112,18 @@ def decide(
                     f"({policy.misfire_grace_seconds:g})",
                 )
             )
-    due = _times(policy, window_start, now, exclusive_end=False, limit=SCAN_LIMIT)
+    # One iterator walks the window and yields the first fire time after it, too.
+    times = iter_fire_times(policy.cron, policy.timezone, since(window_start))
+    newest: deque[datetime] = deque(maxlen=SCAN_LIMIT)
+    following = next(times)
+    while following <= now:
+        newest.append(following)
+        following = next(times)
+    due = tuple(newest)
+    # NOTE: the stored next_fire_at is a fire time by construction; should it not match the
+    # cron (a hand edit), it is still the time the clock promised, so it is settled too.
+    if next_fire_at >= window_start and next_fire_at not in due:
+        due = (next_fire_at, *due)
     if policy.catchup:
         keep_from = len(due) - min(len(due), max(0, catchup_cap))
         run, dropped = due[keep_from:], due[:keep_from]
@@ -137,17 +151,15 @@ def decide(
     return Decision(fires=tuple(fires), next_fire_at=following, unrecorded_missed=unrecorded)
 
 
-def _times(
-    policy: Policy, start: datetime, end: datetime, *, exclusive_end: bool, limit: int
-) -> tuple[datetime, ...]:
-    """Fire times in [start, end] (or [start, end) with exclusive_end)."""
+def _times(policy: Policy, start: datetime, end: datetime, *, limit: int) -> tuple[datetime, ...]:
+    """Fire times in [start, end)."""
     found = fire_times(policy.cron, policy.timezone, since(start), end, limit=limit)
-    return tuple(t for t in found if not (exclusive_end and t >= end))
+    return tuple(t for t in found if t < end)
 
 
 def _count_beyond(policy: Policy, late: tuple[datetime, ...], window_start: datetime) -> int:
     """How many late fire times there are past the first RECORD_LIMIT (bounded by SCAN_LIMIT)."""
     if len(late) <= RECORD_LIMIT:
         return 0
-    rest = _times(policy, late[RECORD_LIMIT], window_start, exclusive_end=True, limit=SCAN_LIMIT)
+    rest = _times(policy, late[RECORD_LIMIT], window_start, limit=SCAN_LIMIT)
     return len(rest)

@@ -143,3 +143,10 @@ def test_daily_new_york_schedule_on_spring_forward_fires_at_the_end_of_the_gap()
 def test_policy_reads_a_stored_spec_with_defaults():
     p = Policy.of({"cron": "0 2 * * *", "timezone": "Europe/Berlin", "targets": ["x"]})
     assert (p.catchup, p.max_instances, p.misfire_grace_seconds) == (False, 1, 300)
+
+
+def test_a_stored_next_fire_off_the_cron_is_still_settled():
+    policy = Policy(cron="0 3 * * *", timezone="UTC")
+    d = run(policy, "2026-01-01 10:00:01", "2026-01-01 10:00")
+    assert outcomes(d) == [("10:00", "fired")]
+    assert d.next_fire_at == utc("2026-01-02 03:00")
