@@ -7,6 +7,7 @@ time passing would) and ticks at a `now` it chooses.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -308,3 +309,35 @@ def test_a_schedule_fires_only_its_own_tenants_selection(plane):
         )
     (fired,) = plane.tick(utc("2026-01-01 10:00:01")).fired
     assert fired.tenant == "acme" and plane.runs("globex") == []
+
+
+def test_a_schedule_cannot_name_another_tenants_node_in_yaml(plane):
+    plane.write("globex", "")
+    plane.write("acme", "schedules:\n  s: {cron: '0 * * * *', targets: [globex.pipeline.orders]}\n")
+    result = api.validate(plane.root)
+    assert not result.ok
+    (diag,) = [d for d in result.load.diagnostics if d.code == "bad-selector"]
+    assert "acme.schedule.s" in diag.detail and "'globex.pipeline.orders'" in diag.detail
+
+
+def test_schedules_applied_before_the_clock_existed_are_entered_by_the_scheduler(plane):
+    plane.write("acme", "schedules:\n  s: {cron: '0 4 * * *', timezone: UTC, targets: [orders]}\n")
+    plane.apply()
+    with plane.engine.begin() as conn:
+        conn.execute(text("DELETE FROM fabric.schedule_clock"))
+        assert schedules.enter_missing(conn, utc("2026-01-01 10:00")) == 1
+        assert schedules.enter_missing(conn, utc("2026-01-01 10:00")) == 0
+    assert plane.clock()[("acme", "s")].next_fire_at == utc("2026-01-02 04:00")
+
+
+def test_deleting_a_tenant_removes_its_schedules_from_the_clock(plane):
+    plane.write("acme", "schedules:\n  s: {cron: '0 * * * *', targets: [orders]}\n")
+    plane.write("globex", "schedules:\n  s: {cron: '0 * * * *', targets: [orders]}\n")
+    plane.apply()
+    shutil.rmtree(plane.root / "tenants" / "globex")
+    plan = api.plan(plane.root, environ=plane.env).plan
+    safety = SafetyOptions(
+        allow_delete=True, max_deletes=10_000, allow_delete_tenants=frozenset({"globex"})
+    )
+    api.apply(plan, repo=plane.root, environ=plane.env, options=ApplyOptions(safety=safety))
+    assert set(plane.clock()) == {("acme", "s")}
