@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fabric.clock import utcnow
 from fabric.runner.driver import RunOptions, run_tenants
 from fabric.state import schedules
+from fabric.state.engine import DatabaseError
 from fabric.state.schedules import FiredRun
 from fabric.state.snapshot import TenantRow
 
@@ -76,57 +77,75 @@ def run_scheduler(
             orphans = schedules.pending_scheduled_runs(
                 conn, clock() - timedelta(seconds=options.adopt_after)
             )
-        if orphans:
-            log("adopted", {"runs": len(orphans)})
-            dispatch(orphans)
-        log("started", {"interval": options.interval, "who": options.who})
-        while not stop.is_set():
-            now = clock()
-            result = schedules.tick(
-                conn, now, who=options.who, catchup_cap=options.catchup_cap, batch=options.batch
-            )
-            took = (clock() - now).total_seconds()
-            for f in result.settled:
-                log(
-                    f.outcome.value,
-                    {
-                        "tenant": f.tenant,
-                        "schedule": f.schedule,
-                        "fire_at": f.fire_at,
-                        "reason": f.reason,
-                    },
+    if orphans:
+        log("adopted", {"runs": len(orphans)})
+        dispatch(orphans)
+    log("started", {"interval": options.interval, "who": options.who})
+    while not stop.is_set():
+        now = clock()
+        try:
+            # A connection per tick from the pool (pre-pinged): a restarted server costs one
+            # failed tick, not the scheduler (the pool usually hands back the same session).
+            with engine.connect() as conn:
+                result = schedules.tick(
+                    conn,
+                    now,
+                    who=options.who,
+                    catchup_cap=options.catchup_cap,
+                    batch=options.batch,
                 )
-            for run in result.fired:
-                log(
-                    "fired",
-                    {
-                        "tenant": run.tenant,
-                        "schedule": run.schedule,
-                        "fire_at": run.fire_at,
-                        "run": run.run_id,
-                    },
-                )
-            if result.claimed:
-                log(
-                    "tick",
-                    {
-                        "claimed": result.claimed,
-                        "fired": len(result.fired),
-                        "settled": len(result.settled),
-                        "unrecorded_missed": result.unrecorded_missed or None,
-                        "ms": round(took * 1000, 1),
-                    },
-                )
-            if result.fired:
-                dispatch(result.fired)
-            fired_total += len(result.fired)
+        except DatabaseError as exc:
+            log("tick_failed", {"error": _first_line(exc)})
             if once:
                 break
-            if result.claimed < options.batch:
-                stop.wait(options.interval)
+            stop.wait(options.interval)
+            continue
+        _log_tick(log, result, (clock() - now).total_seconds())
+        if result.fired:
+            dispatch(result.fired)
+        fired_total += len(result.fired)
+        if once:
+            break
+        if result.claimed < options.batch:
+            stop.wait(options.interval)
     if stop.is_set():
         log("stopping", {"pending": getattr(dispatch, "pending", lambda: None)()})
     return fired_total
+
+
+def _first_line(exc: DatabaseError) -> str:
+    """The server's message, never the statement (it may be long; it holds no secrets)."""
+    orig = exc.orig
+    return str(orig).strip().splitlines()[0] if orig is not None else type(exc).__name__
+
+
+def _log_tick(log: Log, result: schedules.TickResult, seconds: float) -> None:
+    for f in result.settled:
+        log(
+            f.outcome.value,
+            {"tenant": f.tenant, "schedule": f.schedule, "fire_at": f.fire_at, "reason": f.reason},
+        )
+    for run in result.fired:
+        log(
+            "fired",
+            {
+                "tenant": run.tenant,
+                "schedule": run.schedule,
+                "fire_at": run.fire_at,
+                "run": run.run_id,
+            },
+        )
+    if result.claimed:
+        log(
+            "tick",
+            {
+                "claimed": result.claimed,
+                "fired": len(result.fired),
+                "settled": len(result.settled),
+                "unrecorded_missed": result.unrecorded_missed or None,
+                "ms": round(seconds * 1000, 1),
+            },
+        )
 
 
 class LocalDispatch:

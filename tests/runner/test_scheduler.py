@@ -212,3 +212,31 @@ def test_runs_left_pending_by_a_stopped_scheduler_are_adopted_by_the_next(applie
         run = records.read_run(conn, read_tenant_rows(conn, ["acme"])["acme"], fired.run_id)
     assert run.status == "success"
     assert ("adopted", {"runs": 1}) in events
+
+
+def test_a_failed_tick_is_logged_and_does_not_stop_the_scheduler(applied):
+    from fabric.runner.scheduler import SchedulerOptions, run_scheduler
+
+    _, _, engine = applied
+    events: list[tuple[str, dict]] = []
+    stop = threading.Event()
+
+    def log(event: str, fields) -> None:
+        events.append((event, dict(fields)))
+        if event == "started":  # the database goes wrong under the running scheduler
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE fabric.schedule_clock RENAME TO clock_away"))
+        if event == "tick_failed" and sum(e == "tick_failed" for e, _ in events) == 2:
+            stop.set()
+
+    try:
+        fired = run_scheduler(
+            engine, lambda runs: None, SchedulerOptions(interval=0.1), stop=stop, log=log
+        )
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE fabric.clock_away RENAME TO schedule_clock"))
+    failed = [f for e, f in events if e == "tick_failed"]
+    assert fired == 0 and len(failed) == 2
+    assert 'relation "fabric.schedule_clock" does not exist' in failed[0]["error"]
+    assert [e for e, _ in events][-1] == "stopping"
