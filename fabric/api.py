@@ -822,6 +822,104 @@ def tenant_status(
     return [NodeStatus(str(n), last.get(str(n)), upcoming.get(n)) for n in dag.order()]
 
 
+def schedule_status(
+    repo: Path, tenant: str, *, now: Any = None, environ: Mapping[str, str] | None = None
+) -> list[Any]:
+    """Each applied schedule of `tenant` with its last fire and next fires (ScheduleOutlook).
+
+    Next fires start from the scheduler's stored `next_fire_at` (a time still due shows first).
+    """
+    import datetime as dt
+
+    from fabric.scheduling import schedule_outlook
+    from fabric.state.applied import read_applied
+    from fabric.state.schedules import read_clock
+
+    with workspace(repo, environ).engine("status").connect() as conn:
+        applied = read_applied(conn, tenant)
+        clock = {e.name: e for e in read_clock(conn, applied.tenant)}
+    now = now or dt.datetime.now(dt.UTC)
+    out = []
+    for name, spec in sorted(applied.schedules.items()):
+        entry = clock.get(name)
+        out.append(
+            schedule_outlook(
+                name,
+                spec,
+                now=now,
+                next_fire_at=entry.next_fire_at if entry else None,
+                last_fire_at=entry.last_fire_at if entry else None,
+            )
+        )
+    return out
+
+
+def scheduler(
+    repo: Path,
+    *,
+    stop: Any,
+    log: Any,
+    once: bool = False,
+    interval: float = 5.0,
+    max_runs: int = 2,
+    workers: int | None = None,
+    catchup_cap: int = 10,
+    dispatch: Any = None,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+    execute: NodeFunction | None = None,
+    clock: Any = None,
+) -> int:
+    """Fire due schedules until `stop` (a threading.Event) is set, or once; returns runs fired.
+
+    `dispatch` starts the fired runs (fabric.runner.scheduler.Dispatch); None: the local one,
+    which runs them on this machine, `max_runs` at once, each on up to `workers` processes.
+    `log(event, fields)` receives one call per event. `execute` replaces what a worker runs for
+    a node (tests).
+    """
+    from fabric.clock import utcnow
+    from fabric.runner.driver import RunOptions, who_am_i
+    from fabric.runner.scheduler import LocalDispatch, SchedulerOptions, run_scheduler
+    from fabric.state.embedded import fabric_home
+    from fabric.state.migrate import shared_is_current
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("scheduler")
+    with engine.connect() as conn:
+        if not shared_is_current(conn):
+            from fabric.errors import FabricError
+
+            raise FabricError(
+                "The control plane is not at the current schema version: run `fabric apply` "
+                "(it migrates) before starting the scheduler."
+            )
+    local: LocalDispatch | None = None
+    if dispatch is None:
+        home = fabric_home(ws.root, ws.settings)
+        template = RunOptions(
+            workers=workers,
+            trigger="schedule",
+            control_plane_url=engine.url.render_as_string(hide_password=False),
+            workdir=home / "work",
+            repo_root=ws.root,
+            environ=ws.environ,
+            secret_box=ws.secret_box,
+            execute=execute,
+        )
+        local = dispatch = LocalDispatch(engine, template, max_runs=max_runs, log=log)
+    options = SchedulerOptions(interval=interval, catchup_cap=catchup_cap, who=who_am_i())
+    fired = 0
+    try:
+        fired = run_scheduler(
+            engine, dispatch, options, stop=stop, log=log, clock=clock or utcnow, once=once
+        )
+    finally:
+        if local is not None:
+            local.close(wait=True)  # runs in progress finish; waiting ones stay pending
+        log("stopped", {"fired": fired})
+    return fired
+
+
 def apply_history(
     repo: Path,
     *,

@@ -38,7 +38,7 @@ from fabric.plan.diff import Action, Change, counts, tenants_of
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.plan import Plan
 from fabric.plan.safety import SafetyOptions, unsafe_reasons
-from fabric.state import history, locks, provision, tables, writes
+from fabric.state import history, locks, provision, schedules, tables, writes
 from fabric.state.engine import DatabaseError, client_name
 from fabric.state.migrate import shared_is_current, upgrade_shared
 from fabric.state.snapshot import TenantRow, read_snapshot, read_tenant_rows
@@ -257,6 +257,13 @@ def _switch_step(
             progress.tenant_rows.update(registered)
             # secrets set before the tenant's first apply move into its store now
             bind_pending_secrets(conn, {s: r.schema_name for s, r in registered.items()})
+            new_tenants = set(slugs)
+            provisioned = tuple(
+                c.address
+                for c in plan.changes
+                if c.address.tenant in new_tenants and c.action is not Action.DELETE
+            )  # their schedules start ticking with the switch, not before
+            _sync_schedule_clock(conn, progress.tenant_rows, by_address, provisioned, (), started)
         case steps.UpdateTenants(tenants=slugs):
             writes.update_tenants(conn, [row_writes[Address.of_tenant(s)] for s in slugs])
         case steps.WriteResources(upserts=upserts, deletes=deletes):
@@ -266,7 +273,9 @@ def _switch_step(
                 [row_writes[a] for a in upserts],
                 [by_address[a] for a in deletes],
             )
+            _sync_schedule_clock(conn, progress.tenant_rows, by_address, upserts, deletes, started)
         case steps.DeleteTenants(tenants=slugs):
+            schedules.drop_tenants(conn, list(slugs))
             writes.delete_tenants(conn, list(slugs))
         case steps.ApplyWarehouse(warehouse=name, changes=addresses):
             _apply_warehouse(
@@ -401,6 +410,24 @@ def authorization(
         author=options.author,
         project_changed=project_changed,
     )
+
+
+def _sync_schedule_clock(
+    conn: Connection,
+    tenant_rows: Mapping[str, TenantRow],
+    by_address: Mapping[Address, Change],
+    upserts: tuple[Address, ...],
+    deletes: tuple[Address, ...],
+    now: dt.datetime,
+) -> None:
+    """Keep the scheduler's clock in step with the schedules written, in this transaction."""
+    changed = [
+        (a.tenant, a.name, by_address[a].target.spec)  # type: ignore[union-attr]
+        for a in upserts
+        if a.kind is Kind.SCHEDULE and by_address[a].target is not None
+    ]
+    gone = [(a.tenant, a.name) for a in deletes if a.kind is Kind.SCHEDULE]
+    schedules.sync_clock(conn, tenant_rows, changed, gone, now)
 
 
 def _check_env(plan: Plan, environ: Mapping[str, str]) -> None:

@@ -34,6 +34,8 @@ PURE = [
     "runner/failures",
     "runner/sessions",
     "scheduling",
+    "schedule/fire_times",
+    "schedule/tick",
 ]
 SHELL_ONLY = {
     "sqlalchemy",
@@ -108,6 +110,7 @@ LAYERS = [
         "fabric.graph",
         "fabric.render",
         "fabric.scheduling",
+        "fabric.schedule",
         "fabric.settings",
     ),
     ("fabric.state",),

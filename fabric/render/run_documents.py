@@ -50,8 +50,11 @@ def runs_document(records: Iterable[Any]) -> dict[str, Any]:
     }
 
 
-def status_document(tenant: str, nodes: Iterable[Any]) -> dict[str, Any]:
-    """A tenant's nodes in DAG order, each with its last run (null: never run) and next fire."""
+def status_document(
+    tenant: str, nodes: Iterable[Any], schedules: Iterable[Any] = ()
+) -> dict[str, Any]:
+    """A tenant's nodes in DAG order, each with its last run (null: never run) and next fire;
+    and its schedules (fabric.scheduling.ScheduleOutlook), each with its last and next fires."""
     out = []
     for n in nodes:
         last = n.last
@@ -82,6 +85,19 @@ def status_document(tenant: str, nodes: Iterable[Any]) -> dict[str, Any]:
         "kind": "fabric-status",
         "tenant": tenant,
         "nodes": out,
+        "schedules": [
+            {
+                "name": s.name,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "active": s.active,
+                "last_fire_at": _time(s.last_fire_at),
+                "next_fires": [
+                    {"at": _time(f.at), "dst_change": f.dst_change} for f in s.next_fires
+                ],
+            }
+            for s in schedules
+        ],
     }
 
 
@@ -140,4 +156,27 @@ def render_status_text(doc: Mapping[str, Any]) -> str:
                 short(last["error"], 50) if last else "",
             )
         )
-    return table(("NODE", "LAST", "FINISHED", "ROWS", "NEXT RUN", "ERROR"), rows)
+    text = table(("NODE", "LAST", "FINISHED", "ROWS", "NEXT RUN", "ERROR"), rows)
+    if doc.get("schedules"):
+        text += "\n\n" + _schedules_text(doc["schedules"])
+    return text
+
+
+def _schedules_text(schedules: Sequence[Mapping[str, Any]]) -> str:
+    """One row per schedule; a next fire near a DST change is marked `(DST change)`."""
+    rows = []
+    for s in schedules:
+        nxt = [
+            _local(f["at"], s["timezone"]) + (" (DST change)" if f["dst_change"] else "")
+            for f in s["next_fires"]
+        ]
+        rows.append(
+            (
+                s["name"],
+                s["cron"],
+                s["timezone"],
+                _local(s["last_fire_at"], s["timezone"]) if s["last_fire_at"] else "never",
+                ", ".join(nxt) if s["active"] else "paused",
+            )
+        )
+    return table(("SCHEDULE", "CRON", "TIMEZONE", "LAST FIRE", "NEXT FIRES"), rows)

@@ -61,6 +61,9 @@ class RunOptions:
     """Opens the secret box, when a node's connection has secrets (None: none may)."""
     execute: NodeFunction | None = field(default=None, repr=False)
     """What a worker calls for a node (tests pass their own); fabric's by default."""
+    run_ids: Mapping[str, int] = field(default_factory=dict)
+    """Tenant -> a run created beforehand (`pending`, e.g. by the scheduler): started, not
+    created. When another dispatcher started it already, that tenant runs nothing."""
 
 
 @dataclass
@@ -295,6 +298,13 @@ def run_tenants(
     write_conn = engine.connect()
     try:
         for slug, dag in sorted(selected.items()):
+            if slug in options.run_ids:
+                run_id = options.run_ids[slug]
+                if records.start_run(lock_conn, rows[slug], run_id, who=who, nodes=dag.nodes):
+                    result.runs[slug] = run_id
+                else:  # started elsewhere: run none of its nodes here
+                    combined = combined.subgraph(combined.nodes - dag.nodes)
+                continue
             result.runs[slug] = records.create_run(
                 lock_conn,
                 rows[slug],

@@ -67,6 +67,57 @@ def create_run(
     return run_id
 
 
+def start_run(
+    conn: Connection,
+    tenant: TenantRow,
+    run_id: int,
+    *,
+    who: str,
+    nodes: Iterable[Address],
+) -> bool:
+    """Start a run created beforehand (a scheduled run, `pending`): as `create_run`, but the row
+    exists. False when it is not pending any more (another dispatcher started it, or it ended):
+    a pending run starts once, whoever tries."""
+    schema = tenant.schema_name
+    started = conn.execute(
+        text(
+            f"UPDATE \"{schema}\".runs SET status = 'running', who = :who, started_at = now(), "
+            "heartbeat_at = now() WHERE id = :id AND status = 'pending' RETURNING id"
+        ),
+        {"id": run_id, "who": who},
+    ).scalar_one_or_none()
+    if started is None:
+        conn.rollback()
+        return False
+    conn.execute(
+        text("SELECT pg_advisory_lock(:ns, :key)"),
+        {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
+    )
+    rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
+    if rows:
+        conn.execute(
+            text(
+                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
+                "VALUES (:run, :node, 'pending')"
+            ),
+            rows,
+        )
+    conn.commit()
+    return True
+
+
+def fail_pending_run(conn: Connection, tenant: TenantRow, run_id: int, error: str) -> None:
+    """A created run that cannot start (its selection matches nothing now): failed, with why."""
+    conn.execute(
+        text(
+            f"UPDATE \"{tenant.schema_name}\".runs SET status = 'failed', finished_at = now(), "
+            "error = :error WHERE id = :id AND status = 'pending'"
+        ),
+        {"id": run_id, "error": error},
+    )
+    conn.commit()
+
+
 def release_run(conn: Connection, tenant: TenantRow, run_id: int) -> None:
     conn.execute(
         text("SELECT pg_advisory_unlock(:ns, :key)"),

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -200,6 +201,46 @@ node_runs = Table(
     Column("failure", Text),
     UniqueConstraint("run_id", "node", name="node_runs_run_node"),
 )
+
+
+schedule_clock = Table(
+    "schedule_clock",
+    shared,
+    Column(
+        "tenant_id",
+        BigInteger,
+        ForeignKey(f"{SHARED_SCHEMA}.tenants.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", Text, nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("next_fire_at", DateTime(timezone=True)),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant_id", "name"),
+    Index("schedule_clock_due", "next_fire_at", postgresql_where=text("active")),
+)
+"""Every live schedule of every tenant with its next fire time: what a scheduler tick claims.
+
+Apply writes it in the same transaction as the tenant's schedules table; a tick locks the rows
+it fires (`FOR UPDATE SKIP LOCKED`), so an apply changing or deleting a schedule and a tick
+firing it are serialised by the row lock."""
+
+schedule_fires = Table(
+    "schedule_fires",
+    tenant,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("schedule_name", Text, nullable=False),
+    Column("fire_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("run_id", BigInteger, ForeignKey(f"{TENANT_PLACEHOLDER}.runs.id")),
+    Column("reason", Text),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("schedule_name", "fire_at", name="schedule_fires_schedule_fire_at"),
+)
+"""One row per (schedule, fire time) a tick settled: fired (with its run), missed or skipped,
+with the reason."""
 
 
 def tenant_schema_name(tenant_id: int) -> str:

@@ -14,6 +14,7 @@ from fabric.cli.commands.demo import demo
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
 from fabric.cli.commands.run import graph, run_command, runs, status
+from fabric.cli.commands.scheduler import scheduler
 from fabric.cli.commands.secrets import secrets_group
 from fabric.cli.commands.server import server_group
 from fabric.cli.commands.validate import validate
@@ -35,6 +36,7 @@ COMMANDS: tuple[click.Command, ...] = (
     compile_command,
     runs,
     status,
+    scheduler,
     graph,
     connections_group,
     secrets_group,

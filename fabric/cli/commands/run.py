@@ -212,14 +212,17 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @repository(control_plane_only=True)
 def status(tenant: str, fmt: str, repo: Path) -> None:
-    """Each node's last run and its next scheduled fire time.
+    """Each node's last run and its next scheduled fire time; each schedule's last fire and
+    next fires (a fire near a DST change is flagged).
 
     `--format json` prints the document described in README.md (kind `fabric-status`).
     """
     from fabric import api
     from fabric.render import run_documents as render
 
-    doc = render.status_document(tenant, api.tenant_status(repo, tenant))
+    doc = render.status_document(
+        tenant, api.tenant_status(repo, tenant), api.schedule_status(repo, tenant)
+    )
     click.echo(render.render_json(doc) if fmt == "json" else render.render_status_text(doc))
 
 
