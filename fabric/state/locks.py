@@ -37,6 +37,9 @@ class LockNamespace(IntEnum):
     """Per warehouse dataset, on the warehouse, while a load step writes into it."""
     MIGRATION = 0x0FAF
     """Transaction-scoped, while an apply migrates the shared schema (key: 0)."""
+    ADMIT = 0x0FB0
+    """Per tenant, transaction-scoped, while a queue run is admitted, finished or promoted
+    (one active run per node; key: crc32 of the tenant's schema)."""
 
 
 def tenant_lock_key(slug: str) -> int:
