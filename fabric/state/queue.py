@@ -1,4 +1,4 @@
-"""The queue executor's records: runs advanced by whoever finishes a node, jobs in procrastinate.  [shell]
+"""Queue runs: advanced by whoever finishes a node; jobs in procrastinate.  [shell]
 
 fabric's run and node-run tables are the source of truth; procrastinate's jobs only say "run
 these nodes of this run" (tenant slug, run id, node addresses: ids, never secrets). Every step

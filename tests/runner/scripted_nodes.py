@@ -2,10 +2,11 @@
 
 A node's stored spec carries a `script` block saying what to do: `sleep` seconds, `crash`
 (SIGKILL its own worker), `record` (append "address attempt pid" to a file), `block_until`
-(wait for a file to exist, on the first `block_attempts` attempts), `fail` (a terminal failure), `fail_attempts: n` (a transient failure on
-the first n attempts), `report_environment` (the log tail is the worker's environment, as Python
-and as /proc/self/environ show it, in JSON). Module-level functions, so worker processes
-import them by name.
+(wait for a file to exist, on the first `block_attempts` attempts; `then_succeed_as` gives the
+log tail it then succeeds with), `fail` (a terminal failure), `fail_attempts: n` (a transient
+failure on the first n attempts), `report_environment` (the log tail is the worker's
+environment, as Python and as /proc/self/environ show it, in JSON). Module-level functions, so
+worker processes import them by name.
 """
 
 from __future__ import annotations

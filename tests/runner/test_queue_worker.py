@@ -48,6 +48,15 @@ REPO = {
           e: {source: src, dataset: raw, mode: single_table, table: e}
           f: {source: src, dataset: raw, mode: single_table, table: f, retries: 1}
         """,
+    "tenants/globex/tenant.yaml": """
+        tenant: {display_name: Globex, warehouse: dwh}
+        connections:
+          dwh: {type: postgres, direction: destination, host: h, database: d, username: g,
+                password: "${secret:dwh_password}"}
+          src: {type: postgres, direction: source, host: h, database: s}
+        pipelines:
+          g: {source: src, dataset: graw, mode: single_table, table: g}
+        """,
 }
 
 
@@ -56,14 +65,16 @@ class Control:
         self.root, self.env, self.tmp = root, env, tmp
         self.engine = make_engine(env["FABRIC_DATABASE_URL"])
         with self.engine.connect() as conn:
-            self.tenant = read_tenant_rows(conn, ["acme"])["acme"]
+            self.tenants = read_tenant_rows(conn, ["acme", "globex"])
+        self.tenant = self.tenants["acme"]
         self.record = tmp / "executions.txt"
 
-    def script(self, name: str, **params) -> None:
+    def script(self, name: str, tenant: str = "acme", **params) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    f"UPDATE {self.tenant.schema_name}.pipelines SET spec = spec - 'script' || "
+                    f"UPDATE {self.tenants[tenant].schema_name}.pipelines SET spec = "
+                    "spec - 'script' || "
                     "CAST(:p AS jsonb) WHERE name = :n"
                 ),
                 {"p": json.dumps({"script": params}), "n": name},
@@ -115,6 +126,8 @@ def control(tmp_path, make_database):
         "PATH": os.environ.get("PATH", ""),
     }
     api.apply(api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions())
+    api.set_secret(root, "globex", "dwh_password", "globex-warehouse-password", environ=env)
+    api.apply(api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions())
     c = Control(root, env, tmp_path)
     for name in "abcdef":
         c.script(name, record=str(c.record))
@@ -129,8 +142,13 @@ class Worker:
         env = {**control.env, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent.parent}"}
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "queue_worker_process.py"), str(control.root), name,
-             str(concurrency)],
+            [
+                sys.executable,
+                str(HERE / "queue_worker_process.py"),
+                str(control.root),
+                name,
+                str(concurrency),
+            ],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -338,8 +356,13 @@ def test_retry_runs_the_failed_and_skipped_nodes_only(control, workers):
     assert again == ["acme.pipeline.b", "acme.pipeline.d"]
     control.until("the retried run", lambda: control.run_status(run_id) == "success")
     assert sorted(control.executions()) == sorted(
-        ["acme.pipeline.a", "acme.pipeline.b", "acme.pipeline.c", "acme.pipeline.b",
-         "acme.pipeline.d"]
+        [
+            "acme.pipeline.a",
+            "acme.pipeline.b",
+            "acme.pipeline.c",
+            "acme.pipeline.b",
+            "acme.pipeline.d",
+        ]
     )
     with pytest.raises(FabricError, match="no failed or skipped node"):
         api.retry_run(control.root, "acme", run_id, environ=control.env)
@@ -356,3 +379,78 @@ def test_workers_lists_each_worker_and_what_it_runs(control, workers):
     assert busy[0].jobs[0]["run_id"] == run_id and busy[0].jobs[0]["nodes"] == ["acme.pipeline.e"]
     (control.tmp / "go").touch()
     control.until("the run", lambda: control.run_status(run_id) == "success")
+
+
+def test_sigterm_finishes_the_running_node_then_stops(control, workers):
+    release = control.tmp / "release"
+    control.script("e", record=str(control.record), block_until=str(release))
+    w1 = workers("w1", concurrency=1)
+    run_id = queued(control, "e").runs["acme"]
+    control.until("e to start", lambda: control.executions() == ["acme.pipeline.e"])
+    w1.process.send_signal(signal.SIGTERM)
+    assert w1.process.poll() is None  # still finishing its node
+    release.touch()
+    assert w1.process.wait(timeout=TIMEOUT) == 0
+    assert control.run_status(run_id) == "success"
+    events = [e["event"] for e in w1.events()]
+    assert events.index("node_finished") < events.index("worker_stopped")
+
+
+def test_jobs_carry_ids_only_and_tenants_never_share_a_node_process(control, workers):
+    control.script("e", report_environment=True)
+    control.script("g", tenant="globex", report_environment=True)
+    workers("w1", concurrency=1)
+    acme = queued(control, "e", wait=True)
+    globex = api.run(
+        control.root, tenants=["globex"], environ=control.env, executor="queue", wait=True
+    )
+    assert acme.ok and globex.ok
+    with control.engine.connect() as conn:
+        args = conn.execute(text("SELECT args FROM procrastinate_jobs ORDER BY id")).scalars()
+        payloads = [json.dumps(a) for a in args]
+        tails = {
+            slug: conn.execute(
+                text(f"SELECT log_tail FROM {row.schema_name}.node_runs ORDER BY id DESC")
+            ).scalar()
+            for slug, row in control.tenants.items()
+        }
+    assert all(set(json.loads(p)) == {"tenant", "run_id", "nodes"} for p in payloads)
+    assert not any("password" in p or "postgresql" in p for p in payloads)
+    reports = {slug: json.loads(tail) for slug, tail in tails.items()}
+    assert reports["acme"]["pid"] != reports["globex"]["pid"]
+    for report in reports.values():
+        seen = json.dumps(report)
+        assert "FABRIC_" not in seen and control.env["FABRIC_SECRET_KEYS"] not in seen
+        assert control.env["FABRIC_DATABASE_URL"] not in seen
+        assert "globex-warehouse-password" not in seen
+
+
+def test_the_cli_defers_follows_cancels_retries_and_lists_workers(control, workers):
+    from click.testing import CliRunner
+
+    from fabric.cli.main import cli
+
+    runner = CliRunner()
+
+    def fabric(*args):
+        return runner.invoke(cli, [*args, "--repo", str(control.root)], env=control.env)
+
+    out = fabric("run", "e", "--tenant", "acme", "--executor", "queue")
+    assert out.exit_code == 0, out.output
+    assert "Run 1 of acme: running" in out.output
+    out = fabric("workers")
+    assert "No worker is running" in out.output
+    workers("w1")
+    control.script("b", record=str(control.record), fail=True)
+    out = fabric("run", "a+", "--tenant", "acme", "--executor", "queue", "--wait")
+    assert out.exit_code == 1, out.output
+    assert "failed   acme.pipeline.b" in out.output and "Run 2 of acme: failed" in out.output
+    control.script("b", record=str(control.record))
+    out = fabric("runs", "retry", "2", "--tenant", "acme")
+    assert out.exit_code == 0 and "acme.pipeline.b, acme.pipeline.d" in out.output
+    control.until("the retried run", lambda: control.run_status(2) == "success")
+    out = fabric("runs", "cancel", "2", "--tenant", "acme")
+    assert out.exit_code == 1 and "Run 2 of acme is success: nothing to cancel" in out.output
+    assert "Traceback" not in out.output
+    out = fabric("workers")
+    assert out.exit_code == 0 and "(idle)" in out.output

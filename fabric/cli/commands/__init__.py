@@ -11,6 +11,7 @@ from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
+from fabric.cli.commands.queue import worker, workers
 from fabric.cli.commands.run import graph, run_command, runs, status
 from fabric.cli.commands.secrets import secrets_group
 from fabric.cli.commands.server import server_group
@@ -29,6 +30,8 @@ COMMANDS: tuple[click.Command, ...] = (
     runs,
     status,
     graph,
+    worker,
+    workers,
     connections_group,
     secrets_group,
     server_group,
