@@ -83,6 +83,11 @@ def finish(engine, job) -> None:
         )
 
 
+def state(engine, tenant, run_id):
+    with engine.connect() as conn:
+        return queue.run_state(conn, tenant, run_id)
+
+
 def node(engine, tenant, run_id, address):
     with engine.connect() as conn:
         return conn.execute(
@@ -109,7 +114,7 @@ def test_a_stale_token_changes_nothing(db):
         assert queue.record(conn, acme, run_id, late, second.token) is False  # used up
     row = node(engine, acme, run_id, a("x"))
     assert (row.status, row.attempts, row.worker, row.log_tail) == ("success", 2, "w2", "")
-    assert queue.run_state(engine.connect(), acme, run_id) == "success"
+    assert state(engine, acme, run_id) == "success"
 
 
 def test_a_lost_node_without_retries_fails_and_skips_its_downstream(db):
@@ -191,6 +196,6 @@ def test_a_run_sharing_a_node_with_an_active_run_is_refused_or_queued(db):
     assert len(jobs(engine)) == 3  # x, y, z: nothing deferred for the queued run
     with engine.connect() as conn:
         queue.cancel_run(conn, acme, first)
-    assert queue.run_state(engine.connect(), acme, waiting) == "running"
+    assert state(engine, acme, waiting) == "running"
     todo = sorted((j.args["run_id"], j.args["nodes"]) for j in jobs(engine) if j.status == "todo")
     assert todo == [(2, [str(a("z"))]), (waiting, [str(a("y"))])]  # run 1's jobs: cancelled
