@@ -226,6 +226,25 @@ class QueueWorker:
     def _task(self, context: Any, tenant: str, run_id: int, nodes: list[str]) -> None:
         from procrastinate.exceptions import JobAborted
 
+        try:
+            aborted = self._run_job(context, tenant, run_id, nodes)
+        except Exception as exc:  # a bug or a lost database: say so, never a traceback of secrets
+            self.log(
+                "job_error",
+                job=int(context.job.id),
+                tenant=tenant,
+                run=run_id,
+                error=type(exc).__name__,
+            )
+            raise
+        if aborted:
+            raise JobAborted("run cancelled")
+
+    def _run_job(self, context: Any, tenant: str, run_id: int, nodes: list[str]) -> bool:
+        """Claim, run and record the job's nodes; True when the run was cancelled meanwhile.
+
+        Claimed nodes always get a result written (a failure if running them raised), so a
+        node is never left `running` under a live worker."""
         from fabric.state import queue
         from fabric.state.applied import read_applied
         from fabric.state.snapshot import read_tenant_rows
@@ -235,11 +254,11 @@ class QueueWorker:
             row = read_tenant_rows(conn, [tenant]).get(tenant)
             if row is None:
                 self.log("job_dropped", job=job_id, tenant=tenant, why="tenant not applied")
-                return
+                return False
             claimed = queue.claim(conn, row, run_id, nodes, job_id, self.name)
             if not claimed:
                 self.log("job_stale", job=job_id, tenant=tenant, run=run_id)
-                return
+                return False
             applied = read_applied(conn, tenant)
             extra = queue.run_options(conn, row, run_id)
             conn.commit()
@@ -273,6 +292,9 @@ class QueueWorker:
             healthy = False
             try:
                 got, healthy, aborted = _run_on(worker, specs, deadline, context.should_abort)
+            except Exception as exc:
+                why = f"internal error in the worker: {type(exc).__name__}"
+                got = [NodeResult.failed(s.address, why, FailureKind.CRASHED) for s in specs]
             finally:
                 self.pool.release(worker, healthy=healthy)
             by_node = {r.address: r for r in got}
@@ -299,8 +321,7 @@ class QueueWorker:
                     status=result.status.value,
                     **({"failure": result.failure.value} if result.failure else {}),
                 )
-        if aborted:
-            raise JobAborted("run cancelled")
+        return aborted
 
     def _reap_once(self, found: list[tuple[int, Mapping[str, Any]]]) -> None:
         from fabric.state import queue

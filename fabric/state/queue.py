@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -249,8 +250,12 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     schema = tenant.schema_name
     plans = {Address.parse(n): NodePlan.from_json(p) for n, p in run.plan["nodes"].items()}
     queue = run.plan.get("queue") or QUEUE
-    dag = Dag.build(
-        plans, [(Address.parse(u), n) for n, p in plans.items() for u in p.upstream], {}
+    # The stored plan comes from an acyclic DAG: no need to sort it again on every advance.
+    dag = Dag(
+        MappingProxyType(
+            {n: frozenset(Address.parse(u) for u in p.upstream) for n, p in plans.items()}
+        ),
+        MappingProxyType({}),
     )
     rows = conn.execute(
         text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
@@ -258,7 +263,8 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     ).all()
     status = {Address.parse(r.node): NodeStatus(r.status) for r in rows}
     deferred = {Address.parse(r.node) for r in rows if r.job_id is not None}
-    skip = to_skip(dag, status)
+    blocked = {NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
+    skip = to_skip(dag, status) if blocked & set(status.values()) else ()
     if skip:
         conn.execute(
             text(
