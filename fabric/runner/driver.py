@@ -227,28 +227,50 @@ def queue_tenants(
 ) -> dict[str, tuple[int, str]]:
     """Create each tenant's run and defer its roots to the queue (one transaction per tenant);
     workers (`fabric worker`) do the rest. Returns tenant -> (run id, status)."""
-    from fabric.state import queue as jobs
-
     with engine.connect() as conn:
-        rows, applied = _read(conn, tenants)
-    selected = _selected(applied, options)
-    who = options.who or who_am_i()
+        _read(conn, tenants)  # every tenant applied, and every selector valid, before any run
+        for slug in tenants:
+            _selected({slug: read_applied(conn, slug)}, options)
     created: dict[str, tuple[int, str]] = {}
-    for slug, dag in sorted(selected.items()):
+    for slug in sorted(tenants):
         with engine.connect() as conn:
-            created[slug] = jobs.dispatch_run(
-                conn,
-                rows[slug],
-                queue_plan(applied[slug], dag),
-                trigger=options.trigger,
-                selection=options.selectors or ("*",),
-                who=who,
-                if_active=if_active,
-                queue=queue or jobs.QUEUE,
-                options={"full_refresh": options.full_refresh, "tests_only": options.tests_only},
-            )
+            created[slug] = dispatch_on(conn, slug, options, if_active=if_active, queue=queue)
             conn.commit()
     return created
+
+
+def dispatch_on(
+    conn: Any,
+    tenant: str,
+    options: RunOptions,
+    *,
+    if_active: str = "refuse",
+    queue: str | None = None,
+    schedule_name: str | None = None,
+    fire_at: Any = None,
+) -> tuple[int, str]:
+    """Create `tenant`'s run of `options.selectors` and defer its root nodes, on `conn`, in
+    the caller's transaction (nothing is committed): the one entry point for whoever starts
+    queue runs (`fabric run --executor queue`, the scheduler with its schedule and fire time).
+    Returns (run id, status: running | queued); raises RunConflictError (refused) or
+    ValueError (a selector that matches nothing)."""
+    from fabric.state import queue as jobs
+
+    rows, applied = _read(conn, [tenant])
+    dag = _selected(applied, options)[tenant]
+    return jobs.dispatch_run(
+        conn,
+        rows[tenant],
+        queue_plan(applied[tenant], dag),
+        trigger=options.trigger,
+        selection=options.selectors or ("*",),
+        who=options.who or who_am_i(),
+        if_active=if_active,
+        queue=queue or jobs.QUEUE,
+        options={"full_refresh": options.full_refresh, "tests_only": options.tests_only},
+        schedule_name=schedule_name,
+        fire_at=fire_at,
+    )
 
 
 def run_tenants(
