@@ -4,29 +4,35 @@ Times, in this process (median of 3):
   - executor only: fabric.runner.local.LocalExecutor on the DAG (warm pool), no database;
   - full run: `fabric run` of the same DAG applied to a real control plane (run and node-run
     records written as it goes), through fabric.api.run.
-Reports wall time / nodes, i.e. what each node costs beyond its own work. Target: < 50 ms.
+  - queue: `fabric run --executor queue --wait` of the same DAG with two `fabric worker`
+    processes (no-op nodes, `--branches / 2` concurrency each), warm (after one untimed run);
+    printed with its ratio against the local full run.
+Reports wall time / nodes, i.e. what each node costs beyond its own work. Targets: < 50 ms
+(local), < 100 ms (queue, two workers).
 
-    uv run python bench/dag_overhead.py [--nodes 200] [--branches 8]
+Nodes are no-ops (bench/noop_nodes.py), handed to the executor as tests hand theirs.
+
+    uv run python bench/dag_overhead.py [--nodes 200] [--branches 8] [--executor local|queue|both]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_server import server_url  # noqa: E402
+from noop_nodes import noop, noop_batch  # noqa: E402
 
 from fabric import api  # noqa: E402
 from fabric.addresses import Address  # noqa: E402
@@ -51,7 +57,7 @@ def bench_executor(nodes: int, branches: int, workers: int) -> float:
     addr = {n: Address.parse(f"bench.pipeline.{n}") for n, _ in graph}
     dag = Dag.build(addr.values(), [(addr[u], addr[n]) for n, u in graph if u])
     specs = {a: NodeSpec(address=a, kind="noop", spec={"noop": {}}) for a in addr.values()}
-    with LocalExecutor(workers) as executor:
+    with LocalExecutor(workers, execute=noop, execute_batch=noop_batch) as executor:
         executor.run(Dag.build([next(iter(addr.values()))], []), specs, {}, lambda e: None)
         times = []
         for _ in range(3):
@@ -62,7 +68,7 @@ def bench_executor(nodes: int, branches: int, workers: int) -> float:
     return statistics.median(times)
 
 
-def bench_full_run(nodes: int, branches: int, workers: int) -> float:
+def bench_full_run(nodes: int, branches: int, workers: int, executor: str = "local") -> float:
     base = server_url()
     db = f"fabric_dag_bench_{os.getpid()}"
     url = create_database(base, db)
@@ -92,19 +98,18 @@ def bench_full_run(nodes: int, branches: int, workers: int) -> float:
             plan = api.plan(root, environ=env).plan
             api.apply(plan, repo=root, environ=env, options=ApplyOptions())
             engine = make_engine(url)
-            with engine.begin() as conn:
-                schema = conn.execute(
-                    text("SELECT schema_name FROM fabric.tenants WHERE slug = 'bench'")
-                ).scalar_one()
-                conn.execute(
-                    text(f"UPDATE {schema}.pipelines SET spec = spec || CAST(:p AS jsonb)"),
-                    {"p": json.dumps({"noop": {}})},
-                )
+            if executor == "queue":
+                return _queue_runs(root, env, engine, workers)
             times = []
             for _ in range(3):
                 start = time.perf_counter()
                 result = api.run(
-                    root, tenants=["bench"], workers=workers, environ=env, engine=engine
+                    root,
+                    tenants=["bench"],
+                    workers=workers,
+                    environ=env,
+                    engine=engine,
+                    execute=noop,
                 )
                 times.append(time.perf_counter() - start)
                 assert result.ok
@@ -114,21 +119,68 @@ def bench_full_run(nodes: int, branches: int, workers: int) -> float:
         drop_database(base, db)
 
 
+def _queue_runs(root: Path, env: dict[str, str], engine, concurrency: int) -> float:
+    """Median of 3 queue runs on two warm no-op workers (after one untimed run)."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "noop_worker.py"),
+                str(root),
+                f"w{i}",
+                str(concurrency),
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in (1, 2)
+    ]
+    try:
+        times = []
+        for i in range(4):
+            start = time.perf_counter()
+            result = api.run(
+                root, tenants=["bench"], environ=env, engine=engine, executor="queue", wait=True
+            )
+            if i:
+                times.append(time.perf_counter() - start)
+            assert result.ok, result.errors
+        return statistics.median(times)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--branches", type=int, default=8)
+    parser.add_argument("--executor", choices=["local", "queue", "both"], default="both")
     args = parser.parse_args()
     n = args.nodes
     print(f"DAG: {n} no-op nodes in {args.branches} parallel chains")
-    for workers in (1, args.branches):
-        t = bench_executor(n, args.branches, workers)
-        print(f"executor only, {workers} worker(s): {t:6.2f} s  -> {1000 * t / n:5.1f} ms/node")
-    for workers in (1, args.branches):
-        t = bench_full_run(n, args.branches, workers)
+    local = None
+    if args.executor in ("local", "both"):
+        for workers in (1, args.branches):
+            t = bench_executor(n, args.branches, workers)
+            print(f"executor only, {workers} worker(s): {t:6.2f} s  -> {1000 * t / n:5.1f} ms/node")
+        for workers in (1, args.branches):
+            local = bench_full_run(n, args.branches, workers)
+            print(
+                f"full run with records, {workers} worker(s): {local:6.2f} s  -> "
+                f"{1000 * local / n:5.1f} ms/node (target < 50)"
+            )
+    if args.executor in ("queue", "both"):
+        per_worker = max(1, args.branches // 2)
+        t = bench_full_run(n, args.branches, per_worker, executor="queue")
+        ratio = f", {t / local:.2f}x the local full run" if local else ""
         print(
-            f"full run with records, {workers} worker(s): {t:6.2f} s  -> "
-            f"{1000 * t / n:5.1f} ms/node (target < 50)"
+            f"queue executor, 2 workers x {per_worker}: {t:6.2f} s  -> "
+            f"{1000 * t / n:5.1f} ms/node (target < 100){ratio}"
         )
 
 

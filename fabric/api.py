@@ -514,11 +514,37 @@ def run(
     engine: Engine | None = None,
     on_event: Any = None,
     execute: NodeFunction | None = None,
+    executor: str = "local",
+    wait: bool = True,
+    if_active: str = "refuse",
+    queue: str | None = None,
+    on_node: Any = None,
 ) -> RunResult:
     """Run the selected nodes of what has been applied, recording the run(s).
 
     `execute` replaces what a worker runs for a node (tests); fabric's dlt/dbt by default.
+    `executor="queue"` creates the runs and defers their root nodes to the queue, where
+    `fabric worker` processes take them; with `wait` it follows the runs until they end
+    (`on_node` sees each finished node), else returns at once with the runs' ids and status
+    (running, or queued behind an active run when `if_active` is "wait").
     """
+    if executor == "queue":
+        return _run_queued(
+            repo,
+            tenants=tenants,
+            all_tenants=all_tenants,
+            selectors=selectors,
+            exclude=exclude,
+            trigger=trigger,
+            full_refresh=full_refresh,
+            tests_only=tests_only,
+            environ=environ,
+            engine=engine,
+            wait=wait,
+            if_active=if_active,
+            queue=queue,
+            on_node=on_node,
+        )
     from fabric.runner.warmup import start_worker_server
 
     start_worker_server(environ)  # first: workers import dlt/dbt while this process starts up
@@ -554,6 +580,123 @@ def run(
         return run_tenants(engine, list(tenants), options, on_event=on_event)
     except ValueError as exc:  # a selector that matches nothing or cannot be parsed
         raise FabricError(str(exc)) from None
+
+
+def _run_queued(
+    repo: Path,
+    *,
+    tenants: Sequence[str],
+    all_tenants: bool,
+    selectors: Sequence[str],
+    exclude: Sequence[str],
+    trigger: str,
+    full_refresh: bool,
+    tests_only: bool,
+    environ: Mapping[str, str] | None,
+    engine: Engine | None,
+    wait: bool,
+    if_active: str,
+    queue: str | None,
+    on_node: Any,
+) -> RunResult:
+    from fabric.domain.runs import RunStatus
+    from fabric.errors import FabricError
+    from fabric.runner.driver import RunOptions, RunResult, follow_runs, queue_tenants
+    from fabric.state.snapshot import read_tenant_rows
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("run")
+    if all_tenants:
+        with engine.connect() as conn:
+            tenants = sorted(read_tenant_rows(conn))
+    if not tenants:
+        raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
+    options = RunOptions(
+        selectors=tuple(selectors),
+        exclude=tuple(exclude),
+        trigger=trigger,
+        full_refresh=full_refresh,
+        tests_only=tests_only,
+    )
+    try:
+        created = queue_tenants(engine, list(tenants), options, if_active=if_active, queue=queue)
+    except ValueError as exc:
+        raise FabricError(str(exc)) from None
+    runs = {slug: run_id for slug, (run_id, _) in created.items()}
+    if wait:
+        return follow_runs(engine, runs, on_node=on_node)
+    return RunResult(runs=runs, status={s: RunStatus(st) for s, (_, st) in created.items()})
+
+
+def cancel_run(
+    repo: Path, tenant: str, run_id: int, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Cancel a queue run: queued nodes dropped, running ones stopped; returns those nodes."""
+    from fabric.state import queue
+    from fabric.state.applied import read_applied
+
+    with workspace(repo, environ).engine("runs").connect() as conn:
+        return queue.cancel_run(conn, read_applied(conn, tenant).tenant, run_id)
+
+
+def retry_run(
+    repo: Path, tenant: str, run_id: int, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Run a finished queue run's failed and skipped nodes again; returns them."""
+    from fabric.state import queue
+    from fabric.state.applied import read_applied
+
+    with workspace(repo, environ).engine("runs").connect() as conn:
+        return queue.retry_run(conn, read_applied(conn, tenant).tenant, run_id)
+
+
+def list_workers(repo: Path, environ: Mapping[str, str] | None = None) -> list[Any]:
+    """The queue's workers, their last heartbeat and the jobs they run now."""
+    from fabric.state import queue
+
+    with workspace(repo, environ).engine("workers").connect() as conn:
+        return queue.list_workers(conn)
+
+
+def worker(
+    repo: Path,
+    *,
+    concurrency: int = 1,
+    queues: Sequence[str] = (),
+    lost_after: float = 30.0,
+    heartbeat: float = 5.0,
+    reap_every: float = 5.0,
+    log_format: str = "text",
+    name: str = "",
+    environ: Mapping[str, str] | None = None,
+    execute: NodeFunction | None = None,
+    execute_batch: Any = None,
+) -> None:
+    """Run a queue worker until SIGTERM/SIGINT (`fabric worker`)."""
+    from fabric.runner.queue_worker import WorkerOptions, run_worker
+    from fabric.runner.warmup import start_worker_server
+
+    start_worker_server(environ)  # first: node processes import dlt/dbt while this starts
+    from fabric.state.embedded import fabric_home
+
+    ws = workspace(repo, environ)
+    home = fabric_home(ws.root, ws.settings)
+    options = WorkerOptions(
+        concurrency=concurrency,
+        queues=tuple(queues),
+        name=name,
+        lost_after=lost_after,
+        heartbeat=heartbeat,
+        reap_every=reap_every,
+        log_format=log_format,
+        workdir=home / "work",
+        repo_root=ws.root,
+        environ=ws.environ,
+        secret_box=ws.secret_box,
+        execute=execute,
+        execute_batch=execute_batch,
+    )
+    run_worker(ws.engine("worker"), options)
 
 
 def applied_dag(repo: Path, tenant: str, environ: Mapping[str, str] | None = None):

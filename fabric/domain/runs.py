@@ -39,6 +39,8 @@ FINISHED = frozenset(
 
 class RunStatus(StrEnum):
     PENDING = "pending"
+    QUEUED = "queued"
+    """A queue run waiting for an active run that shares its nodes (one active run per node)."""
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"

@@ -234,24 +234,20 @@ def policy_of(spec: Mapping[str, Any]) -> RetryPolicy:
     )
 
 
-def run_tenants(
-    engine: Engine,
-    tenants: Sequence[str],
-    options: RunOptions,
-    *,
-    on_event: Callable[[Event, Mapping[str, Any]], None] | None = None,
-) -> RunResult:
-    """Run the selection in each tenant; one run record per tenant."""
-    result = RunResult()
-    with engine.connect() as conn:
-        rows = read_tenant_rows(conn, tenants)
-        missing = sorted(set(tenants) - set(rows))
-        if missing:
-            from fabric.errors import TenantNotAppliedError
+def _read(
+    conn: Any, tenants: Sequence[str]
+) -> tuple[dict[str, TenantRow], dict[str, AppliedTenant]]:
+    rows = read_tenant_rows(conn, tenants)
+    missing = sorted(set(tenants) - set(rows))
+    if missing:
+        from fabric.errors import TenantNotAppliedError
 
-            raise TenantNotAppliedError(missing[0])
-        result.abandoned = records.mark_abandoned(conn, rows.values())
-        applied = {slug: read_applied(conn, slug) for slug in tenants}
+        raise TenantNotAppliedError(missing[0])
+    return rows, {slug: read_applied(conn, slug) for slug in tenants}
+
+
+def _selected(applied: Mapping[str, AppliedTenant], options: RunOptions) -> dict[str, Dag]:
+    """Each tenant's selected sub-DAG (raises ValueError for a selector matching nothing)."""
     dags = {slug: tenant_dag(a) for slug, a in applied.items()}
     selected = {
         slug: dag.subgraph(
@@ -262,6 +258,94 @@ def run_tenants(
     }
     if options.tests_only:  # `fabric test`: transformations only, all at once (one dbt batch)
         selected = {slug: tests_dag(dag) for slug, dag in selected.items()}
+    return selected
+
+
+def queue_plan(applied: AppliedTenant, dag: Dag) -> dict[Address, Any]:
+    """What the queue stores of each node of a run: its upstreams in the run, its policy."""
+    from fabric.state.queue import NodePlan
+
+    plan = {}
+    for node in dag.nodes:
+        policy = policy_of(applied.nodes[node])
+        plan[node] = NodePlan(
+            tuple(sorted(str(u) for u in dag.upstream[node])),
+            policy.retries,
+            policy.backoff_seconds,
+            policy.timeout_seconds,
+        )
+    return plan
+
+
+def queue_tenants(
+    engine: Engine,
+    tenants: Sequence[str],
+    options: RunOptions,
+    *,
+    if_active: str = "refuse",
+    queue: str | None = None,
+) -> dict[str, tuple[int, str]]:
+    """Create each tenant's run and defer its roots to the queue (one transaction per tenant);
+    workers (`fabric worker`) do the rest. Returns tenant -> (run id, status)."""
+    with engine.connect() as conn:
+        _read(conn, tenants)  # every tenant applied, and every selector valid, before any run
+        for slug in tenants:
+            _selected({slug: read_applied(conn, slug)}, options)
+    created: dict[str, tuple[int, str]] = {}
+    for slug in sorted(tenants):
+        with engine.connect() as conn:
+            created[slug] = dispatch_on(conn, slug, options, if_active=if_active, queue=queue)
+            conn.commit()
+    return created
+
+
+def dispatch_on(
+    conn: Any,
+    tenant: str,
+    options: RunOptions,
+    *,
+    if_active: str = "refuse",
+    queue: str | None = None,
+    schedule_name: str | None = None,
+    fire_at: Any = None,
+) -> tuple[int, str]:
+    """Create `tenant`'s run of `options.selectors` and defer its root nodes, on `conn`, in
+    the caller's transaction (nothing is committed): the one entry point for whoever starts
+    queue runs (`fabric run --executor queue`, the scheduler with its schedule and fire time).
+    Returns (run id, status: running | queued); raises RunConflictError (refused) or
+    ValueError (a selector that matches nothing)."""
+    from fabric.state import queue as jobs
+
+    rows, applied = _read(conn, [tenant])
+    dag = _selected(applied, options)[tenant]
+    return jobs.dispatch_run(
+        conn,
+        rows[tenant],
+        queue_plan(applied[tenant], dag),
+        trigger=options.trigger,
+        selection=options.selectors or ("*",),
+        who=options.who or who_am_i(),
+        if_active=if_active,
+        queue=queue or jobs.QUEUE,
+        options={"full_refresh": options.full_refresh, "tests_only": options.tests_only},
+        schedule_name=schedule_name,
+        fire_at=fire_at,
+    )
+
+
+def run_tenants(
+    engine: Engine,
+    tenants: Sequence[str],
+    options: RunOptions,
+    *,
+    on_event: Callable[[Event, Mapping[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run the selection in each tenant; one run record per tenant."""
+    result = RunResult()
+    with engine.connect() as conn:
+        rows, applied = _read(conn, tenants)
+        result.abandoned = records.mark_abandoned(conn, rows.values())
+    selected = _selected(applied, options)
     combined = Dag.build(
         [n for d in selected.values() for n in d.nodes],
         [(u, n) for d in selected.values() for n, ups in d.upstream.items() for u in ups],
@@ -410,3 +494,52 @@ def _record_event(
                 conn, tenant, run_id, node, status=status, failure=kind, finished=True, error=why
             )
             result.errors[node] = why
+
+
+def follow_runs(
+    engine: Engine,
+    runs: Mapping[str, int],
+    *,
+    poll_seconds: float = 0.25,
+    on_node: Callable[[str, Any], None] | None = None,
+) -> RunResult:
+    """Follow queue runs until each has ended (`fabric run --executor queue --wait`); the
+    result is read from the run records, as a local run's would be. `on_node` sees each node
+    run once, when it has finished."""
+    import time
+
+    result = RunResult(runs=dict(runs))
+    shown: set[tuple[str, str]] = set()
+    with engine.connect() as conn:
+        rows = read_tenant_rows(conn, list(runs))
+        while True:
+            records_ = {
+                slug: records.read_run(conn, rows[slug], run_id) for slug, run_id in runs.items()
+            }
+            conn.rollback()  # a fresh snapshot each round
+            for slug, record in records_.items():
+                assert record is not None
+                for n in record.nodes:
+                    if n.status in {"success", "failed", "skipped", "cancelled"} and (
+                        (slug, n.node) not in shown
+                    ):
+                        shown.add((slug, n.node))
+                        if on_node is not None:
+                            on_node(slug, n)
+            if all(
+                r is not None and r.status not in ("running", "queued") for r in records_.values()
+            ):
+                break
+            time.sleep(poll_seconds)
+    for slug, record in records_.items():
+        assert record is not None
+        result.status[slug] = RunStatus(record.status)
+        result.cancelled = result.cancelled or record.status == "cancelled"
+        for n in record.nodes:
+            address = Address.parse(n.node)
+            result.nodes[address] = NodeStatus(n.status)
+            result.attempts[address] = n.attempts
+            result.rows[address] = dict(n.rows_loaded)
+            if n.error:
+                result.errors[address] = n.error
+    return result

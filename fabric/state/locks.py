@@ -40,6 +40,9 @@ class LockNamespace(IntEnum):
     PROVISION = 0x0FB0
     """Per apply, transaction-scoped, held from before it provisions new tenant schemas until
     its switch ends (key: a random token written on those schemas; see state/provision.py)."""
+    ADMIT = 0x0FB1
+    """Per tenant, transaction-scoped, while a queue run is admitted, finished or promoted
+    (one active run per node; key: crc32 of the tenant's schema)."""
 
 
 def tenant_lock_key(slug: str) -> int:

@@ -223,7 +223,10 @@ def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple
     }
     for tenant in tenants:
         running = conn.execute(
-            text(f"SELECT id FROM \"{tenant.schema_name}\".runs WHERE status = 'running'")
+            text(
+                f"SELECT id FROM \"{tenant.schema_name}\".runs WHERE status = 'running' "
+                "AND executor IS DISTINCT FROM 'queue'"  # queue runs are not held by a runner
+            )
         ).scalars()
         for run_id in list(running):
             if run_lock_key(tenant.schema_name, run_id) & 0xFFFFFFFF in held:

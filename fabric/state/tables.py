@@ -179,6 +179,8 @@ runs = Table(
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("executor", Text),
+    Column("plan", JSONB),
     UniqueConstraint("schedule_name", "fire_at", name="runs_schedule_fire_at"),
 )
 
@@ -199,6 +201,9 @@ node_runs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("queued_at", DateTime(timezone=True)),
     Column("failure", Text),
+    Column("token", BigInteger),
+    Column("job_id", BigInteger),
+    Column("worker", Text),
     UniqueConstraint("run_id", "node", name="node_runs_run_node"),
 )
 

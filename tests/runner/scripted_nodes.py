@@ -2,11 +2,13 @@
 
 A node's stored spec carries a `script` block saying what to do: `sleep` seconds, `crash`
 (SIGKILL its own worker), `barrier: {dir, parties}` (wait until `parties` nodes have reached
-the barrier; fails if they never do, i.e. if they did not run at the same time), `fail` (a
-terminal failure), `fail_attempts: n` (a transient failure on the first n attempts),
+the barrier; fails if they never do, i.e. if they did not run at the same time), `record`
+(append "address attempt pid" to a file), `block_until` (wait for a file to exist, on the first
+`block_attempts` attempts; `then_succeed_as` gives the log tail it then succeeds with), `fail`
+(a terminal failure), `fail_attempts: n` (a transient failure on the first n attempts),
 `report_environment` (the log tail is the worker's environment, as Python and as
-/proc/self/environ show it, in JSON). Module-level functions, so worker processes
-import them by name.
+/proc/self/environ show it, in JSON). Module-level functions, so worker processes import them
+by name.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from fabric.domain.runs import FailureKind, NodeResult, NodeSpec
 
 def scripted(node: NodeSpec) -> NodeResult:
     script = node.spec.get("script") or {}
+    if script.get("record"):  # one line per execution, for "ran exactly once" checks
+        with open(script["record"], "a") as handle:
+            handle.write(f"{node.address} {node.attempt} {os.getpid()}\n")
+    if script.get("block_until") and node.attempt <= int(script.get("block_attempts", 1)):
+        # a node that is busy until the test releases it (a file appears)
+        while not os.path.exists(script["block_until"]):
+            time.sleep(0.02)
+        if script.get("then_succeed_as"):
+            return NodeResult.succeeded(node.address, log_tail=script["then_succeed_as"])
     if script.get("sleep"):
         time.sleep(float(script["sleep"]))
     if barrier := script.get("barrier"):

@@ -6,4 +6,4 @@ from fabric.state.locks import LockNamespace
 def test_advisory_lock_namespaces_are_distinct():
     """Regression: runs and pipeline loads both used 0x0FAC."""
     values = [n.value for n in LockNamespace]
-    assert len(values) == len(set(values)) == 6
+    assert len(values) == len(set(values)) == 7

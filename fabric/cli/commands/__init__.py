@@ -13,6 +13,7 @@ from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
+from fabric.cli.commands.queue import worker, workers
 from fabric.cli.commands.run import graph, run_command, runs, status
 from fabric.cli.commands.scheduler import scheduler
 from fabric.cli.commands.secrets import secrets_group
@@ -38,6 +39,8 @@ COMMANDS: tuple[click.Command, ...] = (
     status,
     scheduler,
     graph,
+    worker,
+    workers,
     connections_group,
     secrets_group,
     server_group,

@@ -41,6 +41,28 @@ SYMBOL = {"success": "✓", "failed": "✗", "skipped": "-", "cancelled": "!", "
 @click.option("--exclude", multiple=True, help="Leave out nodes matching this selector.")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel nodes (default: CPU count).")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "queue"]),
+    default="local",
+    show_default=True,
+    help="local: run here; queue: defer to the queue, where `fabric worker` processes run it.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=False,
+    help="With --executor queue: follow the run until it ends and exit like a local run "
+    "(default: print the run id and return).",
+)
+@click.option(
+    "--if-active",
+    type=click.Choice(["refuse", "wait"]),
+    default="refuse",
+    show_default=True,
+    help="With --executor queue, when an active run shares a node: refuse (naming it), or "
+    "wait in the queue and start when it ends.",
+)
+@click.option("--queue", "queue_name", help="With --executor queue: the queue (default fabric).")
 @repository(variadic="selectors")
 def run_command(
     selectors: tuple[str, ...],
@@ -50,6 +72,10 @@ def run_command(
     exclude: tuple[str, ...],
     workers: int | None,
     full_refresh: bool,
+    executor: str,
+    wait: bool,
+    if_active: str,
+    queue_name: str | None,
     repo: Path,
 ) -> None:
     """Run applied pipelines and transformations: SELECTORS like orders, +customer_totals,
@@ -61,6 +87,20 @@ def run_command(
     from fabric.render.runs import rows_total, short, table
 
     color = sys.stdout.isatty()
+    if executor == "queue":
+        _run_queued(
+            repo,
+            tenants=tenants,
+            all_tenants=all_tenants,
+            selectors=selected(selectors, select),
+            exclude=exclude,
+            full_refresh=full_refresh,
+            wait=wait,
+            if_active=if_active,
+            queue=queue_name,
+            color=color,
+        )
+        return
 
     def progress(event, counts) -> None:
         node = str(event.address)
@@ -116,6 +156,32 @@ def run_command(
     ]
     click.echo()
     click.echo(table(("NODE", "STATUS", "ATTEMPTS", "TIME", "ROWS", "ERROR"), rows))
+    finish_runs(result, color=color)
+
+
+def _run_queued(repo: Path, *, wait: bool, color: bool, **kw) -> None:
+    from fabric import api
+    from fabric.render.runs import short
+
+    def finished(slug: str, node) -> None:
+        fg = "green" if node.status == "success" else "red"
+        err = f": {short(node.error)}" if node.error else ""
+        click.secho(
+            f"{SYMBOL.get(node.status, '?')} {node.status:8} {node.node} "
+            f"(attempt {node.attempts}){err}",
+            fg=fg,
+            color=color,
+        )
+
+    result = api.run(repo, executor="queue", wait=wait, on_node=finished, **kw)
+    if not wait:
+        for slug, run_id in sorted(result.runs.items()):
+            status = result.status[slug].value
+            click.echo(
+                f"Run {run_id} of {slug}: {status} (follow it: fabric runs show "
+                f"{run_id} --tenant {slug})"
+            )
+        return
     finish_runs(result, color=color)
 
 
@@ -205,6 +271,30 @@ def runs_show(run_id: int, tenant: str, repo: Path) -> None:
             click.echo(f"\n{n.node} rows: {per_table}")
         if n.log_tail and n.status != "success":
             click.echo(f"\n--- {n.node} (last lines of its log) ---\n{n.log_tail}")
+
+
+@runs.command(name="cancel")
+@click.argument("run_id", type=int)
+@click.option("--tenant", required=True, help="The run's tenant (run ids are per tenant).")
+@repository(control_plane_only=True)
+def runs_cancel(run_id: int, tenant: str, repo: Path) -> None:
+    """Cancel a queue run: running nodes stopped, queued ones dropped."""
+    from fabric import api
+
+    nodes = api.cancel_run(repo, tenant, run_id)
+    click.echo(f"Cancelled run {run_id} of {tenant} ({len(nodes)} node(s) stopped or dropped).")
+
+
+@runs.command(name="retry")
+@click.argument("run_id", type=int)
+@click.option("--tenant", required=True, help="The run's tenant (run ids are per tenant).")
+@repository(control_plane_only=True)
+def runs_retry(run_id: int, tenant: str, repo: Path) -> None:
+    """Run a finished queue run's failed and skipped nodes again (workers take them)."""
+    from fabric import api
+
+    nodes = api.retry_run(repo, tenant, run_id)
+    click.echo(f"Retrying run {run_id} of {tenant}: {', '.join(nodes)}")
 
 
 @click.command()
