@@ -98,8 +98,6 @@ def connections_to_probe(changes: Iterable[Change]) -> dict[str, tuple[str, ...]
 def reach_warning(name: str, reach: Reach) -> str | None:
     """One line saying what connection `name` can reach beyond its tenant, or None."""
     parts = []
-    if reach.superuser:
-        parts.append("superuser (reads and writes everything on its server)")
     if reach.schemas:
         shown = ", ".join(reach.schemas[:MAX_SCHEMAS_SHOWN])
         more = len(reach.schemas) - MAX_SCHEMAS_SHOWN
@@ -107,12 +105,18 @@ def reach_warning(name: str, reach: Reach) -> str | None:
         parts.append(f"other tenants' schemas {shown}")
     if reach.control_database:
         parts.append(f"control plane database {reach.control_database}")
-    if not parts:
+    if not parts and not reach.superuser:
         return None
     fix = "give it a login of its own that can use only this tenant's schemas"
     if reach.control_database:
         fix += (
             f", and REVOKE CONNECT ON DATABASE {reach.control_database} FROM PUBLIC "
             "(and from that login)"
+        )
+    if reach.superuser:  # a superuser reaches everything; the rest says what is at stake here
+        also = f" (among them {'; '.join(parts)})" if parts else ""
+        return (
+            f"connection {name} logs in as a superuser, which reads and writes everything on "
+            f"its server{also}: {fix}."
         )
     return f"connection {name} logs in as a role that can reach {'; '.join(parts)}: {fix}."

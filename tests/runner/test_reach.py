@@ -35,8 +35,13 @@ def test_a_plain_login_gets_no_warning():
 def test_the_warning_names_what_the_login_reaches_and_the_fix():
     reach = Reach(superuser=True, schemas=("globex_raw",), control_database="fabric_cp")
     text = reach_warning("dwh", reach)
-    assert text is not None and text.startswith("connection dwh logs in as a role that can reach")
-    assert "superuser" in text and "other tenants' schemas globex_raw" in text
+    assert text is not None and text.startswith("connection dwh logs in as a superuser, which")
+    assert "other tenants' schemas globex_raw" in text
+    plain = reach_warning("dwh", Reach(schemas=("globex_raw",)))
+    assert plain == (
+        "connection dwh logs in as a role that can reach other tenants' schemas globex_raw: "
+        "give it a login of its own that can use only this tenant's schemas."
+    )
     assert "control plane database fabric_cp" in text
     assert "REVOKE CONNECT ON DATABASE fabric_cp FROM PUBLIC" in text
 
