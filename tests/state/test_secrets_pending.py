@@ -128,3 +128,30 @@ def test_a_pending_secret_needs_a_valid_tenant_slug(setup):
     root, env, _ = setup
     with pytest.raises(InvalidSlugError):
         api.set_secret(root, "Not-A-Slug", "dwh_password", "x", environ=env)
+
+
+def test_only_the_new_tenants_declared_admins_may_seed_its_secrets(setup):
+    """A pending secret is bound by the tenant's first apply: a stranger who seeded, say, a
+    warehouse URL pointing at their own server would receive the tenant's data. So before the
+    first apply, the members the tenant's own YAML declares decide (as they do for that apply)."""
+    from fabric.errors import UnauthorizedError
+
+    root, env, engine = setup
+    body = TENANT.format(slug="acme").replace(
+        "warehouse: dwh}", "warehouse: dwh, members: [{who: ana@acme.example, role: owner}]}"
+    )
+    (root / "tenants" / "acme" / "tenant.yaml").write_text(body)
+    with pytest.raises(UnauthorizedError, match=r"mallory@evil\.example"):
+        api.set_secret_result(
+            root, "acme", "dwh_password", "attacker", environ=env, author="mallory@evil.example"
+        )
+    result = api.set_secret_result(
+        root, "acme", "dwh_password", "s3cret", environ=env, author="Ana@Acme.example"
+    )
+    assert result.changed and result.pending
+    plan = api.plan(root, environ=env).plan
+    api.apply(plan, repo=root, environ=env, options=ApplyOptions(author="ana@acme.example"))
+    box = load_secret_box(load_settings(env), None)
+    with engine.connect() as conn:
+        schema = tenant_schema(conn, "acme")
+        assert read_secret(conn, box, "acme", schema, "dwh_password") == "s3cret"
