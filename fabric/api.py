@@ -551,15 +551,10 @@ def run(
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, run_tenants
     from fabric.state.embedded import ignored_home
-    from fabric.state.snapshot import read_tenant_rows
 
     ws = workspace(repo, environ)
     engine = engine or ws.engine("run")
-    if all_tenants:
-        with engine.connect() as conn:
-            tenants = sorted(read_tenant_rows(conn))
-    if not tenants:
-        raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
+    tenants = _tenants_to_run(engine, tenants, all_tenants)
     home = ignored_home(ws.root, ws.settings)
     options = RunOptions(
         selectors=tuple(selectors),
@@ -582,6 +577,19 @@ def run(
         raise FabricError(str(exc)) from None
 
 
+def _tenants_to_run(engine: Engine, tenants: Sequence[str], all_tenants: bool) -> list[str]:
+    """The named tenants, or every applied one with --all-tenants; none is an error."""
+    from fabric.errors import FabricError
+    from fabric.state.snapshot import read_tenant_rows
+
+    if all_tenants:
+        with engine.connect() as conn:
+            tenants = sorted(read_tenant_rows(conn))
+    if not tenants:
+        raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
+    return list(tenants)
+
+
 def _run_queued(
     repo: Path,
     *,
@@ -602,15 +610,10 @@ def _run_queued(
     from fabric.domain.runs import RunStatus
     from fabric.errors import FabricError
     from fabric.runner.driver import RunOptions, RunResult, follow_runs, queue_tenants
-    from fabric.state.snapshot import read_tenant_rows
 
     ws = workspace(repo, environ)
     engine = engine or ws.engine("run")
-    if all_tenants:
-        with engine.connect() as conn:
-            tenants = sorted(read_tenant_rows(conn))
-    if not tenants:
-        raise FabricError("Name a tenant with --tenant (repeatable) or pass --all-tenants.")
+    tenants = _tenants_to_run(engine, tenants, all_tenants)
     options = RunOptions(
         selectors=tuple(selectors),
         exclude=tuple(exclude),

@@ -50,6 +50,15 @@ def create_run(
         ),
         {"trigger": trigger, "selection": json.dumps(list(selection)), "who": who},
     ).scalar_one()
+    _lock_and_add_nodes(conn, schema, run_id, nodes)
+    conn.commit()  # one transaction: nobody sees the run before its lock is held
+    return run_id
+
+
+def _lock_and_add_nodes(
+    conn: Connection, schema: str, run_id: int, nodes: Iterable[Address]
+) -> None:
+    """Hold the run's lock (the runner's session owns the run) and add its pending nodes."""
     conn.execute(
         text("SELECT pg_advisory_lock(:ns, :key)"),
         {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
@@ -63,8 +72,6 @@ def create_run(
             ),
             rows,
         )
-    conn.commit()  # one transaction: nobody sees the run before its lock is held
-    return run_id
 
 
 def start_run(
@@ -89,19 +96,7 @@ def start_run(
     if started is None:
         conn.rollback()
         return False
-    conn.execute(
-        text("SELECT pg_advisory_lock(:ns, :key)"),
-        {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
-    )
-    rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
-    if rows:
-        conn.execute(
-            text(
-                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
-                "VALUES (:run, :node, 'pending')"
-            ),
-            rows,
-        )
+    _lock_and_add_nodes(conn, schema, run_id, nodes)
     conn.commit()
     return True
 
