@@ -139,7 +139,8 @@ def test_a_runner_killed_mid_load_leaves_no_worker_and_no_lock(repo):
                     conn.scalar(
                         text(
                             "select count(*) from pg_stat_activity where state = 'active' "
-                            "and query ilike '%orders%' and pid <> pg_backend_pid()"
+                            "and query ilike '%orders%' and pid <> pg_backend_pid() "
+                            "and datname = current_database()"
                         )
                     )
                 )
