@@ -6,7 +6,7 @@ is one transaction on the control plane that both writes fabric's records and de
 same connection (procrastinate defers on the caller's connection), so a crash never leaves a
 node recorded as queued without its job, or a job without its node.
 
-- `dispatch_run` creates a run and defers its roots (the CLI and the scheduler call it).
+- fabric.state.runs.open_run creates a run and defers its roots (`fabric run`, the scheduler).
 - `claim` starts an attempt: the node goes `running` with a fresh fencing token.
 - `record` writes an attempt's result only if its token is still the node's: a worker that was
   declared lost and comes back later changes nothing.
@@ -108,7 +108,7 @@ def _driver(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def _admit_lock(conn: Connection, tenant: TenantRow) -> None:
+def admit_lock(conn: Connection, tenant: TenantRow) -> None:
     key = zlib.crc32(tenant.schema_name.encode())
     key = key - (1 << 32) if key >= (1 << 31) else key
     conn.execute(
@@ -116,7 +116,7 @@ def _admit_lock(conn: Connection, tenant: TenantRow) -> None:
     )
 
 
-def _conflict(
+def active_conflict(
     conn: Connection, tenant: TenantRow, nodes: Iterable[str], *, before: int | None = None
 ) -> tuple[int, list[str]] | None:
     """The oldest active run (older than `before`, if given) sharing a node with `nodes`."""
@@ -133,69 +133,6 @@ def _conflict(
         return None
     first = rows[0].id
     return first, [r.node for r in rows if r.id == first]
-
-
-def dispatch_run(
-    conn: Connection,
-    tenant: TenantRow,
-    plan: Mapping[Address, NodePlan],
-    *,
-    trigger: str,
-    selection: Iterable[str],
-    who: str,
-    if_active: str = "refuse",
-    queue: str = QUEUE,
-    options: Mapping[str, Any] | None = None,
-    schedule_name: str | None = None,
-    fire_at: datetime | None = None,
-) -> tuple[int, str]:
-    """Create a queue run and defer its root nodes, in the caller's transaction (not committed).
-
-    Returns (run id, status): `running`, or `queued` when it shares a node with an active run
-    and `if_active` is "wait" (it starts when that run ends). Raises RunConflictError when it
-    shares one and `if_active` is "refuse". The scheduler calls this on its own connection, so
-    its claim of a fire time and the run commit together.
-    """
-    _admit_lock(conn, tenant)
-    names = sorted(str(n) for n in plan)
-    conflict = _conflict(conn, tenant, names)
-    if conflict is not None and if_active != "wait":
-        raise RunConflictError(tenant.slug, *conflict)
-    status = "queued" if conflict is not None else "running"
-    document = {
-        "nodes": {str(n): p.as_json() for n, p in plan.items()},
-        "queue": queue,
-        "options": dict(options or {}),
-    }
-    schema = tenant.schema_name
-    run_id = conn.execute(
-        text(
-            f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
-            "heartbeat_at, executor, plan, schedule_name, fire_at) VALUES (:trigger, "
-            "CAST(:selection AS jsonb), :status, :who, now(), now(), 'queue', "
-            "CAST(:plan AS jsonb), :schedule, :fire) RETURNING id"
-        ),
-        {
-            "trigger": trigger,
-            "selection": json.dumps(list(selection)),
-            "status": status,
-            "who": who,
-            "plan": json.dumps(document),
-            "schedule": schedule_name,
-            "fire": fire_at,
-        },
-    ).scalar_one()
-    if names:
-        conn.execute(
-            text(
-                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
-                "VALUES (:run, :node, 'pending')"
-            ),
-            [{"run": run_id, "node": n} for n in names],
-        )
-    if status == "running":
-        advance(conn, tenant, run_id)
-    return run_id, status
 
 
 def _plan(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> Any:
@@ -289,7 +226,7 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
             ),
             {"s": final.value, "e": f"{failed} node(s) failed" if failed else None, "id": run_id},
         )
-        _promote(conn, tenant)
+        promote(conn, tenant)
         return final
     ready = [n for n in ready_nodes(dag, status) if n not in deferred]
     pipelines = [n for n in ready if n.kind is not Kind.TRANSFORMATION]
@@ -305,9 +242,9 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     return None
 
 
-def _promote(conn: Connection, tenant: TenantRow) -> None:
+def promote(conn: Connection, tenant: TenantRow) -> None:
     """Start the queued runs that no longer share a node with an active run, oldest first."""
-    _admit_lock(conn, tenant)
+    admit_lock(conn, tenant)
     queued = conn.execute(
         text(f"SELECT id FROM \"{tenant.schema_name}\".runs WHERE status = 'queued' ORDER BY id")
     ).scalars()
@@ -316,7 +253,7 @@ def _promote(conn: Connection, tenant: TenantRow) -> None:
             text(f'SELECT node FROM "{tenant.schema_name}".node_runs WHERE run_id = :id'),
             {"id": run_id},
         ).scalars()
-        conflict = _conflict(conn, tenant, list(nodes), before=run_id)
+        conflict = active_conflict(conn, tenant, list(nodes), before=run_id)
         running = conn.execute(
             text(
                 f'SELECT 1 FROM "{tenant.schema_name}".runs r JOIN '
@@ -503,7 +440,7 @@ def cancel_run(conn: Connection, tenant: TenantRow, run_id: int) -> list[str]:
     manager = _defer_app().job_manager
     for job_id in sorted({r.job_id for r in rows if r.job_id is not None}):
         manager.cancel_job_by_id(job_id, abort=True, connection=_driver(conn))
-    _promote(conn, tenant)
+    promote(conn, tenant)
     conn.commit()
     return sorted(r.node for r in rows)
 
@@ -514,7 +451,7 @@ def retry_run(
     """Run a finished queue run's failed and skipped nodes again (the others keep their
     results); the run is active again. One transaction; returns the nodes to run again."""
     schema = tenant.schema_name
-    _admit_lock(conn, tenant)
+    admit_lock(conn, tenant)
     run = _plan(conn, tenant, run_id, lock=True)
     if run is None:
         raise FabricError(
@@ -540,7 +477,7 @@ def retry_run(
     )
     if not again:
         raise FabricError(f"Run {run_id} of {tenant.slug} has no failed or skipped node.")
-    conflict = _conflict(conn, tenant, again)
+    conflict = active_conflict(conn, tenant, again)
     if conflict is not None and if_active != "wait":
         raise RunConflictError(tenant.slug, *conflict)
     conn.execute(

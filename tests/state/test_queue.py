@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from fabric.addresses import Address
 from fabric.domain.runs import FailureKind, NodeResult
-from fabric.state import queue
+from fabric.state import queue, runs
 from fabric.state.engine import make_engine
 from fabric.state.migrate import upgrade_all
 from fabric.state.snapshot import TenantRow
@@ -47,13 +47,19 @@ def db(make_database):
     engine.dispose()
 
 
-def dispatch(engine, tenant, plan, **kw):
+def dispatch(engine, tenant, plan, if_active="refuse", queue_name=queue.QUEUE):
     with engine.connect() as conn:
-        run_id, status = queue.dispatch_run(
-            conn, tenant, plan, trigger="manual", selection=["*"], who="test", **kw
+        opened = runs.open_run(
+            conn,
+            tenant,
+            runs.QueueStart(plan, queue_name),
+            trigger="manual",
+            selection=["*"],
+            who="test",
+            if_active=if_active,
         )
         conn.commit()
-    return run_id, status
+    return opened.id, opened.status
 
 
 def jobs(engine):
