@@ -335,6 +335,7 @@ def dispatch_on(
         queue_plan(applied, dag),
         queue or jobs.QUEUE,
         {"full_refresh": options.full_refresh, "tests_only": options.tests_only},
+        applied.spec.get("max_parallel_nodes"),
     )
     return records.open_run(
         conn,

@@ -146,11 +146,23 @@ def _plan(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> An
 
 
 def _defer(
-    conn: Connection, tenant: TenantRow, run_id: int, nodes: Sequence[str], queue: str, **kw: Any
+    conn: Connection,
+    tenant: TenantRow,
+    run_id: int,
+    nodes: Sequence[str],
+    queue: str,
+    cap: int | None = None,
+    **kw: Any,
 ) -> int:
-    """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them."""
+    """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them.
+
+    `cap` (the tenant's max_parallel_nodes) spreads the tenant's jobs over `cap` procrastinate
+    locks (slots): a worker never takes a job whose lock a running job holds, and takes the
+    next job of another lock instead, so at most `cap` of them run at once, across workers,
+    and another tenant's jobs go past the waiting ones. Without a cap, a dbt batch still holds
+    the tenant's dbt lock (one dbt invocation per tenant at a time); with one, dbt batches
+    all go to slot 0, which does the same."""
     transformations = any(Address.parse(n).kind is Kind.TRANSFORMATION for n in nodes)
-    lock = f"dbt:{tenant.schema_name}" if transformations else None
     # Fairness: a tenant's jobs lose priority with each job it already has waiting, so one
     # tenant's hundred ready nodes do not keep another's first node waiting behind them.
     waiting = conn.execute(
@@ -160,6 +172,11 @@ def _defer(
         ),
         {"q": queue, "t": tenant.slug},
     ).scalar_one()
+    if cap:
+        slot = 0 if transformations else int(waiting) % cap
+        lock: str | None = f"nodes:{tenant.schema_name}:{slot}"
+    else:
+        lock = f"dbt:{tenant.schema_name}" if transformations else None
     deferrer = _defer_app().configure_task(
         TASK, queue=queue, lock=lock, priority=-int(waiting), **kw
     )
@@ -187,6 +204,7 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     schema = tenant.schema_name
     plans = {Address.parse(n): NodePlan.from_json(p) for n, p in run.plan["nodes"].items()}
     queue = run.plan.get("queue") or QUEUE
+    cap = run.plan.get("max_parallel")
     # The stored plan comes from an acyclic DAG: no need to sort it again on every advance.
     dag = Dag(
         MappingProxyType(
@@ -232,13 +250,13 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     pipelines = [n for n in ready if n.kind is not Kind.TRANSFORMATION]
     models = [n for n in ready if n.kind is Kind.TRANSFORMATION]
     for node in pipelines:
-        _defer(conn, tenant, run_id, [str(node)], queue)
+        _defer(conn, tenant, run_id, [str(node)], queue, cap)
     in_flight = any(
         n.kind is Kind.TRANSFORMATION and n in deferred and status[n] not in FINISHED
         for n in status
     )
     if models and not in_flight:  # one dbt invocation per tenant at a time, as locally
-        _defer(conn, tenant, run_id, [str(n) for n in models], queue)
+        _defer(conn, tenant, run_id, [str(n) for n in models], queue, cap)
     return None
 
 
@@ -352,7 +370,16 @@ def record(
     if retry:
         delay = min(600.0, plan.backoff_seconds * 2 ** (current.attempts - 1))
         queue = (run.plan or {}).get("queue") or QUEUE
-        _defer(conn, tenant, run_id, [str(result.address)], queue, schedule_in={"seconds": delay})
+        cap = (run.plan or {}).get("max_parallel")
+        _defer(
+            conn,
+            tenant,
+            run_id,
+            [str(result.address)],
+            queue,
+            cap,
+            schedule_in={"seconds": delay},
+        )
     advance(conn, tenant, run_id)
     conn.commit()
     return True

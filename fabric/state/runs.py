@@ -44,6 +44,8 @@ class QueueStart:
     """Address -> fabric.state.queue.NodePlan."""
     queue: str = "fabric"
     options: Mapping[str, Any] = field(default_factory=dict)
+    max_parallel: int | None = None
+    """The tenant's max_parallel_nodes: at most this many of its jobs run at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ def open_run(
                 "nodes": {str(n): p.as_json() for n, p in start.plan.items()},  # type: ignore[union-attr]
                 "queue": start.queue,  # type: ignore[union-attr]
                 "options": dict(start.options),  # type: ignore[union-attr]
+                "max_parallel": start.max_parallel,  # type: ignore[union-attr]
             }
         )
     )

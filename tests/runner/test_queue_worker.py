@@ -517,3 +517,39 @@ def test_the_cli_defers_follows_cancels_retries_and_lists_workers(control, worke
     assert "Traceback" not in out.output
     out = fabric("workers")
     assert out.exit_code == 0 and "(idle)" in out.output
+
+
+def test_max_parallel_nodes_caps_a_tenant_and_anothers_node_goes_past_its_backlog(control, workers):
+    release = control.tmp / "release"
+    for name in "aef":
+        control.script(name, record=str(control.record), block_until=str(release))
+    control.script("g", tenant="globex", record=str(control.record))
+    with control.engine.begin() as conn:  # as `max_parallel_nodes: 1` in its tenant.yaml
+        conn.execute(
+            text(
+                "UPDATE fabric.tenants SET spec = spec || '{\"max_parallel_nodes\": 1}' "
+                "WHERE slug = 'acme'"
+            )
+        )
+    backlog = queued(control, "a", "e", "f").runs["acme"]  # three roots, each busy until released
+    workers("w1", concurrency=3)
+    control.until("acme's first node", lambda: control.executions())
+    other = api.run(
+        control.root, tenants=["globex"], selectors=["g"], environ=control.env, executor="queue"
+    )
+    globex = control.tenants["globex"].schema_name
+    with control.engine.connect() as conn:
+        status = text(f"SELECT status FROM {globex}.runs WHERE id = :id")
+        control.until(
+            "globex's node, past acme's backlog",
+            lambda: conn.execute(status, {"id": other.runs["globex"]}).scalar_one() == "success",
+        )
+    acme = [e for e in control.executions() if e.startswith("acme.")]
+    assert len(acme) == 1  # two free slots on the worker, and acme's cap kept them from it
+    release.touch()
+    control.until("acme's backlog", lambda: control.run_status(backlog) == "success")
+    assert sorted(e for e in control.executions() if e.startswith("acme.")) == [
+        "acme.pipeline.a",
+        "acme.pipeline.e",
+        "acme.pipeline.f",
+    ]
