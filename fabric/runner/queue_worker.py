@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric import settings
-from fabric.addresses import Address
+from fabric.addresses import Address, Kind
 from fabric.clock import utcnow
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec
 from fabric.errors import SecretDecryptError, SecretNotFoundError
@@ -259,7 +259,10 @@ class QueueWorker:
             if not claimed:
                 self.log("job_stale", job=job_id, tenant=tenant, run=run_id)
                 return False
-            applied = read_applied(conn, tenant)
+            pipelines_only = all(c.node.kind is Kind.PIPELINE for c in claimed)
+            applied = read_applied(
+                conn, tenant, pipelines=[c.node for c in claimed] if pipelines_only else None
+            )
             extra = queue.run_options(conn, row, run_id)
             conn.commit()
         run_options = RunOptions(

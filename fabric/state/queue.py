@@ -145,6 +145,76 @@ def _plan(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> An
     ).one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A run's stored plan, parsed once per process: a plan never changes after the run is
+    created, and parsing a 500-node plan on every node's advance cost more than the rest."""
+
+    nodes: Mapping[Address, NodePlan]
+    dag: Dag
+    queue: str
+    cap: int | None
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _RunView:
+    id: int
+    status: str
+    plan: _Parsed | None
+
+
+_PARSED: dict[str, _Parsed] = {}
+_PARSED_MAX = 256
+
+
+def _run(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> _RunView | None:
+    """The run's status and parsed plan; the plan's JSON travels only when this process has
+    not parsed it yet (the server's md5 of it is the cache key, so two databases' runs with
+    the same id never mix)."""
+    sql = (
+        f'SELECT id, status, md5(plan::text) AS digest FROM "{tenant.schema_name}".runs '
+        "WHERE id = :id" + (" FOR UPDATE" if lock else "")
+    )
+    row = conn.execute(text(sql), {"id": run_id}).one_or_none()
+    if row is None:
+        return None
+    if row.digest is None:
+        return _RunView(row.id, row.status, None)
+    parsed = _PARSED.get(row.digest)
+    if parsed is None:
+        document = conn.execute(
+            text(f'SELECT plan FROM "{tenant.schema_name}".runs WHERE id = :id'), {"id": run_id}
+        ).scalar_one()
+        parsed = _parse(document)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[row.digest] = parsed
+    return _RunView(row.id, row.status, parsed)
+
+
+def _parse(document: Mapping[str, Any]) -> _Parsed:
+    nodes = {Address.parse(n): NodePlan.from_json(p) for n, p in document["nodes"].items()}
+    by_name = {str(n): n for n in nodes}
+    # The stored plan comes from an acyclic DAG: no need to sort it again.
+    dag = Dag(
+        MappingProxyType(
+            {
+                n: frozenset(by_name.get(u) or Address.parse(u) for u in p.upstream)
+                for n, p in nodes.items()
+            }
+        ),
+        MappingProxyType({}),
+    )
+    return _Parsed(
+        MappingProxyType(nodes),
+        dag,
+        document.get("queue") or QUEUE,
+        document.get("max_parallel"),
+        MappingProxyType(dict(document.get("options") or {})),
+    )
+
+
 def _defer(
     conn: Connection,
     tenant: TenantRow,
@@ -152,6 +222,8 @@ def _defer(
     nodes: Sequence[str],
     queue: str,
     cap: int | None = None,
+    *,
+    waiting: int | None = None,
     **kw: Any,
 ) -> int:
     """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them.
@@ -163,15 +235,8 @@ def _defer(
     the tenant's dbt lock (one dbt invocation per tenant at a time); with one, dbt batches
     all go to slot 0, which does the same."""
     transformations = any(Address.parse(n).kind is Kind.TRANSFORMATION for n in nodes)
-    # Fairness: a tenant's jobs lose priority with each job it already has waiting, so one
-    # tenant's hundred ready nodes do not keep another's first node waiting behind them.
-    waiting = conn.execute(
-        text(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = :q "
-            "AND args->>'tenant' = :t"
-        ),
-        {"q": queue, "t": tenant.slug},
-    ).scalar_one()
+    if waiting is None:
+        waiting = _waiting(conn, tenant, queue)
     if cap:
         slot = 0 if transformations else int(waiting) % cap
         lock: str | None = f"nodes:{tenant.schema_name}:{slot}"
@@ -192,32 +257,39 @@ def _defer(
     return int(job_id)
 
 
+def _waiting(conn: Connection, tenant: TenantRow, queue: str) -> int:
+    """The tenant's jobs waiting on `queue`. Fairness: a tenant's jobs lose priority with each
+    job it already has waiting, so one tenant's hundred ready nodes do not keep another's
+    first node waiting behind them."""
+    return int(
+        conn.execute(
+            text(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' "
+                "AND queue_name = :q AND args->>'tenant' = :t"
+            ),
+            {"q": queue, "t": tenant.slug},
+        ).scalar_one()
+    )
+
+
 def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | None:
     """Skip what can never run, defer what is ready, finish the run when all is done.
 
     In the caller's transaction; the run row is locked, so two workers finishing nodes of one
     run at once take turns. Returns the run's status when this call finished it.
     """
-    run = _plan(conn, tenant, run_id, lock=True)
-    if run is None or run.status != "running" or not run.plan:
+    run = _run(conn, tenant, run_id, lock=True)
+    if run is None or run.status != "running" or run.plan is None:
         return None
     schema = tenant.schema_name
-    plans = {Address.parse(n): NodePlan.from_json(p) for n, p in run.plan["nodes"].items()}
-    queue = run.plan.get("queue") or QUEUE
-    cap = run.plan.get("max_parallel")
-    # The stored plan comes from an acyclic DAG: no need to sort it again on every advance.
-    dag = Dag(
-        MappingProxyType(
-            {n: frozenset(Address.parse(u) for u in p.upstream) for n, p in plans.items()}
-        ),
-        MappingProxyType({}),
-    )
+    queue, cap, dag = run.plan.queue, run.plan.cap, run.plan.dag
+    by_name = {str(n): n for n in run.plan.nodes}
     rows = conn.execute(
         text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
         {"id": run_id},
     ).all()
-    status = {Address.parse(r.node): NodeStatus(r.status) for r in rows}
-    deferred = {Address.parse(r.node) for r in rows if r.job_id is not None}
+    status = {by_name.get(r.node) or Address.parse(r.node): NodeStatus(r.status) for r in rows}
+    deferred = {by_name.get(r.node) or Address.parse(r.node) for r in rows if r.job_id is not None}
     blocked = {NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
     skip = to_skip(dag, status) if blocked & set(status.values()) else ()
     if skip:
@@ -249,14 +321,17 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     ready = [n for n in ready_nodes(dag, status) if n not in deferred]
     pipelines = [n for n in ready if n.kind is not Kind.TRANSFORMATION]
     models = [n for n in ready if n.kind is Kind.TRANSFORMATION]
-    for node in pipelines:
-        _defer(conn, tenant, run_id, [str(node)], queue, cap)
     in_flight = any(
         n.kind is Kind.TRANSFORMATION and n in deferred and status[n] not in FINISHED
         for n in status
     )
+    batches = [[str(n)] for n in pipelines]
     if models and not in_flight:  # one dbt invocation per tenant at a time, as locally
-        _defer(conn, tenant, run_id, [str(n) for n in models], queue, cap)
+        batches.append([str(n) for n in models])
+    if batches:
+        waiting = _waiting(conn, tenant, queue)
+        for i, nodes in enumerate(batches):
+            _defer(conn, tenant, run_id, nodes, queue, cap, waiting=waiting + i)
     return None
 
 
@@ -328,7 +403,7 @@ def record(
     advance the run; one transaction. False: the token is stale (the attempt was declared lost
     or cancelled meanwhile) and nothing changed."""
     schema = tenant.schema_name
-    run = _plan(conn, tenant, run_id, lock=True)
+    run = _run(conn, tenant, run_id, lock=True)
     current = conn.execute(
         text(
             f'SELECT attempts FROM "{schema}".node_runs WHERE run_id = :run AND node = :node '
@@ -339,7 +414,7 @@ def record(
     if run is None or current is None:
         conn.rollback()
         return False
-    plan = NodePlan.from_json((run.plan or {}).get("nodes", {}).get(str(result.address), {}))
+    plan = (run.plan.nodes if run.plan else {}).get(result.address) or NodePlan()
     retry = (
         result.status is NodeStatus.FAILED
         and result.retryable
@@ -369,8 +444,8 @@ def record(
     )
     if retry:
         delay = min(600.0, plan.backoff_seconds * 2 ** (current.attempts - 1))
-        queue = (run.plan or {}).get("queue") or QUEUE
-        cap = (run.plan or {}).get("max_parallel")
+        queue = run.plan.queue if run.plan else QUEUE
+        cap = run.plan.cap if run.plan else None
         _defer(
             conn,
             tenant,
@@ -585,5 +660,5 @@ async def stalled_jobs(app: Any, lost_after: float) -> list[tuple[int, Mapping[s
 
 def run_options(conn: Connection, tenant: TenantRow, run_id: int) -> Mapping[str, Any]:
     """The options the run was started with (full refresh, tests only)."""
-    run = _plan(conn, tenant, run_id, lock=False)
-    return dict((run.plan or {}).get("options") or {}) if run is not None else {}
+    run = _run(conn, tenant, run_id, lock=False)
+    return dict(run.plan.options) if run is not None and run.plan is not None else {}
