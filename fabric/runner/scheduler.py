@@ -114,10 +114,23 @@ def run_scheduler(
         if once:
             break
         if result.claimed < options.batch:
-            stop.wait(options.interval)
+            stop.wait(_until_next(engine, clock, options.interval))
     if stop.is_set():
         log("stopping", {"pending": getattr(dispatch, "pending", lambda: None)()})
     return fired_total
+
+
+def _until_next(engine: Engine, clock: Clock, interval: float) -> float:
+    """Seconds to sleep: until the earliest schedule is due, at most `interval` (an apply that
+    adds an earlier schedule is seen within one interval)."""
+    try:
+        with engine.connect() as conn:
+            due = schedules.next_due(conn)
+    except DatabaseError:
+        return interval
+    if due is None:
+        return interval
+    return max(min(0.25, interval), min(interval, (due - clock()).total_seconds() + 0.01))
 
 
 def _adopt(

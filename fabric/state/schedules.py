@@ -376,6 +376,17 @@ def tick(
     return TickResult(len(due), fired, settled, unrecorded)
 
 
+def next_due(conn: Connection) -> datetime | None:
+    """The earliest `next_fire_at` of any active schedule (None: none): a scheduler sleeps
+    until then (at most its interval), so a fire starts when due, not up to a tick later."""
+    return conn.execute(
+        text(
+            f"SELECT min(c.next_fire_at) FROM {CLOCK} c JOIN {tables.SHARED_SCHEMA}.tenants t "
+            "ON t.id = c.tenant_id AND t.deleted_at IS NULL WHERE c.active"
+        )
+    ).scalar_one_or_none()
+
+
 # ---------------------------------------------------------------------------------------------
 # status
 

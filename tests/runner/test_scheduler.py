@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -323,3 +324,35 @@ def test_a_run_left_pending_is_adopted_once_by_the_next_tick_of_three_replicas(a
     assert queue_jobs(engine) == [("acme", fired.run_id, ["acme.pipeline.orders"])]
     assert sum(f["runs"] for e, f in events if e == "adopted") == 1
     assert [f["run"] for e, f in events if e == "deferred"] == [fired.run_id]
+
+
+def test_the_scheduler_wakes_when_the_next_schedule_is_due_not_a_whole_interval_later(applied):
+    from fabric.runner.scheduler import SchedulerOptions, run_scheduler
+
+    _, _, engine = applied
+    due(engine, "globex", utc("2099-01-01 00:00"))
+    start, began = utc("2026-01-01 09:59:59.5"), time.monotonic()
+    due(engine, "acme", utc("2026-01-01 10:00"))  # half a second after the first tick
+    stop = threading.Event()
+    events: list[str] = []
+
+    def log(event: str, fields) -> None:
+        events.append(event)
+        if event == "fired":
+            stop.set()
+
+    options = SchedulerOptions(interval=3600, adopt_after=3600)
+    thread = threading.Thread(
+        target=run_scheduler,
+        args=(engine, lambda runs: None, options),
+        kwargs={
+            "stop": stop,
+            "log": log,
+            "clock": lambda: start + timedelta(seconds=time.monotonic() - began),
+        },
+    )
+    thread.start()
+    thread.join(60)  # an hour-long interval: only the wake-up at the due time can fire it
+    stop.set()
+    thread.join()
+    assert "fired" in events
