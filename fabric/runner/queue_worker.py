@@ -261,7 +261,10 @@ class QueueWorker:
                 return False
             pipelines_only = all(c.node.kind is Kind.PIPELINE for c in claimed)
             applied = read_applied(
-                conn, tenant, pipelines=[c.node for c in claimed] if pipelines_only else None
+                conn,
+                tenant,
+                pipelines=[c.node for c in claimed] if pipelines_only else None,
+                row=row,
             )
             extra = queue.run_options(conn, row, run_id)
             conn.commit()

@@ -292,7 +292,8 @@ class QueueDispatch:
             savepoint = conn.begin_nested()
             try:
                 if run.tenant not in applied:
-                    applied[run.tenant] = read_applied(conn, run.tenant)
+                    row = TenantRow(0, run.tenant, run.schema_name)
+                    applied[run.tenant] = read_applied(conn, run.tenant, row=row)
                 opened = dispatch_on(
                     conn,
                     run.tenant,

@@ -27,17 +27,24 @@ class AppliedTenant:
 
 
 def read_applied(
-    conn: Connection, slug: str, *, pipelines: Iterable[Address] | None = None
+    conn: Connection,
+    slug: str,
+    *,
+    pipelines: Iterable[Address] | None = None,
+    row: TenantRow | None = None,
 ) -> AppliedTenant:
     """Everything the runner needs about a tenant, in two queries.
 
     `pipelines`: only these pipelines (with the tenant's connections), no transformation,
     schedule or dependency: what a queue worker needs to run pipeline nodes. Reading and
-    decoding a 300-node tenant for each node cost more than the node's whole bookkeeping."""
-    rows = read_tenant_rows(conn, [slug])
-    if slug not in rows:
-        raise TenantNotAppliedError(slug)
-    tenant = rows[slug]
+    decoding a 300-node tenant for each node cost more than the node's whole bookkeeping.
+    `row`: the tenant's row, when the caller read it already (three round trips fewer)."""
+    if row is None:
+        rows = read_tenant_rows(conn, [slug])
+        if slug not in rows:
+            raise TenantNotAppliedError(slug)
+        row = rows[slug]
+    tenant = row
     spec = conn.execute(
         text("SELECT spec FROM fabric.tenants WHERE slug = :s AND deleted_at IS NULL"), {"s": slug}
     ).scalar_one()

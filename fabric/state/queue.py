@@ -164,6 +164,13 @@ class _RunView:
     plan: _Parsed | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Row:
+    node: str
+    status: str
+    job_id: int | None
+
+
 _PARSED: dict[str, _Parsed] = {}
 _PARSED_MAX = 256
 
@@ -191,6 +198,15 @@ def _run(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> _Ru
             _PARSED.pop(next(iter(_PARSED)))
         _PARSED[row.digest] = parsed
     return _RunView(row.id, row.status, parsed)
+
+
+def remember_plan(digest: str | None, document: Mapping[str, Any]) -> None:
+    """Parse a plan this process just stored (`digest`: the server's md5 of it), so the run's
+    first advance does not read it back."""
+    if digest is not None and digest not in _PARSED:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[digest] = _parse(document)
 
 
 def _parse(document: Mapping[str, Any]) -> _Parsed:
@@ -272,11 +288,14 @@ def _waiting(conn: Connection, tenant: TenantRow, queue: str) -> int:
     )
 
 
-def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | None:
+def advance(
+    conn: Connection, tenant: TenantRow, run_id: int, *, fresh: bool = False
+) -> RunStatus | None:
     """Skip what can never run, defer what is ready, finish the run when all is done.
 
     In the caller's transaction; the run row is locked, so two workers finishing nodes of one
-    run at once take turns. Returns the run's status when this call finished it.
+    run at once take turns. Returns the run's status when this call finished it. `fresh`: the
+    run was created in this transaction (every node pending, none deferred: not read back).
     """
     run = _run(conn, tenant, run_id, lock=True)
     if run is None or run.status != "running" or run.plan is None:
@@ -284,10 +303,14 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
     schema = tenant.schema_name
     queue, cap, dag = run.plan.queue, run.plan.cap, run.plan.dag
     by_name = {str(n): n for n in run.plan.nodes}
-    rows = conn.execute(
-        text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
-        {"id": run_id},
-    ).all()
+    rows = (
+        [_Row(str(n), NodeStatus.PENDING.value, None) for n in run.plan.nodes]
+        if fresh
+        else conn.execute(
+            text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
+            {"id": run_id},
+        ).all()
+    )
     status = {by_name.get(r.node) or Address.parse(r.node): NodeStatus(r.status) for r in rows}
     deferred = {by_name.get(r.node) or Address.parse(r.node) for r in rows if r.job_id is not None}
     blocked = {NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}

@@ -90,8 +90,9 @@ def open_run(
     nodes = sorted(start.nodes if local else start.plan)  # type: ignore[union-attr]
     names = [str(n) for n in nodes]
     jobs.admit_lock(conn, tenant)
-    _settle_abandoned(conn, [tenant])
     conflict = jobs.active_conflict(conn, tenant, names)
+    if conflict is not None and _settle_abandoned(conn, [tenant]):
+        conflict = jobs.active_conflict(conn, tenant, names)  # a dead local run was in the way
     if conflict is not None and (if_active != "wait" or local):
         raise jobs.RunConflictError(tenant.slug, *conflict)
     status = "queued" if conflict is not None else "running"
@@ -114,12 +115,12 @@ def open_run(
         "plan": plan,
     }
     if run_id is None:
-        run_id = conn.execute(
+        inserted = conn.execute(
             text(
                 f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
                 "heartbeat_at, executor, plan, schedule_name, fire_at) VALUES (:trigger, "
                 "CAST(:selection AS jsonb), :status, :who, now(), now(), :executor, "
-                "CAST(:plan AS jsonb), :schedule, :fire) RETURNING id"
+                "CAST(:plan AS jsonb), :schedule, :fire) RETURNING id, md5(plan::text) AS digest"
             ),
             {
                 **values,
@@ -128,18 +129,20 @@ def open_run(
                 "schedule": schedule_name,
                 "fire": fire_at,
             },
-        ).scalar_one()
+        ).one()
+        run_id, digest = inserted.id, inserted.digest
     else:
         started = conn.execute(
             text(
                 f'UPDATE "{schema}".runs SET status = :status, who = :who, started_at = now(), '
                 "heartbeat_at = now(), executor = :executor, plan = CAST(:plan AS jsonb) "
-                "WHERE id = :id AND status = 'pending' RETURNING id"
+                "WHERE id = :id AND status = 'pending' RETURNING id, md5(plan::text) AS digest"
             ),
             {**values, "id": run_id},
-        ).scalar_one_or_none()
+        ).one_or_none()
         if started is None:
             return None
+        digest = started.digest
     if local:
         conn.execute(
             text("SELECT pg_advisory_lock(:ns, :key)"),
@@ -153,8 +156,10 @@ def open_run(
             ),
             [{"run": run_id, "node": n} for n in names],
         )
-    if not local and status == "running":
-        jobs.advance(conn, tenant, run_id)
+    if not local:
+        jobs.remember_plan(digest, json.loads(plan))  # type: ignore[arg-type]
+        if status == "running":
+            jobs.advance(conn, tenant, run_id, fresh=True)
     return OpenedRun(run_id, status)
 
 
