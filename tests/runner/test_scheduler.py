@@ -160,14 +160,17 @@ def test_a_selection_matching_nothing_now_fails_the_run_with_the_reason(applied)
     assert any(e == "run_failed" for e, _ in events)
 
 
-def test_the_scheduler_command_logs_json_lines_and_stops_on_sigterm(applied):
-    root, env, _ = applied
+def test_the_scheduler_command_defers_to_the_queue_logs_json_lines_and_stops_on_sigterm(applied):
+    root, env, engine = applied
+    due(engine, "acme", datetime.now(UTC))
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "fabric",
             "scheduler",
+            "--executor",
+            "queue",
             "--interval",
             "60",
             "--log-format",
@@ -183,6 +186,9 @@ def test_the_scheduler_command_logs_json_lines_and_stops_on_sigterm(applied):
     try:
         first = json.loads(proc.stdout.readline())  # blocks until the loop has started
         assert first["event"] == "started" and first["interval"] == 60
+        seen = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert [e["event"] for e in seen] == ["fired", "tick", "deferred"]
+        assert seen[2]["tenant"] == "acme" and seen[2]["status"] == "running"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
