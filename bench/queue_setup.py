@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 
@@ -27,8 +28,9 @@ BENCH = Path(__file__).resolve().parent
 TENANT = "bench"
 
 
-def tenant_yaml(pipelines: Sequence[tuple[str, str | None]]) -> str:
-    """One tenant of no-op pipelines: (name, upstream name or None)."""
+def tenant_yaml(pipelines: Sequence[tuple[str, str | None]], schedules: str = "") -> str:
+    """One tenant of no-op pipelines: (name, upstream name or None); `schedules`: YAML lines
+    of its `schedules:` block."""
     lines = [
         "tenant: {display_name: Bench, warehouse: dwh}",
         "connections:",
@@ -39,13 +41,19 @@ def tenant_yaml(pipelines: Sequence[tuple[str, str | None]]) -> str:
     for name, up in pipelines:
         dep = f", depends_on: [{up}]" if up else ""
         lines.append(f"  {name}: {{source: src, dataset: raw, mode: single_table, table: t{dep}}}")
+    if schedules:
+        lines += ["schedules:", schedules.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 @contextlib.contextmanager
 def applied_noop_repo(
-    base_url: str, pipelines: Sequence[tuple[str, str | None]], *, label: str = "queue"
-) -> Iterator[tuple[Path, dict[str, str], object]]:
+    base_url: str,
+    pipelines: Sequence[tuple[str, str | None]],
+    *,
+    label: str = "queue",
+    schedules: str = "",
+) -> Iterator[tuple[Path, dict[str, str], Any]]:
     """A fresh database with the repository applied: yields (repo root, environment, engine);
     drops the database afterwards."""
     name = f"fabric_bench_{label}_{os.getpid()}"
@@ -56,7 +64,9 @@ def applied_noop_repo(
             root = Path(tmp) / "repo"
             (root / "tenants" / TENANT).mkdir(parents=True)
             (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
-            (root / "tenants" / TENANT / "tenant.yaml").write_text(tenant_yaml(pipelines))
+            (root / "tenants" / TENANT / "tenant.yaml").write_text(
+                tenant_yaml(pipelines, schedules)
+            )
             env = {
                 "FABRIC_DATABASE_URL": url,
                 "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
