@@ -77,8 +77,8 @@ def open_run(
     Admission first, under the tenant's ADMIT lock, the same rule for both executors: a run
     that shares a node with an active run (local or queue) is refused with RunConflictError
     naming it, or, with `if_active` "wait", is created `queued` (queue runs; it starts when
-    that run ends; a local runner waits by trying again, see fabric.runner.driver). Local runs
-    whose runner died are settled first, so they do not block anyone.
+    that run ends; a local runner waits by trying again, see fabric.runner.driver). A local run
+    in the way whose runner died is settled (`failed: abandoned`) first: it blocks nobody.
 
     In the caller's transaction, not committed: the scheduler commits its claim of the fire
     time, the run rows and the queued jobs together.
@@ -87,8 +87,7 @@ def open_run(
 
     schema = tenant.schema_name
     local = isinstance(start, LocalStart)
-    nodes = sorted(start.nodes if local else start.plan)  # type: ignore[union-attr]
-    names = [str(n) for n in nodes]
+    names = sorted(str(n) for n in (start.nodes if isinstance(start, LocalStart) else start.plan))
     jobs.admit_lock(conn, tenant)
     conflict = jobs.active_conflict(conn, tenant, names)
     if conflict is not None and _settle_abandoned(conn, [tenant]):
@@ -96,18 +95,16 @@ def open_run(
     if conflict is not None and (if_active != "wait" or local):
         raise jobs.RunConflictError(tenant.slug, *conflict)
     status = "queued" if conflict is not None else "running"
-    plan = (
-        None
-        if local
-        else json.dumps(
+    plan = None
+    if isinstance(start, QueueStart):
+        plan = json.dumps(
             {
-                "nodes": {str(n): p.as_json() for n, p in start.plan.items()},  # type: ignore[union-attr]
-                "queue": start.queue,  # type: ignore[union-attr]
-                "options": dict(start.options),  # type: ignore[union-attr]
-                "max_parallel": start.max_parallel,  # type: ignore[union-attr]
+                "nodes": {str(n): p.as_json() for n, p in start.plan.items()},
+                "queue": start.queue,
+                "options": dict(start.options),
+                "max_parallel": start.max_parallel,
             }
         )
-    )
     values = {
         "status": status,
         "who": who,
@@ -156,8 +153,8 @@ def open_run(
             ),
             [{"run": run_id, "node": n} for n in names],
         )
-    if not local:
-        jobs.remember_plan(digest, json.loads(plan))  # type: ignore[arg-type]
+    if plan is not None:
+        jobs.remember_plan(digest, json.loads(plan))
         if status == "running":
             jobs.advance(conn, tenant, run_id, fresh=True)
     return OpenedRun(run_id, status)
