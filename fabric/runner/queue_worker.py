@@ -216,6 +216,8 @@ class QueueWorker:
         )
         self.app = queue.worker_app(engine)
         self._box: list[SecretBox] = []
+        self._rows: dict[str, Any] = {}
+        """Tenant slug -> its TenantRow (id and schema never change while the tenant lives)."""
         self.app.task(name=queue.TASK, pass_context=True)(self._task)
 
     def _secret_box(self) -> SecretBox | None:
@@ -251,11 +253,16 @@ class QueueWorker:
 
         job_id = int(context.job.id)
         with self.engine.connect() as conn:
-            row = read_tenant_rows(conn, [tenant]).get(tenant)
+            row = self._rows.get(tenant) or read_tenant_rows(conn, [tenant]).get(tenant)
             if row is None:
                 self.log("job_dropped", job=job_id, tenant=tenant, why="tenant not applied")
                 return False
-            claimed = queue.claim(conn, row, run_id, nodes, job_id, self.name)
+            try:
+                claimed = queue.claim(conn, row, run_id, nodes, job_id, self.name)
+            except Exception:
+                self._rows.pop(tenant, None)  # deleted (and perhaps applied again) meanwhile
+                raise
+            self._rows[tenant] = row
             if not claimed:
                 self.log("job_stale", job=job_id, tenant=tenant, run=run_id)
                 return False
