@@ -576,12 +576,14 @@ def retry_run(
     """Run a finished queue run's failed and skipped nodes again (the others keep their
     results); the run is active again. One transaction; returns the nodes to run again."""
     schema = tenant.schema_name
-    admit_lock(conn, tenant)
+    # The run's row first, then the tenant's admission lock: the order a worker finishing a
+    # node of this run takes them in, so the two can never wait for each other.
     run = _plan(conn, tenant, run_id, lock=True)
     if run is None:
         raise FabricError(
             f"Tenant {tenant.slug} has no run {run_id}. List runs with `fabric runs`."
         )
+    admit_lock(conn, tenant)
     if not run.plan:
         raise FabricError(
             f"Run {run_id} of {tenant.slug} ran on the local executor; only queue runs can be "
