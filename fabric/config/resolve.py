@@ -16,8 +16,9 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
+from fabric.config.moves import tenant_moves
 from fabric.config.sections import BrokenSpec, ValidSpec
-from fabric.config.specs import ProjectSpec, TenantSpec
+from fabric.config.specs import MovedSpec, ProjectSpec, TenantSpec
 from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 from fabric.domain.state import Declared, Dependency, TenantState
@@ -42,7 +43,11 @@ def build_tenant(
     broken = frozenset(b.address for b in broken_specs)
     tenant_specs: list[ValidSpec] = []
     by_kind: dict[Kind, dict[str, ValidSpec]] = {k: {} for k in Kind if k is not Kind.TENANT}
+    moved: list[ValidSpec] = []
     for vs in specs:
+        if isinstance(vs.spec, MovedSpec):
+            moved.append(vs)
+            continue
         if vs.address.kind is Kind.TENANT:
             tenant_specs.append(vs)
             continue
@@ -105,6 +110,8 @@ def build_tenant(
     schedules = checks.resolve_schedules(ctx, diags)
     dependencies = _dependencies(ctx, sql_text, diags)
     diags += checks.check_broken_references(ctx, broken_specs)
+    moves, move_diags = tenant_moves(slug, moved, by_kind)
+    diags += move_diags
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
         return MappingProxyType(
@@ -128,6 +135,7 @@ def build_tenant(
         schedules=declared(Kind.SCHEDULE, schedules),
         sql=MappingProxyType(dict(sorted(sql_text.items()))),
         dependencies=tuple(sorted(dependencies)),
+        moves=moves,
     )
     return state, diags
 

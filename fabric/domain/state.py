@@ -45,6 +45,16 @@ class Dependency:
     origin: Literal["depends_on", "ref", "source"] = field(compare=False)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class Move:
+    """A rename: the object stored at `old` is declared at `new` now (same tenant and kind),
+    from a `moved:` entry or a `renamed_from:` field (config/moves.py)."""
+
+    new: Address
+    old: Address
+    span: SourceSpan = field(compare=False)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TenantState:
     """One tenant's declared resources, keyed by name within each kind."""
@@ -59,6 +69,8 @@ class TenantState:
     sql: Mapping[str, str]
     """Transformation name -> its SQL text (inline, or read from `sql_file`)."""
     dependencies: tuple[Dependency, ...]
+    moves: tuple[Move, ...] = ()
+    """Renames declared in YAML; plan turns each into an update of the stored object."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (self.connections, self.pipelines, self.transformations, self.schedules):

@@ -68,6 +68,7 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
 
 def _record(address: Address, spec: dict[str, Any], *, has_secrets: bool = False) -> Record:
     protect = bool(spec.pop("protect", False))
+    spec.pop("renamed_from", None)  # a rename is a move (plan), not a field of the object
     refs = dict(secret_paths(spec)) if has_secrets else {}
     return Record(
         address=address,
