@@ -32,9 +32,9 @@ def data_fate(kind: str, name: str, spec: Mapping[str, Any] | None) -> str | Non
     if template is None:
         return None
     spec = spec or {}
-    return template.format(
-        dataset=spec.get("dataset") or "?", schema=spec.get("schema") or "?", name=name
-    )
+    if not spec.get("dataset") and not spec.get("schema"):
+        return "its tables stay in the warehouse; drop them by hand"
+    return template.format(dataset=spec.get("dataset"), schema=spec.get("schema"), name=name)
 
 
 def _field(change: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:

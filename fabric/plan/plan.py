@@ -60,6 +60,7 @@ class Plan:
                         c.protected,
                         c.target.fingerprint if c.target else None,
                         [[f.name, f.sensitive, f.before, f.after] for f in c.fields],
+                        *([str(c.moved_from)] if c.moved_from else []),
                     ]
                     for c in self.changes
                 ],
@@ -108,6 +109,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "protected": c.protected,
                 "fields": [_field(f) for f in c.fields],
                 "target": _target(c.target),
+                **({"moved_from": str(c.moved_from)} if c.moved_from else {}),
             }
             for c in plan.changes
         ],
@@ -178,6 +180,7 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
                 reason=c.get("reason"),
                 target=target,
                 protected=bool(c.get("protected")),
+                moved_from=Address.parse(c["moved_from"]) if c.get("moved_from") else None,
             )
         )
     return Plan(

@@ -141,12 +141,14 @@ def write_resources(
                     f"FROM fabric_stage x WHERE {where}"
                 )
             else:
+                # a moved object's row is found by its old name and renamed in place
                 script.append(
-                    f"UPDATE {table} t SET spec = x.spec, secrets = x.secrets, "
+                    f"UPDATE {table} t SET name = x.name, spec = x.spec, secrets = x.secrets, "
                     f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {content}, "
                     f"updated_at = now() FROM fabric_stage x "
-                    f"WHERE {where} AND t.name = x.name AND t.deleted_at IS NULL"
+                    f"WHERE {where} AND t.name = x.old_name AND t.deleted_at IS NULL"
                 )
+        script += _move_statements(tenants, [w.change for w in writes if w.change.moved_from])
     by_table: dict[tuple[str, Kind], list[str]] = defaultdict(list)
     for c in deletes:
         if c.address.kind is not Kind.TENANT:
@@ -165,12 +167,42 @@ def write_resources(
         conn.exec_driver_sql(";\n".join(script))
 
 
+def _move_statements(tenants: Mapping[str, TenantRow], moved: Sequence[Change]) -> list[str]:
+    """After the renames: the node's run history follows it (node_runs name nodes by
+    address), and each move is recorded in `fabric.moves` by row id, which is how the runner
+    keeps a renamed pipeline's dlt state (runner/driver.py `state_name`)."""
+
+    def quote(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    out: list[str] = []
+    for c in moved:
+        assert c.moved_from is not None
+        row = tenants[c.address.tenant]
+        table = f'"{row.schema_name}".{KIND_TABLES[c.address.kind]}'
+        old, new = str(c.moved_from), str(c.address)
+        if c.address.kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
+            out.append(
+                f'UPDATE "{row.schema_name}".node_runs SET node = {quote(new)} '
+                f"WHERE node = {quote(old)}"
+            )
+        out.append(
+            f"INSERT INTO {tables.SHARED_SCHEMA}.moves "
+            "(tenant_id, kind, resource_id, from_name, to_name) "
+            f"SELECT {int(row.id)}, {quote(c.address.kind.value)}, t.id, "
+            f"{quote(c.moved_from.name)}, {quote(c.address.name)} FROM {table} t "
+            f"WHERE t.name = {quote(c.address.name)} AND t.deleted_at IS NULL"
+        )
+    return out
+
+
 def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
     cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
     with cursor:
         cursor.execute(
             "CREATE TEMP TABLE fabric_stage (tenant text, kind text, action text, name text, "
-            "spec jsonb, secrets jsonb, fingerprint text, protect boolean) ON COMMIT DROP"
+            "spec jsonb, secrets jsonb, fingerprint text, protect boolean, old_name text) "
+            "ON COMMIT DROP"
         )
         with cursor.copy("COPY fabric_stage FROM STDIN") as copy:
             for w in writes:
@@ -186,6 +218,7 @@ def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
                         json.dumps(dict(w.secrets)),
                         w.fingerprint,
                         target.protect,
+                        (w.change.moved_from or a).name,
                     )
                 )
         cursor.execute("CREATE INDEX ON fabric_stage (tenant, kind, action)")
