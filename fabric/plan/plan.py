@@ -156,6 +156,13 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
         )
     changes = []
     for c in doc["changes"]:
+        moved_from = Address.parse(c["moved_from"]) if c.get("moved_from") else None
+        address = Address.parse(c["address"])
+        if moved_from is not None and (
+            (moved_from.tenant, moved_from.kind) != (address.tenant, address.kind)
+            or Action(c["action"]) is not Action.UPDATE
+        ):
+            raise ValueError(f"{address}: a move stays in its tenant and kind ({moved_from})")
         t = c.get("target")
         target = None
         if t is not None:
@@ -180,7 +187,7 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
                 reason=c.get("reason"),
                 target=target,
                 protected=bool(c.get("protected")),
-                moved_from=Address.parse(c["moved_from"]) if c.get("moved_from") else None,
+                moved_from=moved_from,
             )
         )
     return Plan(
