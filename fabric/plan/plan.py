@@ -33,6 +33,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     """Why apply would refuse this plan with the current options (deletion safety)."""
     notes: tuple[str, ...] = ()
+    lock_for: str | None = None
+    """The pull request this plan was made for (`fabric plan --lock-for PR`): applying it
+    releases that PR's locks. Saved in the (signed) plan file; not part of plan_hash."""
 
     @property
     def has_changes(self) -> bool:
@@ -117,6 +120,8 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "notes": list(plan.notes),
         "read_set": {str(a): token for a, token in sorted(plan.read_set.items())},
     }
+    if plan.lock_for is not None:
+        doc["lock_for"] = plan.lock_for
     doc["plan_hash"] = plan.plan_hash
     return doc
 
@@ -199,4 +204,5 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
         created_at=doc["created_at"],
         warnings=tuple(doc.get("warnings", ())),
         notes=tuple(doc.get("notes", ())),
+        lock_for=str(doc["lock_for"]) if doc.get("lock_for") is not None else None,
     )
