@@ -90,6 +90,13 @@ def plan(
             result, plan=dataclasses.replace(result.plan, lock_for=lock_pr)
         )
     doc = to_document(result.plan)
+    others = [lock for lock in result.locks if lock.pr != lock_pr]
+    held = []
+    if lock_pr is not None:  # claimed before the plan is saved: a refused plan is not saved
+        claimed_by = author or api.git_identity(repo)[1]
+        held, others = api.lock_for(repo, result.plan, lock_pr, author=claimed_by)
+        if others:
+            out = None
     if out is not None:
         doc, saved = api.plan_file_text(result.plan, repo)  # signed
         out.write_text(saved)
@@ -113,13 +120,9 @@ def plan(
         click.echo(
             f"\nSaved the plan to {out}. Apply exactly this plan with:\n  fabric apply {out}"
         )
-    others = [lock for lock in result.locks if lock.pr != lock_pr]
-    if lock_pr is not None:
-        claimed_by = author or api.git_identity(repo)[1]
-        held, others = api.lock_for(repo, result.plan, lock_pr, author=claimed_by)
-        if held and fmt != "json":
-            listed = ", ".join(lock.tenant for lock in held)
-            click.echo(f"\nPull request {lock_pr} holds {listed} until its plan is applied.")
+    if held and fmt != "json":
+        listed = ", ".join(lock.tenant for lock in held)
+        click.echo(f"\nPull request {lock_pr} holds {listed} until its plan is applied.")
     if others:
         from fabric.errors import LockedByPullRequestError
 
