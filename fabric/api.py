@@ -570,9 +570,10 @@ def export(
         missing = sorted(set(tenants) - set(rows))
         if missing:
             raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
-        records = read_records(conn, rows, release=True)
+        spelled: dict[Any, Any] = {}
+        records = read_records(conn, rows, release=True, written=spelled)
         project = read_project(conn)
-    files = export_files(records, project=project)
+    files = export_files(records, project=project, written=spelled)
     for name, schema in json_schemas().items():
         files[f"schemas/{name}"] = render_schema(schema)
     root = Path(out).resolve()

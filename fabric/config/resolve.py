@@ -120,6 +120,7 @@ def build_tenant(
                     address=vs.address,
                     spec=specs.get(name, vs.spec),
                     span=vs.file.locate(vs.loc, key=True),
+                    written=written_form(vs),
                 )
                 for name, vs in sorted(by_kind[kind].items())
             }
@@ -136,8 +137,30 @@ def build_tenant(
         sql=MappingProxyType(dict(sorted(sql_text.items()))),
         dependencies=tuple(sorted(dependencies)),
         moves=moves,
+        written=written_form(tenant_vs),
     )
     return state, diags
+
+
+def written_form(vs: ValidSpec) -> Mapping[str, Any] | None:
+    """The resource's mapping as the file wrote it, JSON-safe (dates as ISO text, as fabric
+    reads them), for `fabric export`; None when it is not a mapping."""
+    node: Any = vs.file.data
+    for part in vs.loc:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return _json_safe(node) if isinstance(node, dict) else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
 
 
 def _transformations(

@@ -46,6 +46,8 @@ class Target:
     secret_fps: Mapping[str, str | None]
     protect: bool
     fingerprint: str
+    written: Mapping[str, Any] | None = None
+    """The YAML's own spelling of the resource, stored for `fabric export`; not fingerprinted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +132,7 @@ def diff(
             secret_fps=fps,
             protect=record.protect,
             fingerprint=fingerprints[address],
+            written=record.written,
         )
         stored = observed.get(address)
         old = moves.get(address)

@@ -89,6 +89,7 @@ def _target(t: Target | None) -> dict[str, Any] | None:
         "secret_fingerprints": dict(t.secret_fps),
         "protect": t.protect,
         "fingerprint": t.fingerprint,
+        **({"written": dict(t.written)} if t.written is not None else {}),
     }
 
 
@@ -177,6 +178,7 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
                 secret_fps=MappingProxyType(dict(t["secret_fingerprints"])),
                 protect=bool(t["protect"]),
                 fingerprint=t["fingerprint"],
+                written=t.get("written") if isinstance(t.get("written"), dict) else None,
             )
         fields = tuple(
             FieldChange(name=f["name"], sensitive=True)

@@ -58,6 +58,9 @@ def _resource_columns() -> list[Column]:
         Column("content_md5", Text, nullable=False),
         Column("protect", Boolean, nullable=False, server_default=text("false")),
         *_timestamps(),
+        Column("written", JSONB),
+        # the resource as its YAML wrote it (defaults, shorthands), for `fabric export` only:
+        # not part of the fingerprint or content_md5 (plans never look at it)
     ]
 
 

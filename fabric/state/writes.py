@@ -24,7 +24,7 @@ from fabric.state.snapshot import KIND_TABLES, TenantRow
 
 _RECORDSET = (
     "jsonb_to_recordset(CAST(:rows AS jsonb)) "
-    "AS x(name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean)"
+    "AS x(name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean, written jsonb)"
 )
 _CONTENT_X = tables.CONTENT_MD5_SQL.format(spec="x.spec", secrets="x.secrets", protect="x.protect")
 
@@ -49,6 +49,9 @@ def _payload(writes: Sequence[RowWrite]) -> str:
                 "secrets": dict(w.secrets),
                 "fingerprint": w.fingerprint,
                 "protect": w.change.target.protect,
+                "written": dict(w.change.target.written)
+                if w.change.target.written is not None
+                else None,
             }
         )
     return json.dumps(rows)
@@ -71,10 +74,11 @@ def register_tenants(
         text(
             f"INSERT INTO {tables.SHARED_SCHEMA}.tenants "
             "(id, slug, schema_name, spec, secrets, fingerprint, protect, content_md5, "
-            f"schema_version) SELECT x.id, x.name, x.schema_name, x.spec, x.secrets, "
-            f"x.fingerprint, x.protect, {_CONTENT_X}, :version "
+            f"schema_version, written) SELECT x.id, x.name, x.schema_name, x.spec, x.secrets, "
+            f"x.fingerprint, x.protect, {_CONTENT_X}, :version, x.written "
             "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id bigint, schema_name text, "
-            "name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean) "
+            "name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean, "
+            "written jsonb) "
             "RETURNING id, slug, schema_name"
         ),
         {"rows": json.dumps(rows), "version": head("tenant")},
@@ -88,7 +92,7 @@ def update_tenants(conn: Connection, writes: Sequence[RowWrite]) -> None:
             text(
                 f"UPDATE {tables.SHARED_SCHEMA}.tenants t SET spec = x.spec, secrets = x.secrets, "
                 f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {_CONTENT_X}, "
-                f"updated_at = now() FROM {_RECORDSET} "
+                f"written = x.written, updated_at = now() FROM {_RECORDSET} "
                 "WHERE t.slug = x.name AND t.deleted_at IS NULL"
             ),
             {"rows": _payload(writes)},
@@ -136,8 +140,10 @@ def write_resources(
             )
             if action is Action.CREATE:
                 script.append(
-                    f"INSERT INTO {table} (name, spec, secrets, fingerprint, protect, content_md5) "
-                    f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {content} "
+                    f"INSERT INTO {table} "
+                    "(name, spec, secrets, fingerprint, protect, content_md5, written) "
+                    f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {content}, "
+                    "x.written "
                     f"FROM fabric_stage x WHERE {where}"
                 )
             else:
@@ -145,7 +151,7 @@ def write_resources(
                 script.append(
                     f"UPDATE {table} t SET name = x.name, spec = x.spec, secrets = x.secrets, "
                     f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {content}, "
-                    f"updated_at = now() FROM fabric_stage x "
+                    f"written = x.written, updated_at = now() FROM fabric_stage x "
                     f"WHERE {where} AND t.name = x.old_name AND t.deleted_at IS NULL"
                 )
         script += _move_statements(tenants, [w.change for w in writes if w.change.moved_from])
@@ -201,7 +207,8 @@ def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
     with cursor:
         cursor.execute(
             "CREATE TEMP TABLE fabric_stage (tenant text, kind text, action text, name text, "
-            "spec jsonb, secrets jsonb, fingerprint text, protect boolean, old_name text) "
+            "spec jsonb, secrets jsonb, fingerprint text, protect boolean, old_name text, "
+            "written jsonb) "
             "ON COMMIT DROP"
         )
         with cursor.copy("COPY fabric_stage FROM STDIN") as copy:
@@ -219,6 +226,7 @@ def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
                         w.fingerprint,
                         target.protect,
                         (w.change.moved_from or a).name,
+                        json.dumps(dict(target.written)) if target.written is not None else None,
                     )
                 )
         cursor.execute("CREATE INDEX ON fabric_stage (tenant, kind, action)")

@@ -4,6 +4,8 @@
   of its plan (or `fabric unlock`); one holder per tenant.
 - `moves`: every rename apply made, by row id, so a renamed pipeline keeps its dlt state (the
   runner names the dlt pipeline after the name the row had first).
+- `tenants.written`: the `tenant:` section as its YAML wrote it, for `fabric export` (the
+  tenant schemas' resource tables get the same column in t0009_written).
 
 Revision ID: s0009_locks_moves
 Revises: s0006_queue
@@ -11,6 +13,7 @@ Revises: s0006_queue
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "s0009_locks_moves"
 down_revision = "s0006_queue"
@@ -50,8 +53,10 @@ def upgrade() -> None:
         schema=SCHEMA,
     )
     op.create_index("moves_tenant_kind", "moves", ["tenant_id", "kind"], schema=SCHEMA)
+    op.add_column("tenants", sa.Column("written", JSONB), schema=SCHEMA)
 
 
 def downgrade() -> None:
+    op.drop_column("tenants", "written", schema=SCHEMA)
     op.drop_table("moves", schema=SCHEMA)
     op.drop_table("pr_locks", schema=SCHEMA)
