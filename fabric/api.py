@@ -238,6 +238,13 @@ def lock_for(
         return claim(conn, pr, author, plan_.plan_hash, tenants_of(plan_.changes))
 
 
+def check_pull_request(pr: str) -> str:
+    """`pr` if it can name a pull request in a lock; ValueError saying why not."""
+    from fabric.state.pr_locks import check_pr
+
+    return check_pr(pr)
+
+
 def pr_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[Any]:
     """Every pull-request lock held now, by tenant."""
     from fabric.state.pr_locks import read_locks

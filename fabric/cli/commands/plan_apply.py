@@ -78,10 +78,8 @@ def plan(
     from fabric.plan.plan import to_document
 
     if lock_pr is not None:
-        from fabric.state.pr_locks import check_pr
-
         try:
-            check_pr(lock_pr)
+            api.check_pull_request(lock_pr)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--lock-for") from None
     result = api.plan(repo, tenants=tenants, changed_since=changed_since, author=author)
