@@ -225,11 +225,13 @@ def test_deletes_say_what_happens_to_the_data_and_the_refusal_counts_match_the_p
     managed = [c for c in deletes if c.address.kind.value != "dependency"]
     (refusal,) = [w for w in plan.warnings if "--allow-delete" in w]
     assert refusal.startswith(f"the plan deletes {len(managed)} resource(s) (")
+    assert f"(of the plan's {doc['summary']['delete']} to destroy; the other 1 are" in refusal
     with pytest.raises(UnsafePlanError) as caught:
         apply(applied_repo, env, max_deletes=1)
     message = str(caught.value)
     assert f"the plan deletes {len(managed)} resource(s)" in message
-    assert f"the plan deletes {len(managed)} resources, more than --max-deletes 1" in message
+    assert f"the plan deletes {len(managed)} resources (of the plan's 3 to destroy" in message
+    assert "more than --max-deletes 1" in message
 
 
 def test_state_names_keep_a_renamed_pipelines_first_name_and_never_share_it() -> None:
