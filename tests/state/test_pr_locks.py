@@ -158,6 +158,8 @@ def test_the_cli_plan_lock_for_exits_4_naming_the_holder_and_locks_lists_them(re
     assert "tenant acme is locked by pull request 42 (ana@acme.example) since " in second.stderr
     listed = fabric("locks")
     assert listed.stdout.splitlines()[1].split()[:3] == ["acme", "42", "ana@acme.example"]
+    stranger = fabric("unlock", "42", "--author", "mallory@evil.example")
+    assert stranger.returncode == 3 and "is neither the author" in stranger.stderr
     applied = fabric("apply", "p.json", "--auto-approve", "--author", "ana@acme.example")
     assert applied.returncode == 0, applied.stderr
     assert fabric("locks").stdout.startswith("No apply locks are held.")

@@ -370,7 +370,7 @@ def locks(repo: Path) -> None:
     metavar="EMAIL",
     help="Who unlocks: the locks' author or a project admin (default: the HEAD commit's author).",
 )
-@repository(argument=False)
+@repository()
 def unlock(repo: Path, pr: str | None, tenants: tuple[str, ...], author: str | None) -> None:
     """Release pull request PR's locks (or the locks on --tenant), by hand."""
     from fabric import api
