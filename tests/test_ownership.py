@@ -354,10 +354,9 @@ def test_a_renamed_pipeline_keeps_its_history_and_cursor_and_a_lock_names_its_ho
     repo: Repo, make_database
 ) -> None:
     """Issue 11's end to end, continued: pull-request locks and a rename, on real commits."""
-    import json
+    from sqlalchemy import make_url, text
 
-    from sqlalchemy import make_url
-
+    from fabric import api
     from fabric.state.engine import make_engine
 
     warehouse = make_url(make_database())
@@ -431,25 +430,19 @@ def test_a_renamed_pipeline_keeps_its_history_and_cursor_and_a_lock_names_its_ho
     repo.git("merge", "-q", "--ff-only", "rename")
     done = repo.fabric("apply", "../pr1.plan", "--auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert repo.fabric("locks").stdout.startswith("No apply locks are held.")
+    assert api.pr_locks(repo.root, environ=repo.env) == []
 
     # The renamed pipeline kept its run history and its incremental cursor.
-    status = json.loads(repo.fabric("status", "--tenant", "acme", "--format", "json").stdout)
-    (node,) = status["nodes"]
-    assert node["node"] == "acme.pipeline.orders_v2"
-    assert (node["last_run"]["status"], node["last_run"]["rows_loaded"]) == (
-        "success",
-        {"orders": 5},
-    )
+    (node,) = api.tenant_status(repo.root, "acme", environ=repo.env)
+    assert node.node == "acme.pipeline.orders_v2"
+    assert (node.last.status, dict(node.last.rows_loaded)) == ("success", {"orders": 5})
     _seed(repo.root / "data/acme/shop.db", 6, 8)
     ran = repo.fabric("run", "orders_v2", "--tenant", "acme")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    status = json.loads(repo.fabric("status", "--tenant", "acme", "--format", "json").stdout)
-    assert status["nodes"][0]["last_run"]["rows_loaded"] == {"orders": 3}  # 6..8 only
+    (node,) = api.tenant_status(repo.root, "acme", environ=repo.env)
+    assert dict(node.last.rows_loaded) == {"orders": 3}  # 6..8 only
     engine = make_engine(warehouse.render_as_string(hide_password=False))
     with engine.connect() as conn:
-        from sqlalchemy import text
-
         rows = conn.execute(text("SELECT count(*), count(DISTINCT id) FROM acme_raw.orders"))
         assert rows.one() == (8, 8)
     engine.dispose()
