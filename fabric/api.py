@@ -105,6 +105,8 @@ class PlanResult:
     """Per touched tenant, who may approve its changes (owners, admins, project admins)."""
     refusals: tuple[Any, ...] | None = None
     """With an author given to plan: the changes they may not make (None: not checked)."""
+    locks: tuple[Any, ...] = ()
+    """Pull-request locks (state/pr_locks.PrLock) on the tenants the plan changes."""
 
 
 def load_valid(repo: Path, *, tenants: frozenset[str] | None = None) -> LoadResult:
@@ -203,7 +205,90 @@ def plan(
             notes=tuple(sorted({*result.notes, *notes})),
         )
         approvers, refusals = _ownership_view(conn, result, load, author)
-    return PlanResult(result, load, approvers, refusals)
+        from fabric.plan.diff import tenants_of
+        from fabric.state.pr_locks import read_locks
+
+        held = tuple(read_locks(conn, tenants_of(result.changes))) if result.changes else ()
+    return PlanResult(result, load, approvers, refusals, held)
+
+
+def lock_for(
+    repo: Path,
+    plan_: Plan,
+    pr: str,
+    *,
+    author: str | None,
+    environ: Mapping[str, str] | None = None,
+    engine: Engine | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """Pull request `pr` claims the tenants `plan_` changes until its plan is applied:
+    (locks it holds now, locks other PRs hold). All or nothing: with any tenant held by
+    another PR, nothing is claimed. Migrates the shared schema first if needed."""
+    from fabric.plan.diff import tenants_of
+    from fabric.state.locks import acquire_migration_lock
+    from fabric.state.migrate import shared_is_current, upgrade_shared
+    from fabric.state.pr_locks import claim
+
+    ws = workspace(repo, environ)
+    engine = engine or ws.engine("plan")
+    with engine.begin() as conn:
+        if not shared_is_current(conn):
+            acquire_migration_lock(conn)
+            upgrade_shared(conn)
+        return claim(conn, pr, author, plan_.plan_hash, tenants_of(plan_.changes))
+
+
+def check_pull_request(pr: str) -> str:
+    """`pr` if it can name a pull request in a lock; ValueError saying why not."""
+    from fabric.state.pr_locks import check_pr
+
+    return check_pr(pr)
+
+
+def pr_locks(repo: Path, environ: Mapping[str, str] | None = None) -> list[Any]:
+    """Every pull-request lock held now, by tenant."""
+    from fabric.state.pr_locks import read_locks
+
+    with workspace(repo, environ).engine("locks").connect() as conn:
+        return read_locks(conn)
+
+
+def unlock(
+    repo: Path,
+    *,
+    author: str | None,
+    pr: str | None = None,
+    tenants: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Release the locks of `pr` (and/or on `tenants`). Only the locks' author or a project
+    admin (the control plane's recorded fabric.yaml governs, see plan/authorize.governing)."""
+    from fabric.errors import UnlockRefusedError
+    from fabric.plan.authorize import author_email, governing
+    from fabric.state.history import read_project, shared_tables_exist
+    from fabric.state.pr_locks import read_locks, release
+
+    ws = workspace(repo, environ)
+    email = author_email(author)
+    with ws.engine("locks").begin() as conn:
+        wanted = read_locks(conn, tenants)
+        wanted = [lock for lock in wanted if pr is None or lock.pr == pr]
+        if not wanted:
+            return []
+        recorded = read_project(conn) if shared_tables_exist(conn) else None
+        repository = repository_project(ws.root) if (ws.root / "fabric.yaml").exists() else None
+        governance, _ = governing(recorded, repository)
+        refused = [
+            lock
+            for lock in wanted
+            if not (
+                (email is not None and author_email(lock.author) == email)
+                or governance.is_admin(email)
+            )
+        ]
+        if refused:
+            raise UnlockRefusedError(refused, author)
+        return release(conn, pr=pr, tenants=[lock.tenant for lock in wanted])
 
 
 def _project_json(project: Any) -> dict[str, Any]:
@@ -343,9 +428,23 @@ def apply(
         )
         options = dataclasses.replace(options, warehouses=warehouses, project=recorded)
     from fabric.config.loader import gc_paused
+    from fabric.errors import LockedByPullRequestError
+    from fabric.plan.diff import tenants_of
+    from fabric.state.pr_locks import read_locks, release
 
+    with engine.connect() as conn:
+        held = [
+            lock
+            for lock in read_locks(conn, tenants_of(plan_.changes))
+            if lock.pr != plan_.lock_for
+        ]
+    if held:
+        raise LockedByPullRequestError(held, "apply")
     with gc_paused():
         result = apply_plan(engine, plan_, box=box, environ=ws.environ, options=options)
+    if plan_.lock_for is not None:  # the holder's plan is applied: its locks go
+        with engine.begin() as conn:
+            release(conn, pr=plan_.lock_for)
     return _with_reach_warnings(result, plan_, ws, engine, box)
 
 
@@ -478,9 +577,10 @@ def export(
         missing = sorted(set(tenants) - set(rows))
         if missing:
             raise FabricError(f"No applied tenant named {', '.join(missing)} in the control plane.")
-        records = read_records(conn, rows, release=True)
+        spelled: dict[Any, Any] = {}
+        records = read_records(conn, rows, release=True, written=spelled)
         project = read_project(conn)
-    files = export_files(records, project=project)
+    files = export_files(records, project=project, written=spelled)
     for name, schema in json_schemas().items():
         files[f"schemas/{name}"] = render_schema(schema)
     root = Path(out).resolve()

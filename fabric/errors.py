@@ -136,6 +136,37 @@ class UnauthorizedError(PlanError):
         )
 
 
+class LockedByPullRequestError(PlanError):
+    """Tenants the plan changes are held by another pull request (`fabric plan --lock-for`)."""
+
+    exit_code = 4
+    """Distinct from 1 (errors) and 3 (refused author): CI can say "wait for the other PR"."""
+
+    def __init__(self, held: Sequence[object], action: str) -> None:
+        self.held: tuple[object, ...] = tuple(held)
+        listed = "\n".join(f"  - {lock.describe()}" for lock in self.held)  # type: ignore
+        super().__init__(
+            f"Refusing to {action}: another pull request holds tenants this plan changes:\n"
+            f"{listed}\nWait until it is merged and applied (its apply releases the lock), "
+            "or ask its author or a project admin to `fabric unlock PR`."
+        )
+
+
+class UnlockRefusedError(PlanError):
+    """`fabric unlock` by someone who is neither the lock's author nor a project admin."""
+
+    exit_code = 3
+
+    def __init__(self, locks: Sequence[object], who: str | None) -> None:
+        self.locks = tuple(locks)
+        listed = "\n".join(f"  - {lock.describe()}" for lock in self.locks)  # type: ignore
+        super().__init__(
+            f"Refusing to unlock: {who or 'an unknown author'} is neither the author of these "
+            f"locks nor a project admin:\n{listed}\nAsk the lock's author or a project admin "
+            "(fabric.yaml `admins`); pass --author EMAIL if you are one of them."
+        )
+
+
 class ApplyTooLargeError(PlanError):
     """The switch would change more existing tenants' tables than the server's lock table holds
     at once (PostgreSQL locks every table a transaction writes until it commits)."""

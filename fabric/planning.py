@@ -22,6 +22,7 @@ from fabric.plan.diff import (
     diff,
     order_changes,
     tenants_of,
+    usable_moves,
 )
 from fabric.plan.plan import Plan
 from fabric.plan.records import Record, desired_records
@@ -63,6 +64,22 @@ def make_plan(
     inspect = addresses_to_inspect(
         fingerprints, {a: (o.fingerprint, o.intact) for a, o in observed.items()}
     )
+    declared_moves = {
+        m.new: m.old
+        for slug in sorted(scope)
+        if slug in desired.tenants
+        for m in desired.tenants[slug].moves
+    }
+    moves, move_notes = usable_moves(declared_moves, observed)
+    notes.extend(move_notes)
+    # a moved object is diffed against its stored spec; a deleted node's spec says where its
+    # tables are (the plan says they stay)
+    gone = {
+        a
+        for a in observed
+        if a.tenant in scope and a not in records and a.kind in (Kind.PIPELINE, Kind.TRANSFORMATION)
+    }
+    inspect = inspect | frozenset(moves.values()) | gone
     loaded = load_specs(conn, snapshot.tenants, inspect, release=True)
     for address, (spec, secret_fps) in loaded.items():
         observed[address] = replace(observed[address], spec=spec, secret_fps=secret_fps)
@@ -72,7 +89,7 @@ def make_plan(
         stored = {a: observed[a].secret_fps for a in rechecked}
         fps.update(_secret_fps(rechecked, store_fps, box, environ, stored, []))
         fingerprints.update(desired_fingerprints(rechecked, fps))
-    changes = diff(records, fps, observed, tenants=scope, fingerprints=fingerprints)
+    changes = diff(records, fps, observed, tenants=scope, fingerprints=fingerprints, moves=moves)
     changes = (*changes, *_warehouse_changes(conn, desired, snapshot, scope, changes, environ))
     changes = order_changes(changes)
     read_set: dict[Address, str | None] = {

@@ -335,3 +335,114 @@ def test_setting_a_secret_needs_an_admin_of_the_tenant(repo: Repo) -> None:
     assert by_admin.returncode == 0, by_admin.stdout + by_admin.stderr
     listed = repo.fabric("secrets", "list", "acme")
     assert "token" in listed.stdout
+
+
+def _seed(path: Path, first: int, last: int) -> None:
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, updated_at TEXT)")
+        db.executemany(
+            "INSERT INTO orders VALUES (?, ?)",
+            [(i, f"2024-01-01T00:{i:02}:00") for i in range(first, last + 1)],
+        )
+    db.close()
+
+
+def test_a_renamed_pipeline_keeps_its_history_and_cursor_and_a_lock_names_its_holder(
+    repo: Repo, make_database
+) -> None:
+    """Issue 11's end to end, continued: pull-request locks and a rename, on real commits."""
+    from sqlalchemy import make_url, text
+
+    from fabric import api
+    from fabric.state.engine import make_engine
+
+    warehouse = make_url(make_database())
+    repo.env["ACME_WAREHOUSE_PASSWORD"] = warehouse.password or ""
+    tenant = f"""\
+        tenant:
+          display_name: Acme
+          warehouse: dwh
+          members:
+            - {{who: olga@acme.example, role: owner}}
+            - {{who: eddie@acme.example, role: editor}}
+        connections:
+          shop: {{type: sqlite, direction: source, path: data/acme/shop.db}}
+          dwh:
+            type: postgres
+            direction: destination
+            host: {warehouse.host}
+            port: {warehouse.port}
+            database: {warehouse.database}
+            username: {warehouse.username}
+            password: ${{env:ACME_WAREHOUSE_PASSWORD}}
+        """
+    pipeline = """\
+        pipelines:
+          {name}:
+            source: shop
+            dataset: acme_raw
+            mode: single_table
+            table: orders
+            incremental: {{cursor: updated_at}}
+        {extra}"""
+    _seed(repo.root / "data/acme/shop.db", 1, 5)
+    (repo.root / ".gitignore").write_text("data/\n")
+    repo.commit(
+        ROOT_ADMIN,
+        "acme with a pipeline",
+        {
+            "fabric.yaml": FABRIC_YAML,
+            "tenants/acme/tenant.yaml": tenant,
+            "tenants/acme/pipelines.yaml": pipeline.format(name="orders", extra=""),
+        },
+    )
+    assert applied(repo).returncode == 0
+    ran = repo.fabric("run", "orders", "--tenant", "acme")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    # Pull request 1 (Eddie) renames the pipeline and holds acme with its plan.
+    repo.git("checkout", "-q", "-b", "rename")
+    renamed = pipeline.format(name="orders_v2", extra="    renamed_from: orders\n")
+    repo.commit(EDDIE, "orders -> orders_v2", {"tenants/acme/pipelines.yaml": renamed})
+    planned = repo.fabric("plan", "--lock-for", "1", "--out", "../pr1.plan")
+    assert planned.returncode == 0, planned.stderr
+    assert "~ acme.pipeline.orders_v2 (moved from acme.pipeline.orders)" in planned.stdout
+    assert "Pull request 1 holds acme until its plan is applied." in planned.stdout
+    assert "- acme.pipeline.orders" not in planned.stdout  # no delete, no --allow-delete
+
+    # Pull request 2 (Olga) also changes acme: its plan names the holder and exits 4.
+    repo.git("checkout", "-q", "main")
+    repo.git("checkout", "-q", "-b", "retries")
+    retried = pipeline.format(name="orders", extra="    retries: 3\n")
+    repo.commit(OLGA, "retries", {"tenants/acme/pipelines.yaml": retried})
+    second = repo.fabric("plan", "--lock-for", "2")
+    assert second.returncode == 4, second.stdout + second.stderr
+    assert (
+        "tenant acme is locked by pull request 1 (Eddie Editor <eddie@acme.example>) since"
+        in second.stderr
+    )
+
+    # Pull request 1 merges; CI applies its saved plan, which releases its lock.
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "rename")
+    done = repo.fabric("apply", "../pr1.plan", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api.pr_locks(repo.root, environ=repo.env) == []
+
+    # The renamed pipeline kept its run history and its incremental cursor.
+    (node,) = api.tenant_status(repo.root, "acme", environ=repo.env)
+    assert node.node == "acme.pipeline.orders_v2"
+    assert (node.last.status, dict(node.last.rows_loaded)) == ("success", {"orders": 5})
+    _seed(repo.root / "data/acme/shop.db", 6, 8)
+    ran = repo.fabric("run", "orders_v2", "--tenant", "acme")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (node,) = api.tenant_status(repo.root, "acme", environ=repo.env)
+    assert dict(node.last.rows_loaded) == {"orders": 3}  # 6..8 only
+    engine = make_engine(warehouse.render_as_string(hide_password=False))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT count(*), count(DISTINCT id) FROM acme_raw.orders"))
+        assert rows.one() == (8, 8)
+    engine.dispose()

@@ -1,7 +1,10 @@
 """Stored records -> the files of a repository that declares exactly them.  [pure]
 
 Used by `fabric export`: planning the written repository against the same control plane
-shows no changes. Specs are written without their defaults, and without the values resolution
+shows no changes. A resource is written as its YAML spelled it when apply stored that spelling
+(`written`: defaults written out, shorthands, omitted fields stay as they were) and that
+spelling still means the stored spec; otherwise its spec is written without its defaults, and
+without the values resolution
 fills in (a pipeline's destination and a transformation's warehouse when they are the tenant's
 warehouse, a schedule's timezone when it is the project's); SQL that came from a `sql_file` goes
 back into that file, multi-line text is written as `|` literal blocks; dependencies are not
@@ -65,17 +68,61 @@ def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> 
     return {}
 
 
+def _canonical(
+    kind: Kind, data: Mapping[str, Any], tenant: Mapping[str, Any], timezone: str
+) -> dict[str, Any] | None:
+    """What a resource means, whatever its spelling: validated, defaults and resolved values
+    left out (None when `data` is not a valid spec of `kind`)."""
+    section, _ = SECTION_FILES[kind]
+    body = {k: v for k, v in data.items() if k not in ("protect", "renamed_from")}
+    if kind is Kind.TRANSFORMATION and body.get("sql_file"):
+        body.pop("sql", None)
+    try:
+        minimal = _minimal(_ADAPTERS[section], body)
+    except ValueError:
+        return None
+    for key, value in _resolved_defaults(kind, tenant, timezone).items():
+        if value is not None and minimal.get(key) == value:
+            del minimal[key]
+    return minimal
+
+
+def _as_written(
+    address: Address,
+    spec: Mapping[str, Any],
+    protect: bool,
+    written: Mapping[str, Any] | None,
+    tenant: Mapping[str, Any],
+    timezone: str,
+) -> dict[str, Any] | None:
+    """The stored spelling of a resource, if it still says exactly what is stored."""
+    if written is None or bool(written.get("protect", False)) != protect:
+        return None
+    if address.kind is Kind.TENANT:
+        try:
+            same = TenantSpec.model_validate(dict(written)) == TenantSpec.model_validate(dict(spec))
+        except ValueError:
+            return None
+        return dict(written) if same else None
+    mine = _canonical(address.kind, written, tenant, timezone)
+    if mine is None or mine != _canonical(address.kind, spec, tenant, timezone):
+        return None
+    return dict(written)
+
+
 def export_files(
     records: Mapping[Address, tuple[Mapping[str, Any], bool]],
     *,
     project: Mapping[str, Any] | None = None,
     schema_dir: str = "schemas",
+    written: Mapping[Address, Mapping[str, Any]] | None = None,
 ) -> dict[str, str]:
     """{repository-relative path: text} for every tenant in `records`.
 
     `project` is fabric.yaml as the last apply recorded it (None before any apply recorded
-    one: then only the format version is written).
+    one: then only the format version is written). `written` holds the stored spellings.
     """
+    written = written or {}
     spec_project = ProjectSpec.model_validate(dict(project or {}))
     # The recorded project holds the fields its file set (a default written out stays written).
     body = spec_project.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -90,9 +137,13 @@ def export_files(
     for address in sorted(records):
         spec, protect = records[address]
         folder = f"tenants/{address.tenant}"
+        tenant_spec = tenant_specs.get(address.tenant, {})
+        timezone = spec_project.defaults.timezone
+        spelled = _as_written(address, spec, protect, written.get(address), tenant_spec, timezone)
         if address.kind is Kind.TENANT:
             tenant = TenantSpec.model_validate(dict(spec))
             body = tenant.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            body = spelled if spelled is not None else body
             files[f"{folder}/tenant.yaml"] = SCHEMA_COMMENT.format(tenant_schema) + _dump(
                 {"tenant": body}
             )
@@ -103,11 +154,11 @@ def export_files(
         spec = dict(spec)
         if address.kind is Kind.TRANSFORMATION and spec.get("sql_file"):
             files[f"{folder}/{spec['sql_file']}"] = spec.pop("sql") or ""
+        if spelled is not None:
+            sections[address.tenant][section][address.name] = spelled
+            continue
         body = _minimal(_ADAPTERS[section], spec)
-        tenant_spec = tenant_specs.get(address.tenant, {})
-        for key, value in _resolved_defaults(
-            address.kind, tenant_spec, spec_project.defaults.timezone
-        ).items():
+        for key, value in _resolved_defaults(address.kind, tenant_spec, timezone).items():
             if value is not None and body.get(key) == value:
                 del body[key]
         if protect:

@@ -16,8 +16,9 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
+from fabric.config.moves import tenant_moves
 from fabric.config.sections import BrokenSpec, ValidSpec
-from fabric.config.specs import ProjectSpec, TenantSpec
+from fabric.config.specs import MovedSpec, ProjectSpec, TenantSpec
 from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 from fabric.domain.state import Declared, Dependency, TenantState
@@ -42,7 +43,11 @@ def build_tenant(
     broken = frozenset(b.address for b in broken_specs)
     tenant_specs: list[ValidSpec] = []
     by_kind: dict[Kind, dict[str, ValidSpec]] = {k: {} for k in Kind if k is not Kind.TENANT}
+    moved: list[ValidSpec] = []
     for vs in specs:
+        if isinstance(vs.spec, MovedSpec):
+            moved.append(vs)
+            continue
         if vs.address.kind is Kind.TENANT:
             tenant_specs.append(vs)
             continue
@@ -109,6 +114,8 @@ def build_tenant(
     schedules = checks.resolve_schedules(ctx, diags)
     dependencies = _dependencies(ctx, sql_text, diags)
     diags += checks.check_broken_references(ctx, broken_specs)
+    moves, move_diags = tenant_moves(slug, moved, by_kind)
+    diags += move_diags
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
         return MappingProxyType(
@@ -117,6 +124,7 @@ def build_tenant(
                     address=vs.address,
                     spec=specs.get(name, vs.spec),
                     span=vs.file.locate(vs.loc, key=True),
+                    written=written_form(vs),
                 )
                 for name, vs in sorted(by_kind[kind].items())
             }
@@ -132,8 +140,31 @@ def build_tenant(
         schedules=declared(Kind.SCHEDULE, schedules),
         sql=MappingProxyType(dict(sorted(sql_text.items()))),
         dependencies=tuple(sorted(dependencies)),
+        moves=moves,
+        written=written_form(tenant_vs),
     )
     return state, diags
+
+
+def written_form(vs: ValidSpec) -> Mapping[str, Any] | None:
+    """The resource's mapping as the file wrote it, JSON-safe (dates as ISO text, as fabric
+    reads them), for `fabric export`; None when it is not a mapping."""
+    node: Any = vs.file.data
+    for part in vs.loc:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return _json_safe(node) if isinstance(node, dict) else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
 
 
 def _transformations(

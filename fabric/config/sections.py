@@ -16,12 +16,13 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from fabric.addresses import NAME, SECTIONS, Address, Kind
-from fabric.config.specs import SECTION_SPECS, ProjectSpec, TenantSpec
+from fabric.config.specs import SECTION_SPECS, MovedSpec, ProjectSpec, TenantSpec
 from fabric.config.yaml_source import ParsedYaml
 from fabric.diagnostics import Diagnostic, did_you_mean, error
 
-TENANT_SECTIONS = ("tenant", *SECTIONS)
+TENANT_SECTIONS = ("tenant", *SECTIONS, "moved")
 _ADAPTERS = {section: TypeAdapter(spec) for section, spec in SECTION_SPECS.items()}
+_MOVED_ADAPTER = TypeAdapter(MovedSpec)
 _TENANT_ADAPTER = TypeAdapter(TenantSpec)
 _PROJECT_ADAPTER = TypeAdapter(ProjectSpec)
 
@@ -114,6 +115,9 @@ def validate_tenant_file(
             continue
         if body is None:
             continue
+        if section == "moved":
+            found += _moved(parsed, slug, body, diagnostics)
+            continue
         if not isinstance(body, dict):
             diagnostics.append(_not_a_mapping(parsed, (section,), f"section {section!r}"))
             continue
@@ -144,6 +148,35 @@ def validate_tenant_file(
                 continue
             found.append(ValidSpec(address, spec, parsed, (section, name)))
     return found, broken, diagnostics
+
+
+def _moved(parsed: ParsedYaml, slug: str, body: Any, diagnostics: list[Diagnostic]) -> list:
+    """The entries of a `moved:` list, each as a ValidSpec of its `to` address (a MovedSpec);
+    config/moves.py checks them against the tenant's resources."""
+    if not isinstance(body, list):
+        diagnostics.append(
+            error(
+                "wrong-type",
+                "Wrong type",
+                f"section 'moved' in {parsed.path} must be a list of {{from: ADDRESS, to: "
+                "ADDRESS}} entries.",
+                hint="Write `moved: [{from: acme.pipeline.orders, to: acme.pipeline.orders_v2}]`.",
+                span=parsed.locate(("moved",)),
+                address=Address.of_tenant(slug),
+            )
+        )
+        return []
+    found = []
+    for i, entry in enumerate(body):
+        try:
+            spec = _MOVED_ADAPTER.validate_python(entry)
+        except ValidationError as exc:
+            diagnostics += errors_to_diagnostics(
+                exc, parsed, ("moved", i), MovedSpec, entry, Address.of_tenant(slug)
+            )
+            continue
+        found.append(ValidSpec(Address.parse(spec.to), spec, parsed, ("moved", i)))
+    return found
 
 
 def validate_records(records: Sequence[tuple[Address, Any]], where: str) -> list[Diagnostic]:
@@ -217,6 +250,7 @@ _SUMMARIES = {
     "unsafe_identifier": ("unsafe-identifier", "Unsafe identifier"),
     "bad_reference": ("bad-name", "Invalid resource name"),
     "bad_name": ("bad-name", "Invalid resource name"),
+    "bad_address": ("bad-address", "Invalid address"),
     "bad_tag": ("bad-tag", "Invalid tag"),
     "unknown_test": ("unknown-test", "Unknown test"),
     "test_argument": ("unknown-field", "Unknown field"),

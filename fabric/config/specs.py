@@ -239,6 +239,8 @@ class TenantSpec(Spec):
 class _Connection(Spec):
     description: str | None = None
     protect: bool = False
+    renamed_from: ResourceRef | None = None
+    """The name this connection had before: a rename keeps its row, history and secrets."""
 
 
 class _SqlConnection(_Connection):
@@ -385,6 +387,8 @@ class _Runnable(Spec):
     retry_backoff_seconds: Seconds | None = None
     timeout_seconds: Seconds | None = None
     protect: bool = False
+    renamed_from: ResourceRef | None = None
+    """The name this node had before: a rename keeps its row, run history and dlt state."""
 
 
 def _iso(value: Any) -> Any:
@@ -603,6 +607,25 @@ class ScheduleSpec(Spec):
 ResourceName = _pattern(NAME_PATTERN, "bad_name", "resource name")
 
 
+MOVABLE_KINDS = ("connection", "pipeline", "transformation")
+ADDRESS_PATTERN = (
+    r"^[a-z][a-z0-9_]{0,39}\.(connection|pipeline|transformation)\.[a-z][a-z0-9_]{0,62}$"
+)
+MovableAddress = _pattern(
+    ADDRESS_PATTERN,
+    "bad_address",
+    "address (tenant.kind.name of a connection, pipeline or transformation)",
+)
+
+
+class MovedSpec(Spec):
+    """One entry of a `moved:` section, as Terraform's `moved` block: the object stored at
+    `from` is now declared at `to` (same tenant, same kind), so plan updates it in place."""
+
+    from_: MovableAddress = Field(alias="from")
+    to: MovableAddress
+
+
 class TenantFileSpec(Spec):
     """Any `*.yaml` under `tenants/<slug>/`: every section is optional."""
 
@@ -611,6 +634,7 @@ class TenantFileSpec(Spec):
     pipelines: FrozenMap(ResourceName, PipelineSpec) = Field(default_factory=dict)
     transformations: FrozenMap(ResourceName, TransformationSpec) = Field(default_factory=dict)
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
+    moved: tuple[MovedSpec, ...] = ()
 
 
 SECTION_SPECS: dict[str, Any] = {

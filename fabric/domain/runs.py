@@ -134,6 +134,9 @@ class NodeSpec:
     repo_root: str = ""
     """Relative paths in specs (a sqlite file, a local folder) are relative to this."""
     full_refresh: bool = False
+    state_name: str = ""
+    """Pipelines: the dlt pipeline's name within the tenant when not the node's name (a renamed
+    pipeline keeps its first name, so its dlt state and incremental cursor stay)."""
     tests_only: bool = False
     """Transformations: run the model's tests only (`fabric test`)."""
     session: SessionLimits = field(default_factory=SessionLimits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fabric.addresses import Address, Kind
 from fabric.config.specs import (
@@ -34,6 +34,8 @@ class Declared(Generic[S]):
     address: Address
     spec: S
     span: SourceSpan
+    written: Mapping[str, Any] | None = None
+    """The resource as its YAML wrote it (JSON-safe), kept for `fabric export`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -43,6 +45,16 @@ class Dependency:
     upstream: Address
     downstream: Address
     origin: Literal["depends_on", "ref", "source"] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class Move:
+    """A rename: the object stored at `old` is declared at `new` now (same tenant and kind),
+    from a `moved:` entry or a `renamed_from:` field (config/moves.py)."""
+
+    new: Address
+    old: Address
+    span: SourceSpan = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +71,10 @@ class TenantState:
     sql: Mapping[str, str]
     """Transformation name -> its SQL text (inline, or read from `sql_file`)."""
     dependencies: tuple[Dependency, ...]
+    moves: tuple[Move, ...] = ()
+    """Renames declared in YAML; plan turns each into an update of the stored object."""
+    written: Mapping[str, Any] | None = None
+    """The `tenant:` section as its YAML wrote it (JSON-safe), kept for `fabric export`."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (self.connections, self.pipelines, self.transformations, self.schedules):

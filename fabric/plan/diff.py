@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from fabric.addresses import Address, Kind
+from fabric.plan.destructive import data_fate
 from fabric.plan.fingerprint import record_fingerprint
 from fabric.plan.records import KIND_ORDER, Record
 
@@ -45,6 +46,8 @@ class Target:
     secret_fps: Mapping[str, str | None]
     protect: bool
     fingerprint: str
+    written: Mapping[str, Any] | None = None
+    """The YAML's own spelling of the resource, stored for `fabric export`; not fingerprinted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +60,9 @@ class Change:
     target: Target | None = None
     protected: bool = False
     """The stored resource is protected (deletes of it are refused)."""
+    moved_from: Address | None = None
+    """An update of the object stored at this address (a rename: `moved:` / `renamed_from:`);
+    apply renames that row in place, so its id, run history, dlt state and secrets stay."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,14 +110,19 @@ def diff(
     *,
     tenants: Iterable[str],
     fingerprints: Mapping[Address, str] | None = None,
+    moves: Mapping[Address, Address] | None = None,
 ) -> tuple[Change, ...]:
     """Changes that make the observed state of `tenants` equal to the desired records.
 
     `fingerprints` may pass desired_fingerprints(records, secret_fps) when already computed.
+    `moves` (new address -> old, see usable_moves) turn a create of the new address and a
+    delete of the old one into one update of the stored object (its spec must be loaded).
     """
     scope = frozenset(tenants)
     if fingerprints is None:
         fingerprints = desired_fingerprints(records, secret_fps)
+    moves = moves or {}
+    consumed: set[Address] = set()
     changes: list[Change] = []
     for address, record in records.items():
         fps = _fps(secret_fps.get(address, {}))
@@ -121,8 +132,28 @@ def diff(
             secret_fps=fps,
             protect=record.protect,
             fingerprint=fingerprints[address],
+            written=record.written,
         )
         stored = observed.get(address)
+        old = moves.get(address)
+        if stored is None and old is not None and old in observed:
+            stored = observed[old]
+            consumed.add(old)
+            changes.append(
+                Change(
+                    address=address,
+                    action=Action.UPDATE,
+                    fields=(
+                        FieldChange(name="name", before=old.name, after=address.name),
+                        *_changed_fields(record, fps, stored),
+                    ),
+                    reason=DRIFT if not stored.intact else None,
+                    target=target,
+                    protected=stored.protect,
+                    moved_from=old,
+                )
+            )
+            continue
         if stored is None:
             changes.append(
                 Change(
@@ -150,17 +181,47 @@ def diff(
             )
         )
     for address, stored in observed.items():
-        if address.tenant in scope and address not in records:
+        if address.tenant in scope and address not in records and address not in consumed:
             tenant_gone = Address.of_tenant(address.tenant) not in records
+            reason = "tenant folder removed" if tenant_gone else "removed from git"
+            fate = data_fate(address.kind.value, address.name, stored.spec)
             changes.append(
                 Change(
                     address=address,
                     action=Action.DELETE,
-                    reason="tenant folder removed" if tenant_gone else "removed from git",
+                    reason=f"{reason}; {fate}" if fate else reason,
                     protected=stored.protect,
                 )
             )
     return order_changes(changes)
+
+
+def usable_moves(
+    moves: Mapping[Address, Address], observed: Mapping[Address, object]
+) -> tuple[dict[Address, Address], tuple[str, ...]]:
+    """The moves plan can make (new -> old), and a note for each it ignores.
+
+    Like Terraform: a move from an object the control plane does not hold is ignored (the new
+    one is created); one whose new address is stored already was made by an earlier apply
+    (nothing to do, or, if the old one is stored too, both stay what they are).
+    """
+    usable: dict[Address, Address] = {}
+    notes: list[str] = []
+    for new, old in sorted(moves.items()):
+        if new in observed:
+            if old in observed:
+                notes.append(
+                    f"move {old} -> {new} ignored: both are in the control plane "
+                    f"({old} is deleted if no longer declared)"
+                )
+            continue
+        if old not in observed:
+            notes.append(
+                f"move {old} -> {new} ignored: the control plane holds no {old} ({new} is created)"
+            )
+            continue
+        usable[new] = old
+    return usable, tuple(notes)
 
 
 def order_changes(changes: Iterable[Change]) -> tuple[Change, ...]:

@@ -33,6 +33,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     """Why apply would refuse this plan with the current options (deletion safety)."""
     notes: tuple[str, ...] = ()
+    lock_for: str | None = None
+    """The pull request this plan was made for (`fabric plan --lock-for PR`): applying it
+    releases that PR's locks. Saved in the (signed) plan file; not part of plan_hash."""
 
     @property
     def has_changes(self) -> bool:
@@ -60,6 +63,7 @@ class Plan:
                         c.protected,
                         c.target.fingerprint if c.target else None,
                         [[f.name, f.sensitive, f.before, f.after] for f in c.fields],
+                        *([str(c.moved_from)] if c.moved_from else []),
                     ]
                     for c in self.changes
                 ],
@@ -85,6 +89,7 @@ def _target(t: Target | None) -> dict[str, Any] | None:
         "secret_fingerprints": dict(t.secret_fps),
         "protect": t.protect,
         "fingerprint": t.fingerprint,
+        **({"written": dict(t.written)} if t.written is not None else {}),
     }
 
 
@@ -108,6 +113,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "protected": c.protected,
                 "fields": [_field(f) for f in c.fields],
                 "target": _target(c.target),
+                **({"moved_from": str(c.moved_from)} if c.moved_from else {}),
             }
             for c in plan.changes
         ],
@@ -115,6 +121,8 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "notes": list(plan.notes),
         "read_set": {str(a): token for a, token in sorted(plan.read_set.items())},
     }
+    if plan.lock_for is not None:
+        doc["lock_for"] = plan.lock_for
     doc["plan_hash"] = plan.plan_hash
     return doc
 
@@ -154,6 +162,13 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
         )
     changes = []
     for c in doc["changes"]:
+        moved_from = Address.parse(c["moved_from"]) if c.get("moved_from") else None
+        address = Address.parse(c["address"])
+        if moved_from is not None and (
+            (moved_from.tenant, moved_from.kind) != (address.tenant, address.kind)
+            or Action(c["action"]) is not Action.UPDATE
+        ):
+            raise ValueError(f"{address}: a move stays in its tenant and kind ({moved_from})")
         t = c.get("target")
         target = None
         if t is not None:
@@ -163,6 +178,7 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
                 secret_fps=MappingProxyType(dict(t["secret_fingerprints"])),
                 protect=bool(t["protect"]),
                 fingerprint=t["fingerprint"],
+                written=t.get("written") if isinstance(t.get("written"), dict) else None,
             )
         fields = tuple(
             FieldChange(name=f["name"], sensitive=True)
@@ -178,6 +194,7 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
                 reason=c.get("reason"),
                 target=target,
                 protected=bool(c.get("protected")),
+                moved_from=moved_from,
             )
         )
     return Plan(
@@ -189,4 +206,5 @@ def plan_of_document(doc: Mapping[str, Any]) -> Plan:
         created_at=doc["created_at"],
         warnings=tuple(doc.get("warnings", ())),
         notes=tuple(doc.get("notes", ())),
+        lock_for=str(doc["lock_for"]) if doc.get("lock_for") is not None else None,
     )

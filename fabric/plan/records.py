@@ -26,6 +26,8 @@ class Record:
     secret_refs: Mapping[str, str]
     """Dotted field path -> reference, for every secret field."""
     protect: bool = False
+    written: Mapping[str, Any] | None = None
+    """The resource as its YAML wrote it, for `fabric export` (never diffed or fingerprinted)."""
 
 
 def desired_records(
@@ -42,20 +44,24 @@ def desired_records(
 
 def tenant_records(tenant: TenantState) -> Iterator[Record]:
     yield _record(
-        Address.of_tenant(tenant.slug), tenant.spec.model_dump(mode="json", by_alias=True)
+        Address.of_tenant(tenant.slug),
+        tenant.spec.model_dump(mode="json", by_alias=True),
+        written=tenant.written,
     )
     # Only connections have secret fields (the specs say so); other kinds skip that walk.
     for declared in tenant.connections.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
-        yield _record(declared.address, spec, has_secrets=True)
+        yield _record(declared.address, spec, has_secrets=True, written=declared.written)
     for declared in tenant.pipelines.values():
-        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        yield _record(declared.address, spec, written=declared.written)
     for declared in tenant.transformations.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         spec["sql"] = tenant.sql.get(declared.address.name, spec.get("sql"))
-        yield _record(declared.address, spec)
+        yield _record(declared.address, spec, written=declared.written)
     for declared in tenant.schedules.values():
-        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        yield _record(declared.address, spec, written=declared.written)
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)
         spec = {
@@ -66,14 +72,22 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(address, spec)
 
 
-def _record(address: Address, spec: dict[str, Any], *, has_secrets: bool = False) -> Record:
+def _record(
+    address: Address,
+    spec: dict[str, Any],
+    *,
+    has_secrets: bool = False,
+    written: Mapping[str, Any] | None = None,
+) -> Record:
     protect = bool(spec.pop("protect", False))
+    spec.pop("renamed_from", None)  # a rename is a move (plan), not a field of the object
     refs = dict(secret_paths(spec)) if has_secrets else {}
     return Record(
         address=address,
         spec=MappingProxyType(spec),
         secret_refs=MappingProxyType(refs),
         protect=protect,
+        written=written,
     )
 
 

@@ -49,15 +49,23 @@ def unsafe_reasons(changes: Iterable[Change], options: SafetyOptions) -> tuple[s
         for c in deletes
         if c.address.kind not in (Kind.DEPENDENCY, Kind.GRANT) or c.address.tenant in vanished
     ]
+    # The plan's "N to destroy" counts every delete; say how the numbers meet.
+    free = len(deletes) - len(managed)
+    besides = (
+        f" (of the plan's {len(deletes)} to destroy; the other {free} are dependency edges or "
+        "grants, which hold no data and need no permission)"
+        if free
+        else ""
+    )
     if managed and not options.allow_delete:
         names = _shown([str(c.address) for c in managed])
         reasons.append(
-            f"the plan deletes {len(managed)} resource(s) ({names}): "
+            f"the plan deletes {len(managed)} resource(s) ({names}){besides}: "
             "pass --allow-delete (or set apply.allow_delete in fabric.yaml)."
         )
     if len(managed) > options.max_deletes:
         reasons.append(
-            f"the plan deletes {len(managed)} resources, more than --max-deletes "
+            f"the plan deletes {len(managed)} resources{besides}, more than --max-deletes "
             f"{options.max_deletes}: raise the limit if this is intended."
         )
     return tuple(reasons)

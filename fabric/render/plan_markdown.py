@@ -1,15 +1,19 @@
 """Plan document -> a pull-request comment in GitHub-flavoured markdown.  [pure]
 
-Layout: title and summary line, a table per tenant, the deletes called out in a caution block,
-apply's refusals in a warning block, then one collapsed `<details>` section per tenant holding a
-```` ```diff ```` block with the same lines as the text renderer (symbol moved to column 0 so
-GitHub colours it), then notes and a footer with the plan hash.
+Layout: title and summary line, a table per tenant, the destructive changes (deletes, and
+updates that throw warehouse rows away: plan/destructive.py) called out in a caution block,
+apply's refusals in a warning block, then one collapsed `<details>` section per tenant. Inside
+a section, one ```` ```diff ```` block per action (creates, changes, destroys), so a block never
+mixes markers: only a resource's own line carries its `+`/`~`/`-` in column 0 (where GitHub
+colours it); its field lines are plain indented `+`/`~`/`-` lines, as in the terminal. Then
+notes and a footer with the plan hash.
 
 The comment is kept under `max_chars` (GitHub refuses comments over 65,536 characters): the
 per-tenant sections are cut at a change boundary and a note says how many changes are not
-shown. Everything taken from the document is escaped for where it lands: code fences are longer
-than any backtick run inside them, `<summary>` text is HTML-escaped, and prose is escaped
-outside its code spans.
+shown and how to see them all; the summary, table and destructive list are never cut.
+Everything taken from the document is escaped for where it lands: code fences are longer than
+any backtick run inside them, `<summary>` text is HTML-escaped, and prose is escaped outside
+its code spans.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fabric.plan.destructive import data_loss
 from fabric.render.plan_text import (
     NO_CHANGES,
+    SYMBOL,
     Line,
     by_tenant,
     change_lines,
@@ -70,9 +76,12 @@ def prose(text: str) -> str:
 
 
 def markdown_line(line: Line) -> str:
-    """A text line for a ```diff block: its symbol in column 0, where GitHub colours it."""
+    """A text line for a ```diff block: a resource's symbol in column 0, where GitHub colours
+    it; a field's symbol indented under it (plain text to GitHub, as in the terminal)."""
     comment = f"  # {line.comment}" if line.comment else ""
-    return f"{line.symbol or ' '} {'    ' * line.level}{line.text}{comment}".rstrip()
+    if line.level == 0:
+        return f"{line.symbol or ' '} {line.text}{comment}".rstrip()
+    return f"  {'    ' * line.level}{line.symbol or ' '} {line.text}{comment}".rstrip()
 
 
 def _table(groups: Mapping[str, list[Mapping[str, Any]]]) -> str:
@@ -96,8 +105,10 @@ def _callout(kind: str, title: str, items: Iterable[str]) -> str:
     return "\n".join([f"> [!{kind}]", f"> **{title}**", *(f"> - {item}" for item in items)])
 
 
-def _deletes(changes: list[Mapping[str, Any]]) -> str:
+def _destructive(changes: list[Mapping[str, Any]]) -> str:
     deletes = [c for c in changes if c["action"] == "delete"]
+    losses = [(c, data_loss(c)) for c in changes if c["action"] == "update"]
+    losses = [(c, why) for c, why in losses if why]
     items = []
     for c in deletes[:MAX_LISTED_DELETES]:
         item = code(str(c["address"]))
@@ -108,8 +119,18 @@ def _deletes(changes: list[Mapping[str, Any]]) -> str:
         items.append(item)
     if len(deletes) > MAX_LISTED_DELETES:
         items.append(f"… and {len(deletes) - MAX_LISTED_DELETES} more")
-    title = f"This plan destroys {_plural(len(deletes), 'resource')}:"
-    return _callout("CAUTION", title, items) if deletes else ""
+    for c, why in losses[:MAX_LISTED_DELETES]:
+        items.append(f"{code(str(c['address']))} (changed) — {prose(why)}")
+    if len(losses) > MAX_LISTED_DELETES:
+        items.append(f"… and {len(losses) - MAX_LISTED_DELETES} more changes that lose data")
+    if not items:
+        return ""
+    parts = []
+    if deletes:
+        parts.append(f"destroys {_plural(len(deletes), 'resource')}")
+    if losses:
+        parts.append(f"loses warehouse data in {_plural(len(losses), 'change')}")
+    return _callout("CAUTION", f"This plan {' and '.join(parts)}:", items)
 
 
 def _notes(doc: Mapping[str, Any]) -> str:
@@ -134,14 +155,32 @@ def _footer(doc: Mapping[str, Any]) -> str:
 
 
 def _truncated(n: int) -> str:
-    return f"(truncated: {_plural(n, 'more change')}; run `fabric plan` locally)"
+    return (
+        f"(truncated: {_plural(n, 'more change')} not shown; see them all with `fabric plan` "
+        "locally, or `fabric plan --format json`)"
+    )
 
 
-def _section(tenant: str, n_changes: int, blocks: list[str], fence: str, *, cut: bool) -> str:
-    label = f"{clean(tenant)} — {_plural(n_changes, 'change')}"
-    summary = html.escape(f"{label} ({len(blocks)} shown)" if cut else label)
-    body = "\n\n".join(blocks)
-    return f"<details><summary>{summary}</summary>\n\n{fence}diff\n{body}\n{fence}\n\n</details>"
+_ACTIONS = tuple(SYMBOL)  # create, update, delete: the order of the blocks in a section
+
+
+def _section(tenant: str, changes: list[Mapping[str, Any]], blocks: list[tuple[str, str]]) -> str:
+    """A tenant's `<details>`: one ```diff block per action, each fenced past its backticks."""
+    label = f"{clean(tenant)} — {_plural(len(changes), 'change')}"
+    if len(blocks) < len(changes):
+        label += f" ({len(blocks)} of {len(changes)} shown)"
+    parts = [f"<details><summary>{html.escape(label)}</summary>"]
+    for action in _ACTIONS:
+        body = "\n\n".join(text for a, text in blocks if a == action)
+        if body:
+            fence = "`" * max(3, _longest_backticks(body) + 1)
+            parts.append(f"{fence}diff\n{body}\n{fence}")
+    parts.append("</details>")
+    return "\n\n".join(parts)
+
+
+def _in_order(changes: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(changes, key=lambda c: _ACTIONS.index(c["action"]))  # stable
 
 
 def _sections(groups: Mapping[str, list[Mapping[str, Any]]], budget: int) -> tuple[list[str], int]:
@@ -150,22 +189,20 @@ def _sections(groups: Mapping[str, list[Mapping[str, Any]]], budget: int) -> tup
     used = shown = 0
     total = sum(len(changes) for changes in groups.values())
     for tenant, changes in groups.items():
-        blocks: list[str] = []
+        blocks: list[tuple[str, str]] = []
+        frame = len(_section(tenant, changes, [])) + len(str(len(changes))) + 12
         body = ticks = 0
-        for change in changes:
-            block = "\n".join(markdown_line(line) for line in change_lines(change))
-            run = max(ticks, _longest_backticks(block))
-            fence = "`" * max(3, run + 1)
-            size = body + len(block) + 2 * bool(blocks)
-            frame = _section(tenant, len(changes), [], fence, cut=True)  # the longer label
-            if used + len(frame) + len(str(len(changes))) + size + 2 > budget:
+        for change in _in_order(changes):
+            text = "\n".join(markdown_line(line) for line in change_lines(change))
+            # up to 3 blocks, each fenced past the longest backtick run in it
+            ticks = max(ticks, _longest_backticks(text))
+            fences = 3 * (2 * max(3, ticks + 1) + 10)
+            if used + frame + fences + body + len(text) + 2 > budget:
                 break
-            blocks.append(block)
-            body, ticks = size, run
+            blocks.append((change["action"], text))
+            body += len(text) + 2
         if blocks:
-            fence = "`" * max(3, ticks + 1)
-            cut = len(blocks) < len(changes)
-            section = _section(tenant, len(changes), blocks, fence, cut=cut)
+            section = _section(tenant, changes, blocks)
             sections.append(section)
             used += len(section) + 2
             shown += len(blocks)
@@ -187,7 +224,7 @@ def render_plan_markdown(doc: Mapping[str, Any], *, max_chars: int = 60000) -> s
         text = _join([TITLE, NO_CHANGES, refusals, _notes(doc), _footer(doc)])
         return text if len(text) <= max_chars else _join([TITLE, NO_CHANGES])[:max_chars]
     groups = by_tenant(doc)
-    head = [TITLE, f"**{summary_line(doc)}**", _table(groups), _deletes(changes), refusals]
+    head = [TITLE, f"**{summary_line(doc)}**", _table(groups), _destructive(changes), refusals]
     tail = [_notes(doc), _footer(doc)]
     fixed = len(_join(head + tail)) + 2 * 2 + len(_truncated(len(changes)))
     sections, hidden = _sections(groups, max_chars - fixed)

@@ -154,9 +154,10 @@ def _updated_field(field: Mapping[str, Any], width: int) -> Iterator[Line]:
 def change_lines(change: Mapping[str, Any]) -> list[Line]:
     """The lines of one change: its address, then its fields (never its target)."""
     action = change["action"]
-    lines = [
-        Line(0, SYMBOL[action], clean(str(change["address"])), clean(change.get("reason") or ""))
-    ]
+    head = clean(str(change["address"]))
+    if change.get("moved_from"):
+        head += f" (moved from {clean(str(change['moved_from']))})"
+    lines = [Line(0, SYMBOL[action], head, clean(change.get("reason") or ""))]
     fields = change.get("fields") or ()
     if action == "create":
         width = _width(fields, 0)

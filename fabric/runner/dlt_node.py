@@ -188,7 +188,7 @@ def _run(
             spec,
             source,
             repo_root=node.repo_root or ".",
-            name=node.address.name,
+            name=node.state_name or node.address.name,
             tenant=node.address.tenant,
             session=node.session,
         )
@@ -205,7 +205,7 @@ def _run(
         settings["data_writer.file_max_items"] = build.file_max_items
     with dlt.config.values(settings):
         pipeline = dlt.pipeline(
-            pipeline_name=f"{node.address.tenant}__{node.address.name}",
+            pipeline_name=f"{node.address.tenant}__{node.state_name or node.address.name}",
             pipelines_dir=str(pipelines_dir),
             destination=target.factory(),
             dataset_name=spec.dataset,

@@ -203,6 +203,7 @@ def node_spec(
         workdir=str((options.workdir / address.tenant).resolve()),
         repo_root=str(options.repo_root),
         full_refresh=options.full_refresh,
+        state_name=applied.state_names.get(address, ""),
         tests_only=options.tests_only,
         project=project,
     )

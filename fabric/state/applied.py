@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -24,6 +24,10 @@ class AppliedTenant:
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
     """(upstream, downstream) dependencies."""
+    state_names: Mapping[Address, str] = field(default_factory=dict)
+    """Pipelines whose dlt pipeline is not named after their current name: a renamed one keeps
+    the name its row had first (its dlt state and work folder), and one created later under a
+    name a renamed pipeline had gets its row id appended (see state_names)."""
 
 
 def read_applied(
@@ -55,7 +59,8 @@ def read_applied(
         tables = [KIND_TABLES[Kind.CONNECTION], KIND_TABLES[Kind.PIPELINE]]
         params["names"] = sorted({a.name for a in pipelines if a.kind is Kind.PIPELINE})
     parts = [
-        f"SELECT '{table}' AS tbl, name, spec, secrets FROM \"{tenant.schema_name}\".{table} "
+        f"SELECT '{table}' AS tbl, id, name, spec, secrets "
+        f'FROM "{tenant.schema_name}".{table} '
         "WHERE deleted_at IS NULL"
         + (" AND name = ANY(:names)" if "names" in params and table == "pipelines" else "")
         for table in tables
@@ -64,9 +69,12 @@ def read_applied(
     connections: dict[str, StoredConnection] = {}
     schedules: dict[str, Mapping[str, Any]] = {}
     edges: list[tuple[Address, Address]] = []
+    pipeline_ids: dict[str, int] = {}
     for r in conn.execute(text("\nUNION ALL\n".join(parts)), params):
         kind = TABLE_KINDS[r.tbl]
         address = Address(slug, kind, r.name)
+        if kind is Kind.PIPELINE:
+            pipeline_ids[r.name] = r.id
         if kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
             nodes[address] = r.spec
         elif kind is Kind.CONNECTION:
@@ -77,4 +85,41 @@ def read_applied(
             schedules[r.name] = r.spec
         else:
             edges.append(address.edge())
-    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)))
+    moved = conn.execute(
+        text(
+            "SELECT resource_id, from_name FROM fabric.moves "
+            "WHERE tenant_id = :t AND kind = 'pipeline' ORDER BY id"
+        ),
+        {"t": tenant.id},
+    ).all()
+    names = state_names(pipeline_ids, [(r.resource_id, r.from_name) for r in moved])
+    return AppliedTenant(
+        tenant,
+        spec,
+        nodes,
+        connections,
+        schedules,
+        tuple(sorted(edges)),
+        {Address(slug, Kind.PIPELINE, n): s for n, s in names.items()},
+    )
+
+
+def state_names(ids: Mapping[str, int], moves: list[tuple[int, str]]) -> dict[str, str]:
+    """Pipeline name -> the name its dlt pipeline has, where the two differ.  [pure]
+
+    `ids` are the live pipelines' row ids by name; `moves` the recorded renames (row id, old
+    name) in the order they were made. A renamed row keeps its first name; a name once held
+    by another row is taken by no one else's dlt pipeline (that state is not theirs).
+    """
+    first: dict[int, str] = {}
+    for resource_id, old in moves:
+        first.setdefault(resource_id, old)
+    claimed = {old: rid for rid, old in first.items()}
+    left = {old for _, old in moves}
+    out: dict[str, str] = {}
+    for name, rid in ids.items():
+        if rid in first:
+            out[name] = first[rid]
+        elif name in left and claimed.get(name) != rid:
+            out[name] = f"{name}__{rid}"
+    return out

@@ -184,32 +184,43 @@ def read_tokens(conn: Connection, slugs: Iterable[str]) -> dict[Address, str]:
 
 
 def read_records(
-    conn: Connection, tenants: Mapping[str, TenantRow], *, release: bool = False
+    conn: Connection,
+    tenants: Mapping[str, TenantRow],
+    *,
+    release: bool = False,
+    written: dict[Address, Any] | None = None,
 ) -> dict[Address, tuple[dict[str, Any], bool]]:
-    """(spec, protect) of every live object of these tenants; for export, not for plans."""
+    """(spec, protect) of every live object of these tenants; for export, not for plans.
+
+    `written`, when given, receives each object's stored YAML spelling (where there is one)."""
     out: dict[Address, tuple[dict[str, Any], bool]] = {}
     if not tenants:
         return out
     for r in conn.execute(
         text(
-            f"SELECT slug, spec, protect FROM {tables.SHARED_SCHEMA}.tenants "
+            f"SELECT slug, spec, protect, written FROM {tables.SHARED_SCHEMA}.tenants "
             "WHERE deleted_at IS NULL AND slug = ANY(:slugs)"
         ),
         {"slugs": sorted(tenants)},
     ):
         out[Address.of_tenant(r.slug)] = (r.spec, r.protect)
+        if written is not None and r.written is not None:
+            written[Address.of_tenant(r.slug)] = r.written
     ordered = sorted(tenants.values(), key=lambda t: t.id)
     for start in range(0, len(ordered), BATCH_TENANTS):
         batch = ordered[start : start + BATCH_TENANTS]
         by_id = {t.id: t for t in batch}
         parts = [
-            f"SELECT {t.id} AS tenant_id, '{table}' AS tbl, name, spec, protect "
+            f"SELECT {t.id} AS tenant_id, '{table}' AS tbl, name, spec, protect, written "
             f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
             for t in batch
             for table in KIND_TABLES.values()
         ]
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):
-            out[Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)] = (r.spec, r.protect)
+            address = Address(by_id[r.tenant_id].slug, TABLE_KINDS[r.tbl], r.name)
+            out[address] = (r.spec, r.protect)
+            if written is not None and r.written is not None:
+                written[address] = r.written
         _end_batch(conn, release)
     return out
 

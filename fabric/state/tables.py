@@ -58,6 +58,9 @@ def _resource_columns() -> list[Column]:
         Column("content_md5", Text, nullable=False),
         Column("protect", Boolean, nullable=False, server_default=text("false")),
         *_timestamps(),
+        Column("written", JSONB),
+        # the resource as its YAML wrote it (defaults, shorthands), for `fabric export` only:
+        # not part of the fingerprint or content_md5 (plans never look at it)
     ]
 
 
@@ -125,6 +128,38 @@ pending_secrets = Table(
 )
 """`fabric secrets set` of a tenant not applied yet; its first apply moves the rows into the
 tenant's own `secrets` table (same binding, so the ciphertext moves as it is)."""
+
+
+pr_locks = Table(
+    "pr_locks",
+    shared,
+    Column("tenant", Text, primary_key=True),
+    Column("pr", Text, nullable=False),
+    Column("author", Text),
+    Column("plan_hash", Text),
+    Column("since", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("pr_locks_pr", "pr"),
+)
+"""Which pull request holds which tenant (`fabric plan --lock-for PR`), until its apply."""
+
+moves = Table(
+    "moves",
+    shared,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column(
+        "tenant_id",
+        BigInteger,
+        ForeignKey(f"{SHARED_SCHEMA}.tenants.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", Text, nullable=False),
+    Column("resource_id", BigInteger, nullable=False),
+    Column("from_name", Text, nullable=False),
+    Column("to_name", Text, nullable=False),
+    Column("moved_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("moves_tenant_kind", "tenant_id", "kind"),
+)
+"""Every rename apply made, by row id: the runner keeps a renamed pipeline's dlt name."""
 
 
 def _resource_table(name: str) -> Table:

@@ -24,7 +24,7 @@ from fabric.state.snapshot import KIND_TABLES, TenantRow
 
 _RECORDSET = (
     "jsonb_to_recordset(CAST(:rows AS jsonb)) "
-    "AS x(name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean)"
+    "AS x(name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean, written jsonb)"
 )
 _CONTENT_X = tables.CONTENT_MD5_SQL.format(spec="x.spec", secrets="x.secrets", protect="x.protect")
 
@@ -49,6 +49,9 @@ def _payload(writes: Sequence[RowWrite]) -> str:
                 "secrets": dict(w.secrets),
                 "fingerprint": w.fingerprint,
                 "protect": w.change.target.protect,
+                "written": dict(w.change.target.written)
+                if w.change.target.written is not None
+                else None,
             }
         )
     return json.dumps(rows)
@@ -71,10 +74,11 @@ def register_tenants(
         text(
             f"INSERT INTO {tables.SHARED_SCHEMA}.tenants "
             "(id, slug, schema_name, spec, secrets, fingerprint, protect, content_md5, "
-            f"schema_version) SELECT x.id, x.name, x.schema_name, x.spec, x.secrets, "
-            f"x.fingerprint, x.protect, {_CONTENT_X}, :version "
+            f"schema_version, written) SELECT x.id, x.name, x.schema_name, x.spec, x.secrets, "
+            f"x.fingerprint, x.protect, {_CONTENT_X}, :version, x.written "
             "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id bigint, schema_name text, "
-            "name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean) "
+            "name text, spec jsonb, secrets jsonb, fingerprint text, protect boolean, "
+            "written jsonb) "
             "RETURNING id, slug, schema_name"
         ),
         {"rows": json.dumps(rows), "version": head("tenant")},
@@ -88,7 +92,7 @@ def update_tenants(conn: Connection, writes: Sequence[RowWrite]) -> None:
             text(
                 f"UPDATE {tables.SHARED_SCHEMA}.tenants t SET spec = x.spec, secrets = x.secrets, "
                 f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {_CONTENT_X}, "
-                f"updated_at = now() FROM {_RECORDSET} "
+                f"written = x.written, updated_at = now() FROM {_RECORDSET} "
                 "WHERE t.slug = x.name AND t.deleted_at IS NULL"
             ),
             {"rows": _payload(writes)},
@@ -136,17 +140,21 @@ def write_resources(
             )
             if action is Action.CREATE:
                 script.append(
-                    f"INSERT INTO {table} (name, spec, secrets, fingerprint, protect, content_md5) "
-                    f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {content} "
+                    f"INSERT INTO {table} "
+                    "(name, spec, secrets, fingerprint, protect, content_md5, written) "
+                    f"SELECT x.name, x.spec, x.secrets, x.fingerprint, x.protect, {content}, "
+                    "x.written "
                     f"FROM fabric_stage x WHERE {where}"
                 )
             else:
+                # a moved object's row is found by its old name and renamed in place
                 script.append(
-                    f"UPDATE {table} t SET spec = x.spec, secrets = x.secrets, "
+                    f"UPDATE {table} t SET name = x.name, spec = x.spec, secrets = x.secrets, "
                     f"fingerprint = x.fingerprint, protect = x.protect, content_md5 = {content}, "
-                    f"updated_at = now() FROM fabric_stage x "
-                    f"WHERE {where} AND t.name = x.name AND t.deleted_at IS NULL"
+                    f"written = x.written, updated_at = now() FROM fabric_stage x "
+                    f"WHERE {where} AND t.name = x.old_name AND t.deleted_at IS NULL"
                 )
+        script += _move_statements(tenants, [w.change for w in writes if w.change.moved_from])
     by_table: dict[tuple[str, Kind], list[str]] = defaultdict(list)
     for c in deletes:
         if c.address.kind is not Kind.TENANT:
@@ -165,12 +173,43 @@ def write_resources(
         conn.exec_driver_sql(";\n".join(script))
 
 
+def _move_statements(tenants: Mapping[str, TenantRow], moved: Sequence[Change]) -> list[str]:
+    """After the renames: the node's run history follows it (node_runs name nodes by
+    address), and each move is recorded in `fabric.moves` by row id, which is how the runner
+    keeps a renamed pipeline's dlt state (runner/driver.py `state_name`)."""
+
+    def quote(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    out: list[str] = []
+    for c in moved:
+        assert c.moved_from is not None
+        row = tenants[c.address.tenant]
+        table = f'"{row.schema_name}".{KIND_TABLES[c.address.kind]}'
+        old, new = str(c.moved_from), str(c.address)
+        if c.address.kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
+            out.append(
+                f'UPDATE "{row.schema_name}".node_runs SET node = {quote(new)} '
+                f"WHERE node = {quote(old)}"
+            )
+        out.append(
+            f"INSERT INTO {tables.SHARED_SCHEMA}.moves "
+            "(tenant_id, kind, resource_id, from_name, to_name) "
+            f"SELECT {int(row.id)}, {quote(c.address.kind.value)}, t.id, "
+            f"{quote(c.moved_from.name)}, {quote(c.address.name)} FROM {table} t "
+            f"WHERE t.name = {quote(c.address.name)} AND t.deleted_at IS NULL"
+        )
+    return out
+
+
 def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
     cursor = conn.connection.driver_connection.cursor()  # psycopg 3, same transaction
     with cursor:
         cursor.execute(
             "CREATE TEMP TABLE fabric_stage (tenant text, kind text, action text, name text, "
-            "spec jsonb, secrets jsonb, fingerprint text, protect boolean) ON COMMIT DROP"
+            "spec jsonb, secrets jsonb, fingerprint text, protect boolean, old_name text, "
+            "written jsonb) "
+            "ON COMMIT DROP"
         )
         with cursor.copy("COPY fabric_stage FROM STDIN") as copy:
             for w in writes:
@@ -186,6 +225,8 @@ def _stage(conn: Connection, writes: Sequence[RowWrite]) -> None:
                         json.dumps(dict(w.secrets)),
                         w.fingerprint,
                         target.protect,
+                        (w.change.moved_from or a).name,
+                        json.dumps(dict(target.written)) if target.written is not None else None,
                     )
                 )
         cursor.execute("CREATE INDEX ON fabric_stage (tenant, kind, action)")

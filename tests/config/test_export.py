@@ -6,14 +6,18 @@ named here:
   - comments (the control plane keeps none), blank lines, indentation, key order, quoting, and
     flow (`{a: 1}`, `[a]`) versus block style: so YAML files are compared as data, parsed the
     way fabric parses them (`2023-01-01` and `'2023-01-01'` are the same string to fabric);
+  - a date written bare (`2023-01-01`) comes back quoted: fabric reads both as the same text
+    (its specs take dates as strings), so dates are compared as ISO text;
   - the `$schema` comment's target: the export writes its own schemas/ folder next to the
     files it writes (example-repo points at the one in fabric's source tree);
-  - files the export adds: schemas/*.json; files it leaves out: README.md.
+  - files the export adds: schemas/*.json; files it leaves out, which are no part of the
+    control plane's state: README.md and the CI templates (`fabric init` writes those).
 SQL files must match byte for byte, and SQL inside YAML must be written as `|` literal blocks.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -28,6 +32,7 @@ from fabric.config.yaml_source import parse_yaml
 
 EXAMPLE = Path(__file__).parents[2] / "example-repo"
 ADMIN = "platform-team@fabric.example"
+NOT_STATE = {"README.md", ".github/workflows/fabric.yml", ".gitlab-ci.yml"}
 """example-repo's project admin (fabric.yaml `admins:`): the apply is checked against it."""
 
 
@@ -67,7 +72,16 @@ def _files(root: Path) -> set[str]:
 def _data(path: Path) -> object:
     parsed = parse_yaml(path.read_text(), path.name)
     assert not parsed.diagnostics, parsed.diagnostics
-    return parsed.data
+    return _iso(parsed.data)
+
+
+def _iso(value: object) -> object:
+    """Dates as the ISO text fabric reads them as (the one formatting difference of values)."""
+    if isinstance(value, dict):
+        return {k: _iso(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso(v) for v in value]
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def test_fabric_yaml_round_trips_every_field(exported: Path) -> None:
@@ -82,16 +96,11 @@ def test_sql_files_round_trip_byte_for_byte(exported: Path) -> None:
         assert (exported / rel).read_text() == (EXAMPLE / rel).read_text(), rel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the control plane stores each resource fully resolved, not as its file spelled it: "
-    "fields written with their default value (materialized: view, role: viewer, ...) or with "
-    "the value resolution would fill in (timezone: UTC) and long forms of shorthands "
-    "(accepted_values: {values: [...]}) come back left out or in the short form; fixing it "
-    "needs the written form stored beside each record",
-)
 def test_export_of_example_repo_is_example_repo(exported: Path) -> None:
-    expected = {f for f in _files(EXAMPLE) if f != "README.md"}
+    """Fields written with their default value (materialized: view, role: viewer), with the
+    value resolution fills in (timezone: UTC) and long forms of shorthands (accepted_values:
+    {values: [...]}) come back as written: apply stores each resource's spelling."""
+    expected = {f for f in _files(EXAMPLE) if f not in NOT_STATE}
     written = {f for f in _files(exported) if not f.startswith("schemas/")}
     assert written == expected
 
@@ -109,3 +118,29 @@ def test_sql_in_yaml_keeps_block_style(exported: Path) -> None:
             sql = spec.get("sql")
             if sql and "\n" in sql:
                 assert "sql: |" in path.read_text(), (path, name)
+
+
+def test_a_stored_spelling_is_used_only_while_it_means_the_stored_spec() -> None:
+    """A spelling edited in the database (or stale) never changes what export declares."""
+    from fabric.addresses import Address
+    from fabric.config.export import export_files
+
+    tenant = Address.of_tenant("acme")
+    pipe = Address.parse("acme.pipeline.orders")
+    spec = {
+        "source": "shop",
+        "destination": "dwh",
+        "dataset": "acme_raw",
+        "mode": "single_table",
+        "table": "orders",
+    }
+    records = {tenant: ({"display_name": "Acme", "warehouse": "dwh"}, False), pipe: (spec, False)}
+    spelled = {k: v for k, v in spec.items() if k != "destination"} | {
+        "write_disposition": "append"
+    }
+    files = export_files(records, written={pipe: spelled})
+    assert yaml.safe_load(files["tenants/acme/pipelines.yaml"])["pipelines"]["orders"] == spelled
+    lying = {**spelled, "dataset": "globex_raw", "sql_file": "../../../etc/passwd"}
+    files = export_files(records, written={pipe: lying})
+    exported = yaml.safe_load(files["tenants/acme/pipelines.yaml"])["pipelines"]["orders"]
+    assert exported["dataset"] == "acme_raw" and "write_disposition" not in exported

@@ -38,3 +38,26 @@ def test_protected_resources_are_never_deleted():
 def test_removing_a_dependency_needs_no_permission():
     changes = [delete("acme.dependency.pipeline.a->transformation.b")]
     assert unsafe_reasons(changes, SafetyOptions()) == ()
+
+
+def test_the_refusal_counts_meet_the_plans_count_of_deletes():
+    changes = [
+        delete("acme.pipeline.orders"),
+        delete("acme.transformation.totals"),
+        delete("acme.dependency.pipeline.orders->transformation.totals"),
+    ]
+    reasons = unsafe_reasons(changes, SafetyOptions(max_deletes=1))
+    assert reasons == (
+        "the plan deletes 2 resource(s) (acme.pipeline.orders, acme.transformation.totals) "
+        "(of the plan's 3 to destroy; the other 1 are dependency edges or grants, which hold no "
+        "data and need no permission): pass --allow-delete (or set apply.allow_delete in "
+        "fabric.yaml).",
+        "the plan deletes 2 resources (of the plan's 3 to destroy; the other 1 are dependency "
+        "edges or grants, which hold no data and need no permission), more than --max-deletes "
+        "1: raise the limit if this is intended.",
+    )
+    alone = unsafe_reasons(changes[:1], SafetyOptions())
+    assert alone == (
+        "the plan deletes 1 resource(s) (acme.pipeline.orders): pass --allow-delete (or set "
+        "apply.allow_delete in fabric.yaml).",
+    )

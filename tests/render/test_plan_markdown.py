@@ -141,10 +141,11 @@ def test_one_collapsed_diff_section_per_tenant():
         "<details><summary>acme — 2 changes</summary>\n\n"
         "```diff\n"
         "+ acme.pipeline.a\n"
-        "+     retries = 1\n"
-        "\n"
+        "      + retries = 1\n"
+        "```\n\n"
+        "```diff\n"
         "~ acme.pipeline.b  # drift\n"
-        "~     retries: 1 -> 2\n"
+        "      ~ retries: 1 -> 2\n"
         "```\n\n"
         "</details>"
     ) in md
@@ -152,7 +153,7 @@ def test_one_collapsed_diff_section_per_tenant():
         "<details><summary>globex — 1 change</summary>\n\n"
         "```diff\n"
         "- globex.pipeline.c  # removed from git\n"
-        "!     protected: apply will refuse to delete it\n"
+        "      ! protected: apply will refuse to delete it\n"
         "```\n\n"
         "</details>"
     ) in md
@@ -166,8 +167,8 @@ def test_sensitive_values_never_appear():
     document["read_set"] = {SECRET: SECRET}
     md = render_plan_markdown(document)
     assert SECRET not in md
-    assert "+     password = (sensitive value)\n" in md
-    assert "~     token: (sensitive value changed)\n" in md
+    assert "      + password = (sensitive value)\n" in md
+    assert "      ~ token: (sensitive value changed)\n" in md
 
 
 def test_backticks_in_values_cannot_close_the_fence():
@@ -203,10 +204,10 @@ def test_truncation_keeps_the_comment_under_the_limit():
     assert len(full) > 20_000 >= len(md)
     shown = len(re.findall(r"^\+ t\d+\.pipeline\.p\d+$", md, flags=re.MULTILINE))
     assert 0 < shown < 1000
-    assert f"(truncated: {1000 - shown} more changes; run `fabric plan` locally)" in md
+    assert f"(truncated: {1000 - shown} more changes not shown; see them all with " in md
     assert fences_balance(md)
     assert md.count("<details>") == md.count("</details>")
-    assert re.search(r"<summary>t\d — 200 changes \(\d+ shown\)</summary>", md)
+    assert re.search(r"<summary>t\d — 200 changes \(\d+ of 200 shown\)</summary>", md)
     assert md.rstrip().endswith("</sub>")  # the footer survives
 
 
@@ -236,3 +237,53 @@ def test_footer_names_the_plan():
         f"<sub>plan `{'0' * 64}` · source `111111111111` · repo `example-repo` · "
         "created 2024-05-01T12:00:00+00:00</sub>\n"
     )
+
+
+def diff_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^(`{3,})diff\n(.*?)\n\1$", markdown, flags=re.DOTALL | re.MULTILINE)
+
+
+def test_no_diff_block_mixes_markers():
+    md = render_plan_markdown(golden_doc())
+    blocks = [body for _, body in diff_blocks(md)]
+    assert len(blocks) == 6  # acme: add, change, destroy; globex: add, destroy; initech: add
+    for body in blocks:
+        column0 = {line[0] for line in body.splitlines() if line and line[0] != " "}
+        assert len(column0) == 1, body  # one action per block, field lines indented
+    assert "\n          - select customer_id, sum(amount) as total\n" in md
+
+
+def test_changes_that_lose_warehouse_data_are_listed_with_the_deletes():
+    md = render_plan_markdown(
+        doc(
+            change("acme.pipeline.a", "update", field("write_disposition", "merge", "replace")),
+            change("acme.pipeline.b", "update", field("retries", 1, 2)),
+            change("acme.transformation.t", "update", field("materialized", "incremental", "view")),
+            change("acme.pipeline.old", "delete", reason="removed from git"),
+        )
+    )
+    caution = md[md.index("> [!CAUTION]") : md.index("<details>")]
+    assert "**This plan destroys 1 resource and loses warehouse data in 2 changes:**" in caution
+    assert "> - `acme.pipeline.a` (changed) — becomes `write_disposition: replace`" in caution
+    t = "> - `acme.transformation.t` (changed) — `materialized: incremental` becomes `view`"
+    assert t in caution
+    assert "acme.pipeline.b" not in caution
+
+
+def test_a_thousand_tenant_plan_fits_a_comment_and_keeps_its_summary():
+    changes = [
+        change(f"t{t:04}.pipeline.p{i}", action, field("dataset", after=f"raw_{i}" * 20))
+        for t in range(1000)
+        for i, action in enumerate(("create", "create", "delete"))
+    ]
+    document = doc(*changes)
+    md = render_plan_markdown(document)
+    assert len(md) < 65_536
+    assert md.startswith("## Fabric plan\n\n**Plan: 2000 to add, 0 to change, 1000 to destroy.**\n")
+    assert "| *950 more tenants* | 1900 | 0 | 950 |" in md
+    assert "| **Total** | 2000 | 0 | 1000 |" in md
+    assert "> **This plan destroys 1000 resources:**" in md
+    shown = len(re.findall(r"^[+-] t\d+\.pipeline\.p\d$", md, flags=re.MULTILINE))
+    assert 0 < shown < 3000
+    assert f"(truncated: {3000 - shown} more changes not shown; see them all with " in md
+    assert fences_balance(md) and md.count("<details>") == md.count("</details>")

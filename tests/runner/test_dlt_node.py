@@ -240,6 +240,12 @@ def test_incremental_loads_only_new_rows_even_after_the_local_state_is_wiped(
     assert succeeded(run_pipeline_node(node, box)).rows_loaded == {"orders": 3}
     assert sql(warehouse_url, "SELECT count(*), count(DISTINCT id) FROM raw.orders")[0] == (39, 39)
 
+    # Renamed to orders_v2 (a move): the runner passes its first name, so the cursor stays.
+    renamed = replace(node_for(spec, pg_pair, tmp_path, name="orders_v2"), state_name="orders")
+    seed_orders(source_url, 2, start=49)
+    assert succeeded(run_pipeline_node(renamed, box)).rows_loaded == {"orders": 2}
+    assert sql(warehouse_url, "SELECT count(*), count(DISTINCT id) FROM raw.orders")[0] == (41, 41)
+
 
 def test_filters_are_pushed_into_the_source_query(
     box, source_url, warehouse_url, pg_pair, tmp_path

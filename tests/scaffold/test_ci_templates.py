@@ -177,6 +177,7 @@ def github_context(checkout: Checkout, *, sha: str = "", drift_action: str = "is
         "secrets.FABRIC_SECRET_KEYS": env["FABRIC_SECRET_KEYS"],
         "vars.FABRIC_INSTALL || 'etl-fabric'": "etl-fabric",
         "vars.FABRIC_DRIFT_ACTION || 'issue'": drift_action,
+        "vars.FABRIC_LOCK_PRS || 'false'": "false",
         "github.workspace": str(checkout.root),
         "github.base_ref": "main",
         "github.sha": sha,
@@ -321,17 +322,31 @@ def test_gitlab_pipeline_plans_merge_requests_applies_on_merge_and_finds_drift(c
     checkout.commit_change(
         "nightly-later", "tenants/acme/schedules.yaml", '"0 3 * * *"', '"30 4 * * *"', who="bob"
     )
-    mr = {"CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main"}
+    # with the FABRIC_LOCK_PRS switch on, merge request 7 holds acme until its plan is applied
+    mr = {"CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main", "CI_MERGE_REQUEST_IID": "7"}
     ok(gitlab_run(pipeline, "fabric:validate", checkout, mr))
-    ok(gitlab_run(pipeline, "fabric:plan", checkout, mr))
+    ok(gitlab_run(pipeline, "fabric:plan", checkout, {**mr, "FABRIC_LOCK_PRS": "true"}))
     plan_dir = checkout.root / ".fabric-plan"
     assert "acme.schedule.nightly" in (plan_dir / "plan.md").read_text()
     assert pipeline["fabric:plan"]["artifacts"]["paths"] == [".fabric-plan/plan.json"]
     assert git(checkout.root, "status", "--porcelain") == ""  # the saved plan is git-ignored
+    assert [
+        (lock.tenant, lock.pr) for lock in api.pr_locks(checkout.root, environ=checkout.env)
+    ] == [("acme", "7")]
+    saved = (plan_dir / "plan.json").read_text()
+    checkout.commit_change(
+        "nightly-other", "tenants/acme/schedules.yaml", '"0 3 * * *"', '"0 6 * * *"', who="dave"
+    )
+    other = {**mr, "CI_MERGE_REQUEST_IID": "8", "FABRIC_LOCK_PRS": "true"}
+    refused = gitlab_run(pipeline, "fabric:plan", checkout, other)
+    assert refused.returncode == 4
+    assert "tenant acme is locked by pull request 7 (bob <bob@example.com>)" in refused.stderr
+    assert (plan_dir / "plan.json").read_text() == saved  # a refused plan is not saved
 
     merge_sha = checkout.merge("nightly-later", who="carol")
     ok(gitlab_run(pipeline, "fabric:apply", checkout, {"CI_COMMIT_SHA": merge_sha}))
     assert checkout.plan_is_clean()
+    assert api.pr_locks(checkout.root, environ=checkout.env) == []  # released by its apply
     (audited,) = api.apply_history(checkout.root, limit=1, environ=checkout.env)
     latest = audited.apply
     assert (latest.git_commit, latest.author) == (merge_sha, "carol@example.com")

@@ -12,7 +12,7 @@ from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.init import init_command, tenant_group
-from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
+from fabric.cli.commands.plan_apply import apply, export, history, locks, plan, unlock
 from fabric.cli.commands.queue import worker, workers
 from fabric.cli.commands.run import graph, run_command, runs, status
 from fabric.cli.commands.scheduler import scheduler
@@ -31,6 +31,7 @@ COMMANDS: tuple[click.Command, ...] = (
     export,
     history,
     locks,
+    unlock,
     codeowners,
     run_command,
     test_command,

@@ -1,4 +1,4 @@
-"""`fabric plan`, `fabric apply`, `fabric history`, `fabric locks`.  [shell]
+"""`fabric plan`, `fabric apply`, `fabric history`, `fabric locks`, `fabric unlock`.  [shell]
 
 Each command parses options, calls fabric.api, renders, and picks the exit code; nothing else.
 """
@@ -52,6 +52,13 @@ def _render(doc: dict, fmt: str, *, color: bool) -> str:
     metavar="EMAIL",
     help="Check the plan against this author's roles: list up front what apply would refuse.",
 )
+@click.option(
+    "--lock-for",
+    "lock_pr",
+    metavar="PR",
+    help="Pull request PR holds the tenants this plan changes until its saved plan is applied "
+    "(or `fabric unlock PR`); exits 4 when another pull request holds one of them.",
+)
 @repository()
 def plan(
     repo: Path,
@@ -62,13 +69,32 @@ def plan(
     detailed_exitcode: bool,
     explain: bool,
     author: str | None,
+    lock_pr: str | None,
 ) -> None:
     """Show what `fabric apply` would change in the control plane."""
+    import dataclasses
+
     from fabric import api
     from fabric.plan.plan import to_document
 
+    if lock_pr is not None:
+        try:
+            api.check_pull_request(lock_pr)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--lock-for") from None
     result = api.plan(repo, tenants=tenants, changed_since=changed_since, author=author)
+    if lock_pr is not None:
+        result = dataclasses.replace(
+            result, plan=dataclasses.replace(result.plan, lock_for=lock_pr)
+        )
     doc = to_document(result.plan)
+    others = [lock for lock in result.locks if lock.pr != lock_pr]
+    held = []
+    if lock_pr is not None:  # claimed before the plan is saved: a refused plan is not saved
+        claimed_by = author or api.git_identity(repo)[1]
+        held, others = api.lock_for(repo, result.plan, lock_pr, author=claimed_by)
+        if others:
+            out = None
     if out is not None:
         doc, saved = api.plan_file_text(result.plan, repo)  # signed
         out.write_text(saved)
@@ -92,6 +118,17 @@ def plan(
         click.echo(
             f"\nSaved the plan to {out}. Apply exactly this plan with:\n  fabric apply {out}"
         )
+    if held and fmt != "json":
+        listed = ", ".join(lock.tenant for lock in held)
+        click.echo(f"\nPull request {lock_pr} holds {listed} until its plan is applied.")
+    if others:
+        from fabric.errors import LockedByPullRequestError
+
+        error = LockedByPullRequestError(others, "lock these tenants" if lock_pr else "apply")
+        if lock_pr is not None:
+            click.echo(f"Error: {error}", err=True)
+            raise SystemExit(error.exit_code)
+        click.echo("\n" + "\n".join(f"Note: {lock.describe()}." for lock in others))
     if detailed_exitcode and result.plan.has_changes:
         raise SystemExit(2)
 
@@ -303,9 +340,16 @@ def _short(value: object, limit: int = 80) -> str:
 @click.command()
 @repository()
 def locks(repo: Path) -> None:
-    """List apply locks held right now, as the server reports them."""
+    """List pull-request locks (`plan --lock-for`) and the apply locks held right now."""
     from fabric import api
 
+    held = api.pr_locks(repo)
+    if held:
+        click.echo(f"{'TENANT':20}  {'PR':10}  {'AUTHOR':30}  SINCE")
+        for lock in held:
+            since = f"{lock.since:%Y-%m-%d %H:%M:%S %Z}".strip()
+            click.echo(f"{lock.tenant:20}  {lock.pr:10}  {lock.author or '-':30}  {since}")
+        click.echo("")
     holders = api.apply_locks(repo)
     if not holders:
         click.echo("No apply locks are held.")
@@ -316,6 +360,29 @@ def locks(repo: Path) -> None:
             f"{h.tenant or '(unknown tenant)'}: {h.application_name} pid {h.pid} "
             f"from {h.client} since {since}"
         )
+
+
+@click.command()
+@click.argument("pr", required=False)
+@click.option("--tenant", "tenants", multiple=True, help="Release the lock on this tenant.")
+@click.option(
+    "--author",
+    metavar="EMAIL",
+    help="Who unlocks: the locks' author or a project admin (default: the HEAD commit's author).",
+)
+@repository()
+def unlock(repo: Path, pr: str | None, tenants: tuple[str, ...], author: str | None) -> None:
+    """Release pull request PR's locks (or the locks on --tenant), by hand."""
+    from fabric import api
+
+    if pr is None and not tenants:
+        raise click.UsageError("Name the pull request (PR) or --tenant.")
+    who = author or api.git_identity(repo)[1]
+    released = api.unlock(repo, author=who, pr=pr, tenants=tenants or None)
+    if not released:
+        click.echo("No such lock is held.")
+    for lock in released:
+        click.echo(f"Released {lock.tenant} (pull request {lock.pr}).")
 
 
 @click.command()
