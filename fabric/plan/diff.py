@@ -169,7 +169,10 @@ def diff(
         fields = _changed_fields(record, fps, stored)
         reason = DRIFT if not stored.intact else None
         if not fields and reason is None:
-            reason = "stored fingerprint differs; rewriting the record"
+            # Same meaning, other bytes: the stored spec lacks only fields that a newer fabric
+            # added with an empty default. Rewriting every record after an upgrade would show
+            # as a change of every resource; the record is left as it is.
+            continue
         changes.append(
             Change(
                 address=address,
@@ -259,6 +262,14 @@ def _created_fields(record: Record) -> tuple[FieldChange, ...]:
     return tuple(sorted(fields, key=lambda f: f.name))
 
 
+_EMPTY: tuple[Any, ...] = (None, [], {}, ())
+
+
+def _same(before: Any, after: Any) -> bool:
+    """Equal values, or both empty: a field that is absent, null, [] or {} means the same."""
+    return before == after or (before in _EMPTY and after in _EMPTY)
+
+
 def _changed_fields(
     record: Record, fps: Mapping[str, str | None], stored: Observed
 ) -> tuple[FieldChange, ...]:
@@ -267,7 +278,7 @@ def _changed_fields(
     fields = [
         FieldChange(name=name, before=before.get(name), after=after.get(name))
         for name in sorted(before.keys() | after.keys())
-        if before.get(name) != after.get(name) and name not in record.secret_refs
+        if not _same(before.get(name), after.get(name)) and name not in record.secret_refs
     ]
     for name in sorted(record.secret_refs.keys() | stored.secret_fps.keys()):
         if fps.get(name) != stored.secret_fps.get(name) or before.get(name) != after.get(name):

@@ -16,6 +16,7 @@ import pytest
 from fabric.addresses import Address, Kind
 from fabric.config.discovery import read_tenant_text
 from fabric.config.loader import LoadResult, load_repository
+from tests.config.conftest import TENANT
 
 MakeRepo = Callable[[Mapping[str, str]], Path]  # the `make_repo` fixture (conftest.py)
 P = "tenants/acme/pipelines.yaml"
@@ -929,8 +930,6 @@ def test_a_symlinked_yaml_file_leading_out_of_the_tenant_folder_is_an_error(
 
 
 def test_max_parallel_nodes_falls_back_to_the_project_default(make_repo: MakeRepo) -> None:
-    from conftest import TENANT
-
     project = "format_version: 1\ndefaults: {max_parallel_nodes: 3}\n"
     inherited = load(make_repo, {"fabric.yaml": project, P: ORDERS})
     assert inherited.diagnostics == ()

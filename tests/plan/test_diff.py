@@ -102,3 +102,14 @@ def test_protect_is_kept_from_state_on_delete():
     rec = record(ORDERS, protect=True, dataset="raw")
     (change,) = diff({}, {}, {ORDERS: stored(rec)}, tenants=["acme"])
     assert change.protected
+
+
+def test_a_stored_spec_lacking_only_empty_new_fields_is_no_change():
+    # Stored by an older fabric, before `columns` and `freshness` existed: the fingerprints
+    # differ, the meaning does not, so an upgrade shows no change of every resource.
+    old = record(ORDERS, dataset="raw")
+    new = record(ORDERS, dataset="raw", columns={}, freshness=None, tags=[])
+    assert diff({ORDERS: new}, {}, {ORDERS: stored(old)}, tenants=["acme"]) == ()
+    changed = record(ORDERS, dataset="raw", columns={}, tags=["nightly"])
+    (change,) = diff({ORDERS: changed}, {}, {ORDERS: stored(old)}, tenants=["acme"])
+    assert [(f.name, f.before, f.after) for f in change.fields] == [("tags", None, ["nightly"])]
