@@ -12,8 +12,9 @@ from enum import StrEnum
 
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_NODE_KINDS = "(pipeline|transformation|snapshot)"
 EDGE = re.compile(
-    r"(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}->(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}"
+    rf"{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}->{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}"
 )
 
 
@@ -33,6 +34,8 @@ class Kind(StrEnum):
     """The ownership of a schema the tenant writes in a managed warehouse."""
     GRANT = "grant"
     """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
+    SNAPSHOT = "snapshot"
+    """A dbt snapshot (type-2 history of a query): a DAG node like a transformation."""
 
 
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
@@ -41,6 +44,7 @@ SECTIONS: dict[str, Kind] = {
     "pipelines": Kind.PIPELINE,
     "transformations": Kind.TRANSFORMATION,
     "schedules": Kind.SCHEDULE,
+    "snapshots": Kind.SNAPSHOT,
 }
 
 
