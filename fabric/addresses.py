@@ -13,9 +13,7 @@ from enum import StrEnum
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _NODE_KINDS = "(pipeline|transformation|snapshot)"
-EDGE = re.compile(
-    rf"{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}->{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}"
-)
+EDGE = re.compile(rf"{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}->{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}")
 
 
 class Kind(StrEnum):
@@ -38,6 +36,8 @@ class Kind(StrEnum):
     """A dbt snapshot (type-2 history of a query): a DAG node like a transformation."""
 
 
+DBT_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SNAPSHOT})
+"""Kinds whose nodes run in the tenant's dbt invocation (batched together)."""
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
 SECTIONS: dict[str, Kind] = {
     "connections": Kind.CONNECTION,

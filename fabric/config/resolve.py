@@ -16,8 +16,8 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
-from fabric.config.snapshots import resolve_snapshots
 from fabric.config.sections import BrokenSpec, ValidSpec
+from fabric.config.snapshots import resolve_snapshots
 from fabric.config.specs import ProjectSpec, TenantSpec
 from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error

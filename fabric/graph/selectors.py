@@ -35,7 +35,8 @@ def parse_selector(text: str) -> Selector:
     if match is None:
         raise ValueError(
             f"{text!r} is not a selector; use a name, pipeline:NAME, transformation:NAME, "
-            "snapshot:NAME, tag:TAG or *, with an optional + before (upstream) or after (downstream)"
+            "snapshot:NAME, tag:TAG or *, with an optional + before (upstream) or after "
+            "(downstream)"
         )
     value = match["value"]
     method: Method = match["method"] or "name"  # type: ignore[assignment]

@@ -68,8 +68,7 @@ def test_a_snapshot_resolves_its_warehouse_sql_and_edges(make_repo: MakeRepo) ->
         ("    unique_key: id\n    strategy: check\n", "missing-field", 5),
         # check_cols belongs to strategy check
         (
-            "    unique_key: id\n    strategy: timestamp\n    updated_at: u\n"
-            "    check_cols: [a]\n",
+            "    unique_key: id\n    strategy: timestamp\n    updated_at: u\n    check_cols: [a]\n",
             "field-not-for-mode",
             7,
         ),
@@ -98,13 +97,20 @@ def test_sql_rules(make_repo: MakeRepo) -> None:
     head = "    schema: acme_snapshots\n    unique_key: id\n    strategy: check\n"
     head += "    check_cols: all\n"
     snapshot = (
-        "  both:\n    sql: select 1 as id\n    sql_file: snapshots/x.sql\n" + head
-        + "  neither:\n" + head
-        + "  escape:\n    sql_file: ../globex/snapshots/x.sql\n" + head
-        + "  configured:\n    sql_file: snapshots/configured.sql\n" + head
-        + "  blocks:\n    sql_file: snapshots/blocks.sql\n" + head
-        + "  unknown_ref:\n    sql: select * from {{ ref('nothing') }}\n" + head
-        + "  current:\n    sql: select 1 as id\n" + head  # a transformation's name
+        "  both:\n    sql: select 1 as id\n    sql_file: snapshots/x.sql\n"
+        + head
+        + "  neither:\n"
+        + head
+        + "  escape:\n    sql_file: ../globex/snapshots/x.sql\n"
+        + head
+        + "  configured:\n    sql_file: snapshots/configured.sql\n"
+        + head
+        + "  blocks:\n    sql_file: snapshots/blocks.sql\n"
+        + head
+        + "  unknown_ref:\n    sql: select * from {{ ref('nothing') }}\n"
+        + head
+        + "  current:\n    sql: select 1 as id\n"
+        + head  # a transformation's name
     )
     files = {
         "tenants/acme/snapshots/configured.sql": "select 1 as id\n"
@@ -135,10 +141,14 @@ def test_a_snapshot_schema_is_owned_like_a_models(make_repo: MakeRepo) -> None:
         " database: analytics, username: g, password: '${secret:p}'}\n"
         "transformations:\n  t: {sql: select 1 as n, schema: acme_snapshots}\n"
     )
-    result = load(make_repo, GOOD, {
-        "tenants/acme/snapshots/customers.sql": "select 1 as id",
-        "tenants/globex/tenant.yaml": globex,
-    })
+    result = load(
+        make_repo,
+        GOOD,
+        {
+            "tenants/acme/snapshots/customers.sql": "select 1 as id",
+            "tenants/globex/tenant.yaml": globex,
+        },
+    )
     assert sorted((str(d.address), d.code) for d in result.diagnostics) == [
         ("acme.snapshot.customers_history", "schema-conflict"),
         ("globex.transformation.t", "schema-conflict"),
@@ -155,5 +165,7 @@ def test_depends_on_and_selectors_know_snapshots(make_repo: MakeRepo) -> None:
     repo = make_repo({F: text, "tenants/acme/snapshots/customers.sql": "select 1 as id"})
     result = load_repository(repo)
     assert result.diagnostics == ()
-    edges = {(str(d.upstream), str(d.downstream)) for d in result.desired.tenants["acme"].dependencies}
+    edges = {
+        (str(d.upstream), str(d.downstream)) for d in result.desired.tenants["acme"].dependencies
+    }
     assert ("acme.snapshot.customers_history", "acme.transformation.later") in edges
