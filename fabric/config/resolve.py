@@ -16,6 +16,7 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks
+from fabric.config.freshness import check_freshness
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.snapshots import resolve_snapshots
 from fabric.config.specs import ProjectSpec, TenantSpec
@@ -99,6 +100,7 @@ def build_tenant(
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]
     diags += checks.check_env_references(ctx, (tenant_vs, *declared_specs, *broken_specs))
     pipelines = checks.resolve_pipelines(ctx, diags)
+    check_freshness(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
     for name, sql in sql_text.items():
         vs = ctx.by_kind[Kind.TRANSFORMATION][name]
