@@ -43,6 +43,9 @@ class ValidateResult:
                 for k in kinds:
                     counts[f"{k.value}s"] += tenant.count(k)
                 counts["dependencies"] += len(tenant.dependencies)
+            snapshots = sum(t.count(Kind.SNAPSHOT) for t in desired.tenants.values())
+            if snapshots:  # only when there are some: summaries without them read as before
+                counts["snapshots"] = snapshots
         return counts
 
 
@@ -1099,6 +1102,112 @@ def schedule_status(
             )
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# source freshness
+
+
+def freshness(
+    repo: Path,
+    tenant: str,
+    *,
+    now: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """The freshness (fabric.domain.freshness.TableFreshness) of every table the tenant's
+    applied pipelines load, read through the tenant's own warehouse logins; the result is
+    stored for `fabric status`. `now` is injectable (default: the clock)."""
+    import datetime as dt
+
+    from fabric.runner.driver import managed_login
+    from fabric.runner.freshness import check_tables, loaded_tables, resolve_destination
+    from fabric.state.applied import read_applied
+    from fabric.state.freshness import write_freshness
+
+    ws = workspace(repo, environ)
+    engine = ws.engine("freshness")
+    opened: list[Any] = []
+
+    def box() -> Any:
+        if not opened:
+            opened.append(ws.secret_box())
+        return opened[0]
+
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            tables = loaded_tables(applied)
+            managed = any(c.spec.get("warehouse") for c in applied.connections.values())
+            login = managed_login(conn, applied.tenant, box) if managed else None
+        moment = now or dt.datetime.now(dt.UTC)
+        results = []
+        limits = session_limits(ws.settings)
+        for destination in sorted({t.destination for t in tables}):
+            mine = [t for t in tables if t.destination == destination]
+            try:
+                connection: Any = resolve_destination(applied, destination, ws.environ, box, login)
+            except Exception as exc:  # a missing secret or variable: every table says why
+                connection = exc
+            results += check_tables(mine, connection, now=moment, limits=limits)
+        with engine.begin() as conn:
+            write_freshness(conn, applied.tenant, results)
+    finally:
+        engine.dispose()
+    return results
+
+
+def docs(
+    repo: Path,
+    tenant: str,
+    *,
+    out: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """Write dbt's static docs site of the tenant's applied project to `out/index.html`
+    (default: `.fabric/docs/<tenant>/`): models with their descriptions and columns,
+    snapshots, and the pipelines that feed them as dbt sources (loader dlt). The catalog is
+    read through the tenant's own warehouse login. Returns the file written."""
+    from fabric.errors import FabricError
+    from fabric.runner.dbt_node import generate_docs
+    from fabric.runner.driver import RunOptions, managed_login, node_spec
+    from fabric.state.applied import read_applied
+    from fabric.state.embedded import ignored_home
+
+    ws = workspace(repo, environ)
+    engine = ws.engine("docs")
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            managed = any(c.spec.get("warehouse") for c in applied.connections.values())
+            login = managed_login(conn, applied.tenant, ws.secret_box) if managed else None
+    finally:
+        engine.dispose()
+    nodes = sorted(a for a in applied.nodes if a.kind in (Kind.TRANSFORMATION, Kind.SNAPSHOT))
+    if not nodes:
+        raise FabricError(
+            f"tenant {tenant} has no applied transformations or snapshots to document"
+        )
+    home = ignored_home(ws.root, ws.settings)
+    options = RunOptions(
+        workdir=home / "work",
+        repo_root=ws.root,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
+    spec = node_spec(applied, nodes[0], options, ws.secret_box, login)
+    return generate_docs(spec, Path(out) if out is not None else home / "docs" / tenant)
+
+
+def freshness_status(
+    repo: Path, tenant: str, environ: Mapping[str, str] | None = None
+) -> list[Any]:
+    """The last stored freshness check of the tenant's tables (for `fabric status`)."""
+    from fabric.state.applied import read_applied
+    from fabric.state.freshness import read_freshness
+
+    with workspace(repo, environ).engine("status").connect() as conn:
+        return read_freshness(conn, read_applied(conn, tenant).tenant)
 
 
 def scheduler(

@@ -395,6 +395,23 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+class FreshnessAfter(Spec):
+    """An age: `{count: 12, period: hour}`."""
+
+    count: int = Field(ge=1, le=100_000)
+    period: Literal["minute", "hour", "day"]
+
+
+class FreshnessSpec(Spec):
+    """How old the tables a pipeline loads may get before `fabric freshness` warns or fails."""
+
+    warn_after: FreshnessAfter | None = None
+    error_after: FreshnessAfter | None = None
+    loaded_at_field: SqlIdent | None = None
+    """A column of each loaded table holding when its row was loaded or changed; default:
+    dlt's load time (the newest `_dlt_load_id` of the table, in the dataset's `_dlt_loads`)."""
+
+
 class PipelineSpec(_Runnable):
     """A dlt extract+load from a source connection into a destination dataset."""
 
@@ -421,6 +438,8 @@ class PipelineSpec(_Runnable):
     filters: tuple[Filter, ...] = ()
     batch_size: int | None = Field(None, ge=1, le=10_000_000)
     backend: Literal["auto", "sqlalchemy", "pyarrow", "connectorx", "pandas"] = "auto"
+    freshness: FreshnessSpec | None = None
+    """Source freshness of the tables this pipeline loads (`fabric freshness`)."""
 
 
 def _iso_fields(value: Any) -> Any:
@@ -583,6 +602,36 @@ class TransformationSpec(_Runnable):
 
 
 # ---------------------------------------------------------------------------------------------
+# snapshots
+
+
+class SnapshotSpec(_Runnable):
+    """A dbt snapshot: type-2 history of a query's rows (`<slug>.snapshot.<name>`).
+
+    Each run compares the query's rows with the history table by `unique_key`; a changed row
+    closes its current version (`dbt_valid_to`) and opens a new one (`dbt_valid_from`)."""
+
+    sql: str | None = None
+    sql_file: str | None = None
+    """A .sql file under the tenant's folder holding the select (e.g. snapshots/x.sql)."""
+    schema_: SchemaName = Field(alias="schema")
+    """Where the history table lands; a schema the tenant owns, like a transformation's."""
+    warehouse: ResourceRef | None = None
+    """Defaults to the tenant's warehouse."""
+    unique_key: SqlIdent | tuple[SqlIdent, ...]
+    strategy: Literal["timestamp", "check"]
+    """timestamp: a row changed when its `updated_at` moved; check: when a `check_cols` value
+    changed."""
+    updated_at: SqlIdent | None = None
+    """timestamp: the column holding the row's last change."""
+    check_cols: tuple[SqlIdent, ...] | Literal["all"] | None = None
+    """check: the columns compared (or `all`)."""
+    hard_deletes: Literal["ignore", "invalidate", "new_record"] = "ignore"
+    """A row gone from the query: kept open (ignore), closed (invalidate), or closed with a
+    new version marked `dbt_is_deleted` (new_record)."""
+
+
+# ---------------------------------------------------------------------------------------------
 # schedules
 
 
@@ -635,6 +684,7 @@ class TenantFileSpec(Spec):
     transformations: FrozenMap(ResourceName, TransformationSpec) = Field(default_factory=dict)
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
     moved: tuple[MovedSpec, ...] = ()
+    snapshots: FrozenMap(ResourceName, SnapshotSpec) = Field(default_factory=dict)
 
 
 SECTION_SPECS: dict[str, Any] = {
@@ -642,4 +692,5 @@ SECTION_SPECS: dict[str, Any] = {
     "pipelines": PipelineSpec,
     "transformations": TransformationSpec,
     "schedules": ScheduleSpec,
+    "snapshots": SnapshotSpec,
 }

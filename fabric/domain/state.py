@@ -18,6 +18,7 @@ from fabric.config.specs import (
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
+    SnapshotSpec,
     TenantSpec,
     TransformationSpec,
 )
@@ -25,6 +26,10 @@ from fabric.diagnostics import SourceSpan
 
 S = TypeVar("S")
 EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,9 +80,18 @@ class TenantState:
     """Renames declared in YAML; plan turns each into an update of the stored object."""
     written: Mapping[str, Any] | None = None
     """The `tenant:` section as its YAML wrote it (JSON-safe), kept for `fabric export`."""
+    snapshots: Mapping[str, Declared[SnapshotSpec]] = field(default_factory=_empty)
+    snapshot_sql: Mapping[str, str] = field(default_factory=_empty)
+    """Snapshot name -> its select (inline, or read from `sql_file`)."""
 
     def resources(self) -> Iterator[Declared[object]]:
-        for section in (self.connections, self.pipelines, self.transformations, self.schedules):
+        for section in (
+            self.connections,
+            self.pipelines,
+            self.transformations,
+            self.schedules,
+            self.snapshots,
+        ):
             yield from section.values()
 
     def count(self, kind: Kind) -> int:
@@ -89,6 +103,7 @@ class TenantState:
             Kind.PIPELINE: self.pipelines,
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
+            Kind.SNAPSHOT: self.snapshots,
         }[kind]
 
 

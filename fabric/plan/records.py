@@ -54,6 +54,8 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(declared.address, spec, has_secrets=True, written=declared.written)
     for declared in tenant.pipelines.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
+        if spec.get("freshness") is None:  # records from before `freshness:` stay unchanged
+            spec.pop("freshness", None)
         yield _record(declared.address, spec, written=declared.written)
     for declared in tenant.transformations.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
@@ -61,6 +63,10 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(declared.address, spec, written=declared.written)
     for declared in tenant.schedules.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
+        yield _record(declared.address, spec, written=declared.written)
+    for declared in tenant.snapshots.values():  # like a transformation: the SQL's text in it
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        spec["sql"] = tenant.snapshot_sql.get(declared.address.name, spec.get("sql"))
         yield _record(declared.address, spec, written=declared.written)
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)
@@ -111,6 +117,7 @@ KIND_ORDER = {
     Kind.CONNECTION: 1,
     Kind.PIPELINE: 2,
     Kind.TRANSFORMATION: 2,
+    Kind.SNAPSHOT: 2,
     Kind.DEPENDENCY: 3,
     Kind.SCHEDULE: 4,
     Kind.ROLE: 5,

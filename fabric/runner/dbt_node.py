@@ -46,7 +46,13 @@ from fabric.runner import dbt_project as dp
 from fabric.runner.failures import redact
 from fabric.runner.sessions import session_options
 
-__all__ = ["compile_node", "project_dir", "run_transformation_nodes", "write_project"]
+__all__ = [
+    "compile_node",
+    "generate_docs",
+    "project_dir",
+    "run_transformation_nodes",
+    "write_project",
+]
 
 _UNPARSABLE: dict[tuple[str, str], tuple[str, str]] = {}
 """(project folder, model) -> (its SQL, dbt's parse error). A model whose SQL breaks dbt's
@@ -152,12 +158,15 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     first = nodes[0]
     base = first.project or {}
     transformations = dict(base.get("transformations") or {})
-    transformations.update((n.address.name, n.spec) for n in nodes)
+    transformations.update((n.address.name, n.spec) for n in nodes if n.kind == "transformation")
+    snapshots = dict(base.get("snapshots") or {})
+    snapshots.update((n.address.name, n.spec) for n in nodes if n.kind == "snapshot")
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
+        "snapshots": snapshots,
     }
 
 
@@ -247,12 +256,13 @@ def _run_group(
 ) -> list[NodeResult]:
     started_at = utcnow()
     env, secrets = _warehouse_env(warehouse, nodes[0])
-    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    # A snapshot shares the models' namespace in dbt (validation keeps the names apart).
+    specs: Mapping[str, Mapping[str, Any]] = {**project["snapshots"], **project["transformations"]}
     names = [n.address.name for n in nodes]
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
         runnable = [n for n in names if n not in unparsable]
-        tested = [n for n in runnable if dp.has_tests(transformations[n])]
+        tested = [n for n in runnable if dp.has_tests(specs[n])]
         select = dp.selection(runnable, tested, tests_only=tests_only)
         if not select:
             return None
@@ -272,15 +282,15 @@ def _run_group(
     for node in nodes:
         name = node.address.name
         lines = [] if run is None else run.lines_of(name)
-        if tests_only and not dp.has_tests(transformations[name]):
+        if tests_only and not dp.has_tests(specs[name]):
             lines.append("no tests declared")
         batch.append(
             dp.BatchNode(
                 address=node.address,
-                relation=dp.relation_name(transformations[name], name),
+                relation=dp.relation_name(specs[name], name),
                 log=tuple(lines),
-                sql=str(transformations[name].get("sql") or ""),
-                sql_path=dp.sql_path(node.address.tenant, transformations[name]),
+                sql=str(specs[name].get("sql") or ""),
+                sql_path=dp.sql_path(node.address.tenant, specs[name]),
             )
         )
     results = dp.node_results(
@@ -319,7 +329,11 @@ def _run_dbt(
     is stubbed (remembered in _UNPARSABLE) and dbt invoked again, so one broken model fails only
     its own node. Returns the run (None when nothing ran) and the unparsable models' errors."""
     key = str(root)
-    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    # models and snapshots: a broken one of either is stubbed (names are unique across both)
+    transformations: Mapping[str, Mapping[str, Any]] = {
+        **(project.get("snapshots") or {}),
+        **project["transformations"],
+    }
     run: _Run | None = None
     unparsable: dict[str, str] = {}
     with _slot(root, warehouse) as slot, _environment(env):
@@ -411,7 +425,7 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
 def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
-    if kind == "model":
+    if kind in ("model", "snapshot"):
         model: str | None = node.name
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]
@@ -450,3 +464,42 @@ def _timing(entry: Any) -> tuple[datetime | None, datetime | None]:
         return moment.replace(tzinfo=UTC)  # dbt records naive UTC times
 
     return aware(min(starts, default=None)), aware(max(ends, default=None))
+
+
+# ---------------------------------------------------------------------------------------------
+# docs
+
+
+def generate_docs(node: NodeSpec, out: Path) -> Path:
+    """`dbt docs generate --static` for the tenant of `node` (a transformation or snapshot whose
+    warehouse the catalog is read from, with the tenant's own login); the static site is
+    copied to `out/index.html`, which is returned."""
+    import shutil
+
+    project = _project([node])
+    root = project_dir(node)
+    warehouse = str(node.spec.get("warehouse") or "")
+    env, secrets = _warehouse_env(warehouse, node)
+    errors: list[str] = []
+    with _slot(root, warehouse) as slot, _environment(env):
+        write_project(root, dp.docs_files(project))
+        args = dp.docs_args(
+            project_dir=str(root),
+            target=warehouse,
+            target_path=str(slot.target),
+            log_path=str(slot.logs),
+        )
+        from dbt.cli.main import dbtRunner
+
+        try:
+            result = dbtRunner(callbacks=[_collector({}, errors)]).invoke(args)
+        except Exception as exc:
+            raise FabricError(redact(f"dbt docs generate failed: {exc}", secrets)) from None
+        site = slot.target / "static_index.html"
+        if not result.success or not site.is_file():
+            why = str(result.exception) if result.exception else "\n".join(errors)
+            raise FabricError(redact(f"dbt docs generate failed: {why or 'no site'}", secrets))
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / "index.html"
+        shutil.copyfile(site, target)
+    return target

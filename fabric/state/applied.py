@@ -19,7 +19,7 @@ class AppliedTenant:
     tenant: TenantRow
     spec: Mapping[str, Any]
     nodes: Mapping[Address, Mapping[str, Any]]
-    """Pipelines and transformations: address -> stored spec."""
+    """Pipelines, transformations and snapshots: address -> stored spec."""
     connections: Mapping[str, StoredConnection]
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
@@ -75,7 +75,7 @@ def read_applied(
         address = Address(slug, kind, r.name)
         if kind is Kind.PIPELINE:
             pipeline_ids[r.name] = r.id
-        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
+        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT):
             nodes[address] = r.spec
         elif kind is Kind.CONNECTION:
             connections[r.name] = StoredConnection(

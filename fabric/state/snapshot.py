@@ -35,6 +35,7 @@ KIND_TABLES: dict[Kind, str] = {
     Kind.TRANSFORMATION: "transformations",
     Kind.DEPENDENCY: "dependencies",
     Kind.SCHEDULE: "schedules",
+    Kind.SNAPSHOT: "snapshots",
 }
 TABLE_KINDS = {v: k for k, v in KIND_TABLES.items()}
 _CONTENT = tables.CONTENT_MD5_SQL.format(spec="spec", secrets="secrets", protect="protect")
@@ -226,8 +227,9 @@ def read_records(
 
 
 def read_written_schemas(conn: Connection, tenants: Mapping[str, TenantRow]) -> dict[str, set[str]]:
-    """Slug -> the schemas its live pipelines (`dataset`) and transformations (`schema`) write,
-    one query per batch of tenants (what fabric.runner.reach checks a login against)."""
+    """Slug -> the schemas its live pipelines (`dataset`), transformations and snapshots
+    (`schema`) write, one query per batch of tenants (what fabric.runner.reach checks a login
+    against)."""
     out: dict[str, set[str]] = {slug: set() for slug in tenants}
     ordered = sorted(tenants.values(), key=lambda t: t.id)
     for start in range(0, len(ordered), BATCH_TENANTS):
@@ -236,7 +238,11 @@ def read_written_schemas(conn: Connection, tenants: Mapping[str, TenantRow]) -> 
             f"SELECT {t.id} AS tenant_id, spec->>'{field}' AS schema "
             f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
             for t in batch
-            for table, field in (("pipelines", "dataset"), ("transformations", "schema"))
+            for table, field in (
+                ("pipelines", "dataset"),
+                ("transformations", "schema"),
+                ("snapshots", "schema"),
+            )
         ]
         by_id = {t.id: t.slug for t in batch}
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):

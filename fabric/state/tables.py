@@ -179,6 +179,7 @@ pipelines = _resource_table("pipelines")
 transformations = _resource_table("transformations")
 dependencies = _resource_table("dependencies")
 schedules = _resource_table("schedules")
+snapshots = _resource_table("snapshots")
 
 RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.CONNECTION: connections,
@@ -186,6 +187,7 @@ RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.TRANSFORMATION: transformations,
     Kind.DEPENDENCY: dependencies,
     Kind.SCHEDULE: schedules,
+    Kind.SNAPSHOT: snapshots,
 }
 
 secrets = Table(
@@ -281,6 +283,20 @@ schedule_fires = Table(
 )
 """One row per (schedule, fire time) a tick settled: fired (with its run), missed or skipped,
 with the reason."""
+
+source_freshness = Table(
+    "source_freshness",
+    tenant,
+    Column("pipeline", Text, nullable=False),
+    Column("table_name", Text, nullable=False),
+    Column("relation", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("loaded_at", DateTime(timezone=True)),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text),
+    PrimaryKeyConstraint("pipeline", "table_name"),
+)
+"""The last `fabric freshness` of each loaded table: what `fabric status` shows as stale."""
 
 
 def tenant_schema_name(tenant_id: int) -> str:

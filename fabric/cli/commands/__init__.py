@@ -11,6 +11,7 @@ from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
+from fabric.cli.commands.freshness import docs, freshness
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan, unlock
 from fabric.cli.commands.queue import worker, workers
@@ -38,6 +39,8 @@ COMMANDS: tuple[click.Command, ...] = (
     compile_command,
     runs,
     status,
+    freshness,
+    docs,
     scheduler,
     graph,
     worker,

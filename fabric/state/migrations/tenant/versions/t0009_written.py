@@ -1,14 +1,14 @@
 """Each declared resource keeps the form its YAML was written in, for `fabric export`.
 
 Revision ID: t0009_written
-Revises: t0006_queue
+Revises: t0008_snap
 """
 
 from alembic import context, op
 
 revision = "t0009_written"
-down_revision = "t0006_queue"
-TABLES = ("connections", "pipelines", "transformations", "dependencies", "schedules")
+down_revision = "t0008_snap"
+TABLES = ("connections", "pipelines", "transformations", "dependencies", "schedules", "snapshots")
 
 
 def _schema() -> str:
