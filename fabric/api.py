@@ -1406,3 +1406,60 @@ def _write_new(root: Path, texts: Mapping[str, str]) -> ScaffoldResult:
         with path.open("x", encoding="utf-8") as f:  # "x": a file created meanwhile is not lost
             f.write(text)
     return ScaffoldResult(root.resolve(), tuple(sorted(texts)))
+
+
+# ---------------------------------------------------------------------------------------------
+# import dbt
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `fabric import dbt` translated and wrote (or would write, with `dry_run`)."""
+
+    translation: Any
+    """fabric.dbt_import.translate.Translation"""
+    root: Path
+    written: tuple[str, ...]
+    """Repository-relative paths."""
+    dry_run: bool
+
+
+def import_dbt(
+    project_dir: Path,
+    tenant: str,
+    *,
+    into: Path,
+    dry_run: bool = False,
+    force: bool = False,
+) -> ImportResult:
+    """Translate the dbt project at `project_dir` into tenant `tenant` of the repository
+    `into` (see fabric/dbt_import); refuses a bad slug or an existing tenant folder (unless
+    `force`) before reading anything."""
+    from fabric.dbt_import.reader import read_project_dir
+    from fabric.dbt_import.translate import translate
+    from fabric.dbt_import.writer import (
+        packages_folder,
+        shared_env,
+        tenant_folder,
+        write_translation,
+    )
+    from fabric.errors import FabricError
+
+    root = Path(into)
+    tenant_folder(root.resolve(), tenant, force=force)
+    packages_folder(root.resolve(), tenant, force=force)
+    project_dir = Path(project_dir)
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise FabricError(
+            f"{project_dir} holds no dbt_project.yml: name the folder of a dbt project."
+        )
+    files, refused = read_project_dir(project_dir)
+    translation = translate(files, tenant, refused=refused, shared_env=shared_env(root))
+    if dry_run:
+        written = (
+            *(f"tenants/{tenant}/{rel}" for rel in translation.files),
+            *translation.repo_files,
+        )
+        return ImportResult(translation, root.resolve(), written, True)
+    result = write_translation(translation, root, force=force)
+    return ImportResult(translation, result.root, result.written, False)
