@@ -2,5 +2,5 @@ select
     id as payment_id,
     order_id,
     method,
-    {{ cents_to_dollars('amount_cents') }} as amount
+    {{ shop_utils.cents_to_dollars('amount_cents') }} as amount
 from {{ source('raw_shop', 'payments') }}
