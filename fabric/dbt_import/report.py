@@ -33,9 +33,12 @@ def report_text(
     if not dry_run:
         lines += [
             "",
-            "Next: fabric validate, fabric plan, fabric apply, fabric deps, fabric run "
-            f"--tenant {translation.tenant}",
+            "Next:",
+            "  fabric validate",
+            "  fabric plan",
+            "  fabric apply --auto-approve",
         ]
+        lines += [f"  fabric run --tenant {translation.tenant}"]
     if strict and translation.untranslated:
         lines += ["", "--strict: something was not translated (exit 1)."]
     return "\n".join(lines)
