@@ -256,6 +256,9 @@ class _Importer:
                         path, at, f"{what} column {n} {w}", why
                     ),
                 )
+                if isinstance(translated, dict) and "relationships" in translated:
+                    to = translated["relationships"]["to"]
+                    translated["relationships"]["to"] = rename_sources(to, self.renames)
                 if translated is not None:
                     tests.setdefault(name, []).append(translated)
         return columns, tests

@@ -19,7 +19,7 @@ def project(**files: str) -> dict[str, str]:
     out = {"dbt_project.yml": "name: demo\nconfig-version: 2\nprofile: demo\n"}
     for key, text in files.items():
         stem, _, ext = key.rpartition("_")
-        path = f"{stem}.{ext}" if ext in ("sql", "yml", "py", "csv") else key
+        path = f"{stem}.{ext}" if ext in ("sql", "yml", "py", "csv", "md") else key
         out[path.replace("__", "/")] = textwrap.dedent(text)
     return out
 
@@ -281,6 +281,35 @@ def test_yaml_snapshots_and_properties_configs_are_read():
     assert doc["transformations"]["m"]["materialized"] == "table"
     assert doc["transformations"]["m"]["schema"] == "acme_core"
     assert doc["transformations"]["m"]["tags"] == ["nightly"]
+
+
+def test_doc_blocks_fill_descriptions_and_relationships_follow_renamed_sources():
+    t = translate(
+        project(
+            models__docs_md="{% docs order_id %}\nThe order's **id**.\n{% enddocs %}\n",
+            models__src_yml="""\
+                sources:
+                  - name: ERP
+                    tables: [{name: orders}]
+                models:
+                  - name: m
+                    description: '{{ doc("order_id") }}'
+                    columns:
+                      - name: id
+                        description: "{{ doc('order_id') }} (copied)"
+                        data_tests:
+                          - relationships: {to: "source('ERP', 'orders')", field: id}
+                """,
+            models__m_sql="select 1 as id\n",
+        ),
+        "acme",
+    )
+    model = loaded(t)["transformations"]["m"]
+    assert model["description"] == "The order's **id**."
+    assert model["columns"]["id"]["description"] == "The order's **id**. (copied)"
+    assert model["tests"]["id"] == [
+        {"relationships": {"to": "source('erp', 'orders')", "field": "id"}}
+    ]
 
 
 def test_a_project_cannot_smuggle_paths_out_of_the_tenant_folder():
