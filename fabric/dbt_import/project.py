@@ -8,11 +8,14 @@ why), never an exception, so one run reports everything the importer could not c
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from fabric.dbt_import.jinja import NotLiteral, literal, substitute_vars
 
 PROJECT_FILE = "dbt_project.yml"
 FOLDERS = {
@@ -69,6 +72,7 @@ ADDITIVE = frozenset({"tags"})
 MERGED = frozenset({"meta", "column_types", "docs", "persist_docs", "grants"})
 """Dict configs dbt merges key by key."""
 DICT_CONFIGS = MERGED | {"contract", "quoting"}
+_WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +102,17 @@ class DbtProject:
     """(path, parsed data) of every properties (`.yml`) file under a model/seed/snapshot/macro/
     test/analysis folder."""
     untranslated: list[Untranslated] = field(default_factory=list)
+    _lines: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict, repr=False)
 
     def skip(self, path: str, line: int | None, what: str, why: str) -> None:
         self.untranslated.append(Untranslated(path, line, what, why))
+
+    def line(self, path: str, *keys: str) -> int | None:
+        """The line of a named entry of properties file `path` (see property_lines)."""
+        if path not in self._lines:
+            text = self.files.get(path, "")
+            self._lines[path] = property_lines(text) if path.endswith((".yml", ".yaml")) else {}
+        return self._lines[path].get(keys)
 
     def under(self, kind: str, *suffixes: str) -> list[tuple[str, str]]:
         """(path, path relative to its folder) of the files under `kind`'s folders."""
@@ -126,6 +138,32 @@ class DbtProject:
         if name in variables and name != self.name:
             return True, variables[name]
         return False, None
+
+    def rendered(self, config: dict[str, Any], path: str, what: str) -> dict[str, Any]:
+        """`config` with values written as Jinja (`"{{ var('x', false) }}"`) replaced by what
+        they render to; a value that is not one literal after var() substitution is dropped and
+        reported (fabric would not run the Jinja the same way)."""
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            if not isinstance(value, str) or "{{" not in value:
+                out[key] = value
+                continue
+            whole = _WHOLE_EXPRESSION.match(value)
+            try:
+                if whole is None:
+                    raise NotLiteral(value)
+                text, missing = substitute_vars("{{" + whole.group(1) + "}}", self.var)
+                if missing:
+                    raise NotLiteral(value)
+                out[key] = literal(text[2:-2])
+            except NotLiteral:
+                self.skip(
+                    path,
+                    None,
+                    f"{what} config {key}: {value}",
+                    "Jinja in a config value is read only when it is one var() or literal",
+                )
+        return out
 
     def folder_config(self, section: str, parts: list[str]) -> dict[str, Any]:
         """The configs `dbt_project.yml`'s `section` (models, seeds, snapshots) gives the
@@ -234,10 +272,34 @@ def _key_line(text: str, key: str) -> int | None:
     return None
 
 
-def entry_line(text: str, name: str) -> int | None:
-    """The line of `name: <name>` (a properties entry) in a YAML text, when it is found."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip().lstrip("-").strip()
-        if stripped in (f"name: {name}", f"name: '{name}'", f'name: "{name}"'):
-            return number
-    return None
+def property_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line of every named entry of a properties file, by its path of section keys and names:
+    ("models", "orders") -> 3, ("models", "orders", "columns", "id") -> 7."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    out: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node | None, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    walk(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                name = None
+                if isinstance(item, yaml.MappingNode):
+                    for key, value in item.value:
+                        if getattr(key, "value", None) == "name" and isinstance(
+                            value, yaml.ScalarNode
+                        ):
+                            name = str(value.value)
+                if name is None:
+                    walk(item, path)
+                    continue
+                out.setdefault((*path, name), item.start_mark.line + 1)
+                walk(item, (*path, name))
+
+    walk(root, ())
+    return out

@@ -41,7 +41,6 @@ from fabric.dbt_import.project import (
     DbtProject,
     Untranslated,
     config_key,
-    entry_line,
     merge_config,
     read_project,
 )
@@ -125,6 +124,17 @@ _OTHER_SECTIONS = {
     "macros": "macro properties (descriptions, arguments) are not carried",
     "data_tests": "properties of singular tests are not carried",
 }
+_SINGULAR = {
+    "exposures": "exposure",
+    "metrics": "metric",
+    "semantic_models": "semantic model",
+    "saved_queries": "saved query",
+    "unit_tests": "unit test",
+    "groups": "group",
+    "analyses": "analysis",
+    "macros": "macro",
+    "data_tests": "singular test",
+}
 
 
 def is_safe_relative(path: str) -> bool:
@@ -158,6 +168,9 @@ class _Importer:
 
     def skip(self, path: str, line: int | None, what: str, why: str) -> None:
         self.p.skip(path, line, what, why)
+
+    def line(self, path: str, *keys: str) -> int | None:
+        return self.p.line(path, *keys)
 
     def write(self, rel: str, text: str, origin: str) -> bool:
         if not is_safe_relative(rel):
@@ -217,7 +230,7 @@ class _Importer:
         return list(dict.fromkeys(out))
 
     def columns(
-        self, entry: Mapping[str, Any], path: str, what: str
+        self, entry: Mapping[str, Any], path: str, what: str, keys: tuple[str, ...]
     ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
         """(columns: descriptions, tests: per column) of a properties entry."""
         columns: dict[str, Any] = {}
@@ -229,7 +242,7 @@ class _Importer:
             if not _SQL_IDENT.match(name):
                 self.skip(
                     path,
-                    entry_line(self.p.files[path], name),
+                    self.line(path, *keys, "columns", name),
                     f"{what} column {name!r}",
                     "not a plain SQL identifier",
                 )
@@ -248,7 +261,7 @@ class _Importer:
                     f"{what} column {name} constraints",
                     "fabric does not carry column constraints",
                 )
-            line = entry_line(self.p.files[path], name)
+            line = self.line(path, *keys, "columns", name)
             for test in [*(column.get("data_tests") or ()), *(column.get("tests") or ())]:
                 translated = translate_test(
                     test,
@@ -286,7 +299,6 @@ class _Importer:
 
     def read_properties(self) -> None:
         for path, data in self.p.properties:
-            text = self.p.files[path]
             for key, value in data.items():
                 if key in ("version",):
                     continue
@@ -302,16 +314,15 @@ class _Importer:
                 elif key in _OTHER_SECTIONS:
                     for entry in value or ():
                         name = entry.get("name") if isinstance(entry, Mapping) else None
-                        line = entry_line(text, str(name)) if name else None
-                        self.skip(path, line, f"{key[:-1]} {name}", _OTHER_SECTIONS[key])
+                        line = self.line(path, key, str(name)) if name else None
+                        self.skip(path, line, f"{_SINGULAR[key]} {name}", _OTHER_SECTIONS[key])
                 else:
                     self.skip(path, None, f"`{key}:`", "not a dbt properties section fabric knows")
 
     def read_sources(self) -> None:
         for path, source in self.props.sources:
-            text = self.p.files[path]
             name = str(source.get("name") or "")
-            line = entry_line(text, name)
+            line = self.line(path, "sources", name)
             if source.get("overrides"):
                 self.skip(
                     path,
@@ -335,7 +346,7 @@ class _Importer:
                 if not _SQL_IDENT.match(ident):
                     self.skip(
                         path,
-                        entry_line(text, table_name),
+                        self.line(path, "sources", name, "tables", table_name),
                         f"source table {name}.{table_name}",
                         "its identifier is not a plain SQL identifier",
                     )
@@ -358,7 +369,7 @@ class _Importer:
                 ):
                     self.skip(
                         path,
-                        entry_line(text, table_name),
+                        self.line(path, "sources", name, "tables", table_name),
                         f"tests of source table {name}.{table_name}",
                         "fabric tests transformations, seeds and "
                         "snapshots; test the source in the first model that reads it",
@@ -367,7 +378,7 @@ class _Importer:
                 if own != freshness:
                     self.skip(
                         path,
-                        entry_line(text, table_name),
+                        self.line(path, "sources", name, "tables", table_name),
                         f"freshness of source table {name}.{table_name}",
                         "fabric checks freshness per pipeline; the source's own freshness is used",
                     )
@@ -448,6 +459,7 @@ class _Importer:
         entry_path, entry = self.props.models.get(name, (path, {}))
         for key, value in (entry.get("config") or {}).items():
             merge_config(config, config_key(str(key)), value)
+        config = self.p.rendered(config, entry_path, f"model {name}")
         text = self.sql(self.p.files[path], path)
         calls = config_calls(text)
         raw: dict[str, str] = {}
@@ -495,7 +507,7 @@ class _Importer:
                 value = config.pop(key)
                 if MANAGED[key] and value not in (None, [], {}, ""):
                     self.skip(path, None, f"model {name} config {key}", MANAGED[key])
-        columns, tests = self.columns(entry, entry_path, f"model {name}")
+        columns, tests = self.columns(entry, entry_path, f"model {name}", ("models", name))
         if columns:
             spec["columns"] = columns
         if tests:
@@ -505,7 +517,7 @@ class _Importer:
                 label = next(iter(test)) if isinstance(test, Mapping) and test else test
                 self.skip(
                     entry_path,
-                    entry_line(self.p.files[entry_path], name),
+                    self.line(entry_path, "models", name),
                     f"model-level test {label} of {name}",
                     "fabric's tests are per column; attach it to a column or write a "
                     "singular test under tests/",
@@ -529,6 +541,7 @@ class _Importer:
             entry_path, entry = self.props.seeds.get(name, (path, {}))
             for key, value in (entry.get("config") or {}).items():
                 merge_config(config, config_key(str(key)), value)
+            config = self.p.rendered(config, entry_path, f"seed {name}")
             if config.get("enabled") is False:
                 self.skip(path, None, f"seed {name}", "it is disabled (enabled: false)")
                 continue
@@ -541,7 +554,7 @@ class _Importer:
                 }
             if description := self.describe(entry.get("description")):
                 spec["description"] = description
-            columns, tests = self.columns(entry, entry_path, f"seed {name}")
+            columns, tests = self.columns(entry, entry_path, f"seed {name}", ("seeds", name))
             if columns:
                 spec["columns"] = columns
             if tests:
@@ -571,6 +584,7 @@ class _Importer:
                 _, entry = self.props.snapshots.get(name, (path, {}))
                 for key, value in (entry.get("config") or {}).items():
                     merge_config(config, config_key(str(key)), value)
+                config = self.p.rendered(config, path, f"snapshot {name}")
                 calls = config_calls(block.body)
                 for call in calls:
                     for key, value in call.values.items():
@@ -595,7 +609,7 @@ class _Importer:
             if not isinstance(relation, str):
                 self.skip(
                     path,
-                    entry_line(self.p.files[path], name),
+                    self.line(path, "snapshots", name),
                     f"snapshot {name}",
                     "no `{% snapshot %}` block and no `relation:` to select from",
                 )
@@ -606,6 +620,7 @@ class _Importer:
             config = self.p.folder_config("snapshots", [name])
             for key, value in (entry.get("config") or {}).items():
                 merge_config(config, config_key(str(key)), value)
+            config = self.p.rendered(config, path, f"snapshot {name}")
             relation = self.sql("{{ " + relation.strip().strip("{} ") + " }}", path)
             spec = self.snapshot(name, config, entry, path, {"sql": f"select * from {relation}"})
             if spec is not None:
@@ -878,7 +893,7 @@ def translate(
         project.name,
         dict(sorted(rendered.items())),
         dict(sorted(importer.repo_files.items())),
-        tuple(project.untranslated),
+        tuple(sorted(project.untranslated, key=lambda u: (u.path, u.line or 0))),
         tuple(dict.fromkeys(importer.rewrites)),
         env,
     )

@@ -230,7 +230,7 @@ def test_what_fabric_cannot_run_is_listed_with_its_reason():
         "models/off.sql: model off: it is disabled (enabled: false)",
         "models/props.yml:2: exposure dashboard: fabric has no exposures",
         "models/props.yml:4: metric revenue: fabric has no metrics",
-        "models/props.yml:6: semantic_model orders_sm: fabric has no semantic models",
+        "models/props.yml:6: semantic model orders_sm: fabric has no semantic models",
         "models/props.yml:8: model-level test dbt_utils.expression_is_true of eph: fabric's "
         "tests are per column",
         "models/props.yml:12: model eph column x test unique config limit: fabric carries only",
