@@ -12,9 +12,8 @@ from enum import StrEnum
 
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-EDGE = re.compile(
-    r"(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}->(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}"
-)
+_NODE_KINDS = "(pipeline|transformation|snapshot)"
+EDGE = re.compile(rf"{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}->{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}")
 
 
 class Kind(StrEnum):
@@ -33,14 +32,19 @@ class Kind(StrEnum):
     """The ownership of a schema the tenant writes in a managed warehouse."""
     GRANT = "grant"
     """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
+    SNAPSHOT = "snapshot"
+    """A dbt snapshot (type-2 history of a query): a DAG node like a transformation."""
 
 
+DBT_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SNAPSHOT})
+"""Kinds whose nodes run in the tenant's dbt invocation (batched together)."""
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
 SECTIONS: dict[str, Kind] = {
     "connections": Kind.CONNECTION,
     "pipelines": Kind.PIPELINE,
     "transformations": Kind.TRANSFORMATION,
     "schedules": Kind.SCHEDULE,
+    "snapshots": Kind.SNAPSHOT,
 }
 
 

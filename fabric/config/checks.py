@@ -153,8 +153,9 @@ def _unknown_connection(
 _CONNECTION_FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.PIPELINE: ("source", "destination"),
     Kind.TRANSFORMATION: ("warehouse",),
+    Kind.SNAPSHOT: ("warehouse",),
 }
-_NODE_ENTRY = re.compile(rf"(?:(?:pipeline|transformation):)?{NAME.pattern}")
+_NODE_ENTRY = re.compile(rf"(?:(?:pipeline|transformation|snapshot):)?{NAME.pattern}")
 
 
 def check_broken_references(ctx: TenantContext, broken: Sequence[BrokenSpec]) -> list[Diagnostic]:
@@ -985,13 +986,9 @@ def _check_selector(
             )
         )
         return
-    pipelines = ctx.by_kind[Kind.PIPELINE]
-    transformations = ctx.by_kind[Kind.TRANSFORMATION]
-    nodes = (Kind.PIPELINE, Kind.TRANSFORMATION)
+    nodes = (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT)
     if selector.method == "tag":
-        tags = {
-            t for vs2 in (*pipelines.values(), *transformations.values()) for t in vs2.spec.tags
-        }
+        tags = {t for kind in nodes for vs2 in ctx.by_kind[kind].values() for t in vs2.spec.tags}
         # The tag may be on a node that failed validation (already reported).
         if selector.value not in tags and not any(a.kind in nodes for a in ctx.broken):
             diags.append(
@@ -1006,7 +1003,12 @@ def _check_selector(
                 )
             )
         return
-    kinds = {"name": nodes, "pipeline": (Kind.PIPELINE,), "transformation": (Kind.TRANSFORMATION,)}
+    kinds = {
+        "name": nodes,
+        "pipeline": (Kind.PIPELINE,),
+        "transformation": (Kind.TRANSFORMATION,),
+        "snapshot": (Kind.SNAPSHOT,),
+    }
     if selector.method not in kinds:  # `*`
         return
     pool = {name: vs2 for kind in kinds[selector.method] for name, vs2 in ctx.by_kind[kind].items()}
@@ -1038,16 +1040,20 @@ def resolve_node_name(
     kind_text, _, name = entry.rpartition(":")
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    snapshots = ctx.by_kind[Kind.SNAPSHOT]
     candidates: list[ValidSpec] = []
     if kind_text in ("", "pipeline") and name in pipelines:
         candidates.append(pipelines[name])
     if kind_text in ("", "transformation") and name in transformations:
         candidates.append(transformations[name])
-    if kind_text not in ("", "pipeline", "transformation"):
+    if kind_text in ("", "snapshot") and name in snapshots:
+        candidates.append(snapshots[name])
+    if kind_text not in ("", "pipeline", "transformation", "snapshot"):
         candidates = []
     if len(candidates) == 1:
         return candidates[0].address
-    if not candidates and any(ctx.is_broken(k, name) for k in (Kind.PIPELINE, Kind.TRANSFORMATION)):
+    node_kinds = (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT)
+    if not candidates and any(ctx.is_broken(k, name) for k in node_kinds):
         return None
     if len(candidates) > 1:
         diags.append(
@@ -1067,7 +1073,7 @@ def resolve_node_name(
             "Unknown reference",
             f"{owner}: depends_on {entry!r} names no pipeline or transformation of tenant "
             f"{ctx.slug}.",
-            hint=did_you_mean(name, {**pipelines, **transformations})
+            hint=did_you_mean(name, {**pipelines, **transformations, **snapshots})
             or "depends_on takes names of pipelines or transformations of the same tenant.",
             span=span(),
             address=owner,

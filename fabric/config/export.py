@@ -27,6 +27,7 @@ SECTION_FILES = {
     Kind.PIPELINE: ("pipelines", "pipelines.yaml"),
     Kind.TRANSFORMATION: ("transformations", "transformations.yaml"),
     Kind.SCHEDULE: ("schedules", "schedules.yaml"),
+    Kind.SNAPSHOT: ("snapshots", "snapshots.yaml"),
 }
 _ADAPTERS = {section: TypeAdapter(spec) for section, spec in SECTION_SPECS.items()}
 
@@ -58,7 +59,7 @@ def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> 
     match kind:
         case Kind.PIPELINE:
             return {"destination": warehouse}
-        case Kind.TRANSFORMATION:
+        case Kind.TRANSFORMATION | Kind.SNAPSHOT:
             return {"warehouse": warehouse}
         case Kind.SCHEDULE:
             return {"timezone": timezone}
@@ -101,7 +102,7 @@ def export_files(
             continue  # dependencies are derived, never written
         section, _ = SECTION_FILES[address.kind]
         spec = dict(spec)
-        if address.kind is Kind.TRANSFORMATION and spec.get("sql_file"):
+        if address.kind in (Kind.TRANSFORMATION, Kind.SNAPSHOT) and spec.get("sql_file"):
             files[f"{folder}/{spec['sql_file']}"] = spec.pop("sql") or ""
         body = _minimal(_ADAPTERS[section], spec)
         tenant_spec = tenant_specs.get(address.tenant, {})

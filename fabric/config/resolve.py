@@ -17,6 +17,7 @@ from typing import Any
 from fabric.addresses import Address, Kind
 from fabric.config import checks
 from fabric.config.sections import BrokenSpec, ValidSpec
+from fabric.config.snapshots import resolve_snapshots
 from fabric.config.specs import ProjectSpec, TenantSpec
 from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
@@ -103,7 +104,11 @@ def build_tenant(
         vs = ctx.by_kind[Kind.TRANSFORMATION][name]
         checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
     schedules = checks.resolve_schedules(ctx, diags)
-    dependencies = _dependencies(ctx, sql_text, diags)
+    snapshots, snapshot_text = resolve_snapshots(ctx, read_sql, _sql_span, diags)
+    for name, sql in snapshot_text.items():
+        vs = ctx.by_kind[Kind.SNAPSHOT][name]
+        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
+    dependencies = _dependencies(ctx, sql_text, diags, snapshot_text)
     diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
@@ -128,6 +133,8 @@ def build_tenant(
         schedules=declared(Kind.SCHEDULE, schedules),
         sql=MappingProxyType(dict(sorted(sql_text.items()))),
         dependencies=tuple(sorted(dependencies)),
+        snapshots=declared(Kind.SNAPSHOT, snapshots),
+        snapshot_sql=MappingProxyType(dict(sorted(snapshot_text.items()))),
     )
     return state, diags
 
@@ -246,10 +253,16 @@ def _check_sql_config(vs: ValidSpec, sql: str, diags: list[Diagnostic]) -> None:
 
 
 def _dependencies(
-    ctx: checks.TenantContext, sql_text: Mapping[str, str], diags: list[Diagnostic]
+    ctx: checks.TenantContext,
+    sql_text: Mapping[str, str],
+    diags: list[Diagnostic],
+    snapshot_text: Mapping[str, str] = MappingProxyType({}),
 ) -> list[Dependency]:
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
+    snapshots = ctx.by_kind[Kind.SNAPSHOT]
+    # What ref() may name: models and snapshots (a name clash is reported by snapshots.py).
+    refable = {**snapshots, **transformations}
     edges: dict[tuple[Address, Address], tuple[str, Span]] = {}
 
     def add(up: Address, down: Address, origin: str, span: Span, explicit: bool) -> None:
@@ -281,15 +294,17 @@ def _dependencies(
             return
         edges[(up, down)] = (origin, span)
 
-    for vs in (*pipelines.values(), *transformations.values()):
+    for vs in (*pipelines.values(), *transformations.values(), *snapshots.values()):
         for i, entry in enumerate(vs.spec.depends_on):
             span = functools.partial(vs.file.locate, (*vs.loc, "depends_on", i))
             up = checks.resolve_node_name(ctx, entry, vs.address, span, diags)
             if up is not None:
                 add(up, vs.address, "depends_on", span, True)
-    for name, sql in sql_text.items():
-        vs = transformations[name]
-        _check_sql_config(vs, sql, diags)
+    with_sql = [(transformations[name], sql) for name, sql in sql_text.items()]
+    with_sql += [(snapshots[name], sql) for name, sql in snapshot_text.items()]
+    for vs, sql in with_sql:
+        if vs.address.kind is Kind.TRANSFORMATION:
+            _check_sql_config(vs, sql, diags)
         refs, dynamic = sql_refs(sql)
         for line in dynamic:
             diags.append(
@@ -306,23 +321,24 @@ def _dependencies(
             )
         for ref in refs:
             span = functools.partial(_sql_span, vs, ref.line)
-            if ctx.is_broken(Kind.TRANSFORMATION if ref.kind == "ref" else Kind.PIPELINE, ref.name):
+            kinds = (Kind.TRANSFORMATION, Kind.SNAPSHOT) if ref.kind == "ref" else (Kind.PIPELINE,)
+            if any(ctx.is_broken(kind, ref.name) for kind in kinds):
                 continue
             if ref.kind == "ref":
-                if ref.name not in transformations:
+                if ref.name not in refable:
                     diags.append(
                         error(
                             "unknown-reference",
                             "Unknown reference",
-                            f"{vs.address}: ref({ref.name!r}) names no transformation of "
-                            f"tenant {ctx.slug}.",
-                            hint=did_you_mean(ref.name, transformations),
+                            f"{vs.address}: ref({ref.name!r}) names no transformation "
+                            f"{'or snapshot ' if snapshots else ''}of tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, refable),
                             span=span(),
                             address=vs.address,
                         )
                     )
                     continue
-                add(transformations[ref.name].address, vs.address, "ref", span, False)
+                add(refable[ref.name].address, vs.address, "ref", span, False)
             else:
                 target = pipelines.get(ref.name)
                 if target is None:

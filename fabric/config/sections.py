@@ -168,9 +168,9 @@ def validate_records(records: Sequence[tuple[Address, Any]], where: str) -> list
             continue
         else:
             section = next(name for name, kind in SECTIONS.items() if kind is address.kind)
-            # A transformation's record carries its sql_file's text as `sql` too.
+            # A transformation's (snapshot's) record carries its sql_file's text as `sql` too.
             if (
-                address.kind is Kind.TRANSFORMATION
+                address.kind in (Kind.TRANSFORMATION, Kind.SNAPSHOT)
                 and isinstance(body, dict)
                 and body.get("sql_file")
             ):

@@ -572,6 +572,36 @@ class TransformationSpec(_Runnable):
 
 
 # ---------------------------------------------------------------------------------------------
+# snapshots
+
+
+class SnapshotSpec(_Runnable):
+    """A dbt snapshot: type-2 history of a query's rows (`<slug>.snapshot.<name>`).
+
+    Each run compares the query's rows with the history table by `unique_key`; a changed row
+    closes its current version (`dbt_valid_to`) and opens a new one (`dbt_valid_from`)."""
+
+    sql: str | None = None
+    sql_file: str | None = None
+    """A .sql file under the tenant's folder holding the select (e.g. snapshots/x.sql)."""
+    schema_: SchemaName = Field(alias="schema")
+    """Where the history table lands; a schema the tenant owns, like a transformation's."""
+    warehouse: ResourceRef | None = None
+    """Defaults to the tenant's warehouse."""
+    unique_key: SqlIdent | tuple[SqlIdent, ...]
+    strategy: Literal["timestamp", "check"]
+    """timestamp: a row changed when its `updated_at` moved; check: when a `check_cols` value
+    changed."""
+    updated_at: SqlIdent | None = None
+    """timestamp: the column holding the row's last change."""
+    check_cols: tuple[SqlIdent, ...] | Literal["all"] | None = None
+    """check: the columns compared (or `all`)."""
+    hard_deletes: Literal["ignore", "invalidate", "new_record"] = "ignore"
+    """A row gone from the query: kept open (ignore), closed (invalidate), or closed with a
+    new version marked `dbt_is_deleted` (new_record)."""
+
+
+# ---------------------------------------------------------------------------------------------
 # schedules
 
 
@@ -604,6 +634,7 @@ class TenantFileSpec(Spec):
     pipelines: FrozenMap(ResourceName, PipelineSpec) = Field(default_factory=dict)
     transformations: FrozenMap(ResourceName, TransformationSpec) = Field(default_factory=dict)
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
+    snapshots: FrozenMap(ResourceName, SnapshotSpec) = Field(default_factory=dict)
 
 
 SECTION_SPECS: dict[str, Any] = {
@@ -611,4 +642,5 @@ SECTION_SPECS: dict[str, Any] = {
     "pipelines": PipelineSpec,
     "transformations": TransformationSpec,
     "schedules": ScheduleSpec,
+    "snapshots": SnapshotSpec,
 }

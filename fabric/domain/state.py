@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fabric.addresses import Address, Kind
 from fabric.config.specs import (
@@ -18,6 +18,7 @@ from fabric.config.specs import (
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
+    SnapshotSpec,
     TenantSpec,
     TransformationSpec,
 )
@@ -25,6 +26,10 @@ from fabric.diagnostics import SourceSpan
 
 S = TypeVar("S")
 EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,9 +64,18 @@ class TenantState:
     sql: Mapping[str, str]
     """Transformation name -> its SQL text (inline, or read from `sql_file`)."""
     dependencies: tuple[Dependency, ...]
+    snapshots: Mapping[str, Declared[SnapshotSpec]] = field(default_factory=_empty)
+    snapshot_sql: Mapping[str, str] = field(default_factory=_empty)
+    """Snapshot name -> its select (inline, or read from `sql_file`)."""
 
     def resources(self) -> Iterator[Declared[object]]:
-        for section in (self.connections, self.pipelines, self.transformations, self.schedules):
+        for section in (
+            self.connections,
+            self.pipelines,
+            self.transformations,
+            self.schedules,
+            self.snapshots,
+        ):
             yield from section.values()
 
     def count(self, kind: Kind) -> int:
@@ -73,6 +87,7 @@ class TenantState:
             Kind.PIPELINE: self.pipelines,
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
+            Kind.SNAPSHOT: self.snapshots,
         }[kind]
 
 

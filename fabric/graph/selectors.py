@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["name", "pipeline", "transformation", "tag", "all"]
+Method = Literal["name", "pipeline", "transformation", "snapshot", "tag", "all"]
 _SELECTOR = re.compile(
-    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
+    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|snapshot|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
     r"(?P<down>\+)?"
 )
 
@@ -35,7 +35,8 @@ def parse_selector(text: str) -> Selector:
     if match is None:
         raise ValueError(
             f"{text!r} is not a selector; use a name, pipeline:NAME, transformation:NAME, "
-            "tag:TAG or *, with an optional + before (upstream) or after (downstream)"
+            "snapshot:NAME, tag:TAG or *, with an optional + before (upstream) or after "
+            "(downstream)"
         )
     value = match["value"]
     method: Method = match["method"] or "name"  # type: ignore[assignment]

@@ -56,6 +56,10 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(declared.address, spec)
     for declared in tenant.schedules.values():
         yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
+    for declared in tenant.snapshots.values():  # like a transformation: the SQL's text in it
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        spec["sql"] = tenant.snapshot_sql.get(declared.address.name, spec.get("sql"))
+        yield _record(declared.address, spec)
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)
         spec = {
@@ -97,6 +101,7 @@ KIND_ORDER = {
     Kind.CONNECTION: 1,
     Kind.PIPELINE: 2,
     Kind.TRANSFORMATION: 2,
+    Kind.SNAPSHOT: 2,
     Kind.DEPENDENCY: 3,
     Kind.SCHEDULE: 4,
     Kind.ROLE: 5,

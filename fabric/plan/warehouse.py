@@ -104,7 +104,7 @@ def tenant_schemas(tenant: TenantState, managed: Mapping[str, WarehouseSpec]) ->
         if wh is not None:
             out[d.spec.dataset] = wh
             out[f"{d.spec.dataset}_staging"] = wh  # dlt's staging dataset (merge, replace)
-    for d in tenant.transformations.values():
+    for d in (*tenant.transformations.values(), *tenant.snapshots.values()):
         wh = conn_wh.get(str(d.spec.warehouse))
         if wh is not None:
             out[d.spec.schema_] = wh

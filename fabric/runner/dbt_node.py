@@ -152,12 +152,15 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     first = nodes[0]
     base = first.project or {}
     transformations = dict(base.get("transformations") or {})
-    transformations.update((n.address.name, n.spec) for n in nodes)
+    transformations.update((n.address.name, n.spec) for n in nodes if n.kind == "transformation")
+    snapshots = dict(base.get("snapshots") or {})
+    snapshots.update((n.address.name, n.spec) for n in nodes if n.kind == "snapshot")
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
+        "snapshots": snapshots,
     }
 
 
@@ -247,12 +250,13 @@ def _run_group(
 ) -> list[NodeResult]:
     started_at = utcnow()
     env, secrets = _warehouse_env(warehouse, nodes[0])
-    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    # A snapshot shares the models' namespace in dbt (validation keeps the names apart).
+    specs: Mapping[str, Mapping[str, Any]] = {**project["snapshots"], **project["transformations"]}
     names = [n.address.name for n in nodes]
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
         runnable = [n for n in names if n not in unparsable]
-        tested = [n for n in runnable if dp.has_tests(transformations[n])]
+        tested = [n for n in runnable if dp.has_tests(specs[n])]
         select = dp.selection(runnable, tested, tests_only=tests_only)
         if not select:
             return None
@@ -272,15 +276,15 @@ def _run_group(
     for node in nodes:
         name = node.address.name
         lines = [] if run is None else run.lines_of(name)
-        if tests_only and not dp.has_tests(transformations[name]):
+        if tests_only and not dp.has_tests(specs[name]):
             lines.append("no tests declared")
         batch.append(
             dp.BatchNode(
                 address=node.address,
-                relation=dp.relation_name(transformations[name], name),
+                relation=dp.relation_name(specs[name], name),
                 log=tuple(lines),
-                sql=str(transformations[name].get("sql") or ""),
-                sql_path=dp.sql_path(node.address.tenant, transformations[name]),
+                sql=str(specs[name].get("sql") or ""),
+                sql_path=dp.sql_path(node.address.tenant, specs[name]),
             )
         )
     results = dp.node_results(
@@ -411,7 +415,7 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
 def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
-    if kind == "model":
+    if kind in ("model", "snapshot"):
         model: str | None = node.name
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]

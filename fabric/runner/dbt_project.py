@@ -12,6 +12,9 @@ tenant's work folder (`<workdir>/dbt`):
     models/<transformation>.sql          the tenant's SQL verbatim (Jinja errors point at its lines)
     models/schema.yml                    per model: materialized/schema/unique_key config and the
                                          column tests; `sources:` for every table pipelines load
+    snapshots/<snapshot>.sql             `{% snapshot <name> %}` + the tenant's select on the
+                                         same first line (its lines stay the file's lines)
+    snapshots/schema.yml                 per snapshot: schema, unique_key, strategy, ... config
     target/<warehouse>/<slot>/           dbt's artifacts and partial-parse state (shell-owned)
     logs/<warehouse>/<slot>/dbt.log
 
@@ -43,7 +46,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros")
+MANAGED_FOLDERS = ("models", "macros", "snapshots")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -128,12 +131,13 @@ def relation_name(spec: Mapping[str, Any], name: str) -> str:
 
 
 def warehouses(project: Mapping[str, Any]) -> tuple[str, ...]:
-    """Warehouse connections the tenant's transformations run on (one dbt target each)."""
-    return tuple(
-        sorted(
-            {str(s["warehouse"]) for s in _transformations(project).values() if s.get("warehouse")}
-        )
-    )
+    """Warehouse connections the tenant's transformations and snapshots run on (one dbt target
+    each)."""
+    return tuple(sorted({str(s["warehouse"]) for s in _dbt_nodes(project) if s.get("warehouse")}))
+
+
+def _dbt_nodes(project: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [*_transformations(project).values(), *snapshots_of(project).values()]
 
 
 def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ()) -> dict[str, str]:
@@ -155,6 +159,7 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
     for name, spec in sorted(transformations.items()):
         sql = UNPARSABLE_MODEL.format(name=name) if name in skip else str(spec.get("sql") or "")
         files[f"models/{name}.sql"] = sql
+    files.update(snapshot_files(project))
     return files
 
 
@@ -190,9 +195,7 @@ def target_schema(project: Mapping[str, Any], warehouse: str) -> str | None:
     transformations there write; the schema a dbt session's search_path holds after
     pg_catalog."""
     schemas = [
-        str(spec["schema"])
-        for spec in _transformations(project).values()
-        if spec.get("warehouse") == warehouse
+        str(spec["schema"]) for spec in _dbt_nodes(project) if spec.get("warehouse") == warehouse
     ]
     return min(schemas) if schemas else None
 
@@ -325,7 +328,7 @@ def _sources(project: Mapping[str, Any]) -> list[dict[str, Any]]:
     for name, spec in pipelines.items():
         for table in _loaded_tables(name, spec, project):
             tables[name][dlt_table_name(table)] = dlt_table_name(table)
-    for spec in _transformations(project).values():
+    for spec in _dbt_nodes(project):
         refs, _ = sql_refs(str(spec.get("sql") or ""))
         for ref in refs:
             if ref.kind == "source" and ref.name in tables and ref.table:
@@ -356,6 +359,49 @@ def _loaded_tables(name: str, spec: Mapping[str, Any], project: Mapping[str, Any
         case "files":
             return [spec.get("table_name") or name]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# snapshots
+
+SNAPSHOT_KEYS = ("unique_key", "strategy", "updated_at", "check_cols", "hard_deletes")
+"""A snapshot's fields that are dbt snapshot config, passed on as they are."""
+
+
+def snapshots_of(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    return project.get("snapshots") or {}
+
+
+def snapshot_files(project: Mapping[str, Any]) -> dict[str, str]:
+    """`snapshots/<name>.sql` per snapshot and their config in `snapshots/schema.yml`.
+
+    The `{% snapshot %}` tag opens on the SQL's first line, so an error at line N of the
+    generated file is at line N of the tenant's SQL. Its config lives in the properties file
+    (dbt 1.9+), like a model's, so the file is the user's select between the two tags.
+    """
+    snapshots = snapshots_of(project)
+    if not snapshots:
+        return {}
+    files: dict[str, str] = {}
+    entries = []
+    for name, spec in sorted(snapshots.items()):
+        sql = str(spec.get("sql") or "")
+        end = "" if sql.endswith("\n") else "\n"
+        files[f"snapshots/{name}.sql"] = f"{{% snapshot {name} %}}{sql}{end}{{% endsnapshot %}}\n"
+        config: dict[str, Any] = {"schema": spec["schema"]}
+        for key in SNAPSHOT_KEYS:
+            value = spec.get(key)
+            if value is not None:
+                config[key] = list(value) if isinstance(value, list | tuple) else value
+        entry: dict[str, Any] = {"name": name}
+        if spec.get("description"):
+            entry["description"] = str(spec["description"])
+        entry["config"] = config
+        entries.append(entry)
+    files["snapshots/schema.yml"] = _dump(
+        {"version": 2, "snapshots": entries}, str(project["tenant"])
+    )
+    return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +528,7 @@ class DbtOutcome:
 
     unique_id: str
     resource_type: str
-    """"model" or "test" (others are ignored)."""
+    """"model", "snapshot" or "test" (others are ignored)."""
     name: str
     model: str | None
     """The fabric model it belongs to: a model's own name, a test's attached model."""
@@ -525,6 +571,8 @@ def sql_path(tenant: str, spec: Mapping[str, Any]) -> str | None:
 
 
 LOG_TAIL_LINES = 30
+_BUILT = frozenset({"model", "snapshot"})
+"""Outcomes that build a fabric node's own relation (a model's or a snapshot's)."""
 
 
 def node_results(
@@ -546,12 +594,12 @@ def node_results(
     """
     by_model: dict[str, list[DbtOutcome]] = {}
     for outcome in outcomes:
-        if outcome.model is not None and outcome.resource_type in ("model", "test"):
+        if outcome.model is not None and outcome.resource_type in _BUILT | {"test"}:
             by_model.setdefault(outcome.model, []).append(outcome)
     results = []
     for node in nodes:
         mine = by_model.get(node.address.name, [])
-        model = next((o for o in mine if o.resource_type == "model"), None)
+        model = next((o for o in mine if o.resource_type in _BUILT), None)
         tests = [o for o in mine if o.resource_type == "test"]
         starts = [o.started_at for o in mine if o.started_at is not None]
         ends = [o.finished_at for o in mine if o.finished_at is not None]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import DBT_KINDS, Address, Kind
 from fabric.config.references import is_reserved_env
 from fabric.domain.runs import (
     FailureKind,
@@ -161,7 +161,7 @@ def node_spec(
         else [spec.get("warehouse")]
     )
     project: dict[str, Any] = {}
-    if address.kind is Kind.TRANSFORMATION:
+    if address.kind in DBT_KINDS:
         project = {
             "tenant": address.tenant,
             "transformations": {
@@ -169,6 +169,7 @@ def node_spec(
             },
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
             "connections": {name: c.spec for name, c in applied.connections.items()},
+            "snapshots": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SNAPSHOT},
         }
     connections = {}
     for name in names:
@@ -220,8 +221,9 @@ def unresolvable(address: Address, exc: Exception) -> NodeResult:
 
 
 def dbt_batch(spec: NodeSpec) -> object | None:
-    """Transformations of one tenant that are ready together run in one dbt invocation."""
-    return ("dbt", spec.address.tenant) if spec.kind == "transformation" else None
+    """Transformations and snapshots of one tenant that are ready together run in one dbt
+    invocation."""
+    return ("dbt", spec.address.tenant) if spec.address.kind in DBT_KINDS else None
 
 
 def policy_of(spec: Mapping[str, Any]) -> RetryPolicy:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import traceback
 
+from fabric.addresses import DBT_KINDS
 from fabric.domain.runs import NodeResult, NodeSpec
 from fabric.errors import FabricError
+
+DBT_NODE_KINDS = frozenset(kind.value for kind in DBT_KINDS)
 
 
 def execute(node: NodeSpec) -> NodeResult:
@@ -26,8 +29,9 @@ def execute(node: NodeSpec) -> NodeResult:
 
 
 def execute_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
-    """Several transformation nodes of one tenant in one dbt invocation; never raises."""
-    if any(n.kind != "transformation" for n in nodes):
+    """Several transformation (and snapshot) nodes of one tenant in one dbt invocation; never
+    raises."""
+    if any(n.kind not in DBT_NODE_KINDS for n in nodes):
         return [execute(n) for n in nodes]
     try:
         from fabric.runner.dbt_node import run_transformation_nodes
@@ -46,7 +50,7 @@ def _dispatch(node: NodeSpec) -> NodeResult:
             from fabric.runner.dlt_node import run_pipeline_node
 
             return run_pipeline_node(node)
-        case "transformation":
+        case "transformation" | "snapshot":
             return execute_batch([node])[0]
         case _:
             return NodeResult.failed(node.address, f"unknown node kind {node.kind!r}")

@@ -19,7 +19,7 @@ class AppliedTenant:
     tenant: TenantRow
     spec: Mapping[str, Any]
     nodes: Mapping[Address, Mapping[str, Any]]
-    """Pipelines and transformations: address -> stored spec."""
+    """Pipelines, transformations and snapshots: address -> stored spec."""
     connections: Mapping[str, StoredConnection]
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
@@ -47,7 +47,7 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
     for r in conn.execute(text("\nUNION ALL\n".join(parts))):
         kind = TABLE_KINDS[r.tbl]
         address = Address(slug, kind, r.name)
-        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION):
+        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT):
             nodes[address] = r.spec
         elif kind is Kind.CONNECTION:
             connections[r.name] = StoredConnection(

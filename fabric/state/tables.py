@@ -144,6 +144,7 @@ pipelines = _resource_table("pipelines")
 transformations = _resource_table("transformations")
 dependencies = _resource_table("dependencies")
 schedules = _resource_table("schedules")
+snapshots = _resource_table("snapshots")
 
 RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.CONNECTION: connections,
@@ -151,6 +152,7 @@ RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.TRANSFORMATION: transformations,
     Kind.DEPENDENCY: dependencies,
     Kind.SCHEDULE: schedules,
+    Kind.SNAPSHOT: snapshots,
 }
 
 secrets = Table(
