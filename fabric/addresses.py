@@ -33,6 +33,13 @@ class Kind(StrEnum):
     """The ownership of a schema the tenant writes in a managed warehouse."""
     GRANT = "grant"
     """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
+    MACRO = "macro"
+    """A dbt macro file: the tenant's `macros/**/*.sql`, or one of fabric.yaml's `dbt.macros`
+    folder (named `project__<stem>`), part of the tenant's generated dbt project."""
+    SEED = "seed"
+    """A CSV file of the tenant's `seeds/` folder, loaded by `dbt seed`."""
+    TEST = "test"
+    """A singular dbt test: a `.sql` file of the tenant's `tests/` folder."""
 
 
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11

@@ -15,6 +15,7 @@ from typing import Generic, Literal, TypeVar
 from fabric.addresses import Address, Kind
 from fabric.config.specs import (
     ConnectionSpec,
+    MacroSpec,
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
@@ -59,9 +60,18 @@ class TenantState:
     sql: Mapping[str, str]
     """Transformation name -> its SQL text (inline, or read from `sql_file`)."""
     dependencies: tuple[Dependency, ...]
+    macros: Mapping[str, Declared[MacroSpec]] = field(default_factory=lambda: EMPTY)
+    """Macro files of the tenant's dbt project: its own `macros/` and the project's shared
+    ones (`project__<stem>`)."""
 
     def resources(self) -> Iterator[Declared[object]]:
-        for section in (self.connections, self.pipelines, self.transformations, self.schedules):
+        for section in (
+            self.connections,
+            self.pipelines,
+            self.transformations,
+            self.schedules,
+            self.macros,
+        ):
             yield from section.values()
 
     def count(self, kind: Kind) -> int:
@@ -73,6 +83,7 @@ class TenantState:
             Kind.PIPELINE: self.pipelines,
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
+            Kind.MACRO: self.macros,
         }[kind]
 
 

@@ -158,6 +158,7 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
+        "macros": dict(base.get("macros") or {}),
     }
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEADS = {"shared": "s0006_queue", "tenant": "t0006_queue"}
+HEADS = {"shared": "s0006_queue", "tenant": "t0007_dbt_files"}
 """The head revision of each migration history; a new migration updates it (a test checks)."""
 _TOKEN = "fabric_tenant_schema_placeholder"
 

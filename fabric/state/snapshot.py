@@ -35,6 +35,9 @@ KIND_TABLES: dict[Kind, str] = {
     Kind.TRANSFORMATION: "transformations",
     Kind.DEPENDENCY: "dependencies",
     Kind.SCHEDULE: "schedules",
+    Kind.MACRO: "macros",
+    Kind.SEED: "seeds",
+    Kind.TEST: "tests",
 }
 TABLE_KINDS = {v: k for k, v in KIND_TABLES.items()}
 _CONTENT = tables.CONTENT_MD5_SQL.format(spec="spec", secrets="secrets", protect="protect")

@@ -144,6 +144,9 @@ pipelines = _resource_table("pipelines")
 transformations = _resource_table("transformations")
 dependencies = _resource_table("dependencies")
 schedules = _resource_table("schedules")
+macros = _resource_table("macros")
+seeds = _resource_table("seeds")
+tests = _resource_table("tests")
 
 RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.CONNECTION: connections,
@@ -151,6 +154,9 @@ RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.TRANSFORMATION: transformations,
     Kind.DEPENDENCY: dependencies,
     Kind.SCHEDULE: schedules,
+    Kind.MACRO: macros,
+    Kind.SEED: seeds,
+    Kind.TEST: tests,
 }
 
 secrets = Table(

@@ -118,7 +118,16 @@ def write_resources(
     ... SELECT statements (one per tenant, kind and action) then moves them into the tenant
     tables in a single round trip.
     """
-    order = [Kind.CONNECTION, Kind.PIPELINE, Kind.TRANSFORMATION, Kind.DEPENDENCY, Kind.SCHEDULE]
+    order = [
+        Kind.CONNECTION,
+        Kind.MACRO,
+        Kind.SEED,
+        Kind.PIPELINE,
+        Kind.TRANSFORMATION,
+        Kind.TEST,
+        Kind.DEPENDENCY,
+        Kind.SCHEDULE,
+    ]
     script: list[str] = []
     if writes:
         _stage(conn, writes)
