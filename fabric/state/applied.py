@@ -62,6 +62,4 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
             files[address] = r.spec
         else:
             edges.append(address.edge())
-    return AppliedTenant(
-        tenant, spec, nodes, connections, schedules, tuple(sorted(edges)), files
-    )
+    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)), files)
