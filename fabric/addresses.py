@@ -34,6 +34,13 @@ class Kind(StrEnum):
     """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
     SNAPSHOT = "snapshot"
     """A dbt snapshot (type-2 history of a query): a DAG node like a transformation."""
+    MACRO = "macro"
+    """A dbt macro file: the tenant's `macros/**/*.sql`, or one of fabric.yaml's `dbt.macros`
+    folder (named `project__<stem>`), part of the tenant's generated dbt project."""
+    SEED = "seed"
+    """A CSV file of the tenant's `seeds/` folder, loaded by `dbt seed`."""
+    TEST = "test"
+    """A singular dbt test: a `.sql` file of the tenant's `tests/` folder."""
 
 
 DBT_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SNAPSHOT})

@@ -66,6 +66,17 @@ def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> 
     return {}
 
 
+def _is_own_file(path: str, tenant: str, shared: bool) -> bool:
+    """A stored file path is written back only inside its tenant's folder (a shared macro:
+    inside the repository, outside tenants/): a tampered record never writes elsewhere."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return False
+    if shared:
+        return parts[0] != "tenants"
+    return parts[:2] == ["tenants", tenant] and len(parts) > 2
+
+
 def export_files(
     records: Mapping[Address, tuple[Mapping[str, Any], bool]],
     *,
@@ -97,6 +108,11 @@ def export_files(
             files[f"{folder}/tenant.yaml"] = SCHEMA_COMMENT.format(tenant_schema) + _dump(
                 {"tenant": body}
             )
+            continue
+        if address.kind is Kind.MACRO:
+            path = str(spec.get("file") or "")
+            if _is_own_file(path, address.tenant, bool(spec.get("shared"))):
+                files[path] = str(spec.get("sql") or "")
             continue
         if address.kind not in SECTION_FILES:
             continue  # dependencies are derived, never written

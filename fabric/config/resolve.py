@@ -8,6 +8,7 @@ diagnostic at the exact field; nothing stops at the first problem.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import graphlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,7 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 from fabric.addresses import Address, Kind
-from fabric.config import checks
+from fabric.config import checks, dbt_files
+from fabric.config.discovery import SourceFile
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.snapshots import resolve_snapshots
 from fabric.config.specs import ProjectSpec, TenantSpec
@@ -38,6 +40,9 @@ def build_tenant(
     broken_specs: Sequence[BrokenSpec] = (),
     repo_root: str = "",
     tenant_slugs: frozenset[str] = frozenset(),
+    *,
+    assets: Sequence[SourceFile] = (),
+    shared_macros: Sequence[SourceFile] = (),
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
@@ -94,20 +99,30 @@ def build_tenant(
         slug, tenant, tenant_vs, by_kind, project, broken, repo_root, tenant_slugs | {slug}
     )
 
+    _apply_defaults(ctx, diags)
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]
     diags += checks.check_env_references(ctx, (tenant_vs, *declared_specs, *broken_specs))
     pipelines = checks.resolve_pipelines(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
+
+    def check_env(address: Address, text: str, span_at: Callable[[int], SourceSpan]) -> None:
+        checks.check_env_vars(ctx, address, *env_vars(text), span_at, diags)
+
+    macros = dbt_files.resolve_macros(slug, assets, shared_macros, check_env, diags)
+    known_macros = dbt_files.defined_macros(macros)
     for name, sql in sql_text.items():
         vs = ctx.by_kind[Kind.TRANSFORMATION][name]
-        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
+        check_env(vs.address, sql, functools.partial(_sql_span, vs))
+        dbt_files.check_calls(
+            vs.address, sql, known_macros, functools.partial(_sql_span, vs), diags
+        )
     schedules = checks.resolve_schedules(ctx, diags)
     snapshots, snapshot_text = resolve_snapshots(ctx, read_sql, _sql_span, diags)
     for name, sql in snapshot_text.items():
         vs = ctx.by_kind[Kind.SNAPSHOT][name]
-        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
+        check_env(vs.address, sql, functools.partial(_sql_span, vs))
     dependencies = _dependencies(ctx, sql_text, diags, snapshot_text)
     diags += checks.check_broken_references(ctx, broken_specs)
 
@@ -135,8 +150,60 @@ def build_tenant(
         dependencies=tuple(sorted(dependencies)),
         snapshots=declared(Kind.SNAPSHOT, snapshots),
         snapshot_sql=MappingProxyType(dict(sorted(snapshot_text.items()))),
+        macros=MappingProxyType(
+            {
+                name: Declared(address=m.address, spec=m.spec, span=m.span)
+                for name, m in sorted(macros.items())
+            }
+        ),
     )
     return state, diags
+
+
+_BUILT_IN_DEFAULTS = {"materialized": "view", "tests_severity": "error", "tags": ()}
+_DEFAULTED = ("schema_", "materialized", "tests_severity", "tags")
+
+
+def _apply_defaults(ctx: checks.TenantContext, diags: list[Diagnostic]) -> None:
+    """Fill each transformation's unset fields from the tenant's `defaults.transformations`,
+    then fabric.yaml's, then the built-in ones (resource > tenant > project > built-in), so
+    stored specs, the plan and the run all see the resolved values. A transformation with no
+    schema anywhere is an error at its name."""
+    tenant = ctx.tenant.defaults.transformations
+    project = ctx.project.defaults.transformations
+    section = ctx.by_kind[Kind.TRANSFORMATION]
+    for name, vs in list(section.items()):
+        spec = vs.spec
+        written = spec.model_fields_set
+        updates: dict[str, Any] = {}
+        for field in _DEFAULTED:
+            if field in written and getattr(spec, field) is not None:
+                continue
+            for source in (getattr(tenant, field), getattr(project, field)):
+                if source is not None:
+                    updates[field] = source
+                    break
+            else:
+                if field in _BUILT_IN_DEFAULTS:
+                    updates[field] = _BUILT_IN_DEFAULTS[field]
+        if updates.get("schema_", spec.schema_) is None:
+            diags.append(
+                error(
+                    "missing-field",
+                    "Missing field",
+                    f"{vs.address} needs field 'schema'.",
+                    hint="Add `schema:` to the transformation, or a default for every "
+                    "transformation: `defaults: {transformations: {schema: ...}}` under "
+                    "`tenant:` or in fabric.yaml.",
+                    span=vs.file.locate(vs.loc, key=True),
+                    address=vs.address,
+                )
+            )
+        if updates:
+            resolved = spec.model_copy(update=updates)
+            # What the YAML wrote stays known (diagnostics point at written fields only).
+            object.__setattr__(resolved, "__pydantic_fields_set__", set(written))
+            section[name] = dataclasses.replace(vs, spec=resolved)
 
 
 def _transformations(

@@ -108,6 +108,16 @@ Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 # fabric.yaml
 
 
+class TransformationDefaults(Spec):
+    """Defaults of every transformation (project-wide, or a tenant's own); a transformation's
+    own field wins, then the tenant's defaults, then the project's, then the built-in ones."""
+
+    schema_: SchemaName | None = Field(None, alias="schema")
+    materialized: Literal["view", "table", "incremental"] | None = None
+    tags: tuple[Tag, ...] | None = None
+    tests_severity: Literal["error", "warn"] | None = None
+
+
 class Defaults(Spec):
     """Project-wide defaults a resource may override."""
 
@@ -115,6 +125,41 @@ class Defaults(Spec):
     retries: int = Field(0, ge=0, le=20)
     retry_backoff_seconds: Seconds = 30
     timeout_seconds: Seconds | None = None
+    transformations: TransformationDefaults = TransformationDefaults()
+
+
+class DbtPackage(Spec):
+    """One entry of dbt's packages.yml: a `local` folder of the repository, a `git` URL or a
+    hub `package`, installed by `fabric deps`."""
+
+    local: str | None = None
+    """A folder relative to the repository root; it must stay inside the repository."""
+    git: str | None = None
+    revision: str | None = None
+    subdirectory: str | None = None
+    package: str | None = None
+    """A dbt hub package, e.g. dbt-labs/dbt_utils."""
+    version: str | tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DbtPackage:
+        given = [n for n in ("local", "git", "package") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "package_source", "a package needs exactly one of local, git or package"
+            )
+        if self.package is not None and self.version is None:
+            raise PydanticCustomError("package_source", "a hub package needs a version")
+        return self
+
+
+class DbtSettings(Spec):
+    """`dbt:` in fabric.yaml: what every tenant's generated dbt project shares."""
+
+    macros: str | None = None
+    """A folder (relative to the repository root) of macros shared by every tenant."""
+    packages: tuple[DbtPackage, ...] = ()
+    """dbt packages every tenant's project installs (`fabric deps`)."""
 
 
 class ApplySettings(Spec):
@@ -190,6 +235,7 @@ class ProjectSpec(Spec):
     groups: FrozenMap(GroupName, Group) = Field(default_factory=dict)
     """Group name -> its people; `who:` and `admins:` entries without `@` name a group."""
     ownership: OwnershipSettings = OwnershipSettings()
+    dbt: DbtSettings = DbtSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +256,12 @@ class ShareSpec(Spec):
     schemas: tuple[SchemaName, ...] = Field(min_length=1)
 
 
+class TenantDefaults(Spec):
+    """A tenant's own defaults; they win over fabric.yaml's `defaults`."""
+
+    transformations: TransformationDefaults = TransformationDefaults()
+
+
 class TenantSpec(Spec):
     """`tenant:` in any file of the tenant's folder; exactly once per tenant."""
 
@@ -223,6 +275,9 @@ class TenantSpec(Spec):
     taken from the runner's environment at run time. Any other name is a validation error."""
     share: tuple[ShareSpec, ...] = ()
     """Read-only shares of this tenant's schemas with other tenants (managed warehouses)."""
+    packages: tuple[DbtPackage, ...] = ()
+    """dbt packages of this tenant's project, besides fabric.yaml's `dbt.packages`."""
+    defaults: TenantDefaults = TenantDefaults()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,14 +616,31 @@ class TransformationSpec(_Runnable):
 
     sql: str | None = None
     sql_file: str | None = None
-    schema_: SchemaName = Field(alias="schema")
-    materialized: Literal["view", "table", "incremental"] = "view"
+    schema_: SchemaName | None = Field(None, alias="schema")
+    """Required unless a `defaults.transformations.schema` (tenant or project) provides it."""
+    materialized: Literal["view", "table", "incremental"] | None = None
+    """Defaults to the tenant's, then the project's defaults, then `view`."""
     unique_key: SqlIdent | tuple[SqlIdent, ...] | None = None
     warehouse: ResourceRef | None = None
     """Defaults to the tenant's warehouse."""
     tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
     """Column name -> its tests; the names become SQL identifiers in dbt's schema.yml."""
-    tests_severity: Literal["error", "warn"] = "error"
+    tests_severity: Literal["error", "warn"] | None = None
+    """Defaults to the tenant's, then the project's defaults, then `error`."""
+
+
+# ---------------------------------------------------------------------------------------------
+# dbt files a tenant brings (discovered in its folder, not declared in YAML)
+
+
+class MacroSpec(Spec):
+    """A macro file as stored: where it lives and its text."""
+
+    file: str
+    """Its repository-relative path (`tenants/acme/macros/money.sql`, `macros/x.sql`)."""
+    sql: str
+    shared: bool = False
+    """A project-wide macro (fabric.yaml's `dbt.macros` folder), shared by every tenant."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,6 +708,9 @@ class TenantFileSpec(Spec):
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
     snapshots: FrozenMap(ResourceName, SnapshotSpec) = Field(default_factory=dict)
 
+
+FILE_SPECS: dict[Any, type[Spec]] = {"macro": MacroSpec}
+"""Kind (value) -> the stored spec of dbt files a tenant brings (discovered, not YAML)."""
 
 SECTION_SPECS: dict[str, Any] = {
     "connections": ConnectionSpec,

@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from fabric.addresses import Address, Kind
 from fabric.config.specs import (
     ConnectionSpec,
+    MacroSpec,
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
@@ -67,6 +68,9 @@ class TenantState:
     snapshots: Mapping[str, Declared[SnapshotSpec]] = field(default_factory=_empty)
     snapshot_sql: Mapping[str, str] = field(default_factory=_empty)
     """Snapshot name -> its select (inline, or read from `sql_file`)."""
+    macros: Mapping[str, Declared[MacroSpec]] = field(default_factory=lambda: EMPTY)
+    """Macro files of the tenant's dbt project: its own `macros/` and the project's shared
+    ones (`project__<stem>`)."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -75,6 +79,7 @@ class TenantState:
             self.transformations,
             self.schedules,
             self.snapshots,
+            self.macros,
         ):
             yield from section.values()
 
@@ -88,6 +93,7 @@ class TenantState:
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
             Kind.SNAPSHOT: self.snapshots,
+            Kind.MACRO: self.macros,
         }[kind]
 
 

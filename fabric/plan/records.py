@@ -60,6 +60,8 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         spec["sql"] = tenant.snapshot_sql.get(declared.address.name, spec.get("sql"))
         yield _record(declared.address, spec)
+    for declared in tenant.macros.values():
+        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)
         spec = {
@@ -102,6 +104,9 @@ KIND_ORDER = {
     Kind.PIPELINE: 2,
     Kind.TRANSFORMATION: 2,
     Kind.SNAPSHOT: 2,
+    Kind.MACRO: 2,
+    Kind.SEED: 2,
+    Kind.TEST: 2,
     Kind.DEPENDENCY: 3,
     Kind.SCHEDULE: 4,
     Kind.ROLE: 5,

@@ -161,6 +161,7 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
         "snapshots": snapshots,
+        "macros": dict(base.get("macros") or {}),
     }
 
 

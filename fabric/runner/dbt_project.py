@@ -85,6 +85,8 @@ _NON_ALNUM = re.compile(r"[^a-zA-Z\d_]+")
 _UNDERSCORES = re.compile(r"_+")
 _MODEL_FILE = re.compile(r"\bmodels/([a-z][a-z0-9_]*)\.sql\b")
 _REF_OR_SOURCE = re.compile(r"^\s*(ref|source)\s*\(")
+_SAFE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+SHARED_PREFIX = "project__"  # fabric.config.dbt_files's (not imported: pydantic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +162,22 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
         sql = UNPARSABLE_MODEL.format(name=name) if name in skip else str(spec.get("sql") or "")
         files[f"models/{name}.sql"] = sql
     files.update(snapshot_files(project))
+    files.update(macro_files(project))
     return files
+
+
+def macro_files(project: Mapping[str, Any]) -> dict[str, str]:
+    """The tenant's macro files (`macros/tenant/<name>.sql`) and the project's shared ones
+    (`macros/project/<stem>.sql`), named after their address, never after a stored path."""
+    out: dict[str, str] = {}
+    for name, spec in sorted((project.get("macros") or {}).items()):
+        if not _SAFE_NAME.fullmatch(str(name)):
+            continue  # a tampered record: addresses are names, never paths
+        if spec.get("shared") and str(name).startswith(SHARED_PREFIX):
+            out[f"macros/project/{str(name).removeprefix(SHARED_PREFIX)}.sql"] = str(spec["sql"])
+        else:
+            out[f"macros/tenant/{name}.sql"] = str(spec.get("sql") or "")
+    return out
 
 
 def _transformations(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:

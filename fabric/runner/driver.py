@@ -170,6 +170,7 @@ def node_spec(
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
             "connections": {name: c.spec for name, c in applied.connections.items()},
             "snapshots": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SNAPSHOT},
+            "macros": {a.name: s for a, s in applied.files.items() if a.kind is Kind.MACRO},
         }
     connections = {}
     for name in names:

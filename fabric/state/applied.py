@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -24,6 +24,8 @@ class AppliedTenant:
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
     """(upstream, downstream) dependencies."""
+    files: Mapping[Address, Mapping[str, Any]] = field(default_factory=dict)
+    """dbt files the tenant brings (macros, seeds, singular tests): address -> stored spec."""
 
 
 def read_applied(conn: Connection, slug: str) -> AppliedTenant:
@@ -44,6 +46,7 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
     connections: dict[str, StoredConnection] = {}
     schedules: dict[str, Mapping[str, Any]] = {}
     edges: list[tuple[Address, Address]] = []
+    files: dict[Address, Mapping[str, Any]] = {}
     for r in conn.execute(text("\nUNION ALL\n".join(parts))):
         kind = TABLE_KINDS[r.tbl]
         address = Address(slug, kind, r.name)
@@ -55,6 +58,8 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
             )
         elif kind is Kind.SCHEDULE:
             schedules[r.name] = r.spec
+        elif kind in (Kind.MACRO, Kind.SEED, Kind.TEST):
+            files[address] = r.spec
         else:
             edges.append(address.edge())
-    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)))
+    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)), files)

@@ -1,0 +1,242 @@
+"""dbt files a tenant brings (macros), and the project's shared macros, checked.  [pure]
+
+A tenant's `macros/**/*.sql` are discovered in its folder (no YAML entry); each file is one
+stored resource `<slug>.macro.<file stem>`, so a changed macro shows in the plan like a
+changed SQL file. fabric.yaml's `dbt.macros` folder is shared by every tenant: its files are
+part of every tenant's project, as `<slug>.macro.project__<stem>`, and they are the only code
+tenants share.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from fabric.addresses import NAME, Address, Kind
+from fabric.config.macros import (
+    RESERVED_MACROS,
+    is_builtin,
+    macro_calls,
+    macro_definitions,
+)
+from fabric.config.references import is_reserved_env
+from fabric.config.specs import MacroSpec, ProjectSpec
+from fabric.config.sql_refs import env_vars
+from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
+
+SHARED_PREFIX = "project__"
+"""Name prefix of the shared macros' addresses in a tenant (tenant file stems may not use it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MacroFile:
+    """One macro file as resolved: its address, stored spec and where it is."""
+
+    address: Address
+    spec: MacroSpec
+    span: SourceSpan
+
+
+def _stem(path: str) -> str:
+    return PurePosixPath(path).stem
+
+
+def shared_macro_problems(project: ProjectSpec, sources: Sequence[Any]) -> list[Diagnostic]:
+    """Checks of the project's shared macro files, reported once (not once per tenant)."""
+    diags: list[Diagnostic] = []
+    seen: dict[str, str] = {}
+    for source in sources:
+        stem = _stem(source.path)
+        if not NAME.fullmatch(stem):
+            diags.append(_bad_file_name(source.path, None))
+        elif stem in seen:
+            diags.append(_duplicate_file(source.path, seen[stem], None))
+        seen.setdefault(stem, source.path)
+        diags += _reserved(source.path, source.text, None)
+        used, dynamic = env_vars(source.text)
+        allowed = frozenset(n for n in project.env if not is_reserved_env(n))
+        for line in dynamic:
+            diags.append(
+                error(
+                    "dynamic-env-var",
+                    "Unresolvable env_var",
+                    f"{source.path}: env_var on line {line} is not called with a plain string "
+                    "literal, so which variable it reads cannot be checked.",
+                    hint="Write {{ env_var('NAME') }} with a name listed in fabric.yaml's `env:`.",
+                    span=SourceSpan(source.path, line, 1),
+                )
+            )
+        for name, line in used:
+            if name not in allowed:
+                diags.append(
+                    error(
+                        "undeclared-env-var",
+                        "Undeclared environment variable",
+                        f"{source.path}: env_var({name!r}) on line {line}: a shared macro runs "
+                        "in every tenant, so it may read only fabric.yaml's shared `env:`.",
+                        hint="List the variable in fabric.yaml's `env:` (never a FABRIC_* or a "
+                        "tenant's own variable).",
+                        span=SourceSpan(source.path, line, 1),
+                    )
+                )
+    return diags
+
+
+def resolve_macros(
+    slug: str,
+    assets: Iterable[Any],
+    shared: Iterable[Any],
+    check_env: Callable[[Address, str, Callable[[int], SourceSpan]], None],
+    diags: list[Diagnostic],
+) -> dict[str, MacroFile]:
+    """The tenant's macro files (its own, then the shared ones), by address name.
+
+    `check_env(address, text, span_at)` applies the tenant's env_var rules to its own files.
+    """
+    prefix = f"tenants/{slug}/macros/"
+    found: dict[str, MacroFile] = {}
+    for source in assets:
+        if not source.path.startswith(prefix):
+            continue
+        stem = _stem(source.path)
+        address = Address(slug, Kind.MACRO, stem) if NAME.fullmatch(stem) else None
+        if address is None or stem.startswith(SHARED_PREFIX):
+            diags.append(_bad_file_name(source.path, Address.of_tenant(slug)))
+            continue
+        if stem in found:
+            diags.append(_duplicate_file(source.path, found[stem].spec.file, address))
+            continue
+        diags += _reserved(source.path, source.text, address)
+        check_env(address, source.text, functools.partial(_line_span, source.path))
+        found[stem] = MacroFile(
+            address, MacroSpec(file=source.path, sql=source.text), SourceSpan(source.path, 1, 1)
+        )
+    for source in shared:
+        stem = _stem(source.path)
+        if not NAME.fullmatch(stem):
+            continue  # reported once by shared_macro_problems
+        name = f"{SHARED_PREFIX}{stem}"
+        if name in found or not NAME.fullmatch(name):
+            continue
+        found[name] = MacroFile(
+            Address(slug, Kind.MACRO, name),
+            MacroSpec(file=source.path, sql=source.text, shared=True),
+            SourceSpan(source.path, 1, 1),
+        )
+    _check_definitions(found, diags)
+    return found
+
+
+def defined_macros(macros: Mapping[str, MacroFile]) -> dict[str, str]:
+    """Macro name -> the file defining it (first wins), over every macro file of the tenant."""
+    names: dict[str, str] = {}
+    for macro in macros.values():
+        for definition in macro_definitions(macro.spec.sql):
+            names.setdefault(definition.name, macro.spec.file)
+    return names
+
+
+def check_calls(
+    address: Address,
+    sql: str,
+    known: Mapping[str, str],
+    span_at: Callable[[int], SourceSpan],
+    diags: list[Diagnostic],
+) -> None:
+    """Every unprefixed call in `sql` names a macro of the tenant, a shared one, or dbt's own."""
+    for call in macro_calls(sql):
+        if call.name in known or is_builtin(call.name):
+            continue
+        choices = [n for n in known if not n.startswith("test_")]
+        hint = did_you_mean(call.name, choices) if choices else None
+        diags.append(
+            error(
+                "unknown-macro",
+                "Unknown macro",
+                f"{address}: {call.name}() on SQL line {call.line} is no macro of tenant "
+                f"{address.tenant} (its macros/ folder), of the project's shared macros or of "
+                "dbt.",
+                hint=hint
+                or "Define it in a .sql file of the tenant's macros/ folder, or call a package "
+                "macro with its package's name (dbt_utils.star(...)).",
+                span=span_at(call.line),
+                address=address,
+            )
+        )
+
+
+def _check_definitions(found: Mapping[str, MacroFile], diags: list[Diagnostic]) -> None:
+    where: dict[str, tuple[str, int]] = {}
+    for macro in found.values():
+        for definition in macro_definitions(macro.spec.sql):
+            first = where.get(definition.name)
+            if first is None:
+                where[definition.name] = (macro.spec.file, definition.line)
+                continue
+            if macro.spec.shared and first[0] == macro.spec.file:
+                continue
+            diags.append(
+                error(
+                    "duplicate-macro",
+                    "Macro defined twice",
+                    f"{macro.address}: macro {definition.name!r} is defined in "
+                    f"{macro.spec.file} line {definition.line} and in {first[0]} line "
+                    f"{first[1]}; dbt refuses two macros of one name in a project.",
+                    hint="Rename or remove one of them (shared macros come from fabric.yaml's "
+                    "dbt.macros folder).",
+                    span=SourceSpan(macro.spec.file, definition.line, 1),
+                    address=macro.address,
+                )
+            )
+
+
+def _reserved(path: str, text: str, address: Address | None) -> list[Diagnostic]:
+    out = []
+    for definition in macro_definitions(text):
+        why = RESERVED_MACROS.get(definition.name)
+        if why is None:
+            continue
+        out.append(
+            error(
+                "reserved-macro",
+                "Macro fabric does not let a project override",
+                f"{path}: macro {definition.name!r} (line {definition.line}) would override "
+                f"dbt's: {why}.",
+                hint="Give the macro another name.",
+                span=SourceSpan(path, definition.line, 1),
+                address=address,
+            )
+        )
+    return out
+
+
+def _bad_file_name(path: str, address: Address | None) -> Diagnostic:
+    return error(
+        "bad-name",
+        "Invalid resource name",
+        f"{path}: a dbt file's name (without .sql/.csv) names its resource, so it must start "
+        f"with a lowercase letter and hold only a-z, 0-9 and _ (and not start with "
+        f"{SHARED_PREFIX!r}).",
+        hint="Rename the file, e.g. money_macros.sql.",
+        span=SourceSpan(path, 1, 1),
+        address=address,
+    )
+
+
+def _duplicate_file(path: str, first: str, address: Address | None) -> Diagnostic:
+    return error(
+        "duplicate-resource",
+        "Duplicate resource",
+        f"{path} has the same name as {first}; a file's name (without its folder) names its "
+        "resource.",
+        hint="Rename one of them.",
+        span=SourceSpan(path, 1, 1),
+        address=address,
+    )
+
+
+def _line_span(path: str, line: int) -> SourceSpan:
+    return SourceSpan(path, line, 1)

@@ -1,0 +1,212 @@
+"""dbt files a tenant brings (macros) and transformation defaults, as `validate` sees them.
+
+Every fault is reported before any run, at the file and line, with a did-you-mean where a
+close name exists; a tenant's macro cannot read another tenant's or fabric's variables, cannot
+override what fabric manages, and cannot reach outside its folder or the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from fabric.addresses import Address, Kind
+from fabric.config.dbt_builtins import DBT_MACROS
+from fabric.config.loader import load_repository
+from fabric.config.macros import macro_calls, macro_definitions
+from fabric.plan.records import tenant_records
+from tests.config.conftest import TENANT
+
+MACROS = """\
+{% macro cents_to_dollars(column) -%}
+    ({{ column }} / 100.0)::numeric(16, 2)
+{%- endmacro %}
+
+{% test positive(model, column_name) %}
+select * from {{ model }} where {{ column_name }} <= 0
+{% endtest %}
+"""
+MODEL = """\
+transformations:
+  totals:
+    schema: acme_marts
+    sql: |
+      select {{ cents_to_dollars('amount') }} as dollars,
+             {{ cents_to_dolars('amount') }} as typo,
+             {{ dbt_utils.star('x') }} as pkg,
+             {{ "x" | default('y') }}, {{ 'count(*)' }},
+             {% if is_incremental() %} 1 {% endif %}
+             {{ adapter.dispatch('x')() }}
+      from t
+"""
+
+
+def _errors(root: Path) -> list:
+    return [d for d in load_repository(root).diagnostics if d.severity == "error"]
+
+
+def test_macro_calls_are_read_conservatively():
+    sql = (
+        "{# {{ commented_out() }} #}\n"
+        "select {{ a_macro('x(1)') }}, {{ obj.method() }}, {{ v | replace('a', 'b') }}\n"
+        "{% set local = 1 %}{% macro inline(x) %}{{ x }}{% endmacro %}{{ inline(1) }}\n"
+        "{% if x is divisibleby(3) %}{{ other( ) }}{% endif %}\n"
+    )
+    assert [(c.name, c.line) for c in macro_calls(sql)] == [("a_macro", 2), ("other", 4)]
+    defs = macro_definitions(MACROS)
+    assert [(d.name, d.line, d.kind) for d in defs] == [
+        ("cents_to_dollars", 1, "macro"),
+        ("test_positive", 5, "test"),
+    ]
+
+
+def test_builtin_macro_list_matches_the_installed_dbt():
+    names = set()
+    for module in ("dbt.include.global_project", "dbt.include.postgres"):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.submodule_search_locations
+        for folder in spec.submodule_search_locations:
+            for path in Path(folder).rglob("*.sql"):
+                for m in re.finditer(r"\{%-?\s*(macro|test)\s+(\w+)", path.read_text()):
+                    name = m.group(2) if m.group(1) == "macro" else f"test_{m.group(2)}"
+                    if not name.startswith(("default__", "postgres__")):
+                        names.add(name)
+    assert names == set(DBT_MACROS)
+
+
+def test_a_valid_macro_is_stored_and_an_unknown_call_is_reported_with_a_did_you_mean(make_repo):
+    root = make_repo(
+        {
+            "tenants/acme/macros/money.sql": MACROS,
+            "tenants/acme/transformations.yaml": MODEL,
+        }
+    )
+    errors = _errors(root)
+    assert [(d.code, d.span.path, d.span.line) for d in errors] == [
+        ("unknown-macro", "tenants/acme/transformations.yaml", 6)
+    ]
+    assert "cents_to_dolars()" in errors[0].detail
+    assert "Did you mean 'cents_to_dollars'?" in (errors[0].hint or "")
+
+    fixed = MODEL.replace("cents_to_dolars", "cents_to_dollars")
+    (root / "tenants/acme/transformations.yaml").write_text(fixed)
+    result = load_repository(root)
+    assert result.ok, result.diagnostics
+    tenant = result.desired.tenants["acme"]
+    assert list(tenant.macros) == ["money"]
+    records = {r.address: r for r in tenant_records(tenant)}
+    record = records[Address("acme", Kind.MACRO, "money")]
+    assert record.spec == {"file": "tenants/acme/macros/money.sql", "sql": MACROS, "shared": False}
+    before = result.desired.source_hash
+    (root / "tenants/acme/macros/money.sql").write_text(MACROS + "\n-- changed\n")
+    assert load_repository(root).desired.source_hash != before
+
+
+def test_shared_macros_are_in_every_tenant_and_only_read_shared_env(make_repo):
+    root = make_repo(
+        {
+            "fabric.yaml": "format_version: 1\nenv: [SHARED_X]\ndbt: {macros: macros}\n",
+            "macros/money.sql": MACROS.replace("cents_to_dollars", "to_dollars"),
+            "macros/env.sql": (
+                "{% macro ok() %}{{ env_var('SHARED_X') }}{% endmacro %}\n"
+                "{% macro bad() %}{{ env_var('ACME_SHOP_PASSWORD') }}{% endmacro %}\n"
+            ),
+            "tenants/acme/transformations.yaml": MODEL.replace(
+                "cents_to_dollars", "to_dollars"
+            ).replace("cents_to_dolars", "ok"),
+        }
+    )
+    errors = _errors(root)
+    assert [(d.code, d.span.path, d.span.line) for d in errors] == [
+        ("undeclared-env-var", "macros/env.sql", 2)
+    ]
+    (root / "macros/env.sql").write_text("{% macro ok() %}{{ env_var('SHARED_X') }}{% endmacro %}")
+    result = load_repository(root)
+    assert result.ok, result.diagnostics
+    assert set(result.desired.tenants["acme"].macros) == {"project__env", "project__money"}
+    assert result.desired.tenants["acme"].macros["project__money"].spec.shared
+
+
+def test_hostile_macros_are_refused_before_any_run(make_repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "steal.sql").write_text("{% macro steal() %}1{% endmacro %}")
+    root = make_repo(
+        {
+            "fabric.yaml": "format_version: 1\ndbt: {macros: ../outside}\n",
+            "tenants/globex/tenant.yaml": "tenant: {display_name: Globex}\n",
+            "tenants/acme/macros/env.sql": (
+                "{% macro a() %}{{ env_var('GLOBEX_TOKEN') }}{% endmacro %}\n"
+                "{% macro b() %}{{ env_var('FABRIC_SECRET_KEYS') }}{% endmacro %}\n"
+                "{% macro c(n) %}{{ env_var(n) }}{% endmacro %}\n"
+            ),
+            "tenants/acme/macros/override.sql": (
+                "{% macro ref(name) %}{{ return(builtins.ref(name)) }}{% endmacro %}\n"
+                "{% macro generate_schema_name(a, b) %}globex_marts{% endmacro %}\n"
+            ),
+            "tenants/acme/macros/sub/env.sql": "{% macro d() %}1{% endmacro %}",
+            "tenants/acme/macros/Bad-Name.sql": "{% macro e() %}1{% endmacro %}",
+        }
+    )
+    os.symlink(outside, root / "tenants/acme/macros/linked")
+    found = {(d.code, d.span.path if d.span else None, d.span.line if d.span else None)
+             for d in _errors(root)}  # fmt: skip
+    assert found == {
+        ("bad-macros-folder", "fabric.yaml", 2),
+        ("undeclared-env-var", "tenants/acme/macros/env.sql", 1),  # globex's variable
+        ("undeclared-env-var", "tenants/acme/macros/env.sql", 2),  # fabric's keys
+        ("dynamic-env-var", "tenants/acme/macros/env.sql", 3),
+        ("reserved-macro", "tenants/acme/macros/override.sql", 1),
+        ("reserved-macro", "tenants/acme/macros/override.sql", 2),
+        ("duplicate-resource", "tenants/acme/macros/sub/env.sql", 1),
+        ("bad-name", "tenants/acme/macros/Bad-Name.sql", 1),
+        ("refused-tenant-path", "tenants/acme/macros/linked", 1),
+    }
+
+
+def test_transformation_defaults_resolve_resource_then_tenant_then_project(make_repo):
+    root = make_repo(
+        {
+            "fabric.yaml": (
+                "format_version: 1\ndefaults:\n  transformations:\n"
+                "    materialized: table\n    tags: [daily]\n    tests_severity: warn\n"
+            ),
+            "tenants/acme/tenant.yaml": (
+                TENANT.replace(
+                    "  warehouse: dwh\n",
+                    "  warehouse: dwh\n  defaults: {transformations: {schema: acme_marts, "
+                    "tests_severity: error}}\n",
+                )
+            ),
+            "tenants/acme/transformations.yaml": (
+                "transformations:\n"
+                "  plain: {sql: select 1 as n}\n"
+                "  own: {sql: select 1 as n, schema: acme_own, materialized: view, tags: []}\n"
+            ),
+        }
+    )
+    result = load_repository(root)
+    assert result.ok, result.diagnostics
+    specs = {n: d.spec for n, d in result.desired.tenants["acme"].transformations.items()}
+    assert (specs["plain"].schema_, specs["plain"].materialized) == ("acme_marts", "table")
+    assert (specs["plain"].tags, specs["plain"].tests_severity) == (("daily",), "error")
+    assert (specs["own"].schema_, specs["own"].materialized, specs["own"].tags) == (
+        "acme_own",
+        "view",
+        (),
+    )
+    record = next(
+        r for r in tenant_records(result.desired.tenants["acme"]) if r.address.name == "plain"
+    )
+    assert record.spec["schema"] == "acme_marts" and record.spec["materialized"] == "table"
+
+
+def test_a_transformation_without_schema_and_no_default_is_an_error(make_repo):
+    root = make_repo({"tenants/acme/transformations.yaml": "transformations:\n  t: {sql: x}\n"})
+    errors = _errors(root)
+    assert [(d.code, d.span.path, d.span.line) for d in errors] == [
+        ("missing-field", "tenants/acme/transformations.yaml", 2)
+    ]
+    assert "defaults" in (errors[0].hint or "")

@@ -1,0 +1,182 @@
+"""A tenant's own dbt files (macros, shared macros, defaults) through validate, plan, apply and
+a real dbt run on a managed warehouse, where each tenant logs in as its own role.
+
+One repository is applied once for the module (two tenants, a project-wide macro folder);
+each test runs a few nodes and asserts several things per run, to keep dbt starts few.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
+
+from fabric import api
+from fabric.addresses import Address
+from fabric.apply import ApplyOptions
+from fabric.domain.runs import NodeStatus
+from fabric.state.engine import create_database, drop_database
+from tests.runner.test_managed_runs import _conninfo, run, tamper, wh_sql
+
+FABRIC_YAML = """
+format_version: 1
+dbt: {{macros: shared_macros}}
+defaults:
+  transformations: {{materialized: table}}
+warehouses:
+  dwh:
+    host: {wh.host}
+    port: {wh.port}
+    database: {wh.database}
+    admin: {{username: {wh.username}, password: "${{env:DWH_ADMIN_PASSWORD}}"}}
+    manage_roles: true
+    role_prefix: {prefix}
+"""
+SHARED_MACRO = """\
+{% macro cents_to_dollars(column) -%}
+    ({{ column }} / 100.0)::numeric(16, 2)
+{%- endmacro %}
+"""
+ACME = """
+tenant:
+  display_name: Acme
+  warehouse: dwh
+  defaults: {transformations: {schema: acme_marts}}
+connections:
+  dwh: {type: postgres, direction: destination, warehouse: dwh}
+transformations:
+  priced:
+    sql: "select {{ cents_to_dollars('250') }} as dollars, {{ double_it('21') }} as n"
+  thief:
+    sql: "select {{ steal() }} as n"
+    materialized: view
+"""
+ACME_MACROS = """\
+{% macro double_it(x) %}({{ x }} * 2){% endmacro %}
+{% macro steal() %}(select max(n) from globex_marts.totals){% endmacro %}
+"""
+GLOBEX = """
+tenant:
+  display_name: Globex
+  warehouse: dwh
+connections:
+  dwh: {type: postgres, direction: destination, warehouse: dwh}
+transformations:
+  totals:
+    sql: select {{ cents_to_dollars('700') }} as n
+    schema: globex_marts
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(
+    tmp_path_factory: pytest.TempPathFactory, pg_server_url: str
+) -> Iterator[tuple[Path, dict[str, str], str]]:
+    made = [f"fabric_test_dbtf_{secrets.token_hex(4)}" for _ in range(2)]
+    warehouse = make_url(create_database(pg_server_url, made[0]))
+    control = create_database(pg_server_url, made[1])
+    tmp = tmp_path_factory.mktemp("dbt-files")
+    prefix = f"r{secrets.token_hex(3)}_"
+    root = tmp / "repo"
+    files = {
+        "fabric.yaml": FABRIC_YAML.format(wh=warehouse, prefix=prefix),
+        "shared_macros/money.sql": SHARED_MACRO,
+        "tenants/acme/tenant.yaml": ACME,
+        "tenants/acme/macros/acme_macros.sql": ACME_MACROS,
+        "tenants/globex/tenant.yaml": GLOBEX,
+    }
+    for rel, body in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(body))
+    env = {
+        "FABRIC_DATABASE_URL": control,
+        "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
+        "FABRIC_HOME": str(tmp / "home"),
+        "DWH_ADMIN_PASSWORD": warehouse.password or "",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    plan = api.plan(root, environ=env).plan
+    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+    yield root, env, warehouse.render_as_string(hide_password=False)
+    with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
+        for (name,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
+        ).fetchall():
+            conn.execute(f'DROP OWNED BY "{name}"')
+            conn.execute(f'DROP ROLE "{name}"')
+    for name in made:
+        drop_database(pg_server_url, name)
+
+
+def test_macros_run_in_the_tenants_project_and_cannot_read_another_tenant(repo):
+    root, env, url = repo
+    globex = run(root, env, "globex")
+    assert globex.ok, globex.errors
+    acme = run(root, env, "acme", "transformation:priced")
+    assert acme.ok, acme.errors
+    # A tenant macro and a shared one, and the defaults: tenant schema, project materialization.
+    assert wh_sql(url, "select dollars, n from acme_marts.priced") == [(2.5, 42)]
+    kinds = wh_sql(
+        url,
+        "select table_schema, table_type from information_schema.tables "
+        "where table_name in ('priced', 'totals') order by 1",
+    )
+    assert kinds == [("acme_marts", "BASE TABLE"), ("globex_marts", "BASE TABLE")]
+    assert wh_sql(url, "select n from globex_marts.totals") == [(7.0,)]
+
+    # A macro reading globex's schema passes validate (SQL is not parsed) but the tenant's
+    # warehouse login is denied.
+    thief = Address.parse("acme.transformation.thief")
+    result = run(root, env, "acme", "transformation:thief")
+    assert result.nodes[thief] is NodeStatus.FAILED
+    assert "permission denied" in result.errors[thief].lower()
+
+    # A macro forced into the stored state past validation reads no fabric variable: the run's
+    # environment holds none of them.
+    tamper(
+        env,
+        "acme",
+        "macros",
+        "acme_macros",
+        "sql",
+        "{% macro double_it(x) %}'{{ env_var('FABRIC_SECRET_KEYS') }}'{% endmacro %}"
+        "{% macro steal() %}1{% endmacro %}",
+    )
+    priced = Address.parse("acme.transformation.priced")
+    result = run(root, env, "acme", "transformation:priced")
+    assert result.nodes[priced] is NodeStatus.FAILED
+    assert "env var required but not provided" in result.errors[priced].lower()
+    assert env["FABRIC_SECRET_KEYS"] not in result.errors[priced]
+    # Apply again: the tampered record is drift, put back from the repository.
+    api.apply(api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions())
+    assert run(root, env, "acme", "transformation:priced").ok
+
+
+def test_a_changed_macro_shows_in_the_plan_like_a_changed_sql_file(repo):
+    root, env, _ = repo
+    shared = root / "shared_macros" / "money.sql"
+    own = root / "tenants" / "acme" / "macros" / "acme_macros.sql"
+    before = shared.read_text(), own.read_text()
+    try:
+        shared.write_text(before[0].replace("16, 2", "18, 2"))
+        own.write_text(before[1] + "{% macro triple(x) %}({{ x }} * 3){% endmacro %}\n")
+        plan = api.plan(root, environ=env).plan
+        changed = {str(c.address): c for c in plan.changes}
+        for address in (
+            "acme.macro.project__money",
+            "globex.macro.project__money",
+            "acme.macro.acme_macros",
+        ):
+            assert changed[address].action.value == "update", address
+            assert [f.name for f in changed[address].fields] == ["sql"]
+    finally:
+        shared.write_text(before[0])
+        own.write_text(before[1])
