@@ -754,9 +754,15 @@ class _Importer:
                 self.skip(file, None, f"local package {entry['local']!r}", "no files found there")
         elif "git" in entry:
             keep = ("git", "revision", "subdirectory")
-            self.packages.append({k: entry[k] for k in keep if entry.get(k) is not None})
+            self.packages.append({k: str(entry[k]) for k in keep if entry.get(k) is not None})
         elif "package" in entry:
-            self.packages.append({k: entry[k] for k in ("package", "version") if k in entry})
+            version = entry.get("version")
+            out: dict[str, Any] = {"package": str(entry["package"])}
+            if isinstance(version, list):
+                out["version"] = [str(v) for v in version]
+            elif version is not None:
+                out["version"] = str(version)  # YAML reads `version: 1.0` as a number
+            self.packages.append(out)
         else:
             self.skip(
                 file,

@@ -283,6 +283,30 @@ def test_yaml_snapshots_and_properties_configs_are_read():
     assert doc["transformations"]["m"]["tags"] == ["nightly"]
 
 
+def test_git_and_hub_packages_are_kept_as_written():
+    t = translate(
+        project(
+            packages_yml="""\
+                packages:
+                  - package: dbt-labs/dbt_utils
+                    version: 1.0
+                  - package: dbt-labs/codegen
+                    version: [">=0.9.0", "<1.0.0"]
+                  - git: https://example.com/x.git
+                    revision: 2
+                  - tarball: https://example.com/x.tgz
+                """
+        ),
+        "acme",
+    )
+    assert loaded(t, "tenant.yaml")["tenant"]["packages"] == [
+        {"package": "dbt-labs/dbt_utils", "version": "1.0"},
+        {"package": "dbt-labs/codegen", "version": [">=0.9.0", "<1.0.0"]},
+        {"git": "https://example.com/x.git", "revision": "2"},
+    ]
+    assert any("fabric installs local, git and hub packages only" in p for p in problems(t))
+
+
 def test_doc_blocks_fill_descriptions_and_relationships_follow_renamed_sources():
     t = translate(
         project(
