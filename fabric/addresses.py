@@ -13,7 +13,8 @@ from enum import StrEnum
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 EDGE = re.compile(
-    r"(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}->(pipeline|transformation)\.[a-z][a-z0-9_]{0,62}"
+    r"(pipeline|transformation|seed)\.[a-z][a-z0-9_]{0,62}"
+    r"->(pipeline|transformation|seed)\.[a-z][a-z0-9_]{0,62}"
 )
 
 
@@ -48,7 +49,10 @@ SECTIONS: dict[str, Kind] = {
     "pipelines": Kind.PIPELINE,
     "transformations": Kind.TRANSFORMATION,
     "schedules": Kind.SCHEDULE,
+    "seeds": Kind.SEED,
 }
+DBT_NODE_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SEED})
+"""DAG nodes a tenant's dbt invocation runs (batched together: one invocation per tenant)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

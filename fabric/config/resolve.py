@@ -118,7 +118,16 @@ def build_tenant(
             vs.address, sql, known_macros, functools.partial(_sql_span, vs), diags
         )
     schedules = checks.resolve_schedules(ctx, diags)
-    dependencies = _dependencies(ctx, sql_text, diags)
+    seeds = dbt_files.resolve_seeds(
+        slug,
+        assets,
+        ctx.by_kind[Kind.SEED],
+        (tenant.defaults.transformations, project.defaults.transformations),
+        tenant.warehouse,
+        ctx.by_kind[Kind.TRANSFORMATION],
+        diags,
+    )
+    dependencies = _dependencies(ctx, sql_text, diags, seeds)
     diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
@@ -147,6 +156,12 @@ def build_tenant(
             {
                 name: Declared(address=m.address, spec=m.spec, span=m.span)
                 for name, m in sorted(macros.items())
+            }
+        ),
+        seeds=MappingProxyType(
+            {
+                name: Declared(address=s.address, spec=s.spec, span=s.span)
+                for name, s in sorted(seeds.items())
             }
         ),
     )
@@ -313,7 +328,10 @@ def _check_sql_config(vs: ValidSpec, sql: str, diags: list[Diagnostic]) -> None:
 
 
 def _dependencies(
-    ctx: checks.TenantContext, sql_text: Mapping[str, str], diags: list[Diagnostic]
+    ctx: checks.TenantContext,
+    sql_text: Mapping[str, str],
+    diags: list[Diagnostic],
+    seeds: Mapping[str, Any] = MappingProxyType({}),
 ) -> list[Dependency]:
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
@@ -375,15 +393,20 @@ def _dependencies(
             span = functools.partial(_sql_span, vs, ref.line)
             if ctx.is_broken(Kind.TRANSFORMATION if ref.kind == "ref" else Kind.PIPELINE, ref.name):
                 continue
+            if ref.kind == "ref" and ref.name in seeds:
+                add(seeds[ref.name].address, vs.address, "ref", span, False)
+                continue
+            if ref.kind == "ref" and ctx.is_broken(Kind.SEED, ref.name):
+                continue
             if ref.kind == "ref":
                 if ref.name not in transformations:
                     diags.append(
                         error(
                             "unknown-reference",
                             "Unknown reference",
-                            f"{vs.address}: ref({ref.name!r}) names no transformation of "
-                            f"tenant {ctx.slug}.",
-                            hint=did_you_mean(ref.name, transformations),
+                            f"{vs.address}: ref({ref.name!r}) names no transformation or seed "
+                            f"of tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, [*transformations, *seeds]),
                             span=span(),
                             address=vs.address,
                         )

@@ -19,6 +19,7 @@ from fabric.config.specs import (
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
+    SeedSpec,
     TenantSpec,
     TransformationSpec,
 )
@@ -63,6 +64,8 @@ class TenantState:
     macros: Mapping[str, Declared[MacroSpec]] = field(default_factory=lambda: EMPTY)
     """Macro files of the tenant's dbt project: its own `macros/` and the project's shared
     ones (`project__<stem>`)."""
+    seeds: Mapping[str, Declared[SeedSpec]] = field(default_factory=lambda: EMPTY)
+    """CSV files of the tenant's `seeds/` folder, with their `seeds:` configuration."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -71,6 +74,7 @@ class TenantState:
             self.transformations,
             self.schedules,
             self.macros,
+            self.seeds,
         ):
             yield from section.values()
 
@@ -84,6 +88,7 @@ class TenantState:
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
             Kind.MACRO: self.macros,
+            Kind.SEED: self.seeds,
         }[kind]
 
 

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["name", "pipeline", "transformation", "tag", "all"]
+Method = Literal["name", "pipeline", "transformation", "seed", "tag", "all"]
 _SELECTOR = re.compile(
-    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
+    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|seed|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
     r"(?P<down>\+)?"
 )
 

@@ -152,13 +152,16 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     first = nodes[0]
     base = first.project or {}
     transformations = dict(base.get("transformations") or {})
-    transformations.update((n.address.name, n.spec) for n in nodes)
+    seeds = dict(base.get("seeds") or {})
+    for n in nodes:
+        (seeds if n.kind == "seed" else transformations)[n.address.name] = n.spec
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
         "macros": dict(base.get("macros") or {}),
+        "seeds": seeds,
     }
 
 
@@ -248,7 +251,11 @@ def _run_group(
 ) -> list[NodeResult]:
     started_at = utcnow()
     env, secrets = _warehouse_env(warehouse, nodes[0])
-    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    # Seeds and models share dbt's namespace (validate refuses one name for both).
+    transformations: Mapping[str, Mapping[str, Any]] = {
+        **project["transformations"],
+        **project.get("seeds", {}),
+    }
     names = [n.address.name for n in nodes]
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
@@ -412,7 +419,7 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
 def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
-    if kind == "model":
+    if kind in ("model", "seed"):
         model: str | None = node.name
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]

@@ -43,7 +43,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros")
+MANAGED_FOLDERS = ("models", "macros", "seeds")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -131,11 +131,8 @@ def relation_name(spec: Mapping[str, Any], name: str) -> str:
 
 def warehouses(project: Mapping[str, Any]) -> tuple[str, ...]:
     """Warehouse connections the tenant's transformations run on (one dbt target each)."""
-    return tuple(
-        sorted(
-            {str(s["warehouse"]) for s in _transformations(project).values() if s.get("warehouse")}
-        )
-    )
+    nodes = (*_transformations(project).values(), *_seeds(project).values())
+    return tuple(sorted({str(s["warehouse"]) for s in nodes if s.get("warehouse")}))
 
 
 def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ()) -> dict[str, str]:
@@ -158,7 +155,14 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
         sql = UNPARSABLE_MODEL.format(name=name) if name in skip else str(spec.get("sql") or "")
         files[f"models/{name}.sql"] = sql
     files.update(macro_files(project))
+    for name, spec in sorted(_seeds(project).items()):
+        if _SAFE_NAME.fullmatch(str(name)):
+            files[f"seeds/{name}.csv"] = str(spec.get("csv") or "")
     return files
+
+
+def _seeds(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    return project.get("seeds") or {}
 
 
 def macro_files(project: Mapping[str, Any]) -> dict[str, str]:
@@ -193,6 +197,7 @@ def _dbt_project(tenant: str) -> dict[str, Any]:
         "profile": name,
         "model-paths": ["models"],
         "macro-paths": ["macros"],
+        "seed-paths": ["seeds"],
         "clean-targets": ["target", "logs"],
         "flags": {
             "send_anonymous_usage_stats": False,
@@ -208,7 +213,7 @@ def target_schema(project: Mapping[str, Any], warehouse: str) -> str | None:
     pg_catalog."""
     schemas = [
         str(spec["schema"])
-        for spec in _transformations(project).values()
+        for spec in (*_transformations(project).values(), *_seeds(project).values())
         if spec.get("warehouse") == warehouse
     ]
     return min(schemas) if schemas else None
@@ -260,7 +265,44 @@ def _schema(project: Mapping[str, Any]) -> dict[str, Any]:
     if sources:
         doc["sources"] = sources
     doc["models"] = [_model(name, spec) for name, spec in sorted(_transformations(project).items())]
+    seeds = [_seed(name, spec) for name, spec in sorted(_seeds(project).items())]
+    if seeds:
+        doc["seeds"] = seeds
     return doc
+
+
+def _seed(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"schema": spec["schema"]}
+    if spec.get("column_types"):
+        config["column_types"] = dict(spec["column_types"])
+    seed: dict[str, Any] = {"name": name}
+    if spec.get("description"):
+        seed["description"] = str(spec["description"])
+    seed["config"] = config
+    columns = _columns(name, spec)
+    if columns:
+        seed["columns"] = columns
+    return seed
+
+
+def _columns(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Column entries of a model or seed: descriptions and data types from `columns:`, tests
+    from `tests:`."""
+    severity = spec.get("tests_severity") or "error"
+    docs: Mapping[str, Any] = spec.get("columns") or {}
+    tests: Mapping[str, Any] = spec.get("tests") or {}
+    out = []
+    for column in sorted(set(docs) | {c for c, t in tests.items() if t}):
+        entry: dict[str, Any] = {"name": column}
+        doc = docs.get(column) or {}
+        if doc.get("description"):
+            entry["description"] = str(doc["description"])
+        if doc.get("data_type"):
+            entry["data_type"] = str(doc["data_type"])
+        if tests.get(column):
+            entry["data_tests"] = [_test(t, name, severity, spec["schema"]) for t in tests[column]]
+        out.append(entry)
+    return out
 
 
 def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,12 +317,7 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("description"):
         model["description"] = str(spec["description"])
     model["config"] = config
-    severity = spec.get("tests_severity") or "error"
-    columns = [
-        {"name": column, "data_tests": [_test(t, name, severity, spec["schema"]) for t in tests]}
-        for column, tests in sorted((spec.get("tests") or {}).items())
-        if tests
-    ]
+    columns = _columns(name, spec)
     if columns:
         model["columns"] = columns
     return model
@@ -563,12 +600,12 @@ def node_results(
     """
     by_model: dict[str, list[DbtOutcome]] = {}
     for outcome in outcomes:
-        if outcome.model is not None and outcome.resource_type in ("model", "test"):
+        if outcome.model is not None and outcome.resource_type in ("model", "seed", "test"):
             by_model.setdefault(outcome.model, []).append(outcome)
     results = []
     for node in nodes:
         mine = by_model.get(node.address.name, [])
-        model = next((o for o in mine if o.resource_type == "model"), None)
+        model = next((o for o in mine if o.resource_type in ("model", "seed")), None)
         tests = [o for o in mine if o.resource_type == "test"]
         starts = [o.started_at for o in mine if o.started_at is not None]
         ends = [o.finished_at for o in mine if o.finished_at is not None]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import DBT_NODE_KINDS, Address, Kind
 from fabric.config.references import is_reserved_env
 from fabric.domain.runs import (
     FailureKind,
@@ -106,7 +106,7 @@ def tenant_dag(applied: AppliedTenant) -> Dag:
 def tests_dag(dag: Dag) -> Dag:
     """`dag`'s transformations without edges: tests need only the built models, so they all
     run together (one dbt invocation per tenant) and a failing test skips nothing."""
-    keep = [n for n in dag.nodes if n.kind is Kind.TRANSFORMATION]
+    keep = [n for n in dag.nodes if n.kind in DBT_NODE_KINDS]
     return Dag.build(keep, [], {n: dag.tags[n] for n in keep})
 
 
@@ -161,13 +161,14 @@ def node_spec(
         else [spec.get("warehouse")]
     )
     project: dict[str, Any] = {}
-    if address.kind is Kind.TRANSFORMATION:
+    if address.kind in DBT_NODE_KINDS:
         project = {
             "tenant": address.tenant,
             "transformations": {
                 a.name: s for a, s in applied.nodes.items() if a.kind is Kind.TRANSFORMATION
             },
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
+            "seeds": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SEED},
             "connections": {name: c.spec for name, c in applied.connections.items()},
             "macros": {a.name: s for a, s in applied.files.items() if a.kind is Kind.MACRO},
         }
@@ -222,7 +223,7 @@ def unresolvable(address: Address, exc: Exception) -> NodeResult:
 
 def dbt_batch(spec: NodeSpec) -> object | None:
     """Transformations of one tenant that are ready together run in one dbt invocation."""
-    return ("dbt", spec.address.tenant) if spec.kind == "transformation" else None
+    return ("dbt", spec.address.tenant) if spec.kind in ("transformation", "seed") else None
 
 
 def policy_of(spec: Mapping[str, Any]) -> RetryPolicy:

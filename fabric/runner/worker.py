@@ -27,7 +27,7 @@ def execute(node: NodeSpec) -> NodeResult:
 
 def execute_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
     """Several transformation nodes of one tenant in one dbt invocation; never raises."""
-    if any(n.kind != "transformation" for n in nodes):
+    if any(n.kind not in ("transformation", "seed") for n in nodes):
         return [execute(n) for n in nodes]
     try:
         from fabric.runner.dbt_node import run_transformation_nodes
@@ -46,7 +46,7 @@ def _dispatch(node: NodeSpec) -> NodeResult:
             from fabric.runner.dlt_node import run_pipeline_node
 
             return run_pipeline_node(node)
-        case "transformation":
+        case "transformation" | "seed":
             return execute_batch([node])[0]
         case _:
             return NodeResult.failed(node.address, f"unknown node kind {node.kind!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from fabric.addresses import Address, Kind
+from fabric.addresses import DBT_NODE_KINDS, Address
 from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeStatus, RunStatus
 from fabric.errors import FabricError
 from fabric.graph.dag import Dag
@@ -212,7 +212,7 @@ def _defer(
     conn: Connection, tenant: TenantRow, run_id: int, nodes: Sequence[str], queue: str, **kw: Any
 ) -> int:
     """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them."""
-    transformations = any(Address.parse(n).kind is Kind.TRANSFORMATION for n in nodes)
+    transformations = any(Address.parse(n).kind in DBT_NODE_KINDS for n in nodes)
     lock = f"dbt:{tenant.schema_name}" if transformations else None
     # Fairness: a tenant's jobs lose priority with each job it already has waiting, so one
     # tenant's hundred ready nodes do not keep another's first node waiting behind them.
@@ -292,13 +292,12 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
         _promote(conn, tenant)
         return final
     ready = [n for n in ready_nodes(dag, status) if n not in deferred]
-    pipelines = [n for n in ready if n.kind is not Kind.TRANSFORMATION]
-    models = [n for n in ready if n.kind is Kind.TRANSFORMATION]
+    pipelines = [n for n in ready if n.kind not in DBT_NODE_KINDS]
+    models = [n for n in ready if n.kind in DBT_NODE_KINDS]
     for node in pipelines:
         _defer(conn, tenant, run_id, [str(node)], queue)
     in_flight = any(
-        n.kind is Kind.TRANSFORMATION and n in deferred and status[n] not in FINISHED
-        for n in status
+        n.kind in DBT_NODE_KINDS and n in deferred and status[n] not in FINISHED for n in status
     )
     if models and not in_flight:  # one dbt invocation per tenant at a time, as locally
         _defer(conn, tenant, run_id, [str(n) for n in models], queue)
