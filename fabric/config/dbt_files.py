@@ -23,7 +23,7 @@ from fabric.config.macros import (
     macro_definitions,
 )
 from fabric.config.references import is_reserved_env
-from fabric.config.specs import MacroSpec, ProjectSpec
+from fabric.config.specs import MacroSpec, ProjectSpec, SeedConfig, SeedSpec
 from fabric.config.sql_refs import env_vars
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 
@@ -240,3 +240,113 @@ def _duplicate_file(path: str, first: str, address: Address | None) -> Diagnosti
 
 def _line_span(path: str, line: int) -> SourceSpan:
     return SourceSpan(path, line, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedFile:
+    address: Address
+    spec: SeedSpec
+    span: SourceSpan
+
+
+def resolve_seeds(
+    slug: str,
+    assets: Sequence[Any],
+    configs: Mapping[str, Any],
+    defaults: tuple[Any, ...],
+    warehouse: str | None,
+    taken: Iterable[str],
+    diags: list[Diagnostic],
+) -> dict[str, SeedFile]:
+    """The tenant's seeds: one per `seeds/**/*.csv`, configured by its `seeds:` entry.
+
+    `configs` are the `seeds:` entries (ValidSpecs), `defaults` the transformation defaults
+    (tenant's, project's) a seed's schema falls back to, `taken` the transformation names (a
+    seed and a model of one name would be two dbt resources of one name)."""
+    prefix = f"tenants/{slug}/seeds/"
+    models = frozenset(taken)
+    found: dict[str, SeedFile] = {}
+    for source in assets:
+        if not source.path.startswith(prefix):
+            continue
+        stem = _stem(source.path)
+        if not NAME.fullmatch(stem):
+            diags.append(_bad_file_name(source.path, Address.of_tenant(slug)))
+            continue
+        address = Address(slug, Kind.SEED, stem)
+        if stem in found:
+            diags.append(_duplicate_file(source.path, found[stem].spec.file, address))
+            continue
+        if stem in models:
+            diags.append(
+                error(
+                    "duplicate-resource",
+                    "Duplicate resource",
+                    f"{source.path}: seed {stem!r} has the name of a transformation of tenant "
+                    f"{slug}; ref({stem!r}) could mean either.",
+                    hint="Rename the CSV file or the transformation.",
+                    span=SourceSpan(source.path, 1, 1),
+                    address=address,
+                )
+            )
+            continue
+        vs = configs.get(stem)
+        config = vs.spec if vs is not None else SeedConfig()
+        schema = config.schema_ or next((d.schema_ for d in defaults if d.schema_), None)
+        severity = config.tests_severity or next(
+            (d.tests_severity for d in defaults if d.tests_severity), "error"
+        )
+        if schema is None:
+            diags.append(
+                error(
+                    "missing-field",
+                    "Missing field",
+                    f"{address} needs a schema.",
+                    hint=f"Add `seeds: {{{stem}: {{schema: ...}}}}`, or a default for every "
+                    "transformation and seed: `defaults: {transformations: {schema: ...}}` "
+                    "under `tenant:` or in fabric.yaml.",
+                    span=SourceSpan(source.path, 1, 1),
+                    address=address,
+                )
+            )
+            continue
+        header = next(iter(source.text.splitlines()), "")
+        columns = {c.strip().strip('"') for c in header.split(",")}
+        for column in (*config.column_types, *config.columns, *config.tests):
+            if column not in columns and vs is not None:
+                diags.append(
+                    error(
+                        "unknown-column",
+                        "Unknown column",
+                        f"{address}: column {column!r} is not in the header of {source.path}.",
+                        hint=did_you_mean(column, sorted(columns)) or "Check the CSV's header.",
+                        span=vs.file.locate((*vs.loc,), key=True),
+                        address=address,
+                    )
+                )
+        spec = SeedSpec.model_validate(
+            {
+                **config.model_dump(by_alias=True),
+                "schema": schema,
+                "tests_severity": severity,
+                "file": source.path,
+                "csv": source.text,
+                "warehouse": warehouse,
+            }
+        )
+        found[stem] = SeedFile(address, spec, SourceSpan(source.path, 1, 1))
+    for name, vs in configs.items():
+        if name not in found:
+            if any(_stem(a.path) == name and a.path.startswith(prefix) for a in assets):
+                continue  # the file exists but was refused above
+            diags.append(
+                error(
+                    "unknown-reference",
+                    "Unknown reference",
+                    f"{vs.address}: there is no seed file {prefix}{name}.csv to configure.",
+                    hint=did_you_mean(name, found) or f"Add {prefix}{name}.csv.",
+                    span=vs.file.locate(vs.loc, key=True),
+                    address=vs.address,
+                )
+            )
+    return found

@@ -19,7 +19,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from fabric.addresses import Address, Kind
-from fabric.config.specs import SECTION_SPECS, ProjectSpec, TenantSpec
+from fabric.config.specs import SECTION_SPECS, ProjectSpec, SeedConfig, TenantSpec
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema={}\n"
 SECTION_FILES = {
@@ -114,6 +114,16 @@ def export_files(
             if _is_own_file(path, address.tenant, bool(spec.get("shared"))):
                 files[path] = str(spec.get("sql") or "")
             continue
+        if address.kind is Kind.SEED:
+            path = str(spec.get("file") or "")
+            if _is_own_file(path, address.tenant, False):
+                files[path] = str(spec.get("csv") or "")
+            config = SeedConfig.model_validate(
+                {k: v for k, v in spec.items() if k in SeedConfig.model_fields or k == "schema"}
+            )
+            body = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            sections[address.tenant]["seeds"][address.name] = body
+            continue
         if address.kind not in SECTION_FILES:
             continue  # dependencies are derived, never written
         section, _ = SECTION_FILES[address.kind]
@@ -131,7 +141,10 @@ def export_files(
             body["protect"] = True
         sections[address.tenant][section][address.name] = body
     for slug, by_section in sections.items():
-        for kind, (section, filename) in SECTION_FILES.items():
+        for kind, (section, filename) in {
+            **SECTION_FILES,
+            Kind.SEED: ("seeds", "seeds.yaml"),
+        }.items():
             if by_section.get(section):
                 files[f"tenants/{slug}/{filename}"] = SCHEMA_COMMENT.format(tenant_schema) + _dump(
                     {section: by_section[section]}

@@ -123,7 +123,16 @@ def build_tenant(
     for name, sql in snapshot_text.items():
         vs = ctx.by_kind[Kind.SNAPSHOT][name]
         check_env(vs.address, sql, functools.partial(_sql_span, vs))
-    dependencies = _dependencies(ctx, sql_text, diags, snapshot_text)
+    seeds = dbt_files.resolve_seeds(
+        slug,
+        assets,
+        ctx.by_kind[Kind.SEED],
+        (tenant.defaults.transformations, project.defaults.transformations),
+        tenant.warehouse,
+        ctx.by_kind[Kind.TRANSFORMATION],
+        diags,
+    )
+    dependencies = _dependencies(ctx, sql_text, diags, snapshot_text, seeds)
     diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
@@ -154,6 +163,12 @@ def build_tenant(
             {
                 name: Declared(address=m.address, spec=m.spec, span=m.span)
                 for name, m in sorted(macros.items())
+            }
+        ),
+        seeds=MappingProxyType(
+            {
+                name: Declared(address=s.address, spec=s.spec, span=s.span)
+                for name, s in sorted(seeds.items())
             }
         ),
     )
@@ -324,6 +339,7 @@ def _dependencies(
     sql_text: Mapping[str, str],
     diags: list[Diagnostic],
     snapshot_text: Mapping[str, str] = MappingProxyType({}),
+    seeds: Mapping[str, Any] = MappingProxyType({}),
 ) -> list[Dependency]:
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
@@ -391,15 +407,20 @@ def _dependencies(
             kinds = (Kind.TRANSFORMATION, Kind.SNAPSHOT) if ref.kind == "ref" else (Kind.PIPELINE,)
             if any(ctx.is_broken(kind, ref.name) for kind in kinds):
                 continue
+            if ref.kind == "ref" and ref.name in seeds:
+                add(seeds[ref.name].address, vs.address, "ref", span, False)
+                continue
+            if ref.kind == "ref" and ctx.is_broken(Kind.SEED, ref.name):
+                continue
             if ref.kind == "ref":
                 if ref.name not in refable:
                     diags.append(
                         error(
                             "unknown-reference",
                             "Unknown reference",
-                            f"{vs.address}: ref({ref.name!r}) names no transformation "
-                            f"{'or snapshot ' if snapshots else ''}of tenant {ctx.slug}.",
-                            hint=did_you_mean(ref.name, refable),
+                            f"{vs.address}: ref({ref.name!r}) names no transformation"
+                            f"{', snapshot' if snapshots else ''} or seed of tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, [*refable, *seeds]),
                             span=span(),
                             address=vs.address,
                         )

@@ -643,6 +643,39 @@ class MacroSpec(Spec):
     """A project-wide macro (fabric.yaml's `dbt.macros` folder), shared by every tenant."""
 
 
+class ColumnDoc(Spec):
+    """A column's documentation, carried into dbt's schema.yml (and so into dbt docs)."""
+
+    description: str | None = None
+    data_type: str | None = None
+
+
+class SeedConfig(Spec):
+    """`seeds:` in a tenant file: configuration of a discovered `seeds/<name>.csv` (a seed
+    needs no entry to exist)."""
+
+    schema_: SchemaName | None = Field(None, alias="schema")
+    """Defaults to the tenant's, then the project's `defaults.transformations.schema`."""
+    column_types: FrozenMap(SqlIdent, str) = Field(default_factory=dict)
+    """Column -> SQL type (dbt seed's column_types); other columns' types are inferred."""
+    description: str | None = None
+    columns: FrozenMap(SqlIdent, ColumnDoc) = Field(default_factory=dict)
+    tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
+    tests_severity: Literal["error", "warn"] | None = None
+    tags: tuple[Tag, ...] = ()
+    protect: bool = False
+
+
+class SeedSpec(SeedConfig):
+    """A seed as stored: its configuration (defaults resolved), its file and its CSV text."""
+
+    file: str
+    """Its repository path (`tenants/acme/seeds/country_codes.csv`)."""
+    csv: str
+    warehouse: ResourceRef | None = None
+    """The tenant's warehouse connection."""
+
+
 # ---------------------------------------------------------------------------------------------
 # snapshots
 
@@ -707,9 +740,10 @@ class TenantFileSpec(Spec):
     transformations: FrozenMap(ResourceName, TransformationSpec) = Field(default_factory=dict)
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
     snapshots: FrozenMap(ResourceName, SnapshotSpec) = Field(default_factory=dict)
+    seeds: FrozenMap(ResourceName, SeedConfig) = Field(default_factory=dict)
 
 
-FILE_SPECS: dict[Any, type[Spec]] = {"macro": MacroSpec}
+FILE_SPECS: dict[Any, type[Spec]] = {"macro": MacroSpec, "seed": SeedSpec}
 """Kind (value) -> the stored spec of dbt files a tenant brings (discovered, not YAML)."""
 
 SECTION_SPECS: dict[str, Any] = {
@@ -718,4 +752,5 @@ SECTION_SPECS: dict[str, Any] = {
     "transformations": TransformationSpec,
     "schedules": ScheduleSpec,
     "snapshots": SnapshotSpec,
+    "seeds": SeedConfig,
 }

@@ -19,6 +19,7 @@ from fabric.config.specs import (
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
+    SeedSpec,
     SnapshotSpec,
     TenantSpec,
     TransformationSpec,
@@ -71,6 +72,8 @@ class TenantState:
     macros: Mapping[str, Declared[MacroSpec]] = field(default_factory=lambda: EMPTY)
     """Macro files of the tenant's dbt project: its own `macros/` and the project's shared
     ones (`project__<stem>`)."""
+    seeds: Mapping[str, Declared[SeedSpec]] = field(default_factory=lambda: EMPTY)
+    """CSV files of the tenant's `seeds/` folder, with their `seeds:` configuration."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -80,6 +83,7 @@ class TenantState:
             self.schedules,
             self.snapshots,
             self.macros,
+            self.seeds,
         ):
             yield from section.values()
 
@@ -94,6 +98,7 @@ class TenantState:
             Kind.SCHEDULE: self.schedules,
             Kind.SNAPSHOT: self.snapshots,
             Kind.MACRO: self.macros,
+            Kind.SEED: self.seeds,
         }[kind]
 
 

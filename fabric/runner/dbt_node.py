@@ -155,6 +155,8 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     transformations.update((n.address.name, n.spec) for n in nodes if n.kind == "transformation")
     snapshots = dict(base.get("snapshots") or {})
     snapshots.update((n.address.name, n.spec) for n in nodes if n.kind == "snapshot")
+    seeds = dict(base.get("seeds") or {})
+    seeds.update((n.address.name, n.spec) for n in nodes if n.kind == "seed")
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
@@ -162,6 +164,7 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
         "connections": dict(base.get("connections") or {}),
         "snapshots": snapshots,
         "macros": dict(base.get("macros") or {}),
+        "seeds": seeds,
     }
 
 
@@ -251,8 +254,12 @@ def _run_group(
 ) -> list[NodeResult]:
     started_at = utcnow()
     env, secrets = _warehouse_env(warehouse, nodes[0])
-    # A snapshot shares the models' namespace in dbt (validation keeps the names apart).
-    specs: Mapping[str, Mapping[str, Any]] = {**project["snapshots"], **project["transformations"]}
+    # Snapshots and seeds share the models' namespace in dbt (validation keeps names apart).
+    specs: Mapping[str, Mapping[str, Any]] = {
+        **project["snapshots"],
+        **project.get("seeds", {}),
+        **project["transformations"],
+    }
     names = [n.address.name for n in nodes]
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
@@ -416,7 +423,7 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
 def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
-    if kind in ("model", "snapshot"):
+    if kind in ("model", "snapshot", "seed"):
         model: str | None = node.name
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]

@@ -46,7 +46,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros", "snapshots")
+MANAGED_FOLDERS = ("models", "macros", "snapshots", "seeds")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -133,13 +133,17 @@ def relation_name(spec: Mapping[str, Any], name: str) -> str:
 
 
 def warehouses(project: Mapping[str, Any]) -> tuple[str, ...]:
-    """Warehouse connections the tenant's transformations and snapshots run on (one dbt target
-    each)."""
+    """Warehouse connections the tenant's transformations, snapshots and seeds run on (one dbt
+    target each)."""
     return tuple(sorted({str(s["warehouse"]) for s in _dbt_nodes(project) if s.get("warehouse")}))
 
 
 def _dbt_nodes(project: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [*_transformations(project).values(), *snapshots_of(project).values()]
+    return [
+        *_transformations(project).values(),
+        *snapshots_of(project).values(),
+        *_seeds(project).values(),
+    ]
 
 
 def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ()) -> dict[str, str]:
@@ -163,7 +167,14 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
         files[f"models/{name}.sql"] = sql
     files.update(snapshot_files(project))
     files.update(macro_files(project))
+    for name, spec in sorted(_seeds(project).items()):
+        if _SAFE_NAME.fullmatch(str(name)):
+            files[f"seeds/{name}.csv"] = str(spec.get("csv") or "")
     return files
+
+
+def _seeds(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    return project.get("seeds") or {}
 
 
 def macro_files(project: Mapping[str, Any]) -> dict[str, str]:
@@ -198,6 +209,7 @@ def _dbt_project(tenant: str) -> dict[str, Any]:
         "profile": name,
         "model-paths": ["models"],
         "macro-paths": ["macros"],
+        "seed-paths": ["seeds"],
         "clean-targets": ["target", "logs"],
         "flags": {
             "send_anonymous_usage_stats": False,
@@ -263,7 +275,44 @@ def _schema(project: Mapping[str, Any]) -> dict[str, Any]:
     if sources:
         doc["sources"] = sources
     doc["models"] = [_model(name, spec) for name, spec in sorted(_transformations(project).items())]
+    seeds = [_seed(name, spec) for name, spec in sorted(_seeds(project).items())]
+    if seeds:
+        doc["seeds"] = seeds
     return doc
+
+
+def _seed(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"schema": spec["schema"]}
+    if spec.get("column_types"):
+        config["column_types"] = dict(spec["column_types"])
+    seed: dict[str, Any] = {"name": name}
+    if spec.get("description"):
+        seed["description"] = str(spec["description"])
+    seed["config"] = config
+    columns = _columns(name, spec)
+    if columns:
+        seed["columns"] = columns
+    return seed
+
+
+def _columns(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Column entries of a model or seed: descriptions and data types from `columns:`, tests
+    from `tests:`."""
+    severity = spec.get("tests_severity") or "error"
+    docs: Mapping[str, Any] = spec.get("columns") or {}
+    tests: Mapping[str, Any] = spec.get("tests") or {}
+    out = []
+    for column in sorted(set(docs) | {c for c, t in tests.items() if t}):
+        entry: dict[str, Any] = {"name": column}
+        doc = docs.get(column) or {}
+        if doc.get("description"):
+            entry["description"] = str(doc["description"])
+        if doc.get("data_type"):
+            entry["data_type"] = str(doc["data_type"])
+        if tests.get(column):
+            entry["data_tests"] = [_test(t, name, severity, spec["schema"]) for t in tests[column]]
+        out.append(entry)
+    return out
 
 
 def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,12 +327,7 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("description"):
         model["description"] = str(spec["description"])
     model["config"] = config
-    severity = spec.get("tests_severity") or "error"
-    columns = [
-        {"name": column, "data_tests": [_test(t, name, severity, spec["schema"]) for t in tests]}
-        for column, tests in sorted((spec.get("tests") or {}).items())
-        if tests
-    ]
+    columns = _columns(name, spec)
     if columns:
         model["columns"] = columns
     return model
@@ -588,7 +632,7 @@ def sql_path(tenant: str, spec: Mapping[str, Any]) -> str | None:
 
 
 LOG_TAIL_LINES = 30
-_BUILT = frozenset({"model", "snapshot"})
+_BUILT = frozenset({"model", "snapshot", "seed"})
 """Outcomes that build a fabric node's own relation (a model's or a snapshot's)."""
 
 

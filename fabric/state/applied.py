@@ -19,13 +19,14 @@ class AppliedTenant:
     tenant: TenantRow
     spec: Mapping[str, Any]
     nodes: Mapping[Address, Mapping[str, Any]]
-    """Pipelines, transformations and snapshots: address -> stored spec."""
+    """Pipelines, transformations, snapshots and seeds (the DAG's nodes): address -> stored spec."""
     connections: Mapping[str, StoredConnection]
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
     """(upstream, downstream) dependencies."""
     files: Mapping[Address, Mapping[str, Any]] = field(default_factory=dict)
-    """dbt files the tenant brings (macros, seeds, singular tests): address -> stored spec."""
+    """dbt files the tenant brings that are not nodes (macros, singular tests): address ->
+    stored spec."""
 
 
 def read_applied(conn: Connection, slug: str) -> AppliedTenant:
@@ -50,7 +51,7 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
     for r in conn.execute(text("\nUNION ALL\n".join(parts))):
         kind = TABLE_KINDS[r.tbl]
         address = Address(slug, kind, r.name)
-        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT):
+        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT, Kind.SEED):
             nodes[address] = r.spec
         elif kind is Kind.CONNECTION:
             connections[r.name] = StoredConnection(
@@ -58,7 +59,7 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
             )
         elif kind is Kind.SCHEDULE:
             schedules[r.name] = r.spec
-        elif kind in (Kind.MACRO, Kind.SEED, Kind.TEST):
+        elif kind in (Kind.MACRO, Kind.TEST):
             files[address] = r.spec
         else:
             edges.append(address.edge())

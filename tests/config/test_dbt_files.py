@@ -210,3 +210,72 @@ def test_a_transformation_without_schema_and_no_default_is_an_error(make_repo):
         ("missing-field", "tenants/acme/transformations.yaml", 2)
     ]
     assert "defaults" in (errors[0].hint or "")
+
+
+def test_seeds_are_discovered_configured_and_refd(make_repo):
+    root = make_repo(
+        {
+            "tenants/acme/seeds/ref/country_codes.csv": "code,population\nde,83\n",
+            "tenants/acme/seeds.yaml": (
+                "seeds:\n  country_codes:\n    schema: acme_ref\n"
+                "    column_types: {code: varchar(2)}\n    tests: {code: [unique]}\n"
+            ),
+            "tenants/acme/transformations.yaml": (
+                "transformations:\n  t:\n    schema: acme_marts\n"
+                "    sql: select * from {{ ref('country_codes') }}\n"
+            ),
+        }
+    )
+    result = load_repository(root)
+    assert result.ok, result.diagnostics
+    tenant = result.desired.tenants["acme"]
+    seed = tenant.seeds["country_codes"].spec
+    assert (seed.schema_, seed.warehouse, seed.csv) == (
+        "acme_ref",
+        "dwh",
+        "code,population\nde,83\n",
+    )
+    assert [(str(d.upstream), str(d.downstream), d.origin) for d in tenant.dependencies] == [
+        ("acme.seed.country_codes", "acme.transformation.t", "ref")
+    ]
+    edge = next(r for r in tenant_records(tenant) if r.address.kind is Kind.DEPENDENCY)
+    assert Address.parse(str(edge.address)) == edge.address
+
+
+def test_seed_faults_are_reported_at_their_file(make_repo, monkeypatch):
+    import fabric.config.discovery as discovery
+
+    monkeypatch.setattr(discovery, "MAX_SEED_BYTES", 40)
+    root = make_repo(
+        {
+            "tenants/globex/tenant.yaml": "tenant: {display_name: Globex, warehouse: dwh}\n"
+            "connections:\n  dwh: {type: postgres, direction: destination, "
+            "host: dwh.internal, database: analytics, username: globex}\n"
+            "transformations:\n  m: {sql: select 1 as n, schema: globex_marts}\n",
+            "tenants/acme/seeds/t.csv": "a,b\n1,2\n",
+            "tenants/acme/seeds/noschema.csv": "a,b\n1,2\n",
+            "tenants/acme/seeds/steal.csv": "a\n1\n",
+            "tenants/acme/seeds/big.csv": "a\n" + "1\n" * 40,
+            "tenants/acme/seeds.yaml": (
+                "seeds:\n  steal: {schema: globex_marts, column_types: {nope: int}}\n"
+                "  ghost: {schema: acme_ref}\n"
+            ),
+            "tenants/acme/transformations.yaml": (
+                "transformations:\n  t: {schema: acme_marts, sql: select 1}\n"
+                "  u: {schema: acme_marts, sql: \"select * from {{ ref('stel') }}\"}\n"
+            ),
+        }
+    )
+    found = {(d.code, d.span.path, d.span.line) for d in _errors(root)}
+    assert found == {
+        ("seed-too-large", "tenants/acme/seeds/big.csv", 1),
+        ("duplicate-resource", "tenants/acme/seeds/t.csv", 1),  # a transformation's name
+        ("missing-field", "tenants/acme/seeds/noschema.csv", 1),  # no schema, no default
+        ("unknown-column", "tenants/acme/seeds.yaml", 2),
+        ("unknown-reference", "tenants/acme/seeds.yaml", 3),  # no ghost.csv
+        ("unknown-reference", "tenants/acme/transformations.yaml", 3),  # ref('stel')
+        ("schema-conflict", "tenants/acme/seeds/steal.csv", 1),  # globex's schema
+        ("schema-conflict", "tenants/globex/tenant.yaml", 5),  # reported at both writers
+    }
+    hint = next(d.hint for d in _errors(root) if "stel" in d.detail)
+    assert "Did you mean 'steal'?" in (hint or "")

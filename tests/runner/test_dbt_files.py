@@ -57,7 +57,16 @@ transformations:
   thief:
     sql: "select {{ steal() }} as n"
     materialized: view
+  by_country:
+    sql: "select code, population * 2 as p from {{ ref('country_codes') }}"
+seeds:
+  country_codes:
+    column_types: {code: varchar(2), population: bigint}
+    description: ISO country codes
+    columns: {code: {description: two-letter code}}
+    tests: {code: [not_null, unique]}
 """
+COUNTRIES = "code,population\nde,83\nfr,68\n"
 ACME_MACROS = """\
 {% macro double_it(x) %}({{ x }} * 2){% endmacro %}
 {% macro steal() %}(select max(n) from globex_marts.totals){% endmacro %}
@@ -90,6 +99,7 @@ def repo(
         "shared_macros/money.sql": SHARED_MACRO,
         "tenants/acme/tenant.yaml": ACME,
         "tenants/acme/macros/acme_macros.sql": ACME_MACROS,
+        "tenants/acme/seeds/country_codes.csv": COUNTRIES,
         "tenants/globex/tenant.yaml": GLOBEX,
     }
     for rel, body in files.items():
@@ -160,14 +170,44 @@ def test_macros_run_in_the_tenants_project_and_cannot_read_another_tenant(repo):
     assert run(root, env, "acme", "transformation:priced").ok
 
 
+def test_a_seed_is_a_node_batched_with_the_models_that_ref_it(repo):
+    root, env, url = repo
+    seed = Address.parse("acme.seed.country_codes")
+    model = Address.parse("acme.transformation.by_country")
+    result = run(root, env, "acme", "+transformation:by_country")
+    assert result.ok, result.errors
+    assert set(result.nodes) == {seed, model}
+    assert result.results[seed].tests and all(
+        t.status == "pass" for t in result.results[seed].tests
+    )
+    assert wh_sql(url, "select code, p from acme_marts.by_country order by code") == [
+        ("de", 166),
+        ("fr", 136),
+    ]
+    types = wh_sql(
+        url,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'acme_marts' and table_name = 'country_codes' order by 1",
+    )
+    assert types == [("code", "character varying"), ("population", "bigint")]
+    # Forced past validation into globex's schema: the tenant's login may not create there.
+    tamper(env, "acme", "seeds", "country_codes", "schema", "globex_marts")
+    result = run(root, env, "acme", "seed:country_codes")
+    assert result.nodes[seed] is NodeStatus.FAILED
+    assert "permission denied" in result.errors[seed].lower()
+    api.apply(api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions())
+
+
 def test_a_changed_macro_shows_in_the_plan_like_a_changed_sql_file(repo):
     root, env, _ = repo
     shared = root / "shared_macros" / "money.sql"
     own = root / "tenants" / "acme" / "macros" / "acme_macros.sql"
-    before = shared.read_text(), own.read_text()
+    seed = root / "tenants" / "acme" / "seeds" / "country_codes.csv"
+    before = shared.read_text(), own.read_text(), seed.read_text()
     try:
         shared.write_text(before[0].replace("16, 2", "18, 2"))
         own.write_text(before[1] + "{% macro triple(x) %}({{ x }} * 3){% endmacro %}\n")
+        seed.write_text(before[2] + "it,59\n")
         plan = api.plan(root, environ=env).plan
         changed = {str(c.address): c for c in plan.changes}
         for address in (
@@ -177,6 +217,8 @@ def test_a_changed_macro_shows_in_the_plan_like_a_changed_sql_file(repo):
         ):
             assert changed[address].action.value == "update", address
             assert [f.name for f in changed[address].fields] == ["sql"]
+        assert [f.name for f in changed["acme.seed.country_codes"].fields] == ["csv"]
     finally:
         shared.write_text(before[0])
         own.write_text(before[1])
+        seed.write_text(before[2])

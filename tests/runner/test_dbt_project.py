@@ -126,6 +126,8 @@ def test_dbt_project_yml():
         - models
         macro-paths:
         - macros
+        seed-paths:
+        - seeds
         clean-targets:
         - target
         - logs
