@@ -1000,6 +1000,70 @@ def schedule_status(
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# source freshness
+
+
+def freshness(
+    repo: Path,
+    tenant: str,
+    *,
+    now: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """The freshness (fabric.domain.freshness.TableFreshness) of every table the tenant's
+    applied pipelines load, read through the tenant's own warehouse logins; the result is
+    stored for `fabric status`. `now` is injectable (default: the clock)."""
+    import datetime as dt
+
+    from fabric.runner.driver import managed_login
+    from fabric.runner.freshness import check_tables, loaded_tables, resolve_destination
+    from fabric.state.applied import read_applied
+    from fabric.state.freshness import write_freshness
+
+    ws = workspace(repo, environ)
+    engine = ws.engine("freshness")
+    opened: list[Any] = []
+
+    def box() -> Any:
+        if not opened:
+            opened.append(ws.secret_box())
+        return opened[0]
+
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            tables = loaded_tables(applied)
+            managed = any(c.spec.get("warehouse") for c in applied.connections.values())
+            login = managed_login(conn, applied.tenant, box) if managed else None
+        moment = now or dt.datetime.now(dt.UTC)
+        results = []
+        limits = session_limits(ws.settings)
+        for destination in sorted({t.destination for t in tables}):
+            mine = [t for t in tables if t.destination == destination]
+            try:
+                connection: Any = resolve_destination(applied, destination, ws.environ, box, login)
+            except Exception as exc:  # a missing secret or variable: every table says why
+                connection = exc
+            results += check_tables(mine, connection, now=moment, limits=limits)
+        with engine.begin() as conn:
+            write_freshness(conn, applied.tenant, results)
+    finally:
+        engine.dispose()
+    return results
+
+
+def freshness_status(
+    repo: Path, tenant: str, environ: Mapping[str, str] | None = None
+) -> list[Any]:
+    """The last stored freshness check of the tenant's tables (for `fabric status`)."""
+    from fabric.state.applied import read_applied
+    from fabric.state.freshness import read_freshness
+
+    with workspace(repo, environ).engine("status").connect() as conn:
+        return read_freshness(conn, read_applied(conn, tenant).tenant)
+
+
 def scheduler(
     repo: Path,
     *,

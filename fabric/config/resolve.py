@@ -18,6 +18,7 @@ from typing import Any
 from fabric.addresses import Address, Kind
 from fabric.config import checks, dbt_files
 from fabric.config.discovery import SourceFile
+from fabric.config.freshness import check_freshness
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.snapshots import resolve_snapshots
 from fabric.config.specs import ProjectSpec, TenantSpec
@@ -105,6 +106,7 @@ def build_tenant(
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]
     diags += checks.check_env_references(ctx, (tenant_vs, *declared_specs, *broken_specs))
     pipelines = checks.resolve_pipelines(ctx, diags)
+    check_freshness(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
 
     def check_env(address: Address, text: str, span_at: Callable[[int], SourceSpan]) -> None:

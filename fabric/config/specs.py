@@ -439,6 +439,23 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+class FreshnessAfter(Spec):
+    """An age: `{count: 12, period: hour}`."""
+
+    count: int = Field(ge=1, le=100_000)
+    period: Literal["minute", "hour", "day"]
+
+
+class FreshnessSpec(Spec):
+    """How old the tables a pipeline loads may get before `fabric freshness` warns or fails."""
+
+    warn_after: FreshnessAfter | None = None
+    error_after: FreshnessAfter | None = None
+    loaded_at_field: SqlIdent | None = None
+    """A column of each loaded table holding when its row was loaded or changed; default:
+    dlt's load time (the newest `_dlt_load_id` of the table, in the dataset's `_dlt_loads`)."""
+
+
 class PipelineSpec(_Runnable):
     """A dlt extract+load from a source connection into a destination dataset."""
 
@@ -465,6 +482,8 @@ class PipelineSpec(_Runnable):
     filters: tuple[Filter, ...] = ()
     batch_size: int | None = Field(None, ge=1, le=10_000_000)
     backend: Literal["auto", "sqlalchemy", "pyarrow", "connectorx", "pandas"] = "auto"
+    freshness: FreshnessSpec | None = None
+    """Source freshness of the tables this pipeline loads (`fabric freshness`)."""
 
 
 def _iso_fields(value: Any) -> Any:

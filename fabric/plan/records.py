@@ -49,7 +49,10 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         yield _record(declared.address, spec, has_secrets=True)
     for declared in tenant.pipelines.values():
-        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
+        spec = declared.spec.model_dump(mode="json", by_alias=True)
+        if spec.get("freshness") is None:  # records from before `freshness:` stay unchanged
+            spec.pop("freshness", None)
+        yield _record(declared.address, spec)
     for declared in tenant.transformations.values():
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         spec["sql"] = tenant.sql.get(declared.address.name, spec.get("sql"))

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fabric.render.freshness import stale_sources_text
 from fabric.render.runs import rows_total, short, table
 
 FORMAT_VERSION = 1
@@ -51,10 +52,14 @@ def runs_document(records: Iterable[Any]) -> dict[str, Any]:
 
 
 def status_document(
-    tenant: str, nodes: Iterable[Any], schedules: Iterable[Any] = ()
+    tenant: str,
+    nodes: Iterable[Any],
+    schedules: Iterable[Any] = (),
+    sources: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A tenant's nodes in DAG order, each with its last run (null: never run) and next fire;
-    and its schedules (fabric.scheduling.ScheduleOutlook), each with its last and next fires."""
+    its schedules (fabric.scheduling.ScheduleOutlook), each with its last and next fires; and
+    the last freshness check of its sources (the `sources` of a `fabric-freshness` document)."""
     out = []
     for n in nodes:
         last = n.last
@@ -98,6 +103,7 @@ def status_document(
             }
             for s in schedules
         ],
+        "sources": list(sources),
     }
 
 
@@ -159,6 +165,9 @@ def render_status_text(doc: Mapping[str, Any]) -> str:
     text = table(("NODE", "LAST", "FINISHED", "ROWS", "NEXT RUN", "ERROR"), rows)
     if doc.get("schedules"):
         text += "\n\n" + _schedules_text(doc["schedules"])
+    stale = stale_sources_text(doc.get("sources") or ())
+    if stale:
+        text += "\n\n" + stale
     return text
 
 

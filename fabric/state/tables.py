@@ -255,6 +255,20 @@ schedule_fires = Table(
 """One row per (schedule, fire time) a tick settled: fired (with its run), missed or skipped,
 with the reason."""
 
+source_freshness = Table(
+    "source_freshness",
+    tenant,
+    Column("pipeline", Text, nullable=False),
+    Column("table_name", Text, nullable=False),
+    Column("relation", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("loaded_at", DateTime(timezone=True)),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text),
+    PrimaryKeyConstraint("pipeline", "table_name"),
+)
+"""The last `fabric freshness` of each loaded table: what `fabric status` shows as stale."""
+
 
 def tenant_schema_name(tenant_id: int) -> str:
     return f"tenant_{tenant_id}"

@@ -11,6 +11,7 @@ from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, test_command
 from fabric.cli.commands.demo import demo
+from fabric.cli.commands.freshness import freshness
 from fabric.cli.commands.import_dbt import import_group
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
@@ -39,6 +40,7 @@ COMMANDS: tuple[click.Command, ...] = (
     compile_command,
     runs,
     status,
+    freshness,
     scheduler,
     graph,
     worker,

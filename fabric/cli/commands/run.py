@@ -303,15 +303,18 @@ def runs_retry(run_id: int, tenant: str, repo: Path) -> None:
 @repository(control_plane_only=True)
 def status(tenant: str, fmt: str, repo: Path) -> None:
     """Each node's last run and its next scheduled fire time; each schedule's last fire and
-    next fires (a fire near a DST change is flagged).
+    next fires (a fire near a DST change is flagged); the sources the last `fabric freshness`
+    found stale.
 
     `--format json` prints the document described in README.md (kind `fabric-status`).
     """
     from fabric import api
+    from fabric.domain.freshness import freshness_document
     from fabric.render import run_documents as render
 
+    sources = freshness_document(tenant, api.freshness_status(repo, tenant))["sources"]
     doc = render.status_document(
-        tenant, api.tenant_status(repo, tenant), api.schedule_status(repo, tenant)
+        tenant, api.tenant_status(repo, tenant), api.schedule_status(repo, tenant), sources
     )
     click.echo(render.render_json(doc) if fmt == "json" else render.render_status_text(doc))
 

@@ -1,4 +1,5 @@
-"""Snapshots: a tenant's dbt snapshots are declared resources like its transformations.
+"""Snapshots: a tenant's dbt snapshots are declared resources like its transformations; the
+last source freshness check of each loaded table.
 
 Revision ID: t0008_snap
 Revises: t0007_dbt_files (re-chained at the merge of h-dbt and h-snap)
@@ -33,7 +34,14 @@ def upgrade() -> None:
         f"CREATE UNIQUE INDEX snapshots_live_name ON {schema}.snapshots (name) "
         "WHERE deleted_at IS NULL"
     )
+    op.execute(
+        f"CREATE TABLE {schema}.source_freshness ("
+        "pipeline TEXT NOT NULL, table_name TEXT NOT NULL, relation TEXT NOT NULL, "
+        "status TEXT NOT NULL, loaded_at TIMESTAMPTZ, checked_at TIMESTAMPTZ NOT NULL, "
+        "error TEXT, PRIMARY KEY (pipeline, table_name))"
+    )
 
 
 def downgrade() -> None:
+    op.execute(f"DROP TABLE {_schema()}.source_freshness")
     op.execute(f"DROP TABLE {_schema()}.snapshots")

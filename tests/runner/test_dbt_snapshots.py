@@ -9,31 +9,23 @@ functions run in order and each builds on the last.
 
 from __future__ import annotations
 
-import os
-import secrets
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from fabric import api
 from fabric.addresses import Address
-from fabric.apply import ApplyOptions
 from fabric.domain.runs import NodeStatus
-from fabric.state.engine import create_database, drop_database, make_engine
-from tests.runner.test_managed_runs import FABRIC_YAML, _conninfo, tamper, wh_sql
+from tests.runner.managed_repo import ManagedRepo, managed_repo, run
+from tests.runner.test_managed_runs import _conninfo, tamper, wh_sql
 
 ACME = """
 tenant:
   display_name: Acme
   warehouse: dwh
 connections:
-  dwh: {{type: postgres, direction: destination, warehouse: dwh}}
+  dwh: {type: postgres, direction: destination, warehouse: dwh}
   src:
     type: postgres
     direction: source
@@ -41,7 +33,7 @@ connections:
     port: {src.port}
     database: {src.database}
     username: {src.username}
-    password: ${{env:ACME_SRC_PASSWORD}}
+    password: ${env:ACME_SRC_PASSWORD}
 pipelines:
   customers:
     source: src
@@ -62,7 +54,7 @@ transformations:
   current_customers:
     sql: |
       select id, tier
-      from {{{{ ref('customers_history') }}}}
+      from {{ ref('customers_history') }}
       where dbt_valid_to is null
     schema: acme_marts
     materialized: table
@@ -84,61 +76,18 @@ HISTORY = Address.parse("acme.snapshot.customers_history")
 
 
 @pytest.fixture(scope="module")
-def repo(
-    pg_server_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, dict[str, str], str, str]]:
-    names = [f"fabric_test_snap_{secrets.token_hex(4)}" for _ in range(3)]
-    warehouse, source, control = (make_url(create_database(pg_server_url, n)) for n in names)
-    prefix = f"s{secrets.token_hex(3)}_"
-    tmp = tmp_path_factory.mktemp("snapshots")
-    root = tmp / "repo"
-    for slug, body in (("acme", ACME.format(src=source)), ("globex", GLOBEX)):
-        (root / "tenants" / slug).mkdir(parents=True)
-        (root / "tenants" / slug / "tenant.yaml").write_text(textwrap.dedent(body))
-    (root / "tenants/acme/snapshots").mkdir()
-    (root / "tenants/acme/snapshots/customers.sql").write_text(SNAPSHOT_SQL)
-    (root / "fabric.yaml").write_text(FABRIC_YAML.format(wh=warehouse, prefix=prefix))
-    env = {
-        "FABRIC_DATABASE_URL": control.render_as_string(hide_password=False),
-        "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-        "FABRIC_HOME": str(tmp / "home"),
-        "DWH_ADMIN_PASSWORD": warehouse.password or "",
-        "ACME_SRC_PASSWORD": source.password or "",
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/root"),
-    }
-    src = make_engine(source)
-    with src.begin() as conn:
-        conn.execute(
-            text("create table customers (id int primary key, tier text, updated_at timestamptz)")
-        )
-        conn.execute(
-            text(
-                "insert into customers values (1, 'silver', '2026-01-01T00:00Z'), "
-                "(2, 'gold', '2026-01-01T00:00Z')"
-            )
-        )
-    src.dispose()
-    plan = api.plan(root, environ=env).plan
-    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
-    yield (
-        root,
-        env,
-        warehouse.render_as_string(hide_password=False),
-        source.render_as_string(hide_password=False),
+def repo(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedRepo]:
+    yield from managed_repo(
+        pg_server_url,
+        tmp_path_factory.mktemp("snapshots"),
+        {"acme": ACME, "globex": GLOBEX},
+        {"tenants/acme/snapshots/customers.sql": SNAPSHOT_SQL},
+        (
+            "create table customers (id int primary key, tier text, updated_at timestamptz)",
+            "insert into customers values (1, 'silver', '2026-01-01T00:00Z'), "
+            "(2, 'gold', '2026-01-01T00:00Z')",
+        ),
     )
-    with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
-        for (name,) in conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
-        ).fetchall():
-            conn.execute(f'DROP OWNED BY "{name}"')
-            conn.execute(f'DROP ROLE "{name}"')
-    for name in names:
-        drop_database(pg_server_url, name)
-
-
-def run(root: Path, env: dict[str, str], tenant: str, *selectors: str):
-    return api.run(root, tenants=[tenant], selectors=selectors, environ=env, workers=1)
 
 
 def history(url: str) -> list[tuple]:
@@ -150,8 +99,8 @@ def history(url: str) -> list[tuple]:
 
 
 def test_two_snapshots_record_two_versions_and_a_hard_delete(repo):
-    root, env, url, src = repo
-    first = run(root, env, "acme")
+    url = repo.warehouse
+    first = run(repo, "acme")
     assert first.ok, first.errors
     assert first.nodes[HISTORY] is NodeStatus.SUCCESS
     assert history(url) == [(1, "silver", True), (2, "gold", True)]
@@ -160,12 +109,12 @@ def test_two_snapshots_record_two_versions_and_a_hard_delete(repo):
     owner = "SELECT tableowner FROM pg_tables WHERE schemaname = 'acme_snapshots'"
     assert wh_sql(url, owner) == [(role,)]
 
-    with psycopg.connect(_conninfo(make_url(src)), autocommit=True) as conn:
+    with psycopg.connect(_conninfo(make_url(repo.source)), autocommit=True) as conn:
         conn.execute(
             "update customers set tier = 'gold', updated_at = '2026-02-01T00:00Z' where id = 1"
         )
         conn.execute("delete from customers where id = 2")
-    second = run(root, env, "acme")
+    second = run(repo, "acme")
     assert second.ok, second.errors
     assert history(url) == [
         (1, "silver", False),  # closed by the change
@@ -181,8 +130,8 @@ def test_two_snapshots_record_two_versions_and_a_hard_delete(repo):
 
 
 def test_a_snapshot_reading_another_tenants_table_is_denied(repo):
-    root, env, _, _ = repo
-    assert run(root, env, "globex").ok
+    env = repo.env
+    assert run(repo, "globex").ok
     # validation refuses no raw schema name in SQL; forced into the stored record, the
     # warehouse login must still say no
     tamper(
@@ -193,7 +142,7 @@ def test_a_snapshot_reading_another_tenants_table_is_denied(repo):
         "sql",
         "select 1 as id, secret, now() as updated_at from globex_marts.totals",
     )
-    result = run(root, env, "acme", "snapshot:customers_history")
+    result = run(repo, "acme", "snapshot:customers_history")
     assert result.nodes[HISTORY] is NodeStatus.FAILED
     assert "permission denied" in result.errors[HISTORY], result.errors[HISTORY]
     assert env["DWH_ADMIN_PASSWORD"] not in result.errors[HISTORY]
