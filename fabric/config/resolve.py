@@ -128,6 +128,39 @@ def build_tenant(
         diags,
     )
     dependencies = _dependencies(ctx, sql_text, diags, seeds)
+    nodes = {n: vs.address for n, vs in ctx.by_kind[Kind.TRANSFORMATION].items()}
+    nodes |= {n: s.address for n, s in seeds.items()}
+    singular = dbt_files.resolve_singular_tests(
+        slug,
+        assets,
+        nodes,
+        known_macros,
+        check_env,
+        diags,
+        [(d.upstream, d.downstream) for d in dependencies],
+    )
+    packages = frozenset(
+        dbt_files.package_name(p) for p in (*project.dbt.packages, *tenant.packages)
+    )
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        dbt_files.check_test_names(
+            vs.address,
+            vs.spec.tests,
+            known_macros,
+            packages,
+            lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+            diags,
+        )
+    for name, vs in ctx.by_kind[Kind.SEED].items():
+        if name in seeds:
+            dbt_files.check_test_names(
+                seeds[name].address,
+                vs.spec.tests,
+                known_macros,
+                packages,
+                lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+                diags,
+            )
     diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
@@ -162,6 +195,12 @@ def build_tenant(
             {
                 name: Declared(address=s.address, spec=s.spec, span=s.span)
                 for name, s in sorted(seeds.items())
+            }
+        ),
+        tests=MappingProxyType(
+            {
+                name: Declared(address=t.address, spec=t.spec, span=t.span)
+                for name, t in sorted(singular.items())
             }
         ),
     )

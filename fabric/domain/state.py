@@ -20,6 +20,7 @@ from fabric.config.specs import (
     ProjectSpec,
     ScheduleSpec,
     SeedSpec,
+    SingularTestSpec,
     TenantSpec,
     TransformationSpec,
 )
@@ -66,6 +67,8 @@ class TenantState:
     ones (`project__<stem>`)."""
     seeds: Mapping[str, Declared[SeedSpec]] = field(default_factory=lambda: EMPTY)
     """CSV files of the tenant's `seeds/` folder, with their `seeds:` configuration."""
+    tests: Mapping[str, Declared[SingularTestSpec]] = field(default_factory=lambda: EMPTY)
+    """Singular tests: `.sql` files of the tenant's `tests/` folder."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -75,6 +78,7 @@ class TenantState:
             self.schedules,
             self.macros,
             self.seeds,
+            self.tests,
         ):
             yield from section.values()
 
@@ -89,6 +93,7 @@ class TenantState:
             Kind.SCHEDULE: self.schedules,
             Kind.MACRO: self.macros,
             Kind.SEED: self.seeds,
+            Kind.TEST: self.tests,
         }[kind]
 
 

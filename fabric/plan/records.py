@@ -56,7 +56,7 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         yield _record(declared.address, spec)
     for declared in tenant.schedules.values():
         yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
-    for declared in (*tenant.macros.values(), *tenant.seeds.values()):
+    for declared in (*tenant.macros.values(), *tenant.seeds.values(), *tenant.tests.values()):
         yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)

@@ -162,6 +162,7 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
         "connections": dict(base.get("connections") or {}),
         "macros": dict(base.get("macros") or {}),
         "seeds": seeds,
+        "tests": dict(base.get("tests") or {}),
     }
 
 
@@ -260,7 +261,8 @@ def _run_group(
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
         runnable = [n for n in names if n not in unparsable]
-        tested = [n for n in runnable if dp.has_tests(transformations[n])]
+        singular = dp.singular_tests_of(project)
+        tested = [n for n in runnable if dp.has_tests(transformations[n]) or n in singular]
         select = dp.selection(runnable, tested, tests_only=tests_only)
         if not select:
             return None
@@ -280,7 +282,9 @@ def _run_group(
     for node in nodes:
         name = node.address.name
         lines = [] if run is None else run.lines_of(name)
-        if tests_only and not dp.has_tests(transformations[name]):
+        if tests_only and not (
+            dp.has_tests(transformations[name]) or name in dp.singular_tests_of(project)
+        ):
             lines.append("no tests declared")
         batch.append(
             dp.BatchNode(
@@ -385,13 +389,11 @@ def _invoke(args: list[str], secrets: Sequence[str]) -> _Run:
         message = str(result.exception) if result.exception is not None else ""
         run.error = redact(message or "\n".join(errors) or "dbt failed", secrets)
     for entry in entries or ():
-        outcome = _outcome(entry, secrets)
-        if outcome is None:
-            continue
-        run.outcomes.append(outcome)
-        code = getattr(entry.node, "compiled_code", None)
-        if outcome.resource_type == "model" and code is not None:
-            run.compiled[outcome.name] = code
+        for outcome in _outcomes(entry, secrets):
+            run.outcomes.append(outcome)
+            code = getattr(entry.node, "compiled_code", None)
+            if outcome.resource_type == "model" and code is not None:
+                run.compiled[outcome.name] = code
     if run.error is None and result.exception is not None:
         run.error = redact(str(result.exception), secrets)
     run.logs = {
@@ -416,17 +418,24 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
     return on_event
 
 
-def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
+def _outcomes(entry: Any, secrets: Sequence[str]) -> list[dp.DbtOutcome]:
+    """dbt's result of one node: one outcome per fabric node it belongs to (a singular test
+    refs several models: it is reported with each)."""
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
     if kind in ("model", "seed"):
-        model: str | None = node.name
+        models: list[str | None] = [node.name]
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]
         attached = getattr(node, "attached_node", None) or ""
-        model = tags[0].removeprefix(dp.TESTS_TAG_PREFIX) if tags else attached.split(".")[-1]
+        models = [t.removeprefix(dp.TESTS_TAG_PREFIX) for t in tags] or [attached.split(".")[-1]]
     else:
-        return None
+        return []
+    return [_outcome(entry, kind, model, secrets) for model in models]
+
+
+def _outcome(entry: Any, kind: str, model: str | None, secrets: Sequence[str]) -> dp.DbtOutcome:
+    node = entry.node
     started, finished = _timing(entry)
     response = entry.adapter_response or {}
     rows = response.get("rows_affected") if isinstance(response, Mapping) else None

@@ -43,7 +43,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros", "seeds")
+MANAGED_FOLDERS = ("models", "macros", "seeds", "tests")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -158,7 +158,21 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
     for name, spec in sorted(_seeds(project).items()):
         if _SAFE_NAME.fullmatch(str(name)):
             files[f"seeds/{name}.csv"] = str(spec.get("csv") or "")
+    for name, spec in sorted((project.get("tests") or {}).items()):
+        attached = [str(a) for a in spec.get("attached") or () if _SAFE_NAME.fullmatch(str(a))]
+        if _SAFE_NAME.fullmatch(str(name)) and attached:
+            # The config goes last, so dbt's line numbers stay those of the tenant's file.
+            tags = ", ".join(f"'{tests_tag(a)}'" for a in attached)
+            sql = str(spec.get("sql") or "").rstrip("\n")
+            files[f"tests/{name}.sql"] = f"{sql}\n{{{{ config(tags=[{tags}]) }}}}\n"
     return files
+
+
+def singular_tests_of(project: Mapping[str, Any]) -> frozenset[str]:
+    """The models and seeds some singular test of the project is attached to."""
+    return frozenset(
+        str(a) for spec in (project.get("tests") or {}).values() for a in spec.get("attached") or ()
+    )
 
 
 def _seeds(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
@@ -198,6 +212,7 @@ def _dbt_project(tenant: str) -> dict[str, Any]:
         "model-paths": ["models"],
         "macro-paths": ["macros"],
         "seed-paths": ["seeds"],
+        "test-paths": ["tests"],
         "clean-targets": ["target", "logs"],
         "flags": {
             "send_anonymous_usage_stats": False,
@@ -349,6 +364,8 @@ def _test(test: Any, model: str, severity: str, schema: str) -> dict[str, Any]:
         if not _REF_OR_SOURCE.match(to):
             to = f"ref('{to}')"
         return {name: {"arguments": {"to": to, "field": arg.get("field")}, "config": config}}
+    if arg:
+        return {name: {"arguments": dict(arg), "config": config}}
     return {name: {"config": config}}
 
 
@@ -368,6 +385,9 @@ def _test_parts(test: Any) -> tuple[str, Any, Mapping[str, Any]]:
         return name, list(values or ()), own
     if name == "relationships":
         return name, {"to": body.get("to"), "field": body.get("field")}, own
+    if isinstance(body, Mapping):  # a custom or package test: its arguments
+        arguments = {k: v for k, v in body.items() if k not in ("config", "test")}
+        return name, arguments or None, own
     return name, None, own
 
 

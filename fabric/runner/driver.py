@@ -171,6 +171,7 @@ def node_spec(
             "seeds": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SEED},
             "connections": {name: c.spec for name, c in applied.connections.items()},
             "macros": {a.name: s for a, s in applied.files.items() if a.kind is Kind.MACRO},
+            "tests": {a.name: s for a, s in applied.files.items() if a.kind is Kind.TEST},
         }
     connections = {}
     for name in names:

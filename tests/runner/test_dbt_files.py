@@ -58,7 +58,14 @@ transformations:
     sql: "select {{ steal() }} as n"
     materialized: view
   by_country:
-    sql: "select code, population * 2 as p from {{ ref('country_codes') }}"
+    sql: "select code, population, population * 2 as p from {{ ref('country_codes') }}"
+    description: Doubled populations
+    columns: {p: {description: twice the population}}
+    tests:
+      population: [positive]
+      p:
+        - {positive: {config: {severity: warn, where: "code = 'de'"}}}
+        - {above: {value: 1000, config: {severity: warn}}}
 seeds:
   country_codes:
     column_types: {code: varchar(2), population: bigint}
@@ -67,7 +74,19 @@ seeds:
     tests: {code: [not_null, unique]}
 """
 COUNTRIES = "code,population\nde,83\nfr,68\n"
+SINGULAR = """\
+select c.code
+from {{ ref('country_codes') }} c
+left join {{ ref('by_country') }} b on b.code = c.code
+where b.p is distinct from c.population * 2
+"""
 ACME_MACROS = """\
+{% test positive(model, column_name) %}
+select * from {{ model }} where {{ column_name }} <= 0
+{% endtest %}
+{% test above(model, column_name, value) %}
+select * from {{ model }} where {{ column_name }} <= {{ value }}
+{% endtest %}
 {% macro double_it(x) %}({{ x }} * 2){% endmacro %}
 {% macro steal() %}(select max(n) from globex_marts.totals){% endmacro %}
 """
@@ -100,6 +119,7 @@ def repo(
         "tenants/acme/tenant.yaml": ACME,
         "tenants/acme/macros/acme_macros.sql": ACME_MACROS,
         "tenants/acme/seeds/country_codes.csv": COUNTRIES,
+        "tenants/acme/tests/every_country_doubled.sql": SINGULAR,
         "tenants/globex/tenant.yaml": GLOBEX,
     }
     for rel, body in files.items():
@@ -180,6 +200,19 @@ def test_a_seed_is_a_node_batched_with_the_models_that_ref_it(repo):
     assert result.results[seed].tests and all(
         t.status == "pass" for t in result.results[seed].tests
     )
+    tests = {t.name: t for t in result.results[model].tests}
+    # custom generic tests (one with a `where` and severity), the singular test, attached to
+    # the model it refs (downstream of the seed it refs too: it runs after both)
+    assert "every_country_doubled" in tests and tests["every_country_doubled"].status == "pass"
+    assert "every_country_doubled" not in {t.name for t in result.results[seed].tests}
+    assert sorted(t.status for n, t in tests.items() if n.startswith("positive_")) == [
+        "pass",
+        "pass",
+    ]
+    above = next(t for n, t in tests.items() if n.startswith("above_"))
+    assert (above.status, above.failures) == ("warn", 2)
+    docs = (Path(env["FABRIC_HOME"]) / "work/acme/dbt/models/schema.yml").read_text()
+    assert "Doubled populations" in docs and "twice the population" in docs
     assert wh_sql(url, "select code, p from acme_marts.by_country order by code") == [
         ("de", 166),
         ("fr", 136),
