@@ -10,6 +10,7 @@ tenants share.
 from __future__ import annotations
 
 import functools
+import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -514,3 +515,44 @@ def resolve_singular_tests(
             spec = SingularTestSpec(file=source.path, sql=source.text, attached=tuple(attached))
             found[stem] = TestFile(address, spec, SourceSpan(source.path, 1, 1))
     return found
+
+
+def package_problems(
+    packages: Sequence[Any],
+    tenant: str | None,
+    locate: Callable[[int], SourceSpan],
+    address: Address | None = None,
+) -> list[Diagnostic]:
+    """A local package is a folder of the repository: never absolute, never up out of it with
+    `..`, and a tenant's never inside another tenant's folder (shared code lives outside
+    tenants/, named in fabric.yaml)."""
+    out = []
+    for i, package in enumerate(packages):
+        if package.local is None:
+            continue
+        path = package.local
+        norm = posixpath.normpath(path)
+        why = None
+        if posixpath.isabs(path) or PurePosixPath(path).is_absolute():
+            why = "is an absolute path; give a folder relative to the repository root"
+        elif norm == ".." or norm.startswith("../"):
+            why = "points outside the repository"
+        elif norm.split("/")[0] == "tenants":
+            parts = norm.split("/")
+            if tenant is None:
+                why = "is inside a tenant's folder; shared packages live outside tenants/"
+            elif len(parts) < 2 or parts[1] != tenant:
+                why = f"is inside another tenant's folder; tenant {tenant} may use its own"
+        if why is not None:
+            out.append(
+                error(
+                    "bad-package-path",
+                    "Local package not usable",
+                    f"package local {path!r} {why}.",
+                    hint="Point `local:` at a folder of the repository, e.g. packages/my_utils "
+                    "(relative to the repository root).",
+                    span=locate(i),
+                    address=address,
+                )
+            )
+    return out

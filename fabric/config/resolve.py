@@ -99,6 +99,12 @@ def build_tenant(
     )
 
     _apply_defaults(ctx, diags)
+    diags += dbt_files.package_problems(
+        tenant.packages,
+        slug,
+        lambda i: tenant_vs.file.locate(("tenant", "packages", i, "local")),
+        Address.of_tenant(slug),
+    )
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]

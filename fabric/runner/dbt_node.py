@@ -69,6 +69,10 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec]) -> list[NodeResult]:
         return []
     project = _project(nodes)
     root = project_dir(nodes[0])
+    try:
+        _check_packages(root, project, nodes[0])
+    except FabricError as exc:
+        return [NodeResult.failed(n.address, str(exc)) for n in nodes]
     groups: dict[tuple[str, bool, bool], list[NodeSpec]] = {}
     for node in nodes:
         key = (str(node.spec.get("warehouse") or ""), node.tests_only, node.full_refresh)
@@ -83,6 +87,26 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec]) -> list[NodeResult]:
             done = [NodeResult.failed(n.address, str(exc)) for n in group]
         results.update((r.address, r) for r in done)
     return [results[n.address] for n in nodes]
+
+
+def _check_packages(root: Path, project: Mapping[str, Any], node: NodeSpec) -> None:
+    """The packages the applied state declares are those `fabric deps` installed: a run never
+    fetches anything, and a missing package would fail as an unknown macro deep in dbt."""
+    packages = project.get("packages") or []
+    if not packages:
+        return
+    tenant = str(project["tenant"])
+    repo = Path(node.repo_root or ".").resolve().as_posix()
+    expected = dp.packages_yml(tenant, packages, repo)
+    try:
+        installed = (root / "packages.yml").read_text()
+    except OSError:
+        installed = None
+    if installed != expected or not (root / "dbt_packages").is_dir():
+        what = "changed since they were installed" if installed else "not installed"
+        raise FabricError(
+            f"tenant {tenant}'s dbt packages are {what}: run `fabric deps --tenant {tenant}`."
+        )
 
 
 def compile_node(node: NodeSpec) -> str:
@@ -163,6 +187,7 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
         "macros": dict(base.get("macros") or {}),
         "seeds": seeds,
         "tests": dict(base.get("tests") or {}),
+        "packages": list(base.get("packages") or ()),
     }
 
 

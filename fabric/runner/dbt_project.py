@@ -26,6 +26,7 @@ boundary); `node_results` maps them to one NodeResult per fabric node.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -693,3 +694,30 @@ def _problem(
         for t in bad
     )
     return f"{len(bad)} of {len(tests)} test(s) failed: {shown}"
+
+
+# ---------------------------------------------------------------------------------------------
+# packages
+
+
+def packages_yml(tenant: str, packages: Sequence[Mapping[str, Any]], repo_root: str) -> str:
+    """dbt's packages.yml for the tenant's project: fabric.yaml's then the tenant's entries,
+    local paths made absolute under `repo_root` (the project lives in the work folder)."""
+    entries = []
+    for package in packages:
+        entry = {k: v for k, v in package.items() if v is not None}
+        if "local" in entry:
+            entry["local"] = posixpath.normpath(posixpath.join(repo_root, str(entry["local"])))
+        if isinstance(entry.get("version"), list | tuple):
+            entry["version"] = list(entry["version"])
+        entries.append(entry)
+    return _dump({"packages": entries}, tenant)
+
+
+def describe_package(package: Mapping[str, Any]) -> str:
+    """How a message names a package: `local packages/x`, `git URL`, `dbt-labs/dbt_utils`."""
+    if package.get("local"):
+        return f"local {package['local']}"
+    if package.get("git"):
+        return f"git {package['git']}"
+    return str(package.get("package"))

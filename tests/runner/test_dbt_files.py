@@ -27,7 +27,7 @@ from tests.runner.test_managed_runs import _conninfo, run, tamper, wh_sql
 
 FABRIC_YAML = """
 format_version: 1
-dbt: {{macros: shared_macros}}
+dbt: {{macros: shared_macros, packages: [{{local: packages/fabric_utils}}]}}
 defaults:
   transformations: {{materialized: table}}
 warehouses:
@@ -38,6 +38,12 @@ warehouses:
     admin: {{username: {wh.username}, password: "${{env:DWH_ADMIN_PASSWORD}}"}}
     manage_roles: true
     role_prefix: {prefix}
+"""
+PACKAGE_MACROS = """\
+{% macro triple(x) %}({{ x }} * 3){% endmacro %}
+{% test non_negative(model, column_name) %}
+select * from {{ model }} where {{ column_name }} < 0
+{% endtest %}
 """
 SHARED_MACRO = """\
 {% macro cents_to_dollars(column) -%}
@@ -53,7 +59,9 @@ connections:
   dwh: {type: postgres, direction: destination, warehouse: dwh}
 transformations:
   priced:
-    sql: "select {{ cents_to_dollars('250') }} as dollars, {{ double_it('21') }} as n"
+    sql: "select {{ cents_to_dollars('250') }} as dollars, {{ double_it('21') }} as n,
+      {{ fabric_utils.triple(3) }} as t"
+    tests: {t: [fabric_utils.non_negative]}
   thief:
     sql: "select {{ steal() }} as n"
     materialized: view
@@ -116,6 +124,9 @@ def repo(
     files = {
         "fabric.yaml": FABRIC_YAML.format(wh=warehouse, prefix=prefix),
         "shared_macros/money.sql": SHARED_MACRO,
+        "packages/fabric_utils/dbt_project.yml": "name: fabric_utils\nversion: '1.0'\n"
+        "config-version: 2\n",
+        "packages/fabric_utils/macros/utils.sql": PACKAGE_MACROS,
         "tenants/acme/tenant.yaml": ACME,
         "tenants/acme/macros/acme_macros.sql": ACME_MACROS,
         "tenants/acme/seeds/country_codes.csv": COUNTRIES,
@@ -135,6 +146,16 @@ def repo(
     }
     plan = api.plan(root, environ=env).plan
     api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+    # Packages are not installed yet: a run says so at once, without starting dbt.
+    first = run(root, env, "acme", "transformation:priced")
+    assert (
+        "run `fabric deps --tenant acme`"
+        in first.errors[Address.parse("acme.transformation.priced")]
+    )
+    assert api.deps(root, environ=env) == {
+        "acme": ["local packages/fabric_utils"],
+        "globex": ["local packages/fabric_utils"],
+    }
     yield root, env, warehouse.render_as_string(hide_password=False)
     with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
         for (name,) in conn.execute(
@@ -153,7 +174,11 @@ def test_macros_run_in_the_tenants_project_and_cannot_read_another_tenant(repo):
     acme = run(root, env, "acme", "transformation:priced")
     assert acme.ok, acme.errors
     # A tenant macro and a shared one, and the defaults: tenant schema, project materialization.
-    assert wh_sql(url, "select dollars, n from acme_marts.priced") == [(2.5, 42)]
+    assert wh_sql(url, "select dollars, n, t from acme_marts.priced") == [(2.5, 42, 9)]
+    priced_tests = acme.results[Address.parse("acme.transformation.priced")].tests
+    assert [(t.name.startswith("fabric_utils_non_negative"), t.status) for t in priced_tests] == [
+        (True, "pass")
+    ]
     kinds = wh_sql(
         url,
         "select table_schema, table_type from information_schema.tables "
