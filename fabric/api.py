@@ -577,6 +577,37 @@ def run(
         raise FabricError(str(exc)) from None
 
 
+def deps(
+    repo: Path, *, tenants: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """`fabric deps`: install each tenant's dbt packages (fabric.yaml's `dbt.packages`, then
+    the tenant's `packages`) into its work folder, where its runs find them; tenant -> the
+    packages installed. The repository must validate; every tenant when none is named."""
+    from fabric.errors import FabricError
+    from fabric.runner.dbt_deps import install
+    from fabric.runner.dbt_project import PROJECT_FOLDER
+    from fabric.state.embedded import ignored_home
+
+    ws = workspace(repo, environ)
+    load = load_valid(ws.root)
+    desired = load.desired
+    assert desired is not None
+    unknown = sorted(set(tenants) - set(desired.tenants))
+    if unknown:
+        raise FabricError(f"no tenant {', '.join(unknown)} in {ws.root}.")
+    home = ignored_home(ws.root, ws.settings)
+    shared = [p.model_dump(mode="json", exclude_none=True) for p in desired.project.dbt.packages]
+    installed: dict[str, list[str]] = {}
+    for slug in sorted(tenants or desired.tenants):
+        own = [
+            p.model_dump(mode="json", exclude_none=True)
+            for p in desired.tenants[slug].spec.packages
+        ]
+        folder = home / "work" / slug / PROJECT_FOLDER
+        installed[slug] = install(folder, slug, [*shared, *own], ws.root)
+    return installed
+
+
 def _tenants_to_run(engine: Engine, tenants: Sequence[str], all_tenants: bool) -> list[str]:
     """The named tenants, or every applied one with --all-tenants; none is an error."""
     from fabric.errors import FabricError

@@ -10,6 +10,7 @@ tenants share.
 from __future__ import annotations
 
 import functools
+import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -23,7 +24,13 @@ from fabric.config.macros import (
     macro_definitions,
 )
 from fabric.config.references import is_reserved_env
-from fabric.config.specs import MacroSpec, ProjectSpec, SeedConfig, SeedSpec
+from fabric.config.specs import (
+    MacroSpec,
+    ProjectSpec,
+    SeedConfig,
+    SeedSpec,
+    SingularTestSpec,
+)
 from fabric.config.sql_refs import env_vars
 from fabric.diagnostics import Diagnostic, SourceSpan, did_you_mean, error
 
@@ -350,3 +357,202 @@ def resolve_seeds(
                 )
             )
     return found
+
+
+def package_name(package: Any) -> str:
+    """The name a package's macros and tests are called by (`dbt_utils.star`): a local
+    folder's name, a hub package's last part, a git repository's name."""
+    text = str(package.local or package.package or package.git or "")
+    last = text.rstrip("/").rsplit("/", 1)[-1]
+    return last.removesuffix(".git").replace("-", "_")
+
+
+def check_test_names(
+    address: Address,
+    tests: Mapping[str, Sequence[Any]],
+    known_macros: Mapping[str, str],
+    packages: frozenset[str],
+    locate: Callable[[str, int], SourceSpan],
+    diags: list[Diagnostic],
+) -> None:
+    """Every generic test a `tests:` entry names exists: dbt's four, a `{% test %}` of the
+    tenant's or the shared macros, or a declared package's (`dbt_utils.accepted_range`)."""
+    from fabric.config.specs import BUILT_IN_TESTS
+
+    custom = sorted(n.removeprefix("test_") for n in known_macros if n.startswith("test_"))
+    for column, entries in tests.items():
+        for i, test in enumerate(entries):
+            name = test.test
+            if name in BUILT_IN_TESTS or f"test_{name}" in known_macros:
+                continue
+            package, _, _ = name.rpartition(".")
+            if package and package in packages:
+                continue
+            if package:
+                detail = (
+                    f"{address}: test {name!r} on column {column!r} names package {package!r}, "
+                    "which neither fabric.yaml's dbt.packages nor the tenant's packages declare."
+                )
+                hint = did_you_mean(package, packages) or "Declare the package under `packages:`."
+            else:
+                detail = (
+                    f"{address}: test {name!r} on column {column!r} is neither dbt's "
+                    "(not_null, unique, accepted_values, relationships) nor a {% test %} of the "
+                    "tenant's macros/ or the shared macros."
+                )
+                hint = did_you_mean(name, [*sorted(BUILT_IN_TESTS), *custom]) or (
+                    "Define it with {% test " + name + "(model, column_name) %} in macros/."
+                )
+            diags.append(
+                error(
+                    "unknown-test",
+                    "Unknown test",
+                    detail,
+                    hint=hint,
+                    span=locate(column, i),
+                    address=address,
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TestFile:
+    address: Address
+    spec: SingularTestSpec
+    span: SourceSpan
+
+
+def resolve_singular_tests(
+    slug: str,
+    assets: Sequence[Any],
+    nodes: Mapping[str, Address],
+    known_macros: Mapping[str, str],
+    check_env: Callable[[Address, str, Callable[[int], SourceSpan]], None],
+    diags: list[Diagnostic],
+    edges: Iterable[tuple[Address, Address]] = (),
+) -> dict[str, TestFile]:
+    """The tenant's singular tests (`tests/**/*.sql`), each attached to the transformations
+    and seeds (`nodes`: name -> address) it refs that no other of its refs depends on (over
+    `edges`, upstream -> downstream): it runs with them, so after everything it reads."""
+    upstream: dict[Address, set[Address]] = {}
+    for up, down in edges:
+        upstream.setdefault(down, set()).add(up)
+
+    def ancestors(node: Address) -> set[Address]:
+        seen: set[Address] = set()
+        todo = list(upstream.get(node, ()))
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo += upstream.get(current, ())
+        return seen
+
+    from fabric.config.sql_refs import sql_refs
+
+    prefix = f"tenants/{slug}/tests/"
+    found: dict[str, TestFile] = {}
+    for source in assets:
+        if not source.path.startswith(prefix):
+            continue
+        stem = _stem(source.path)
+        if not NAME.fullmatch(stem):
+            diags.append(_bad_file_name(source.path, Address.of_tenant(slug)))
+            continue
+        address = Address(slug, Kind.TEST, stem)
+        if stem in found:
+            diags.append(_duplicate_file(source.path, found[stem].spec.file, address))
+            continue
+        span_at = functools.partial(_line_span, source.path)
+        check_env(address, source.text, span_at)
+        check_calls(address, source.text, known_macros, span_at, diags)
+        refs, dynamic = sql_refs(source.text)
+        attached: list[str] = []
+        for line in dynamic:
+            diags.append(
+                error(
+                    "dynamic-ref",
+                    "Unresolvable ref",
+                    f"{address}: a ref()/source() call on line {line} is not a plain string "
+                    "literal, so which models the test checks cannot be known.",
+                    hint="Write {{ ref('model') }} with a literal name.",
+                    span=span_at(line),
+                    address=address,
+                )
+            )
+        for ref in refs:
+            if ref.kind != "ref":
+                continue
+            if ref.name not in nodes:
+                diags.append(
+                    error(
+                        "unknown-reference",
+                        "Unknown reference",
+                        f"{address}: ref({ref.name!r}) names no transformation or seed of "
+                        f"tenant {slug}.",
+                        hint=did_you_mean(ref.name, nodes),
+                        span=span_at(ref.line),
+                        address=address,
+                    )
+                )
+            elif ref.name not in attached:
+                attached.append(ref.name)
+        if not refs and not dynamic:
+            diags.append(
+                error(
+                    "unattached-test",
+                    "Singular test refs nothing",
+                    f"{address}: a singular test runs with the models it ref()s, and this one "
+                    "refs none.",
+                    hint="Select from {{ ref('model') }} (or a seed) in the test's SQL.",
+                    span=SourceSpan(source.path, 1, 1),
+                    address=address,
+                )
+            )
+        below = set().union(*(ancestors(nodes[n]) for n in attached)) if attached else set()
+        attached = [n for n in attached if nodes[n] not in below]
+        if attached:
+            spec = SingularTestSpec(file=source.path, sql=source.text, attached=tuple(attached))
+            found[stem] = TestFile(address, spec, SourceSpan(source.path, 1, 1))
+    return found
+
+
+def package_problems(
+    packages: Sequence[Any],
+    tenant: str | None,
+    locate: Callable[[int], SourceSpan],
+    address: Address | None = None,
+) -> list[Diagnostic]:
+    """A local package is a folder of the repository: never absolute, never up out of it with
+    `..`, and a tenant's never inside another tenant's folder (shared code lives outside
+    tenants/, named in fabric.yaml)."""
+    out = []
+    for i, package in enumerate(packages):
+        if package.local is None:
+            continue
+        path = package.local
+        norm = posixpath.normpath(path)
+        why = None
+        if posixpath.isabs(path) or PurePosixPath(path).is_absolute():
+            why = "is an absolute path; give a folder relative to the repository root"
+        elif norm == ".." or norm.startswith("../"):
+            why = "points outside the repository"
+        elif norm.split("/")[0] == "tenants":
+            parts = norm.split("/")
+            if tenant is None:
+                why = "is inside a tenant's folder; shared packages live outside tenants/"
+            elif len(parts) < 2 or parts[1] != tenant:
+                why = f"is inside another tenant's folder; tenant {tenant} may use its own"
+        if why is not None:
+            out.append(
+                error(
+                    "bad-package-path",
+                    "Local package not usable",
+                    f"package local {path!r} {why}.",
+                    hint="Point `local:` at a folder of the repository, e.g. packages/my_utils "
+                    "(relative to the repository root).",
+                    span=locate(i),
+                    address=address,
+                )
+            )
+    return out

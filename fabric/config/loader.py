@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
 from fabric.config.checks import check_project_admins, check_project_env, check_project_timezone
-from fabric.config.dbt_files import shared_macro_problems
+from fabric.config.dbt_files import package_problems, shared_macro_problems
 from fabric.config.discovery import (
     MAX_SEED_BYTES,
     YAML_SUFFIXES,
@@ -250,6 +250,11 @@ def _load_repository(
                 diags += check_project_admins(project, parsed.locate)
                 shared_macros, problems = _project_macros(files.root, project, parsed)
                 diags += problems + shared_macro_problems(project, shared_macros)
+                diags += package_problems(
+                    project.dbt.packages,
+                    None,
+                    lambda i: parsed.locate(("dbt", "packages", i, "local")),
+                )
                 project_digest = _with_files(project_digest, shared_macros)
     for path, why, hint in files.refused:
         diags.append(

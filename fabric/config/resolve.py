@@ -101,6 +101,12 @@ def build_tenant(
     )
 
     _apply_defaults(ctx, diags)
+    diags += dbt_files.package_problems(
+        tenant.packages,
+        slug,
+        lambda i: tenant_vs.file.locate(("tenant", "packages", i, "local")),
+        Address.of_tenant(slug),
+    )
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]
@@ -135,6 +141,40 @@ def build_tenant(
         diags,
     )
     dependencies = _dependencies(ctx, sql_text, diags, snapshot_text, seeds)
+    nodes = {n: vs.address for n, vs in ctx.by_kind[Kind.TRANSFORMATION].items()}
+    nodes |= {n: s.address for n, s in seeds.items()}
+    nodes |= {n: vs.address for n, vs in ctx.by_kind[Kind.SNAPSHOT].items()}
+    singular = dbt_files.resolve_singular_tests(
+        slug,
+        assets,
+        nodes,
+        known_macros,
+        check_env,
+        diags,
+        [(d.upstream, d.downstream) for d in dependencies],
+    )
+    packages = frozenset(
+        dbt_files.package_name(p) for p in (*project.dbt.packages, *tenant.packages)
+    )
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        dbt_files.check_test_names(
+            vs.address,
+            vs.spec.tests,
+            known_macros,
+            packages,
+            lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+            diags,
+        )
+    for name, vs in ctx.by_kind[Kind.SEED].items():
+        if name in seeds:
+            dbt_files.check_test_names(
+                seeds[name].address,
+                vs.spec.tests,
+                known_macros,
+                packages,
+                lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+                diags,
+            )
     diags += checks.check_broken_references(ctx, broken_specs)
 
     def declared(kind: Kind, specs: Mapping[str, Any]) -> Mapping[str, Declared[Any]]:
@@ -171,6 +211,12 @@ def build_tenant(
             {
                 name: Declared(address=s.address, spec=s.spec, span=s.span)
                 for name, s in sorted(seeds.items())
+            }
+        ),
+        tests=MappingProxyType(
+            {
+                name: Declared(address=t.address, spec=t.spec, span=t.span)
+                for name, t in sorted(singular.items())
             }
         ),
     )

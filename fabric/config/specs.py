@@ -519,17 +519,35 @@ _TEST_ARGUMENTS: dict[str, frozenset[str]] = {
 }
 
 
+BUILT_IN_TESTS = frozenset(_TEST_ARGUMENTS)
+CUSTOM_TEST = r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$"
+"""A custom generic test (`{% test name %}` in macros/) or a package's (`dbt_utils.name`)."""
+_CUSTOM_TEST = re.compile(CUSTOM_TEST)
+
+
 class ColumnTest(Spec):
     """One dbt generic test on a column, normalised from its YAML shorthand."""
 
-    test: Literal["not_null", "unique", "accepted_values", "relationships"]
+    test: str
+    """not_null, unique, accepted_values, relationships, a custom generic test's name or a
+    package's test (`dbt_utils.accepted_range`)."""
     values: tuple[Scalar, ...] | None = None
     to: str | None = None
     field: SqlIdent | None = None
+    arguments: FrozenMap(str, Any) = Field(default_factory=dict)
+    """A custom or package test's arguments (everything but `config`)."""
     config: TestConfig | None = None
 
     @model_validator(mode="after")
     def _arguments_of_this_test(self) -> ColumnTest:
+        if self.test not in BUILT_IN_TESTS:
+            return self
+        if self.arguments:
+            raise PydanticCustomError(
+                "test_argument",
+                "{test} takes no argument '{name}'",
+                {"test": self.test, "name": sorted(self.arguments)[0]},
+            )
         given = {n for n in ("values", "to", "field") if getattr(self, n) is not None}
         extra = sorted(given - _TEST_ARGUMENTS[self.test])
         if extra:
@@ -552,10 +570,25 @@ class ColumnTest(Spec):
             return {"accepted_values": list(self.values or ())}
         if self.test == "relationships":
             return {"relationships": {"to": self.to, "field": self.field, **config}}
+        if self.arguments:
+            return {self.test: {**dict(self.arguments), **config}}
         return {self.test: config} if config else self.test
 
 
 def _column_test(value: Any) -> Any:
+    if isinstance(value, str) and value not in _TEST_ARGUMENTS and _CUSTOM_TEST.match(value):
+        return {"test": value}
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if (
+            isinstance(name, str)
+            and name not in _TEST_ARGUMENTS
+            and _CUSTOM_TEST.match(name)
+            and (arg is None or isinstance(arg, dict))
+        ):
+            arg = dict(arg or {})
+            config = arg.pop("config", None)
+            return {"test": name, "arguments": arg, **({"config": config} if config else {})}
     if isinstance(value, str):
         if value in ("not_null", "unique"):
             return {"test": value}
@@ -603,9 +636,24 @@ def _test_json_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
+    custom = {
+        "type": "object",
+        "patternProperties": {
+            CUSTOM_TEST: {
+                "type": ["object", "null"],
+                "properties": {"config": config},
+                "description": "A custom generic test or a package's, with its arguments.",
+            }
+        },
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": False,
+    }
     return {
         "anyOf": [
             {"enum": ["not_null", "unique"]},
+            {"type": "string", "pattern": CUSTOM_TEST},
+            custom,
             shape("not_null", {}, []),
             shape("unique", {}, []),
             {
@@ -630,6 +678,13 @@ ColumnTestSpec = Annotated[
 ]
 
 
+class ColumnDoc(Spec):
+    """A column's documentation, carried into dbt's schema.yml (and so into dbt docs)."""
+
+    description: str | None = None
+    data_type: str | None = None
+
+
 class TransformationSpec(_Runnable):
     """A dbt model (SQL inline or in a file under the tenant's folder) with column tests."""
 
@@ -644,6 +699,8 @@ class TransformationSpec(_Runnable):
     """Defaults to the tenant's warehouse."""
     tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
     """Column name -> its tests; the names become SQL identifiers in dbt's schema.yml."""
+    columns: FrozenMap(SqlIdent, ColumnDoc) = Field(default_factory=dict)
+    """Column name -> its description (and data_type), carried into dbt's docs."""
     tests_severity: Literal["error", "warn"] | None = None
     """Defaults to the tenant's, then the project's defaults, then `error`."""
 
@@ -660,13 +717,6 @@ class MacroSpec(Spec):
     sql: str
     shared: bool = False
     """A project-wide macro (fabric.yaml's `dbt.macros` folder), shared by every tenant."""
-
-
-class ColumnDoc(Spec):
-    """A column's documentation, carried into dbt's schema.yml (and so into dbt docs)."""
-
-    description: str | None = None
-    data_type: str | None = None
 
 
 class SeedConfig(Spec):
@@ -762,7 +812,21 @@ class TenantFileSpec(Spec):
     seeds: FrozenMap(ResourceName, SeedConfig) = Field(default_factory=dict)
 
 
-FILE_SPECS: dict[Any, type[Spec]] = {"macro": MacroSpec, "seed": SeedSpec}
+class SingularTestSpec(Spec):
+    """A singular test as stored: a `tests/**/*.sql` query returning the failing rows."""
+
+    file: str
+    sql: str
+    attached: tuple[ResourceRef, ...] = Field(min_length=1)
+    """The transformations and seeds it refs: it runs with them (after them), in the tenant's
+    dbt invocation, and `fabric test` reports it with each of them."""
+
+
+FILE_SPECS: dict[Any, type[Spec]] = {
+    "macro": MacroSpec,
+    "seed": SeedSpec,
+    "test": SingularTestSpec,
+}
 """Kind (value) -> the stored spec of dbt files a tenant brings (discovered, not YAML)."""
 
 SECTION_SPECS: dict[str, Any] = {

@@ -20,6 +20,7 @@ from fabric.config.specs import (
     ProjectSpec,
     ScheduleSpec,
     SeedSpec,
+    SingularTestSpec,
     SnapshotSpec,
     TenantSpec,
     TransformationSpec,
@@ -74,6 +75,8 @@ class TenantState:
     ones (`project__<stem>`)."""
     seeds: Mapping[str, Declared[SeedSpec]] = field(default_factory=lambda: EMPTY)
     """CSV files of the tenant's `seeds/` folder, with their `seeds:` configuration."""
+    tests: Mapping[str, Declared[SingularTestSpec]] = field(default_factory=lambda: EMPTY)
+    """Singular tests: `.sql` files of the tenant's `tests/` folder."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -84,6 +87,7 @@ class TenantState:
             self.snapshots,
             self.macros,
             self.seeds,
+            self.tests,
         ):
             yield from section.values()
 
@@ -99,6 +103,7 @@ class TenantState:
             Kind.SNAPSHOT: self.snapshots,
             Kind.MACRO: self.macros,
             Kind.SEED: self.seeds,
+            Kind.TEST: self.tests,
         }[kind]
 
 

@@ -63,7 +63,7 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         spec["sql"] = tenant.snapshot_sql.get(declared.address.name, spec.get("sql"))
         yield _record(declared.address, spec)
-    for declared in (*tenant.macros.values(), *tenant.seeds.values()):
+    for declared in (*tenant.macros.values(), *tenant.seeds.values(), *tenant.tests.values()):
         yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)

@@ -29,6 +29,7 @@ boundary); `node_results` maps them to one NodeResult per fabric node.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros", "snapshots", "seeds")
+MANAGED_FOLDERS = ("models", "macros", "snapshots", "seeds", "tests")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -170,7 +171,21 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
     for name, spec in sorted(_seeds(project).items()):
         if _SAFE_NAME.fullmatch(str(name)):
             files[f"seeds/{name}.csv"] = str(spec.get("csv") or "")
+    for name, spec in sorted((project.get("tests") or {}).items()):
+        attached = [str(a) for a in spec.get("attached") or () if _SAFE_NAME.fullmatch(str(a))]
+        if _SAFE_NAME.fullmatch(str(name)) and attached:
+            # The config goes last, so dbt's line numbers stay those of the tenant's file.
+            tags = ", ".join(f"'{tests_tag(a)}'" for a in attached)
+            sql = str(spec.get("sql") or "").rstrip("\n")
+            files[f"tests/{name}.sql"] = f"{sql}\n{{{{ config(tags=[{tags}]) }}}}\n"
     return files
+
+
+def singular_tests_of(project: Mapping[str, Any]) -> frozenset[str]:
+    """The models and seeds some singular test of the project is attached to."""
+    return frozenset(
+        str(a) for spec in (project.get("tests") or {}).values() for a in spec.get("attached") or ()
+    )
 
 
 def _seeds(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
@@ -210,6 +225,7 @@ def _dbt_project(tenant: str) -> dict[str, Any]:
         "model-paths": ["models"],
         "macro-paths": ["macros"],
         "seed-paths": ["seeds"],
+        "test-paths": ["tests"],
         "clean-targets": ["target", "logs"],
         "flags": {
             "send_anonymous_usage_stats": False,
@@ -359,6 +375,8 @@ def _test(test: Any, model: str, severity: str, schema: str) -> dict[str, Any]:
         if not _REF_OR_SOURCE.match(to):
             to = f"ref('{to}')"
         return {name: {"arguments": {"to": to, "field": arg.get("field")}, "config": config}}
+    if arg:
+        return {name: {"arguments": dict(arg), "config": config}}
     return {name: {"config": config}}
 
 
@@ -378,6 +396,9 @@ def _test_parts(test: Any) -> tuple[str, Any, Mapping[str, Any]]:
         return name, list(values or ()), own
     if name == "relationships":
         return name, {"to": body.get("to"), "field": body.get("field")}, own
+    if isinstance(body, Mapping):  # a custom or package test: its arguments
+        arguments = {k: v for k, v in body.items() if k not in ("config", "test")}
+        return name, arguments or None, own
     return name, None, own
 
 
@@ -728,3 +749,30 @@ def _problem(
         for t in bad
     )
     return f"{len(bad)} of {len(tests)} test(s) failed: {shown}"
+
+
+# ---------------------------------------------------------------------------------------------
+# packages
+
+
+def packages_yml(tenant: str, packages: Sequence[Mapping[str, Any]], repo_root: str) -> str:
+    """dbt's packages.yml for the tenant's project: fabric.yaml's then the tenant's entries,
+    local paths made absolute under `repo_root` (the project lives in the work folder)."""
+    entries = []
+    for package in packages:
+        entry = {k: v for k, v in package.items() if v is not None}
+        if "local" in entry:
+            entry["local"] = posixpath.normpath(posixpath.join(repo_root, str(entry["local"])))
+        if isinstance(entry.get("version"), list | tuple):
+            entry["version"] = list(entry["version"])
+        entries.append(entry)
+    return _dump({"packages": entries}, tenant)
+
+
+def describe_package(package: Mapping[str, Any]) -> str:
+    """How a message names a package: `local packages/x`, `git URL`, `dbt-labs/dbt_utils`."""
+    if package.get("local"):
+        return f"local {package['local']}"
+    if package.get("git"):
+        return f"git {package['git']}"
+    return str(package.get("package"))

@@ -172,6 +172,8 @@ def node_spec(
             "connections": {name: c.spec for name, c in applied.connections.items()},
             "snapshots": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SNAPSHOT},
             "macros": {a.name: s for a, s in applied.files.items() if a.kind is Kind.MACRO},
+            "tests": {a.name: s for a, s in applied.files.items() if a.kind is Kind.TEST},
+            "packages": [*applied.project_packages, *(applied.spec.get("packages") or ())],
         }
     connections = {}
     for name in names:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, text
 from fabric.addresses import Address, Kind
 from fabric.domain.runs import StoredConnection
 from fabric.errors import TenantNotAppliedError
+from fabric.state.history import read_project
 from fabric.state.snapshot import KIND_TABLES, TABLE_KINDS, TenantRow, read_tenant_rows
 
 
@@ -25,6 +26,8 @@ class AppliedTenant:
     edges: tuple[tuple[Address, Address], ...]
     """(upstream, downstream) dependencies."""
     files: Mapping[Address, Mapping[str, Any]] = field(default_factory=dict)
+    project_packages: tuple[Mapping[str, Any], ...] = ()
+    """fabric.yaml's `dbt.packages` as the last apply recorded them (every tenant's)."""
     """dbt files the tenant brings that are not nodes (macros, singular tests): address ->
     stored spec."""
 
@@ -63,4 +66,8 @@ def read_applied(conn: Connection, slug: str) -> AppliedTenant:
             files[address] = r.spec
         else:
             edges.append(address.edge())
-    return AppliedTenant(tenant, spec, nodes, connections, schedules, tuple(sorted(edges)), files)
+    project = read_project(conn) or {}
+    packages = tuple((project.get("dbt") or {}).get("packages") or ())
+    return AppliedTenant(
+        tenant, spec, nodes, connections, schedules, tuple(sorted(edges)), files, packages
+    )

@@ -279,3 +279,64 @@ def test_seed_faults_are_reported_at_their_file(make_repo, monkeypatch):
     }
     hint = next(d.hint for d in _errors(root) if "stel" in d.detail)
     assert "Did you mean 'steal'?" in (hint or "")
+
+
+def test_tests_as_dbt_users_write_them_are_checked_before_any_run(make_repo):
+    root = make_repo(
+        {
+            "fabric.yaml": "format_version: 1\ndbt:\n  packages: [{local: packages/dbt_utils}]\n",
+            "tenants/acme/macros/tests.sql": MACROS,
+            "tenants/acme/transformations.yaml": (
+                "transformations:\n"
+                "  t:\n"
+                "    schema: acme_marts\n"
+                "    sql: select 1 as amount\n"
+                "    tests:\n"
+                "      amount:\n"
+                "        - positive\n"
+                "        - {positiv: {config: {severity: warn}}}\n"
+                "        - {dbt_utils.accepted_range: {min_value: 0}}\n"
+                "        - {dbt_utls.accepted_range: {min_value: 0}}\n"
+                "        - {accepted_values: {values: [1], config: {severty: warn}}}\n"
+                "  u: {schema: acme_marts, sql: select 1 as n}\n"
+            ),
+            "tenants/acme/tests/ok.sql": "select * from {{ ref('u') }} where n < 0\n",
+            "tenants/acme/tests/sub/nothing.sql": "select 1\nwhere false\n",
+            "tenants/acme/tests/typo.sql": (
+                "select *\nfrom {{ ref('uu') }}\nwhere {{ cents_to_dolars('n') }} < 0\n"
+                "and '{{ env_var(\"GLOBEX_TOKEN\") }}' = ''\n"
+            ),
+        }
+    )
+    found = {(d.code, d.span.path, d.span.line) for d in _errors(root)}
+    assert found == {
+        ("unknown-field", "tenants/acme/transformations.yaml", 11),  # severty
+        ("unattached-test", "tenants/acme/tests/sub/nothing.sql", 1),
+        ("unknown-reference", "tenants/acme/tests/typo.sql", 2),
+        ("unknown-macro", "tenants/acme/tests/typo.sql", 3),
+        ("undeclared-env-var", "tenants/acme/tests/typo.sql", 4),
+    }
+    # Fixed, the test names are checked (a broken transformation is not checked further).
+    text = (root / "tenants/acme/transformations.yaml").read_text()
+    (root / "tenants/acme/transformations.yaml").write_text(text.replace("severty", "severity"))
+    (root / "tenants/acme/tests/typo.sql").unlink()
+    (root / "tenants/acme/tests/sub/nothing.sql").unlink()
+    errors = _errors(root)
+    assert [(d.code, d.span.line) for d in errors] == [("unknown-test", 8), ("unknown-test", 10)]
+    assert "Did you mean 'positive'?" in (errors[0].hint or "")
+    assert "Did you mean 'dbt_utils'?" in (errors[1].hint or "")
+    (root / "tenants/acme/transformations.yaml").write_text(
+        text.replace("severty", "severity")
+        .replace("positiv:", "positive:")
+        .replace("utls", "utils")
+    )
+    result = load_repository(root)
+    assert result.ok, result.diagnostics
+    tenant = result.desired.tenants["acme"]
+    assert tenant.tests["ok"].spec.attached == ("u",)
+    spec = next(r.spec for r in tenant_records(tenant) if r.address.name == "t")
+    assert spec["tests"]["amount"][:3] == [
+        "positive",
+        {"positive": {"config": {"severity": "warn"}}},
+        {"dbt_utils.accepted_range": {"min_value": 0}},
+    ]

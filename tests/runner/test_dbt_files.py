@@ -27,7 +27,7 @@ from tests.runner.test_managed_runs import _conninfo, run, tamper, wh_sql
 
 FABRIC_YAML = """
 format_version: 1
-dbt: {{macros: shared_macros}}
+dbt: {{macros: shared_macros, packages: [{{local: packages/fabric_utils}}]}}
 defaults:
   transformations: {{materialized: table}}
 warehouses:
@@ -38,6 +38,12 @@ warehouses:
     admin: {{username: {wh.username}, password: "${{env:DWH_ADMIN_PASSWORD}}"}}
     manage_roles: true
     role_prefix: {prefix}
+"""
+PACKAGE_MACROS = """\
+{% macro triple(x) %}({{ x }} * 3){% endmacro %}
+{% test non_negative(model, column_name) %}
+select * from {{ model }} where {{ column_name }} < 0
+{% endtest %}
 """
 SHARED_MACRO = """\
 {% macro cents_to_dollars(column) -%}
@@ -53,12 +59,21 @@ connections:
   dwh: {type: postgres, direction: destination, warehouse: dwh}
 transformations:
   priced:
-    sql: "select {{ cents_to_dollars('250') }} as dollars, {{ double_it('21') }} as n"
+    sql: "select {{ cents_to_dollars('250') }} as dollars, {{ double_it('21') }} as n,
+      {{ fabric_utils.triple(3) }} as t"
+    tests: {t: [fabric_utils.non_negative]}
   thief:
     sql: "select {{ steal() }} as n"
     materialized: view
   by_country:
-    sql: "select code, population * 2 as p from {{ ref('country_codes') }}"
+    sql: "select code, population, population * 2 as p from {{ ref('country_codes') }}"
+    description: Doubled populations
+    columns: {p: {description: twice the population}}
+    tests:
+      population: [positive]
+      p:
+        - {positive: {config: {severity: warn, where: "code = 'de'"}}}
+        - {above: {value: 1000, config: {severity: warn}}}
 seeds:
   country_codes:
     column_types: {code: varchar(2), population: bigint}
@@ -67,7 +82,19 @@ seeds:
     tests: {code: [not_null, unique]}
 """
 COUNTRIES = "code,population\nde,83\nfr,68\n"
+SINGULAR = """\
+select c.code
+from {{ ref('country_codes') }} c
+left join {{ ref('by_country') }} b on b.code = c.code
+where b.p is distinct from c.population * 2
+"""
 ACME_MACROS = """\
+{% test positive(model, column_name) %}
+select * from {{ model }} where {{ column_name }} <= 0
+{% endtest %}
+{% test above(model, column_name, value) %}
+select * from {{ model }} where {{ column_name }} <= {{ value }}
+{% endtest %}
 {% macro double_it(x) %}({{ x }} * 2){% endmacro %}
 {% macro steal() %}(select max(n) from globex_marts.totals){% endmacro %}
 """
@@ -97,9 +124,13 @@ def repo(
     files = {
         "fabric.yaml": FABRIC_YAML.format(wh=warehouse, prefix=prefix),
         "shared_macros/money.sql": SHARED_MACRO,
+        "packages/fabric_utils/dbt_project.yml": "name: fabric_utils\nversion: '1.0'\n"
+        "config-version: 2\n",
+        "packages/fabric_utils/macros/utils.sql": PACKAGE_MACROS,
         "tenants/acme/tenant.yaml": ACME,
         "tenants/acme/macros/acme_macros.sql": ACME_MACROS,
         "tenants/acme/seeds/country_codes.csv": COUNTRIES,
+        "tenants/acme/tests/every_country_doubled.sql": SINGULAR,
         "tenants/globex/tenant.yaml": GLOBEX,
     }
     for rel, body in files.items():
@@ -115,6 +146,16 @@ def repo(
     }
     plan = api.plan(root, environ=env).plan
     api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+    # Packages are not installed yet: a run says so at once, without starting dbt.
+    first = run(root, env, "acme", "transformation:priced")
+    assert (
+        "run `fabric deps --tenant acme`"
+        in first.errors[Address.parse("acme.transformation.priced")]
+    )
+    assert api.deps(root, environ=env) == {
+        "acme": ["local packages/fabric_utils"],
+        "globex": ["local packages/fabric_utils"],
+    }
     yield root, env, warehouse.render_as_string(hide_password=False)
     with psycopg.connect(_conninfo(warehouse), autocommit=True) as conn:
         for (name,) in conn.execute(
@@ -133,7 +174,11 @@ def test_macros_run_in_the_tenants_project_and_cannot_read_another_tenant(repo):
     acme = run(root, env, "acme", "transformation:priced")
     assert acme.ok, acme.errors
     # A tenant macro and a shared one, and the defaults: tenant schema, project materialization.
-    assert wh_sql(url, "select dollars, n from acme_marts.priced") == [(2.5, 42)]
+    assert wh_sql(url, "select dollars, n, t from acme_marts.priced") == [(2.5, 42, 9)]
+    priced_tests = acme.results[Address.parse("acme.transformation.priced")].tests
+    assert [(t.name.startswith("fabric_utils_non_negative"), t.status) for t in priced_tests] == [
+        (True, "pass")
+    ]
     kinds = wh_sql(
         url,
         "select table_schema, table_type from information_schema.tables "
@@ -180,6 +225,19 @@ def test_a_seed_is_a_node_batched_with_the_models_that_ref_it(repo):
     assert result.results[seed].tests and all(
         t.status == "pass" for t in result.results[seed].tests
     )
+    tests = {t.name: t for t in result.results[model].tests}
+    # custom generic tests (one with a `where` and severity), the singular test, attached to
+    # the model it refs (downstream of the seed it refs too: it runs after both)
+    assert "every_country_doubled" in tests and tests["every_country_doubled"].status == "pass"
+    assert "every_country_doubled" not in {t.name for t in result.results[seed].tests}
+    assert sorted(t.status for n, t in tests.items() if n.startswith("positive_")) == [
+        "pass",
+        "pass",
+    ]
+    above = next(t for n, t in tests.items() if n.startswith("above_"))
+    assert (above.status, above.failures) == ("warn", 2)
+    docs = (Path(env["FABRIC_HOME"]) / "work/acme/dbt/models/schema.yml").read_text()
+    assert "Doubled populations" in docs and "twice the population" in docs
     assert wh_sql(url, "select code, p from acme_marts.by_country order by code") == [
         ("de", 166),
         ("fr", 136),

@@ -9,7 +9,7 @@ import click
 
 from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
-from fabric.cli.commands.dbt import compile_command, test_command
+from fabric.cli.commands.dbt import compile_command, deps_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.freshness import freshness
 from fabric.cli.commands.import_dbt import import_group
@@ -38,6 +38,7 @@ COMMANDS: tuple[click.Command, ...] = (
     run_command,
     test_command,
     compile_command,
+    deps_command,
     runs,
     status,
     freshness,
