@@ -38,6 +38,8 @@ def report_text(
             "  fabric plan",
             "  fabric apply --auto-approve",
         ]
+        if translation.packages:
+            lines += [f"  fabric deps --tenant {translation.tenant}"]
         lines += [f"  fabric run --tenant {translation.tenant}"]
     if strict and translation.untranslated:
         lines += ["", "--strict: something was not translated (exit 1)."]

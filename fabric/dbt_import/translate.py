@@ -101,6 +101,8 @@ class Translation:
     """Changes made to the user's SQL besides removing config keys (renamed sources, vars)."""
     env: tuple[EnvVar, ...]
     """Variables to set for `fabric apply` and runs (connection credentials)."""
+    packages: tuple[Mapping[str, Any], ...] = ()
+    """The tenant's dbt packages (`fabric deps` installs them)."""
 
 
 @dataclass
@@ -902,4 +904,5 @@ def translate(
         tuple(sorted(project.untranslated, key=lambda u: (u.path, u.line or 0))),
         tuple(dict.fromkeys(importer.rewrites)),
         env,
+        tuple(importer.packages),
     )

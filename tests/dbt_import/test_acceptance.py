@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 
 from fabric import api
+from fabric.dbt_import.report import report_text
 from fabric.render.diagnostics import render_diagnostics_text
 from fabric.state.engine import make_engine
 
@@ -189,6 +190,9 @@ def test_plain_dbt_and_imported_fabric_build_the_same_rows(databases, built_by_d
     (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
     result = api.import_dbt(SHOP, "shop", into=root)
     assert [str(u) for u in result.translation.untranslated] == []
+    assert "  fabric deps --tenant shop" in report_text(
+        result.translation, result.written, dry_run=False
+    )
     validated = api.validate(root)
     assert validated.ok, render_diagnostics_text(validated.load.diagnostics, color=False)
 

@@ -82,6 +82,7 @@ def test_import_writes_a_tenant_that_validates(dbt_project: Path, repo: Path):
     assert "  tenants/plain/models/marts/order_counts.sql" in done.stdout
     assert "  PLAIN_WAREHOUSE_PASSWORD  password of the warehouse" in done.stdout
     assert "Everything was translated." in done.stdout
+    assert "fabric deps" not in done.stdout  # no packages: nothing to install
     result = api.validate(repo)
     assert result.ok, [str(d) for d in result.load.diagnostics]
     sql = (repo / "tenants/plain/models/staging/stg_orders.sql").read_text()
