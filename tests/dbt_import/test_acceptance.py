@@ -39,7 +39,9 @@ create table raw.orders (
     id int primary key, customer_id int, status text, amount_cents int, ordered_on date,
     updated_at timestamptz
 );
-create table raw.payments (id int primary key, order_id int, method text, amount_cents int);
+create table raw.payments (
+    id int primary key, order_id int, method text, amount_cents int, updated_at timestamptz
+);
 insert into raw.customers values
     (1, 'Ana', ' Gold ', '2024-01-01 10:00+00'),
     (2, 'Bo', 'silver', '2024-01-02 11:00+00'),
@@ -51,7 +53,8 @@ insert into raw.orders values
     (4, 3, 'cancelled', 0, '2024-01-05', '2024-01-05 09:00+00'),
     (5, 3, 'unknown', 700, '2024-01-06', '2024-01-06 09:00+00');
 insert into raw.payments values
-    (1, 2, 'card', 2500), (2, 3, 'card', 1000), (3, 3, 'cash', 3000), (4, 5, 'card', 700);
+    (1, 2, 'card', 2500, '2024-01-03 10:00+00'), (2, 3, 'card', 1000, '2024-01-04 10:00+00'),
+    (3, 3, 'cash', 3000, '2024-01-04 11:00+00'), (4, 5, 'card', 700, '2024-01-06 10:00+00');
 """
 FINAL = {
     "stg_customers": "model",
@@ -205,7 +208,7 @@ def test_plain_dbt_and_imported_fabric_build_the_same_rows(databases, built_by_d
         **_env(dwh, "SHOP_WAREHOUSE"),
     )
 
-    def fabric(*args: str) -> str:
+    def fabric(*args: str, code: int = 0) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "fabric", *args],
             cwd=root,
@@ -214,12 +217,18 @@ def test_plain_dbt_and_imported_fabric_build_the_same_rows(databases, built_by_d
             text=True,
             timeout=300,
         )
-        assert done.returncode == 0, f"fabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        shown = f"fabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == code, shown
         return done.stdout
 
     fabric("apply", "--auto-approve")
     fabric("deps", "--tenant", "shop")
     fabric("run", "--tenant", "shop")
+    # the sources' freshness came along: the raw rows were last updated in 2024
+    stale = fabric("freshness", "--tenant", "shop", code=1)
+    for table in ("customers", "orders", "payments"):
+        assert f"raw_shop.{table}" in stale, stale
+    assert "Freshness of shop: error" in stale, stale
 
     spec = yaml.safe_load((root / "tenants/shop/transformations.yaml").read_text())
     schemas = {
