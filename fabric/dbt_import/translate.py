@@ -433,6 +433,7 @@ class _Importer:
                 spec["dataset"] = f"{spec['dataset']}_raw"[:63]
 
     def read_models(self) -> None:
+        seen: set[str] = set()
         for path, rel in self.p.under("model"):
             if rel.endswith(".py"):
                 self.skip(
@@ -453,7 +454,16 @@ class _Importer:
                     "its name is not a fabric resource name (lowercase letters, digits, _)",
                 )
                 continue
+            seen.add(name)
             self.model(path, rel, name)
+        for name, (path, _) in sorted(self.props.models.items()):
+            if name not in seen:
+                self.skip(
+                    path,
+                    self.line(path, "models", name),
+                    f"properties of model {name}",
+                    "no SQL model of that name in the project's model folders",
+                )
 
     def model(self, path: str, rel: str, name: str) -> None:
         parts = [*rel.split("/")[:-1], name]

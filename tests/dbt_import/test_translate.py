@@ -283,6 +283,35 @@ def test_yaml_snapshots_and_properties_configs_are_read():
     assert doc["transformations"]["m"]["tags"] == ["nightly"]
 
 
+def test_sources_in_other_databases_get_their_own_connection():
+    t = translate(
+        project(
+            models__src_yml="""\
+                sources:
+                  - name: crm
+                    database: crm_prod
+                    tables: [{name: accounts}]
+                  - name: shop
+                    tables: [{name: orders}]
+                models:
+                  - name: ghost
+                """,
+        ),
+        "acme",
+    )
+    connections = loaded(t, "connections.yaml")["connections"]
+    assert connections["source_crm_prod"]["database"] == "crm_prod"
+    assert connections["source_crm_prod"]["host"] == "${env:ACME_SOURCE_CRM_PROD_HOST}"
+    assert connections["source"]["database"] == "${env:ACME_SOURCE_DATABASE}"
+    pipelines = loaded(t, "pipelines.yaml")["pipelines"]
+    assert pipelines["crm"]["source"] == "source_crm_prod"
+    assert pipelines["shop"]["source"] == "source"
+    assert problems(t) == [
+        "models/src.yml:8: properties of model ghost: no SQL model of that name in the "
+        "project's model folders"
+    ]
+
+
 def test_git_and_hub_packages_are_kept_as_written():
     t = translate(
         project(
