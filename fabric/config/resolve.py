@@ -17,7 +17,6 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks, dbt_files
-from fabric.config.discovery import SourceFile
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.specs import ProjectSpec, TenantSpec
 from fabric.config.sql_refs import env_vars, sql_config_keys, sql_refs
@@ -26,6 +25,7 @@ from fabric.domain.state import Declared, Dependency, TenantState
 
 Span = Callable[[], SourceSpan]
 """A span computed only when a diagnostic needs it (the happy path never does)."""
+# `assets`/`shared_macros` are discovery.SourceFile values (path, text): any such object.
 ReadSql = Callable[[str], tuple[str | None, str | None]]
 """Reads a tenant-relative `sql_file`: (text, None) or (None, why it cannot be read)."""
 
@@ -40,8 +40,8 @@ def build_tenant(
     repo_root: str = "",
     tenant_slugs: frozenset[str] = frozenset(),
     *,
-    assets: Sequence[SourceFile] = (),
-    shared_macros: Sequence[SourceFile] = (),
+    assets: Sequence[Any] = (),
+    shared_macros: Sequence[Any] = (),
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
