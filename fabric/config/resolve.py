@@ -42,6 +42,7 @@ def build_tenant(
     *,
     assets: Sequence[Any] = (),
     shared_macros: Sequence[Any] = (),
+    read_package: Callable[[str], tuple[str, tuple[str, ...]] | None] = lambda _: None,
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
@@ -145,9 +146,18 @@ def build_tenant(
         diags,
         [(d.upstream, d.downstream) for d in dependencies],
     )
-    packages = frozenset(
-        dbt_files.package_name(p) for p in (*project.dbt.packages, *tenant.packages)
-    )
+    declared_packages = (*project.dbt.packages, *tenant.packages)
+    local = dbt_files.local_package_macros(declared_packages, read_package)
+    packages = frozenset(dbt_files.package_name(p) for p in declared_packages) | set(local)
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        if vs.address.name in sql_text:
+            dbt_files.check_package_calls(
+                vs.address,
+                sql_text[vs.address.name],
+                local,
+                functools.partial(_sql_span, vs),
+                diags,
+            )
     for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
         dbt_files.check_test_names(
             vs.address,
@@ -156,6 +166,7 @@ def build_tenant(
             packages,
             lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
             diags,
+            local,
         )
     for name, vs in ctx.by_kind[Kind.SEED].items():
         if name in seeds:
@@ -166,6 +177,7 @@ def build_tenant(
                 packages,
                 lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
                 diags,
+                local,
             )
     diags += checks.check_broken_references(ctx, broken_specs)
 
