@@ -14,6 +14,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
 from fabric.addresses import NAME, Address, Kind
@@ -22,6 +23,7 @@ from fabric.config.macros import (
     is_builtin,
     macro_calls,
     macro_definitions,
+    package_calls,
 )
 from fabric.config.references import is_reserved_env
 from fabric.config.specs import (
@@ -374,6 +376,7 @@ def check_test_names(
     packages: frozenset[str],
     locate: Callable[[str, int], SourceSpan],
     diags: list[Diagnostic],
+    local: Mapping[str, frozenset[str]] = MappingProxyType({}),
 ) -> None:
     """Every generic test a `tests:` entry names exists: dbt's four, a `{% test %}` of the
     tenant's or the shared macros, or a declared package's (`dbt_utils.accepted_range`)."""
@@ -385,7 +388,20 @@ def check_test_names(
             name = test.test
             if name in BUILT_IN_TESTS or f"test_{name}" in known_macros:
                 continue
-            package, _, _ = name.rpartition(".")
+            package, _, test_name = name.rpartition(".")
+            if package in local and f"test_{test_name}" not in local[package]:
+                tests = sorted(n.removeprefix("test_") for n in local[package] if "test_" in n)
+                diags.append(
+                    error(
+                        "unknown-test",
+                        "Unknown test",
+                        f"{address}: local package {package!r} defines no test {test_name!r}.",
+                        hint=did_you_mean(test_name, tests) or "Check the package's macros/.",
+                        span=locate(column, i),
+                        address=address,
+                    )
+                )
+                continue
             if package and package in packages:
                 continue
             if package:
@@ -556,3 +572,43 @@ def package_problems(
                 )
             )
     return out
+
+
+def local_package_macros(
+    packages: Sequence[Any], read: Callable[[str], tuple[str, tuple[str, ...]] | None]
+) -> dict[str, frozenset[str]]:
+    """Local package name (its dbt_project.yml's) -> the macros and tests it defines."""
+    out: dict[str, frozenset[str]] = {}
+    for package in packages:
+        if package.local is None:
+            continue
+        found = read(package.local)
+        if found is not None:
+            name, texts = found
+            out[name] = frozenset(d.name for text in texts for d in macro_definitions(text))
+    return out
+
+
+def check_package_calls(
+    address: Address,
+    sql: str,
+    local: Mapping[str, frozenset[str]],
+    span_at: Callable[[int], SourceSpan],
+    diags: list[Diagnostic],
+) -> None:
+    """`pkg.macro(...)` of a local package names a macro the package defines."""
+    for call in package_calls(sql):
+        macros = local.get(call.package)
+        if macros is None or call.name in macros:
+            continue
+        diags.append(
+            error(
+                "unknown-macro",
+                "Unknown macro",
+                f"{address}: {call.package}.{call.name}() on SQL line {call.line}: local "
+                f"package {call.package!r} defines no macro {call.name!r}.",
+                hint=did_you_mean(call.name, sorted(macros)) or "Check the package's macros/.",
+                span=span_at(call.line),
+                address=address,
+            )
+        )

@@ -252,3 +252,31 @@ def read_tenant_text(root: Path, tenant: str, relative: str) -> tuple[str | None
         return None, "is not a valid path"
     except OSError as exc:  # e.g. a name too long
         return None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+
+
+def read_local_package(root: Path, relative: str) -> tuple[str, tuple[str, ...]] | None:
+    """(the dbt project name, the text of every macro file) of a local package of the
+    repository, or None when it is not one (validate reports bad paths; `fabric deps` reports
+    a folder that is no dbt project)."""
+    root = root.resolve()
+    try:
+        folder = (root / relative).resolve()
+        if not folder.is_relative_to(root) or not (folder / "dbt_project.yml").is_file():
+            return None
+        header = (folder / "dbt_project.yml").read_text("utf-8")
+        texts = tuple(
+            path.read_text("utf-8")
+            for path in sorted((folder / "macros").rglob("*.sql"))
+            if (folder / "macros").is_dir() and Path(os.path.realpath(path)).is_relative_to(root)
+        )
+    except (OSError, UnicodeDecodeError, RuntimeError, ValueError):
+        return None
+    name = next(
+        (
+            line.split(":", 1)[1].strip().strip("'\"")
+            for line in header.splitlines()
+            if line.startswith("name:")
+        ),
+        None,
+    )
+    return (name, texts) if name else None

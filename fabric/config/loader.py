@@ -24,6 +24,7 @@ from fabric.config.discovery import (
     SourceFile,
     discover,
     project_files,
+    read_local_package,
     read_tenant_text,
 )
 from fabric.config.ownership import (
@@ -363,6 +364,7 @@ def _load_repository(
                 all_slugs,
                 assets=assets,
                 shared_macros=shared_macros,
+                read_package=functools.partial(read_local_package, files.root),
             )
         if cache is not None:
             if state is not None and slug not in tenant_writes:

@@ -104,6 +104,32 @@ def macro_calls(sql: str) -> tuple[MacroCall, ...]:
     return tuple(found)
 
 
+@dataclass(frozen=True, slots=True)
+class PackageCall:
+    package: str
+    name: str
+    line: int
+
+
+_PACKAGE_CALL = re.compile(r"([A-Za-z_]\w*)\s*\.\s*([A-Za-z_]\w*)\s*\(")
+
+
+def package_calls(sql: str) -> tuple[PackageCall, ...]:
+    """`pkg.macro(` calls inside the Jinja of `sql` (`a.b.c(` and method calls on a call's
+    result are not: only a name followed by one attribute)."""
+    clean = _scrubbed(sql)
+    found: list[PackageCall] = []
+    for block in _JINJA_BLOCK.finditer(clean):
+        body = _STRING.sub(_blank, block.group())
+        for call in _PACKAGE_CALL.finditer(body):
+            before = body[: call.start()].rstrip()
+            if before.endswith((".", "|", ")")):
+                continue
+            line = clean.count("\n", 0, block.start() + call.start()) + 1
+            found.append(PackageCall(call.group(1), call.group(2), line))
+    return tuple(found)
+
+
 def is_builtin(name: str) -> bool:
     """dbt's own macros and Jinja context: callable in any model without defining them."""
     return name in DBT_MACROS or name in CONTEXT or name.startswith(DISPATCH_PREFIXES)

@@ -17,7 +17,6 @@ from typing import Any
 
 from fabric.addresses import Address, Kind
 from fabric.config import checks, dbt_files
-from fabric.config.discovery import SourceFile
 from fabric.config.freshness import check_freshness
 from fabric.config.sections import BrokenSpec, ValidSpec
 from fabric.config.snapshots import resolve_snapshots
@@ -28,6 +27,7 @@ from fabric.domain.state import Declared, Dependency, TenantState
 
 Span = Callable[[], SourceSpan]
 """A span computed only when a diagnostic needs it (the happy path never does)."""
+# `assets`/`shared_macros` are discovery.SourceFile values (path, text): any such object.
 ReadSql = Callable[[str], tuple[str | None, str | None]]
 """Reads a tenant-relative `sql_file`: (text, None) or (None, why it cannot be read)."""
 
@@ -42,8 +42,9 @@ def build_tenant(
     repo_root: str = "",
     tenant_slugs: frozenset[str] = frozenset(),
     *,
-    assets: Sequence[SourceFile] = (),
-    shared_macros: Sequence[SourceFile] = (),
+    assets: Sequence[Any] = (),
+    shared_macros: Sequence[Any] = (),
+    read_package: Callable[[str], tuple[str, tuple[str, ...]] | None] = lambda _: None,
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
@@ -153,9 +154,18 @@ def build_tenant(
         diags,
         [(d.upstream, d.downstream) for d in dependencies],
     )
-    packages = frozenset(
-        dbt_files.package_name(p) for p in (*project.dbt.packages, *tenant.packages)
-    )
+    declared_packages = (*project.dbt.packages, *tenant.packages)
+    local = dbt_files.local_package_macros(declared_packages, read_package)
+    packages = frozenset(dbt_files.package_name(p) for p in declared_packages) | set(local)
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        if vs.address.name in sql_text:
+            dbt_files.check_package_calls(
+                vs.address,
+                sql_text[vs.address.name],
+                local,
+                functools.partial(_sql_span, vs),
+                diags,
+            )
     for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
         dbt_files.check_test_names(
             vs.address,
@@ -164,6 +174,7 @@ def build_tenant(
             packages,
             lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
             diags,
+            local,
         )
     for name, vs in ctx.by_kind[Kind.SEED].items():
         if name in seeds:
@@ -174,6 +185,7 @@ def build_tenant(
                 packages,
                 lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
                 diags,
+                local,
             )
     diags += checks.check_broken_references(ctx, broken_specs)
 

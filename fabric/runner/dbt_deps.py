@@ -8,11 +8,11 @@ fails at once, asking for `fabric deps` (fabric.runner.dbt_node). dbt is importe
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fabric import settings
 from fabric.errors import FabricError
 from fabric.runner import dbt_project as dp
 
@@ -50,17 +50,24 @@ def install(
 
 
 def _deps(project_dir: Path, tenant: str, packages: Sequence[Mapping[str, Any]]) -> None:
-    from dbt.cli.main import dbtRunner
-
     messages: list[str] = []
 
     def on_event(msg: Any) -> None:
         if msg.info.level in ("warn", "error") and msg.info.msg:
             messages.append(str(msg.info.msg))
 
-    previous = dict(os.environ)
-    os.environ["DO_NOT_TRACK"] = "1"
-    os.environ["GIT_TERMINAL_PROMPT"] = "0"  # an unreachable git URL fails instead of asking
+    # The harmless base only (no fabric setting or key), never prompting for git credentials.
+    env = {**settings.base_environment(), "DO_NOT_TRACK": "1", "GIT_TERMINAL_PROMPT": "0"}
+    with settings.only_environment(env):
+        result, messages = _invoke(project_dir, on_event, messages)
+    if result is not None and result.success:
+        return
+    _raise(tenant, packages, result, messages)
+
+
+def _invoke(project_dir: Path, on_event: Any, messages: list[str]) -> tuple[Any, list[str]]:
+    from dbt.cli.main import dbtRunner
+
     try:
         result = dbtRunner(callbacks=[on_event]).invoke(
             [
@@ -76,12 +83,13 @@ def _deps(project_dir: Path, tenant: str, packages: Sequence[Mapping[str, Any]])
             ]
         )
     except Exception as exc:  # dbt catches its own errors; anything else is still reported
-        result, messages = None, [*messages, str(exc)]
-    finally:
-        os.environ.clear()
-        os.environ.update(previous)
-    if result is not None and result.success:
-        return
+        return None, [*messages, str(exc)]
+    return result, messages
+
+
+def _raise(
+    tenant: str, packages: Sequence[Mapping[str, Any]], result: Any, messages: list[str]
+) -> None:
     why = "\n".join(
         [*messages, str(result.exception) if result and result.exception else ""]
     ).strip()

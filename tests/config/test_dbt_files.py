@@ -340,3 +340,29 @@ def test_tests_as_dbt_users_write_them_are_checked_before_any_run(make_repo):
         {"positive": {"config": {"severity": "warn"}}},
         {"dbt_utils.accepted_range": {"min_value": 0}},
     ]
+
+
+def test_validate_knows_the_macros_and_tests_of_local_packages(make_repo):
+    root = make_repo(
+        {
+            "fabric.yaml": "format_version: 1\ndbt:\n  packages: [{local: packages/utils}]\n",
+            "packages/utils/dbt_project.yml": "name: fabric_utils\nversion: '1.0'\n",
+            "packages/utils/macros/m.sql": (
+                "{% macro triple(x) %}({{ x }} * 3){% endmacro %}\n"
+                "{% test non_negative(model, column_name) %}select 1{% endtest %}\n"
+            ),
+            "tenants/acme/transformations.yaml": (
+                "transformations:\n"
+                "  t:\n"
+                "    schema: acme_marts\n"
+                "    sql: |\n"
+                "      select {{ fabric_utils.triple(1) }} as a,\n"
+                "             {{ fabric_utils.tripel(1) }} as b, {{ adapter.quote('x') }}\n"
+                "    tests: {a: [fabric_utils.non_negative, fabric_utils.non_negativ]}\n"
+            ),
+        }
+    )
+    errors = _errors(root)
+    assert [(d.code, d.span.line) for d in errors] == [("unknown-macro", 6), ("unknown-test", 7)]
+    assert "Did you mean 'triple'?" in (errors[0].hint or "")
+    assert "Did you mean 'non_negative'?" in (errors[1].hint or "")
