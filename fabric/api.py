@@ -1084,6 +1084,48 @@ def freshness(
     return results
 
 
+def docs(
+    repo: Path,
+    tenant: str,
+    *,
+    out: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """Write dbt's static docs site of the tenant's applied project to `out/index.html`
+    (default: `.fabric/docs/<tenant>/`): models with their descriptions and columns,
+    snapshots, and the pipelines that feed them as dbt sources (loader dlt). The catalog is
+    read through the tenant's own warehouse login. Returns the file written."""
+    from fabric.errors import FabricError
+    from fabric.runner.dbt_node import generate_docs
+    from fabric.runner.driver import RunOptions, managed_login, node_spec
+    from fabric.state.applied import read_applied
+    from fabric.state.embedded import ignored_home
+
+    ws = workspace(repo, environ)
+    engine = ws.engine("docs")
+    try:
+        with engine.connect() as conn:
+            applied = read_applied(conn, tenant)
+            managed = any(c.spec.get("warehouse") for c in applied.connections.values())
+            login = managed_login(conn, applied.tenant, ws.secret_box) if managed else None
+    finally:
+        engine.dispose()
+    nodes = sorted(a for a in applied.nodes if a.kind in (Kind.TRANSFORMATION, Kind.SNAPSHOT))
+    if not nodes:
+        raise FabricError(
+            f"tenant {tenant} has no applied transformations or snapshots to document"
+        )
+    home = ignored_home(ws.root, ws.settings)
+    options = RunOptions(
+        workdir=home / "work",
+        repo_root=ws.root,
+        environ=ws.environ,
+        session=session_limits(ws.settings),
+    )
+    spec = node_spec(applied, nodes[0], options, ws.secret_box, login)
+    return generate_docs(spec, Path(out) if out is not None else home / "docs" / tenant)
+
+
 def freshness_status(
     repo: Path, tenant: str, environ: Mapping[str, str] | None = None
 ) -> list[Any]:

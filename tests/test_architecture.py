@@ -154,6 +154,7 @@ WAREHOUSE_ACCESS = {
     "fabric.runner.dlt_sources",
     "fabric.runner.dlt_destinations",
     "fabric.runner.probes",
+    "fabric.runner.freshness",
     "fabric.demo",
 }
 

@@ -46,7 +46,13 @@ from fabric.runner import dbt_project as dp
 from fabric.runner.failures import redact
 from fabric.runner.sessions import session_options
 
-__all__ = ["compile_node", "project_dir", "run_transformation_nodes", "write_project"]
+__all__ = [
+    "compile_node",
+    "generate_docs",
+    "project_dir",
+    "run_transformation_nodes",
+    "write_project",
+]
 
 _UNPARSABLE: dict[tuple[str, str], tuple[str, str]] = {}
 """(project folder, model) -> (its SQL, dbt's parse error). A model whose SQL breaks dbt's
@@ -494,3 +500,42 @@ def _timing(entry: Any) -> tuple[datetime | None, datetime | None]:
         return moment.replace(tzinfo=UTC)  # dbt records naive UTC times
 
     return aware(min(starts, default=None)), aware(max(ends, default=None))
+
+
+# ---------------------------------------------------------------------------------------------
+# docs
+
+
+def generate_docs(node: NodeSpec, out: Path) -> Path:
+    """`dbt docs generate --static` for the tenant of `node` (a transformation or snapshot whose
+    warehouse the catalog is read from, with the tenant's own login); the static site is
+    copied to `out/index.html`, which is returned."""
+    import shutil
+
+    project = _project([node])
+    root = project_dir(node)
+    warehouse = str(node.spec.get("warehouse") or "")
+    env, secrets = _warehouse_env(warehouse, node)
+    errors: list[str] = []
+    with _slot(root, warehouse) as slot, _environment(env):
+        write_project(root, dp.docs_files(project))
+        args = dp.docs_args(
+            project_dir=str(root),
+            target=warehouse,
+            target_path=str(slot.target),
+            log_path=str(slot.logs),
+        )
+        from dbt.cli.main import dbtRunner
+
+        try:
+            result = dbtRunner(callbacks=[_collector({}, errors)]).invoke(args)
+        except Exception as exc:
+            raise FabricError(redact(f"dbt docs generate failed: {exc}", secrets)) from None
+        site = slot.target / "static_index.html"
+        if not result.success or not site.is_file():
+            why = str(result.exception) if result.exception else "\n".join(errors)
+            raise FabricError(redact(f"dbt docs generate failed: {why or 'no site'}", secrets))
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / "index.html"
+        shutil.copyfile(site, target)
+    return target

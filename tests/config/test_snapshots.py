@@ -169,3 +169,14 @@ def test_depends_on_and_selectors_know_snapshots(make_repo: MakeRepo) -> None:
         (str(d.upstream), str(d.downstream)) for d in result.desired.tenants["acme"].dependencies
     }
     assert ("acme.snapshot.customers_history", "acme.transformation.later") in edges
+
+
+def test_a_snapshot_reads_no_env_var_its_tenant_did_not_declare(make_repo: MakeRepo) -> None:
+    snapshot = GOOD.replace(
+        "sql_file: snapshots/customers.sql",
+        "sql: select '{{ env_var(\"FABRIC_SECRET_KEYS\") }}' as k, 1 as id",
+    )
+    result = load(make_repo, snapshot)
+    assert [(str(d.address), d.code) for d in result.diagnostics] == [
+        ("acme.snapshot.customers_history", "undeclared-env-var")
+    ]

@@ -11,7 +11,7 @@ from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
 from fabric.cli.commands.dbt import compile_command, deps_command, test_command
 from fabric.cli.commands.demo import demo
-from fabric.cli.commands.freshness import freshness
+from fabric.cli.commands.freshness import docs, freshness
 from fabric.cli.commands.import_dbt import import_group
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan
@@ -42,6 +42,7 @@ COMMANDS: tuple[click.Command, ...] = (
     runs,
     status,
     freshness,
+    docs,
     scheduler,
     graph,
     worker,

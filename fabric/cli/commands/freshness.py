@@ -33,3 +33,20 @@ def freshness(tenant: str, fmt: str, repo: Path) -> None:
     click.echo(render_json(doc) if fmt == "json" else render_freshness_text(doc))
     if doc["status"] == "error":
         raise SystemExit(1)
+
+
+@click.command()
+@click.option("--tenant", required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for index.html (default: .fabric/docs/<tenant>).",
+)
+@repository()
+def docs(tenant: str, out: Path | None, repo: Path) -> None:
+    """Write dbt's static docs site of the tenant (one self-contained index.html): models and
+    snapshots with their descriptions and columns, and the lineage from the pipelines (dbt
+    sources, loader dlt) that feed them. Catalog queries use the tenant's own login."""
+    from fabric import api
+
+    click.echo(f"Wrote {api.docs(repo, tenant, out=out)}")
