@@ -229,6 +229,11 @@ def test_plain_dbt_and_imported_fabric_build_the_same_rows(databases, built_by_d
     for table in ("customers", "orders", "payments"):
         assert f"raw_shop.{table}" in stale, stale
     assert "Freshness of shop: error" in stale, stale
+    # the descriptions came along into dbt's docs, and the source is the pipeline
+    fabric("docs", "--tenant", "shop", "--out", str(tmp_path / "docs"))
+    site = (tmp_path / "docs" / "index.html").read_text()
+    for wanted in ("Orders and payments per customer.", "Dollars paid in total.", "raw_shop"):
+        assert wanted in site, wanted
 
     spec = yaml.safe_load((root / "tenants/shop/transformations.yaml").read_text())
     schemas = {
