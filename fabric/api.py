@@ -1568,6 +1568,7 @@ def import_dbt(
     into: Path,
     dry_run: bool = False,
     force: bool = False,
+    warehouse: str | None = None,
 ) -> ImportResult:
     """Translate the dbt project at `project_dir` into tenant `tenant` of the repository
     `into` (see fabric/dbt_import); refuses a bad slug or an existing tenant folder (unless
@@ -1591,7 +1592,9 @@ def import_dbt(
             f"{project_dir} holds no dbt_project.yml: name the folder of a dbt project."
         )
     files, refused = read_project_dir(project_dir)
-    translation = translate(files, tenant, refused=refused, shared_env=shared_env(root))
+    translation = translate(
+        files, tenant, refused=refused, shared_env=shared_env(root), warehouse=warehouse
+    )
     if dry_run:
         written = (
             *(f"tenants/{tenant}/{rel}" for rel in translation.files),

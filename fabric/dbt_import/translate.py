@@ -147,10 +147,17 @@ def is_safe_relative(path: str) -> bool:
 
 
 class _Importer:
-    def __init__(self, project: DbtProject, slug: str, shared_env: frozenset[str]) -> None:
+    def __init__(
+        self,
+        project: DbtProject,
+        slug: str,
+        shared_env: frozenset[str],
+        managed_warehouse: str | None,
+    ) -> None:
         self.p = project
         self.slug = slug
         self.shared_env = shared_env
+        self.managed_warehouse = managed_warehouse
         self.out: dict[str, str] = {}
         self.repo_files: dict[str, str] = {}
         self.transformations: dict[str, dict[str, Any]] = {}
@@ -426,7 +433,14 @@ class _Importer:
         }
 
     def warehouse(self) -> None:
-        self.connections["warehouse"] = self.postgres("warehouse", "destination")
+        if self.managed_warehouse is not None:  # host and the tenant's login from fabric.yaml
+            self.connections["warehouse"] = {
+                "type": "postgres",
+                "direction": "destination",
+                "warehouse": self.managed_warehouse,
+            }
+        else:
+            self.connections["warehouse"] = self.postgres("warehouse", "destination")
         schemas = {s.get("schema") for s in self.transformations.values()}
         for spec in self.pipelines.values():
             if spec["dataset"] in schemas:
@@ -891,18 +905,21 @@ def translate(
     *,
     refused: Sequence[Untranslated] = (),
     shared_env: Iterable[str] = (),
+    warehouse: str | None = None,
 ) -> Translation:
     """The tenant `tenant` that the dbt project in `files` becomes (see the module docstring).
 
     `refused` are files the reader would not read (links leaving the project, binary files);
-    `shared_env` the variables fabric.yaml shares with every tenant."""
+    `shared_env` the variables fabric.yaml shares with every tenant; `warehouse` a managed
+    warehouse of fabric.yaml (`warehouses:`) to build in, instead of a connection whose
+    credentials come from `${env:<SLUG>_WAREHOUSE_*}`."""
     if not SLUG_PATTERN.match(tenant):
         raise ValueError(f"{tenant!r} is not a tenant slug")
     project = read_project(files)
     if isinstance(project, Untranslated):
         return Translation(tenant, "", {}, {}, (*refused, project), (), ())
     project.untranslated[:0] = list(refused)
-    importer = _Importer(project, tenant, frozenset(shared_env))
+    importer = _Importer(project, tenant, frozenset(shared_env), warehouse)
     importer.run()
     rendered = importer.render()
     env = tuple(EnvVar(n, m) for n, m in sorted(importer.env.items()))

@@ -24,12 +24,24 @@ def import_group() -> None:
     help="The repository to write into (created when it holds no fabric.yaml). Default: the "
     "nearest folder at or above the current directory that holds fabric.yaml.",
 )
+@click.option(
+    "--warehouse",
+    metavar="NAME",
+    help="Build in this managed warehouse of fabric.yaml (`warehouses:`) instead of a "
+    "connection read from ${env:<SLUG>_WAREHOUSE_*}.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be written; write nothing.")
 @click.option("--force", is_flag=True, help="Replace the tenant's folder when it exists.")
 @click.option("--strict", is_flag=True, help="Exit 1 when anything was not translated.")
 @handle_errors
 def import_dbt(
-    project_dir: Path, tenant: str, into: Path | None, dry_run: bool, force: bool, strict: bool
+    project_dir: Path,
+    tenant: str,
+    into: Path | None,
+    warehouse: str | None,
+    dry_run: bool,
+    force: bool,
+    strict: bool,
 ) -> None:
     """Translate the dbt project in PROJECT_DIR (models and their config blocks, folder
     configs, properties files, sources, seeds, snapshots, macros, tests, packages) into the
@@ -43,7 +55,9 @@ def import_dbt(
             "Not inside a fabric repository: name one with --into (a new folder is created "
             "as a repository)."
         )
-    result = api.import_dbt(project_dir, tenant, into=repo, dry_run=dry_run, force=force)
+    result = api.import_dbt(
+        project_dir, tenant, into=repo, dry_run=dry_run, force=force, warehouse=warehouse
+    )
     click.echo(report_text(result.translation, result.written, dry_run=dry_run, strict=strict))
     if strict and result.translation.untranslated:
         raise SystemExit(1)

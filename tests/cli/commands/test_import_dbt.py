@@ -138,6 +138,32 @@ def test_into_a_new_folder_makes_it_a_repository(dbt_project: Path, tmp_path: Pa
     assert api.validate(new).ok
 
 
+def test_warehouse_names_a_managed_warehouse_instead_of_credentials(dbt_project: Path, repo: Path):
+    (repo / "fabric.yaml").write_text(
+        textwrap.dedent("""\
+            format_version: 1
+            ownership: {enforce: false}
+            warehouses:
+              dwh:
+                host: dwh.internal
+                database: analytics
+                admin: {username: fabric_admin, password: "${env:DWH_ADMIN_PASSWORD}"}
+                manage_roles: true
+            """)
+    )
+    done = fabric(
+        "import", "dbt", str(dbt_project), "--tenant", "plain", "--warehouse", "dwh", cwd=repo
+    )
+    assert done.exit_code == 0, done.output
+    assert "PLAIN_WAREHOUSE" not in done.output  # the warehouse's login is fabric's to make
+    connections = (repo / "tenants/plain/connections.yaml").read_text()
+    assert "  warehouse:\n    type: postgres\n    direction: destination\n    warehouse: dwh\n" in (
+        connections
+    )
+    result = api.validate(repo)
+    assert result.ok, [str(d) for d in result.load.diagnostics]
+
+
 def test_a_tenant_slug_cannot_write_outside_its_own_folder(dbt_project: Path, repo: Path):
     (repo / "tenants/globex").mkdir(parents=True)
     (repo / "tenants/globex/tenant.yaml").write_text("tenant: {display_name: G}\n")
