@@ -192,9 +192,10 @@ class _Importer:
         """dbt's default schema naming with the tenant's slug as the target schema."""
         if custom is None or custom == "":
             return self.slug
-        name = f"{self.slug}_{str(custom).strip().lower()}"
-        if str(custom).strip().lower().startswith(self.slug):
-            name = str(custom).strip().lower()
+        custom = str(custom).strip().lower()
+        # a schema already named after the tenant stays as it is (no `shop_shop_marts`)
+        own = custom == self.slug or custom.startswith(f"{self.slug}_")
+        name = custom if own else f"{self.slug}_{custom}"
         if not _SCHEMA.match(name):
             self.skip(
                 path,

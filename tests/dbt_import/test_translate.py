@@ -283,6 +283,28 @@ def test_yaml_snapshots_and_properties_configs_are_read():
     assert doc["transformations"]["m"]["tags"] == ["nightly"]
 
 
+def test_schemas_are_named_like_dbt_with_the_tenant_as_target_schema():
+    t = translate(
+        project(
+            models__a_sql="{{ config(schema='Marts') }}\nselect 1 as x\n",
+            models__b_sql="{{ config(schema='acme_core') }}\nselect 1 as x\n",
+            models__c_sql="{{ config(schema='acmefoo') }}\nselect 1 as x\n",
+            models__d_sql="select 1 as x\n",
+            models__e_sql="{{ config(schema='bad-name') }}\nselect 1 as x\n",
+        ),
+        "acme",
+    )
+    schemas = {n: s["schema"] for n, s in loaded(t)["transformations"].items()}
+    assert schemas == {
+        "a": "acme_marts",
+        "b": "acme_core",
+        "c": "acme_acmefoo",
+        "d": "acme",
+        "e": "acme",
+    }
+    assert any("model e schema 'bad-name'" in p for p in problems(t))
+
+
 def test_sources_in_other_databases_get_their_own_connection():
     t = translate(
         project(
