@@ -43,6 +43,9 @@ class ValidateResult:
                 for k in kinds:
                     counts[f"{k.value}s"] += tenant.count(k)
                 counts["dependencies"] += len(tenant.dependencies)
+            snapshots = sum(t.count(Kind.SNAPSHOT) for t in desired.tenants.values())
+            if snapshots:  # only when there are some: summaries without them read as before
+                counts["snapshots"] = snapshots
         return counts
 
 

@@ -364,7 +364,11 @@ def _run_dbt(
     is stubbed (remembered in _UNPARSABLE) and dbt invoked again, so one broken model fails only
     its own node. Returns the run (None when nothing ran) and the unparsable models' errors."""
     key = str(root)
-    transformations: Mapping[str, Mapping[str, Any]] = project["transformations"]
+    # models and snapshots: a broken one of either is stubbed (names are unique across both)
+    transformations: Mapping[str, Mapping[str, Any]] = {
+        **(project.get("snapshots") or {}),
+        **project["transformations"],
+    }
     run: _Run | None = None
     unparsable: dict[str, str] = {}
     with _slot(root, warehouse) as slot, _environment(env):

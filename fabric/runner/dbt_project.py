@@ -84,7 +84,7 @@ _CAMEL_1 = re.compile(r"([^_])([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
 _NON_ALNUM = re.compile(r"[^a-zA-Z\d_]+")
 _UNDERSCORES = re.compile(r"_+")
-_MODEL_FILE = re.compile(r"\bmodels/([a-z][a-z0-9_]*)\.sql\b")
+_MODEL_FILE = re.compile(r"\b(?:models|snapshots)/([a-z][a-z0-9_]*)\.sql\b")
 _REF_OR_SOURCE = re.compile(r"^\s*(ref|source)\s*\(")
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 SHARED_PREFIX = "project__"  # fabric.config.dbt_files's (not imported: pydantic)
@@ -166,7 +166,7 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
     for name, spec in sorted(transformations.items()):
         sql = UNPARSABLE_MODEL.format(name=name) if name in skip else str(spec.get("sql") or "")
         files[f"models/{name}.sql"] = sql
-    files.update(snapshot_files(project))
+    files.update(snapshot_files(project, unparsable=skip))
     files.update(macro_files(project))
     for name, spec in sorted(_seeds(project).items()):
         if _SAFE_NAME.fullmatch(str(name)):
@@ -458,7 +458,15 @@ def snapshots_of(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
     return project.get("snapshots") or {}
 
 
-def snapshot_files(project: Mapping[str, Any]) -> dict[str, str]:
+UNPARSABLE_SNAPSHOT = """\
+{{% snapshot {name} %}}{{% if execute %}}{{{{ exceptions.raise_compiler_error(\
+"snapshot {name} does not parse") }}}}{{% endif %}}select 1 as fabric_unparsable
+{{% endsnapshot %}}
+"""
+"""A snapshot whose SQL breaks dbt's parsing, stubbed like an unparsable model."""
+
+
+def snapshot_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ()) -> dict[str, str]:
     """`snapshots/<name>.sql` per snapshot and their config in `snapshots/schema.yml`.
 
     The `{% snapshot %}` tag opens on the SQL's first line, so an error at line N of the
@@ -468,12 +476,16 @@ def snapshot_files(project: Mapping[str, Any]) -> dict[str, str]:
     snapshots = snapshots_of(project)
     if not snapshots:
         return {}
+    skip = frozenset(unparsable)
     files: dict[str, str] = {}
     entries = []
     for name, spec in sorted(snapshots.items()):
         sql = str(spec.get("sql") or "")
         end = "" if sql.endswith("\n") else "\n"
-        files[f"snapshots/{name}.sql"] = f"{{% snapshot {name} %}}{sql}{end}{{% endsnapshot %}}\n"
+        body = f"{{% snapshot {name} %}}{sql}{end}{{% endsnapshot %}}\n"
+        if name in skip:
+            body = UNPARSABLE_SNAPSHOT.format(name=name)
+        files[f"snapshots/{name}.sql"] = body
         config: dict[str, Any] = {"schema": spec["schema"]}
         for key in SNAPSHOT_KEYS:
             value = spec.get(key)
@@ -664,7 +676,8 @@ def invocation_args(
 
 
 def unparsable_model(message: str, models: Iterable[str]) -> str | None:
-    """The model whose file a parse error names (`... (models/x.sql) ...`), if it is ours."""
+    """The model (or snapshot) whose file a parse error names (`... (models/x.sql) ...`), if
+    it is ours."""
     known = frozenset(models)
     for match in _MODEL_FILE.finditer(message):
         if match.group(1) in known:

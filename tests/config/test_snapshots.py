@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fabric import api
 from fabric.config.loader import LoadResult, load_repository
 
 MakeRepo = Callable[[Mapping[str, str]], Path]  # the `make_repo` fixture (conftest.py)
@@ -180,3 +181,14 @@ def test_a_snapshot_reads_no_env_var_its_tenant_did_not_declare(make_repo: MakeR
     assert [(str(d.address), d.code) for d in result.diagnostics] == [
         ("acme.snapshot.customers_history", "undeclared-env-var")
     ]
+
+
+def test_validate_counts_snapshots(make_repo: MakeRepo) -> None:
+    repo = make_repo(
+        {
+            F: BASE
+            + "snapshots:\n"
+            + GOOD.replace("sql_file: snapshots/customers.sql", "sql: select 1 as id")
+        }
+    )
+    assert api.validate(repo).counts()["snapshots"] == 1

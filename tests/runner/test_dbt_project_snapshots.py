@@ -60,3 +60,14 @@ def test_no_snapshots_no_snapshot_files():
     files = dp.project_files({**PROJECT, "snapshots": {}})
     assert not [f for f in files if f.startswith("snapshots/")]
     assert "snapshots" in dp.MANAGED_FOLDERS  # a removed snapshot's file is removed
+
+
+def test_a_snapshot_that_breaks_parsing_is_stubbed_like_a_model():
+    message = (
+        "Compilation Error in snapshot history (snapshots/history.sql)\n"
+        "  unexpected '}', expected ')'\n    line 2"
+    )
+    assert dp.unparsable_model(message, ["history", "totals"]) == "history"
+    body = dp.project_files(PROJECT, unparsable=["history"])["snapshots/history.sql"]
+    assert body.startswith("{% snapshot history %}") and "does not parse" in body
+    assert SQL not in body
