@@ -175,6 +175,22 @@ def test_a_tenant_slug_cannot_write_outside_its_own_folder(dbt_project: Path, re
     assert sorted(p.name for p in (repo / "tenants").iterdir()) == ["globex"]
 
 
+def test_links_out_of_the_project_are_neither_read_nor_imported(dbt_project: Path, repo: Path):
+    write_repo(repo, {"tenants/globex/models/secret.sql": "select 'globex only' as s\n"})
+    (dbt_project / "models/marts/stolen.sql").symlink_to(repo / "tenants/globex/models/secret.sql")
+    (dbt_project / "seeds").mkdir()
+    (dbt_project / "seeds/theirs").symlink_to(repo / "tenants/globex", target_is_directory=True)
+    done = fabric("import", "dbt", str(dbt_project), "--tenant", "plain", cwd=repo)
+    assert done.exit_code == 0, done.output
+    assert "models/marts/stolen.sql: linked file: it points outside the project folder" in (
+        done.output
+    )
+    assert "seeds/theirs: linked folder: links are not followed" in done.output
+    imported = [p for p in (repo / "tenants/plain").rglob("*") if p.is_file()]
+    assert all("globex only" not in p.read_text() for p in imported)
+    assert not (repo / "tenants/plain/models/marts/stolen.sql").exists()
+
+
 def test_a_linked_tenant_folder_is_never_written_through(
     dbt_project: Path, repo: Path, tmp_path: Path
 ):
