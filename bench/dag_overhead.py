@@ -18,29 +18,23 @@ Nodes are no-ops (bench/noop_nodes.py), handed to the executor as tests hand the
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_server import server_url  # noqa: E402
 from noop_nodes import noop, noop_batch  # noqa: E402
+from queue_setup import applied_noop_repo, noop_workers  # noqa: E402
 
 from fabric import api  # noqa: E402
 from fabric.addresses import Address  # noqa: E402
-from fabric.apply import ApplyOptions  # noqa: E402
 from fabric.domain.runs import NodeSpec  # noqa: E402
 from fabric.graph.dag import Dag  # noqa: E402
 from fabric.runner.local import LocalExecutor  # noqa: E402
-from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 
 
 def chains(nodes: int, branches: int) -> list[tuple[str, str | None]]:
@@ -69,74 +63,27 @@ def bench_executor(nodes: int, branches: int, workers: int) -> float:
 
 
 def bench_full_run(nodes: int, branches: int, workers: int, executor: str = "local") -> float:
-    base = server_url()
-    db = f"fabric_dag_bench_{os.getpid()}"
-    url = create_database(base, db)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "repo"
-            (root / "tenants" / "bench").mkdir(parents=True)
-            (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
-            lines = [
-                "tenant: {display_name: Bench, warehouse: dwh}",
-                "connections:",
-                "  dwh: {type: postgres, direction: destination, host: h, database: d}",
-                "  src: {type: postgres, direction: source, host: h, database: s}",
-                "pipelines:",
-            ]
-            for name, up in chains(nodes, branches):
-                dep = f", depends_on: [{up}]" if up else ""
-                lines.append(
-                    f"  {name}: {{source: src, dataset: raw, mode: single_table, table: t{dep}}}"
-                )
-            (root / "tenants" / "bench" / "tenant.yaml").write_text("\n".join(lines) + "\n")
-            env = {
-                "FABRIC_DATABASE_URL": url,
-                "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-                "FABRIC_HOME": str(Path(tmp) / "home"),
-            }
-            plan = api.plan(root, environ=env).plan
-            api.apply(plan, repo=root, environ=env, options=ApplyOptions())
-            engine = make_engine(url)
-            if executor == "queue":
-                return _queue_runs(root, env, engine, workers)
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                result = api.run(
-                    root,
-                    tenants=["bench"],
-                    workers=workers,
-                    environ=env,
-                    engine=engine,
-                    execute=noop,
-                )
-                times.append(time.perf_counter() - start)
-                assert result.ok
-            engine.dispose()
-            return statistics.median(times)
-    finally:
-        drop_database(base, db)
+    with applied_noop_repo(server_url(), chains(nodes, branches), label="dag") as (
+        root,
+        env,
+        engine,
+    ):
+        if executor == "queue":
+            return _queue_runs(root, env, engine, workers)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            result = api.run(
+                root, tenants=["bench"], workers=workers, environ=env, engine=engine, execute=noop
+            )
+            times.append(time.perf_counter() - start)
+            assert result.ok
+        return statistics.median(times)
 
 
 def _queue_runs(root: Path, env: dict[str, str], engine, concurrency: int) -> float:
     """Median of 3 queue runs on two warm no-op workers (after one untimed run)."""
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "noop_worker.py"),
-                str(root),
-                f"w{i}",
-                str(concurrency),
-            ],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in (1, 2)
-    ]
-    try:
+    with noop_workers(root, env, concurrency=concurrency):
         times = []
         for i in range(4):
             start = time.perf_counter()
@@ -147,12 +94,6 @@ def _queue_runs(root: Path, env: dict[str, str], engine, concurrency: int) -> fl
                 times.append(time.perf_counter() - start)
             assert result.ok, result.errors
         return statistics.median(times)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
-        engine.dispose()
 
 
 def main() -> None:

@@ -18,20 +18,18 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_server import server_url  # noqa: E402
+from queue_setup import applied_noop_repo, noop_workers  # noqa: E402
 
 from fabric import api  # noqa: E402
-from fabric.apply import ApplyOptions  # noqa: E402
 from fabric.state.engine import create_database, drop_database, make_engine  # noqa: E402
 from fabric.state.migrate import upgrade_all  # noqa: E402
 
@@ -92,64 +90,34 @@ def queue_claims(url: str, jobs: int, concurrency: int) -> float:
     return jobs / (last - first).total_seconds()
 
 
-def fabric_nodes(url: str, nodes: int, concurrency: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "repo"
-        (root / "tenants" / "bench").mkdir(parents=True)
-        (root / "fabric.yaml").write_text("format_version: 1\n")
-        lines = [
-            "tenant: {display_name: Bench, warehouse: dwh}",
-            "connections:",
-            "  dwh: {type: postgres, direction: destination, host: h, database: d}",
-            "  src: {type: postgres, direction: source, host: h, database: s}",
-            "pipelines:",
-        ]
-        lines += [
-            f"  n{i}: {{source: src, dataset: raw, mode: single_table, table: t}}"
-            for i in range(nodes)
-        ]
-        (root / "tenants" / "bench" / "tenant.yaml").write_text("\n".join(lines) + "\n")
-        env = {
-            "FABRIC_DATABASE_URL": url,
-            "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-            "FABRIC_HOME": str(Path(tmp) / "home"),
-        }
-        api.apply(api.plan(root, environ=env).plan, repo=root, environ=env, options=ApplyOptions())
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "bench" / "noop_worker.py"),
-                    str(root),
-                    f"w{i}",
-                    str(concurrency),
-                ],
-                env={**os.environ, **env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for i in (1, 2)
-        ]
-        engine = make_engine(url)
-        try:
+def fabric_nodes(base: str, nodes: int, concurrency: int) -> float:
+    pipelines = [(f"n{i}", None) for i in range(nodes)]
+    with applied_noop_repo(base, pipelines, label="throughput") as (root, env, engine):
+        with noop_workers(root, env, concurrency=concurrency):
             result = api.run(
                 root, tenants=["bench"], environ=env, engine=engine, executor="queue", wait=True
             )
-            assert result.ok, result.errors
-            with engine.connect() as conn:
-                schema = conn.execute(
-                    text("SELECT schema_name FROM fabric.tenants WHERE slug = 'bench'")
-                ).scalar_one()
-                first, last = conn.execute(
-                    text(f"SELECT min(started_at), max(updated_at) FROM {schema}.node_runs")
-                ).one()
+        assert result.ok, result.errors
+        with engine.connect() as conn:
+            schema = conn.execute(
+                text("SELECT schema_name FROM fabric.tenants WHERE slug = 'bench'")
+            ).scalar_one()
+            first, last = conn.execute(
+                text(f"SELECT min(started_at), max(updated_at) FROM {schema}.node_runs")
+            ).one()
+    return nodes / (last - first).total_seconds()
+
+
+def _on_new_database(base: str, tag: str):
+    def claims(_base: str, jobs: int, concurrency: int) -> float:
+        db = f"fabric_queue_bench_{tag}_claims"
+        url = create_database(base, db)
+        try:
+            return queue_claims(url, jobs, concurrency)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait()
-            engine.dispose()
-        return nodes / (last - first).total_seconds()
+            drop_database(base, db)
+
+    return claims
 
 
 def main() -> None:
@@ -165,20 +133,15 @@ def main() -> None:
     base = server_url()
     tag = f"{os.getpid()}"
     for label, fn, n in (
-        ("queue claims (procrastinate, no-op task)", queue_claims, args.jobs),
+        ("queue claims (procrastinate, no-op task)", _on_new_database(base, tag), args.jobs),
         ("fabric nodes (claim, run, fenced write, advance)", fabric_nodes, args.nodes),
     ):
-        db = f"fabric_queue_bench_{tag}_{fn.__name__}"
-        url = create_database(base, db)
-        try:
-            start = time.perf_counter()
-            rate = fn(url, n, args.concurrency)
-            took = time.perf_counter() - start
-        finally:
-            drop_database(base, db)
+        start = time.perf_counter()
+        rate = fn(base, n, args.concurrency)
+        took = time.perf_counter() - start
         verdict = (
             f" (target >= 1000/s: {'ok' if rate >= 1000 else 'SLOWER than the target'})"
-            if fn is queue_claims
+            if fn is not fabric_nodes
             else ""
         )
         print(

@@ -573,6 +573,7 @@ def run(
         session=session_limits(ws.settings),
         secret_box=ws.secret_box,
         execute=execute,
+        if_active=if_active,
     )
     try:
         return run_tenants(engine, list(tenants), options, on_event=on_event)
@@ -1155,17 +1156,29 @@ def scheduler(
     engine: Engine | None = None,
     execute: NodeFunction | None = None,
     clock: Any = None,
+    executor: str = "local",
+    if_active: str = "refuse",
+    queue: str | None = None,
+    adopt_after: float = 60.0,
 ) -> int:
     """Fire due schedules until `stop` (a threading.Event) is set, or once; returns runs fired.
 
-    `dispatch` starts the fired runs (fabric.runner.scheduler.Dispatch); None: the local one,
-    which runs them on this machine, `max_runs` at once, each on up to `workers` processes.
+    `dispatch` starts the fired runs (fabric.runner.scheduler.Dispatch); None: by `executor`,
+    "local" runs them on this machine, `max_runs` at once, each on up to `workers` processes;
+    "queue" defers their root nodes to `queue` in the tick's transaction (`fabric worker`
+    processes run them). `if_active`: a fired run that shares a node with an active run is
+    refused (failed, naming it) or waits. Runs left pending `adopt_after` seconds are adopted.
     `log(event, fields)` receives one call per event. `execute` replaces what a worker runs for
     a node (tests).
     """
     from fabric.clock import utcnow
     from fabric.runner.driver import RunOptions, who_am_i
-    from fabric.runner.scheduler import LocalDispatch, SchedulerOptions, run_scheduler
+    from fabric.runner.scheduler import (
+        LocalDispatch,
+        QueueDispatch,
+        SchedulerOptions,
+        run_scheduler,
+    )
     from fabric.state.embedded import fabric_home
     from fabric.state.migrate import shared_is_current
 
@@ -1180,7 +1193,9 @@ def scheduler(
                 "(it migrates) before starting the scheduler."
             )
     local: LocalDispatch | None = None
-    if dispatch is None:
+    if dispatch is None and executor == "queue":
+        dispatch = QueueDispatch(who=who_am_i(), if_active=if_active, queue=queue, log=log)
+    elif dispatch is None:
         home = fabric_home(ws.root, ws.settings)
         template = RunOptions(
             workers=workers,
@@ -1191,9 +1206,12 @@ def scheduler(
             environ=ws.environ,
             secret_box=ws.secret_box,
             execute=execute,
+            if_active=if_active,
         )
         local = dispatch = LocalDispatch(engine, template, max_runs=max_runs, log=log)
-    options = SchedulerOptions(interval=interval, catchup_cap=catchup_cap, who=who_am_i())
+    options = SchedulerOptions(
+        interval=interval, catchup_cap=catchup_cap, who=who_am_i(), adopt_after=adopt_after
+    )
     fired = 0
     try:
         fired = run_scheduler(

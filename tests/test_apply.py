@@ -376,7 +376,7 @@ def test_sigkill_in_the_middle_of_a_large_apply_leaves_state_as_before(repo, env
         busy = sql(
             cp_url,
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fabric apply%' "
-            "AND state = 'active'",
+            "AND state = 'active' AND datname = current_database()",
         )[0][0]
         if busy:
             break
@@ -386,7 +386,9 @@ def test_sigkill_in_the_middle_of_a_large_apply_leaves_state_as_before(repo, env
     # The server notices the dead client and rolls its transaction back.
     deadline = time.monotonic() + 30
     while sql(
-        cp_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fabric apply%'"
+        cp_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fabric apply%' "
+        "AND datname = current_database()",
     )[0][0]:
         assert time.monotonic() < deadline
         time.sleep(0.05)

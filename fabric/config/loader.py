@@ -171,7 +171,7 @@ def _discover(
         last.stray,
         tuple(u for u in last.unreadable if kept(u[0])) + fresh.unreadable,
         tuple(dict.fromkeys((*(r for r in last.refused if kept(r[0])), *fresh.refused))),
-        last.slugs,
+        fresh.slugs,
         assets,
         tuple(o for o in last.oversized if kept(o[0])) + fresh.oversized,
     )

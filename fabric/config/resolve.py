@@ -97,6 +97,10 @@ def build_tenant(
         )
     tenant_vs = tenant_specs[0]
     tenant: TenantSpec = tenant_vs.spec
+    if tenant.max_parallel_nodes is None and project.defaults.max_parallel_nodes is not None:
+        tenant = tenant.model_copy(
+            update={"max_parallel_nodes": project.defaults.max_parallel_nodes}
+        )
     ctx = checks.TenantContext(
         slug, tenant, tenant_vs, by_kind, project, broken, repo_root, tenant_slugs | {slug}
     )

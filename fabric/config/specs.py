@@ -126,6 +126,8 @@ class Defaults(Spec):
     retry_backoff_seconds: Seconds = 30
     timeout_seconds: Seconds | None = None
     transformations: TransformationDefaults = TransformationDefaults()
+    max_parallel_nodes: int | None = Field(None, ge=1, le=1000)
+    """A tenant's `max_parallel_nodes` when it sets none (unset: no cap)."""
 
 
 class DbtPackage(Spec):
@@ -275,6 +277,11 @@ class TenantSpec(Spec):
     taken from the runner's environment at run time. Any other name is a validation error."""
     share: tuple[ShareSpec, ...] = ()
     """Read-only shares of this tenant's schemas with other tenants (managed warehouses)."""
+    max_parallel_nodes: int | None = Field(None, ge=1, le=1000)
+    """At most this many of the tenant's nodes run at once across all queue workers; the
+    others wait, queued, and start as its running ones end, so one tenant's hundred ready
+    nodes cannot keep the workers from another tenant's. Unset: fabric.yaml's
+    `defaults.max_parallel_nodes`, else no cap."""
     packages: tuple[DbtPackage, ...] = ()
     """dbt packages of this tenant's project, besides fabric.yaml's `dbt.packages`."""
     defaults: TenantDefaults = TenantDefaults()

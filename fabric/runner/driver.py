@@ -64,6 +64,11 @@ class RunOptions:
     run_ids: Mapping[str, int] = field(default_factory=dict)
     """Tenant -> a run created beforehand (`pending`, e.g. by the scheduler): started, not
     created. When another dispatcher started it already, that tenant runs nothing."""
+    if_active: str = "refuse"
+    """When an active run (local or queue) shares a node: refuse (RunConflictError naming
+    it), or wait: a queue run waits `queued`, a local runner tries again until it may start."""
+    wait_poll: float = 1.0
+    """Seconds between a waiting local runner's attempts."""
 
 
 @dataclass
@@ -300,7 +305,9 @@ def queue_tenants(
     created: dict[str, tuple[int, str]] = {}
     for slug in sorted(tenants):
         with engine.connect() as conn:
-            created[slug] = dispatch_on(conn, slug, options, if_active=if_active, queue=queue)
+            opened = dispatch_on(conn, slug, options, if_active=if_active, queue=queue)
+            assert opened is not None  # a new run, not a pending one
+            created[slug] = (opened.id, opened.status)
             conn.commit()
     return created
 
@@ -314,28 +321,39 @@ def dispatch_on(
     queue: str | None = None,
     schedule_name: str | None = None,
     fire_at: Any = None,
-) -> tuple[int, str]:
-    """Create `tenant`'s run of `options.selectors` and defer its root nodes, on `conn`, in
-    the caller's transaction (nothing is committed): the one entry point for whoever starts
-    queue runs (`fabric run --executor queue`, the scheduler with its schedule and fire time).
-    Returns (run id, status: running | queued); raises RunConflictError (refused) or
-    ValueError (a selector that matches nothing)."""
+    run_id: int | None = None,
+    applied: AppliedTenant | None = None,
+) -> records.OpenedRun | None:
+    """Create `tenant`'s queue run of `options.selectors` (or start the pending `run_id` a
+    tick created) and defer its root nodes, on `conn`, in the caller's transaction (nothing is
+    committed): `fabric run --executor queue` and the scheduler's queue dispatch. None: the
+    pending run was started by someone else. Raises RunConflictError (refused) or ValueError
+    (a selector that matches nothing)."""
     from fabric.state import queue as jobs
 
-    rows, applied = _read(conn, [tenant])
-    dag = _selected(applied, options)[tenant]
-    return jobs.dispatch_run(
+    if applied is None:
+        rows, read = _read(conn, [tenant])
+        row, applied = rows[tenant], read[tenant]
+    else:
+        row = applied.tenant
+    dag = _selected({tenant: applied}, options)[tenant]
+    start = records.QueueStart(
+        queue_plan(applied, dag),
+        queue or jobs.QUEUE,
+        {"full_refresh": options.full_refresh, "tests_only": options.tests_only},
+        applied.spec.get("max_parallel_nodes"),
+    )
+    return records.open_run(
         conn,
-        rows[tenant],
-        queue_plan(applied[tenant], dag),
+        row,
+        start,
         trigger=options.trigger,
         selection=options.selectors or ("*",),
         who=options.who or who_am_i(),
         if_active=if_active,
-        queue=queue or jobs.QUEUE,
-        options={"full_refresh": options.full_refresh, "tests_only": options.tests_only},
         schedule_name=schedule_name,
         fire_at=fire_at,
+        run_id=run_id,
     )
 
 
@@ -387,22 +405,12 @@ def run_tenants(
     lock_conn = engine.connect()  # holds each run's liveness lock until the runs end
     write_conn = engine.connect()
     try:
-        for slug, dag in sorted(selected.items()):
-            if slug in options.run_ids:
-                run_id = options.run_ids[slug]
-                if records.start_run(lock_conn, rows[slug], run_id, who=who, nodes=dag.nodes):
-                    result.runs[slug] = run_id
-                else:  # started elsewhere: run none of its nodes here
-                    combined = combined.subgraph(combined.nodes - dag.nodes)
-                continue
-            result.runs[slug] = records.create_run(
-                lock_conn,
-                rows[slug],
-                trigger=options.trigger,
-                selection=options.selectors or ("*",),
-                who=who,
-                nodes=dag.nodes,
-            )
+        opened = _open_local_runs(lock_conn, rows, selected, options, who)
+        for slug, dag in selected.items():
+            if slug in opened:
+                result.runs[slug] = opened[slug]
+            else:  # a pending run started elsewhere: run none of its nodes here
+                combined = combined.subgraph(combined.nodes - dag.nodes)
         progress = {"done": 0, "total": len(combined.nodes)}
 
         def handle(event: Event) -> None:
@@ -435,6 +443,49 @@ def run_tenants(
         lock_conn.close()
         write_conn.close()
     return result
+
+
+def _open_local_runs(
+    conn: Any,
+    rows: Mapping[str, TenantRow],
+    selected: Mapping[str, Dag],
+    options: RunOptions,
+    who: str,
+) -> dict[str, int]:
+    """Open every tenant's run in one transaction (all admitted, or none): tenant -> run id.
+
+    A refusal (an active run shares a node) raises RunConflictError; with `if_active` "wait"
+    the runner tries again every `wait_poll` seconds until no active run is in the way."""
+    import time
+
+    from fabric.state.queue import RunConflictError
+
+    while True:
+        opened: dict[str, int] = {}
+        try:
+            for slug, dag in sorted(selected.items()):
+                run = records.open_run(
+                    conn,
+                    rows[slug],
+                    records.LocalStart(dag.nodes),
+                    trigger=options.trigger,
+                    selection=options.selectors or ("*",),
+                    who=who,
+                    run_id=options.run_ids.get(slug),
+                )
+                if run is not None:
+                    opened[slug] = run.id
+            conn.commit()  # one transaction: nobody sees a run before its lock is held
+            return opened
+        except BaseException as exc:
+            conn.rollback()
+            # Session locks outlive a rollback: give back those this attempt took (this
+            # connection holds no other).
+            conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+            conn.commit()
+            if not isinstance(exc, RunConflictError) or options.if_active != "wait":
+                raise
+        time.sleep(options.wait_poll)
 
 
 def _record_event(

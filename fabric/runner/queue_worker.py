@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric import settings
-from fabric.addresses import Address
+from fabric.addresses import Address, Kind
 from fabric.clock import utcnow
 from fabric.domain.runs import FailureKind, NodeResult, NodeSpec
 from fabric.errors import SecretDecryptError, SecretNotFoundError
@@ -216,6 +216,8 @@ class QueueWorker:
         )
         self.app = queue.worker_app(engine)
         self._box: list[SecretBox] = []
+        self._rows: dict[str, Any] = {}
+        """Tenant slug -> its TenantRow (id and schema never change while the tenant lives)."""
         self.app.task(name=queue.TASK, pass_context=True)(self._task)
 
     def _secret_box(self) -> SecretBox | None:
@@ -251,15 +253,26 @@ class QueueWorker:
 
         job_id = int(context.job.id)
         with self.engine.connect() as conn:
-            row = read_tenant_rows(conn, [tenant]).get(tenant)
+            row = self._rows.get(tenant) or read_tenant_rows(conn, [tenant]).get(tenant)
             if row is None:
                 self.log("job_dropped", job=job_id, tenant=tenant, why="tenant not applied")
                 return False
-            claimed = queue.claim(conn, row, run_id, nodes, job_id, self.name)
+            try:
+                claimed = queue.claim(conn, row, run_id, nodes, job_id, self.name)
+            except Exception:
+                self._rows.pop(tenant, None)  # deleted (and perhaps applied again) meanwhile
+                raise
+            self._rows[tenant] = row
             if not claimed:
                 self.log("job_stale", job=job_id, tenant=tenant, run=run_id)
                 return False
-            applied = read_applied(conn, tenant)
+            pipelines_only = all(c.node.kind is Kind.PIPELINE for c in claimed)
+            applied = read_applied(
+                conn,
+                tenant,
+                pipelines=[c.node for c in claimed] if pipelines_only else None,
+                row=row,
+            )
             extra = queue.run_options(conn, row, run_id)
             conn.commit()
         run_options = RunOptions(

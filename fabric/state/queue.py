@@ -6,7 +6,7 @@ is one transaction on the control plane that both writes fabric's records and de
 same connection (procrastinate defers on the caller's connection), so a crash never leaves a
 node recorded as queued without its job, or a job without its node.
 
-- `dispatch_run` creates a run and defers its roots (the CLI and the scheduler call it).
+- fabric.state.runs.open_run creates a run and defers its roots (`fabric run`, the scheduler).
 - `claim` starts an attempt: the node goes `running` with a fresh fencing token.
 - `record` writes an attempt's result only if its token is still the node's: a worker that was
   declared lost and comes back later changes nothing.
@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from fabric.addresses import DBT_KINDS, Address
+from fabric.addresses import DBT_NODE_KINDS, Address
 from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeStatus, RunStatus
 from fabric.errors import FabricError
 from fabric.graph.dag import Dag
@@ -108,7 +108,7 @@ def _driver(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def _admit_lock(conn: Connection, tenant: TenantRow) -> None:
+def admit_lock(conn: Connection, tenant: TenantRow) -> None:
     key = zlib.crc32(tenant.schema_name.encode())
     key = key - (1 << 32) if key >= (1 << 31) else key
     conn.execute(
@@ -116,7 +116,7 @@ def _admit_lock(conn: Connection, tenant: TenantRow) -> None:
     )
 
 
-def _conflict(
+def active_conflict(
     conn: Connection, tenant: TenantRow, nodes: Iterable[str], *, before: int | None = None
 ) -> tuple[int, list[str]] | None:
     """The oldest active run (older than `before`, if given) sharing a node with `nodes`."""
@@ -135,69 +135,6 @@ def _conflict(
     return first, [r.node for r in rows if r.id == first]
 
 
-def dispatch_run(
-    conn: Connection,
-    tenant: TenantRow,
-    plan: Mapping[Address, NodePlan],
-    *,
-    trigger: str,
-    selection: Iterable[str],
-    who: str,
-    if_active: str = "refuse",
-    queue: str = QUEUE,
-    options: Mapping[str, Any] | None = None,
-    schedule_name: str | None = None,
-    fire_at: datetime | None = None,
-) -> tuple[int, str]:
-    """Create a queue run and defer its root nodes, in the caller's transaction (not committed).
-
-    Returns (run id, status): `running`, or `queued` when it shares a node with an active run
-    and `if_active` is "wait" (it starts when that run ends). Raises RunConflictError when it
-    shares one and `if_active` is "refuse". The scheduler calls this on its own connection, so
-    its claim of a fire time and the run commit together.
-    """
-    _admit_lock(conn, tenant)
-    names = sorted(str(n) for n in plan)
-    conflict = _conflict(conn, tenant, names)
-    if conflict is not None and if_active != "wait":
-        raise RunConflictError(tenant.slug, *conflict)
-    status = "queued" if conflict is not None else "running"
-    document = {
-        "nodes": {str(n): p.as_json() for n, p in plan.items()},
-        "queue": queue,
-        "options": dict(options or {}),
-    }
-    schema = tenant.schema_name
-    run_id = conn.execute(
-        text(
-            f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
-            "heartbeat_at, executor, plan, schedule_name, fire_at) VALUES (:trigger, "
-            "CAST(:selection AS jsonb), :status, :who, now(), now(), 'queue', "
-            "CAST(:plan AS jsonb), :schedule, :fire) RETURNING id"
-        ),
-        {
-            "trigger": trigger,
-            "selection": json.dumps(list(selection)),
-            "status": status,
-            "who": who,
-            "plan": json.dumps(document),
-            "schedule": schedule_name,
-            "fire": fire_at,
-        },
-    ).scalar_one()
-    if names:
-        conn.execute(
-            text(
-                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
-                "VALUES (:run, :node, 'pending')"
-            ),
-            [{"run": run_id, "node": n} for n in names],
-        )
-    if status == "running":
-        advance(conn, tenant, run_id)
-    return run_id, status
-
-
 def _plan(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> Any:
     return conn.execute(
         text(
@@ -208,21 +145,119 @@ def _plan(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> An
     ).one_or_none()
 
 
-def _defer(
-    conn: Connection, tenant: TenantRow, run_id: int, nodes: Sequence[str], queue: str, **kw: Any
-) -> int:
-    """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them."""
-    transformations = any(Address.parse(n).kind in DBT_KINDS for n in nodes)
-    lock = f"dbt:{tenant.schema_name}" if transformations else None
-    # Fairness: a tenant's jobs lose priority with each job it already has waiting, so one
-    # tenant's hundred ready nodes do not keep another's first node waiting behind them.
-    waiting = conn.execute(
-        text(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = :q "
-            "AND args->>'tenant' = :t"
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A run's stored plan, parsed once per process: a plan never changes after the run is
+    created, and parsing a 500-node plan on every node's advance cost more than the rest."""
+
+    nodes: Mapping[Address, NodePlan]
+    dag: Dag
+    queue: str
+    cap: int | None
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _RunView:
+    id: int
+    status: str
+    plan: _Parsed | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    node: str
+    status: str
+    job_id: int | None
+
+
+_PARSED: dict[str, _Parsed] = {}
+_PARSED_MAX = 256
+
+
+def _run(conn: Connection, tenant: TenantRow, run_id: int, *, lock: bool) -> _RunView | None:
+    """The run's status and parsed plan; the plan's JSON travels only when this process has
+    not parsed it yet (the server's md5 of it is the cache key, so two databases' runs with
+    the same id never mix)."""
+    sql = (
+        f'SELECT id, status, md5(plan::text) AS digest FROM "{tenant.schema_name}".runs '
+        "WHERE id = :id" + (" FOR UPDATE" if lock else "")
+    )
+    row = conn.execute(text(sql), {"id": run_id}).one_or_none()
+    if row is None:
+        return None
+    if row.digest is None:
+        return _RunView(row.id, row.status, None)
+    parsed = _PARSED.get(row.digest)
+    if parsed is None:
+        document = conn.execute(
+            text(f'SELECT plan FROM "{tenant.schema_name}".runs WHERE id = :id'), {"id": run_id}
+        ).scalar_one()
+        parsed = _parse(document)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[row.digest] = parsed
+    return _RunView(row.id, row.status, parsed)
+
+
+def remember_plan(digest: str | None, document: Mapping[str, Any]) -> None:
+    """Parse a plan this process just stored (`digest`: the server's md5 of it), so the run's
+    first advance does not read it back."""
+    if digest is not None and digest not in _PARSED:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[digest] = _parse(document)
+
+
+def _parse(document: Mapping[str, Any]) -> _Parsed:
+    nodes = {Address.parse(n): NodePlan.from_json(p) for n, p in document["nodes"].items()}
+    by_name = {str(n): n for n in nodes}
+    # The stored plan comes from an acyclic DAG: no need to sort it again.
+    dag = Dag(
+        MappingProxyType(
+            {
+                n: frozenset(by_name.get(u) or Address.parse(u) for u in p.upstream)
+                for n, p in nodes.items()
+            }
         ),
-        {"q": queue, "t": tenant.slug},
-    ).scalar_one()
+        MappingProxyType({}),
+    )
+    return _Parsed(
+        MappingProxyType(nodes),
+        dag,
+        document.get("queue") or QUEUE,
+        document.get("max_parallel"),
+        MappingProxyType(dict(document.get("options") or {})),
+    )
+
+
+def _defer(
+    conn: Connection,
+    tenant: TenantRow,
+    run_id: int,
+    nodes: Sequence[str],
+    queue: str,
+    cap: int | None = None,
+    *,
+    waiting: int | None = None,
+    **kw: Any,
+) -> int:
+    """Defer one job for `nodes` (one node, or a tenant's dbt batch) on `conn`; mark them.
+
+    `cap` (the tenant's max_parallel_nodes) spreads the tenant's jobs over `cap` procrastinate
+    locks (slots): a worker never takes a job whose lock a running job holds, and takes the
+    next job of another lock instead, so at most `cap` of them run at once, across workers,
+    and another tenant's jobs go past the waiting ones. Without a cap, a dbt batch still holds
+    the tenant's dbt lock (one dbt invocation per tenant at a time); with one, dbt batches
+    all go to slot 0, which does the same."""
+    transformations = any(Address.parse(n).kind in DBT_NODE_KINDS for n in nodes)
+    if waiting is None:
+        waiting = _waiting(conn, tenant, queue)
+    if cap:
+        slot = 0 if transformations else int(waiting) % cap
+        lock: str | None = f"nodes:{tenant.schema_name}:{slot}"
+    else:
+        lock = f"dbt:{tenant.schema_name}" if transformations else None
     deferrer = _defer_app().configure_task(
         TASK, queue=queue, lock=lock, priority=-int(waiting), **kw
     )
@@ -238,31 +273,46 @@ def _defer(
     return int(job_id)
 
 
-def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | None:
+def _waiting(conn: Connection, tenant: TenantRow, queue: str) -> int:
+    """The tenant's jobs waiting on `queue`. Fairness: a tenant's jobs lose priority with each
+    job it already has waiting, so one tenant's hundred ready nodes do not keep another's
+    first node waiting behind them."""
+    return int(
+        conn.execute(
+            text(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' "
+                "AND queue_name = :q AND args->>'tenant' = :t"
+            ),
+            {"q": queue, "t": tenant.slug},
+        ).scalar_one()
+    )
+
+
+def advance(
+    conn: Connection, tenant: TenantRow, run_id: int, *, fresh: bool = False
+) -> RunStatus | None:
     """Skip what can never run, defer what is ready, finish the run when all is done.
 
     In the caller's transaction; the run row is locked, so two workers finishing nodes of one
-    run at once take turns. Returns the run's status when this call finished it.
+    run at once take turns. Returns the run's status when this call finished it. `fresh`: the
+    run was created in this transaction (every node pending, none deferred: not read back).
     """
-    run = _plan(conn, tenant, run_id, lock=True)
-    if run is None or run.status != "running" or not run.plan:
+    run = _run(conn, tenant, run_id, lock=True)
+    if run is None or run.status != "running" or run.plan is None:
         return None
     schema = tenant.schema_name
-    plans = {Address.parse(n): NodePlan.from_json(p) for n, p in run.plan["nodes"].items()}
-    queue = run.plan.get("queue") or QUEUE
-    # The stored plan comes from an acyclic DAG: no need to sort it again on every advance.
-    dag = Dag(
-        MappingProxyType(
-            {n: frozenset(Address.parse(u) for u in p.upstream) for n, p in plans.items()}
-        ),
-        MappingProxyType({}),
+    queue, cap, dag = run.plan.queue, run.plan.cap, run.plan.dag
+    by_name = {str(n): n for n in run.plan.nodes}
+    rows = (
+        [_Row(str(n), NodeStatus.PENDING.value, None) for n in run.plan.nodes]
+        if fresh
+        else conn.execute(
+            text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
+            {"id": run_id},
+        ).all()
     )
-    rows = conn.execute(
-        text(f'SELECT node, status, job_id FROM "{schema}".node_runs WHERE run_id = :id'),
-        {"id": run_id},
-    ).all()
-    status = {Address.parse(r.node): NodeStatus(r.status) for r in rows}
-    deferred = {Address.parse(r.node) for r in rows if r.job_id is not None}
+    status = {by_name.get(r.node) or Address.parse(r.node): NodeStatus(r.status) for r in rows}
+    deferred = {by_name.get(r.node) or Address.parse(r.node) for r in rows if r.job_id is not None}
     blocked = {NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
     skip = to_skip(dag, status) if blocked & set(status.values()) else ()
     if skip:
@@ -289,24 +339,27 @@ def advance(conn: Connection, tenant: TenantRow, run_id: int) -> RunStatus | Non
             ),
             {"s": final.value, "e": f"{failed} node(s) failed" if failed else None, "id": run_id},
         )
-        _promote(conn, tenant)
+        promote(conn, tenant)
         return final
     ready = [n for n in ready_nodes(dag, status) if n not in deferred]
-    pipelines = [n for n in ready if n.kind not in DBT_KINDS]
-    models = [n for n in ready if n.kind in DBT_KINDS]
-    for node in pipelines:
-        _defer(conn, tenant, run_id, [str(node)], queue)
+    pipelines = [n for n in ready if n.kind not in DBT_NODE_KINDS]
+    models = [n for n in ready if n.kind in DBT_NODE_KINDS]
     in_flight = any(
-        n.kind in DBT_KINDS and n in deferred and status[n] not in FINISHED for n in status
+        n.kind in DBT_NODE_KINDS and n in deferred and status[n] not in FINISHED for n in status
     )
+    batches = [[str(n)] for n in pipelines]
     if models and not in_flight:  # one dbt invocation per tenant at a time, as locally
-        _defer(conn, tenant, run_id, [str(n) for n in models], queue)
+        batches.append([str(n) for n in models])
+    if batches:
+        waiting = _waiting(conn, tenant, queue)
+        for i, nodes in enumerate(batches):
+            _defer(conn, tenant, run_id, nodes, queue, cap, waiting=waiting + i)
     return None
 
 
-def _promote(conn: Connection, tenant: TenantRow) -> None:
+def promote(conn: Connection, tenant: TenantRow) -> None:
     """Start the queued runs that no longer share a node with an active run, oldest first."""
-    _admit_lock(conn, tenant)
+    admit_lock(conn, tenant)
     queued = conn.execute(
         text(f"SELECT id FROM \"{tenant.schema_name}\".runs WHERE status = 'queued' ORDER BY id")
     ).scalars()
@@ -315,7 +368,7 @@ def _promote(conn: Connection, tenant: TenantRow) -> None:
             text(f'SELECT node FROM "{tenant.schema_name}".node_runs WHERE run_id = :id'),
             {"id": run_id},
         ).scalars()
-        conflict = _conflict(conn, tenant, list(nodes), before=run_id)
+        conflict = active_conflict(conn, tenant, list(nodes), before=run_id)
         running = conn.execute(
             text(
                 f'SELECT 1 FROM "{tenant.schema_name}".runs r JOIN '
@@ -372,7 +425,7 @@ def record(
     advance the run; one transaction. False: the token is stale (the attempt was declared lost
     or cancelled meanwhile) and nothing changed."""
     schema = tenant.schema_name
-    run = _plan(conn, tenant, run_id, lock=True)
+    run = _run(conn, tenant, run_id, lock=True)
     current = conn.execute(
         text(
             f'SELECT attempts FROM "{schema}".node_runs WHERE run_id = :run AND node = :node '
@@ -383,7 +436,7 @@ def record(
     if run is None or current is None:
         conn.rollback()
         return False
-    plan = NodePlan.from_json((run.plan or {}).get("nodes", {}).get(str(result.address), {}))
+    plan = (run.plan.nodes if run.plan else {}).get(result.address) or NodePlan()
     retry = (
         result.status is NodeStatus.FAILED
         and result.retryable
@@ -413,8 +466,17 @@ def record(
     )
     if retry:
         delay = min(600.0, plan.backoff_seconds * 2 ** (current.attempts - 1))
-        queue = (run.plan or {}).get("queue") or QUEUE
-        _defer(conn, tenant, run_id, [str(result.address)], queue, schedule_in={"seconds": delay})
+        queue = run.plan.queue if run.plan else QUEUE
+        cap = run.plan.cap if run.plan else None
+        _defer(
+            conn,
+            tenant,
+            run_id,
+            [str(result.address)],
+            queue,
+            cap,
+            schedule_in={"seconds": delay},
+        )
     advance(conn, tenant, run_id)
     conn.commit()
     return True
@@ -502,7 +564,7 @@ def cancel_run(conn: Connection, tenant: TenantRow, run_id: int) -> list[str]:
     manager = _defer_app().job_manager
     for job_id in sorted({r.job_id for r in rows if r.job_id is not None}):
         manager.cancel_job_by_id(job_id, abort=True, connection=_driver(conn))
-    _promote(conn, tenant)
+    promote(conn, tenant)
     conn.commit()
     return sorted(r.node for r in rows)
 
@@ -513,12 +575,14 @@ def retry_run(
     """Run a finished queue run's failed and skipped nodes again (the others keep their
     results); the run is active again. One transaction; returns the nodes to run again."""
     schema = tenant.schema_name
-    _admit_lock(conn, tenant)
+    # The run's row first, then the tenant's admission lock: the order a worker finishing a
+    # node of this run takes them in, so the two can never wait for each other.
     run = _plan(conn, tenant, run_id, lock=True)
     if run is None:
         raise FabricError(
             f"Tenant {tenant.slug} has no run {run_id}. List runs with `fabric runs`."
         )
+    admit_lock(conn, tenant)
     if not run.plan:
         raise FabricError(
             f"Run {run_id} of {tenant.slug} ran on the local executor; only queue runs can be "
@@ -539,7 +603,7 @@ def retry_run(
     )
     if not again:
         raise FabricError(f"Run {run_id} of {tenant.slug} has no failed or skipped node.")
-    conflict = _conflict(conn, tenant, again)
+    conflict = active_conflict(conn, tenant, again)
     if conflict is not None and if_active != "wait":
         raise RunConflictError(tenant.slug, *conflict)
     conn.execute(
@@ -620,5 +684,5 @@ async def stalled_jobs(app: Any, lost_after: float) -> list[tuple[int, Mapping[s
 
 def run_options(conn: Connection, tenant: TenantRow, run_id: int) -> Mapping[str, Any]:
     """The options the run was started with (full refresh, tests only)."""
-    run = _plan(conn, tenant, run_id, lock=False)
-    return dict((run.plan or {}).get("options") or {}) if run is not None else {}
+    run = _run(conn, tenant, run_id, lock=False)
+    return dict(run.plan.options) if run is not None and run.plan is not None else {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,138 @@ def run_lock_key(schema: str, run_id: int) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+@dataclass(frozen=True, slots=True)
+class LocalStart:
+    """Start the run here: the caller's connection holds the run's session lock (the runner
+    keeps that connection open while the run goes on)."""
+
+    nodes: frozenset[Address]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStart:
+    """Defer the run's ready nodes to the queue; workers do the rest."""
+
+    plan: Mapping[Address, Any]
+    """Address -> fabric.state.queue.NodePlan."""
+    queue: str = "fabric"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    max_parallel: int | None = None
+    """The tenant's max_parallel_nodes: at most this many of its jobs run at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedRun:
+    id: int
+    status: str
+    """running, or queued (behind an active run, with if_active "wait"; queue runs only)."""
+
+
+def open_run(
+    conn: Connection,
+    tenant: TenantRow,
+    start: LocalStart | QueueStart,
+    *,
+    trigger: str,
+    selection: Iterable[str],
+    who: str,
+    if_active: str = "refuse",
+    schedule_name: str | None = None,
+    fire_at: datetime | None = None,
+    run_id: int | None = None,
+) -> OpenedRun | None:
+    """Create a run and start it, locally or on the queue: the one way every run begins.
+
+    `run_id` names a run created beforehand (`pending`, by a scheduler tick): it is started
+    instead of created, and None comes back when it is not pending any more (another
+    dispatcher started it, or it ended): a pending run starts once, whoever tries.
+
+    Admission first, under the tenant's ADMIT lock, the same rule for both executors: a run
+    that shares a node with an active run (local or queue) is refused with RunConflictError
+    naming it, or, with `if_active` "wait", is created `queued` (queue runs; it starts when
+    that run ends; a local runner waits by trying again, see fabric.runner.driver). A local run
+    in the way whose runner died is settled (`failed: abandoned`) first: it blocks nobody.
+
+    In the caller's transaction, not committed: the scheduler commits its claim of the fire
+    time, the run rows and the queued jobs together.
+    """
+    from fabric.state import queue as jobs
+
+    schema = tenant.schema_name
+    local = isinstance(start, LocalStart)
+    names = sorted(str(n) for n in (start.nodes if isinstance(start, LocalStart) else start.plan))
+    jobs.admit_lock(conn, tenant)
+    conflict = jobs.active_conflict(conn, tenant, names)
+    if conflict is not None and _settle_abandoned(conn, [tenant]):
+        conflict = jobs.active_conflict(conn, tenant, names)  # a dead local run was in the way
+    if conflict is not None and (if_active != "wait" or local):
+        raise jobs.RunConflictError(tenant.slug, *conflict)
+    status = "queued" if conflict is not None else "running"
+    plan = None
+    if isinstance(start, QueueStart):
+        plan = json.dumps(
+            {
+                "nodes": {str(n): p.as_json() for n, p in start.plan.items()},
+                "queue": start.queue,
+                "options": dict(start.options),
+                "max_parallel": start.max_parallel,
+            }
+        )
+    values = {
+        "status": status,
+        "who": who,
+        "executor": "local" if local else "queue",
+        "plan": plan,
+    }
+    if run_id is None:
+        inserted = conn.execute(
+            text(
+                f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
+                "heartbeat_at, executor, plan, schedule_name, fire_at) VALUES (:trigger, "
+                "CAST(:selection AS jsonb), :status, :who, now(), now(), :executor, "
+                "CAST(:plan AS jsonb), :schedule, :fire) RETURNING id, md5(plan::text) AS digest"
+            ),
+            {
+                **values,
+                "trigger": trigger,
+                "selection": json.dumps(list(selection)),
+                "schedule": schedule_name,
+                "fire": fire_at,
+            },
+        ).one()
+        run_id, digest = inserted.id, inserted.digest
+    else:
+        started = conn.execute(
+            text(
+                f'UPDATE "{schema}".runs SET status = :status, who = :who, started_at = now(), '
+                "heartbeat_at = now(), executor = :executor, plan = CAST(:plan AS jsonb) "
+                "WHERE id = :id AND status = 'pending' RETURNING id, md5(plan::text) AS digest"
+            ),
+            {**values, "id": run_id},
+        ).one_or_none()
+        if started is None:
+            return None
+        digest = started.digest
+    if local:
+        conn.execute(
+            text("SELECT pg_advisory_lock(:ns, :key)"),
+            {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
+        )
+    if names:
+        conn.execute(
+            text(
+                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
+                "VALUES (:run, :node, 'pending')"
+            ),
+            [{"run": run_id, "node": n} for n in names],
+        )
+    if plan is not None:
+        jobs.remember_plan(digest, json.loads(plan))
+        if status == "running":
+            jobs.advance(conn, tenant, run_id, fresh=True)
+    return OpenedRun(run_id, status)
+
+
 def create_run(
     conn: Connection,
     tenant: TenantRow,
@@ -37,72 +169,21 @@ def create_run(
     who: str,
     nodes: Iterable[Address],
 ) -> int:
-    """Insert the run and its pending node runs; lock the run on `conn` (a session lock).
-
-    `conn` must stay open while the run goes on: closing it (or dying) releases the lock.
-    """
-    schema = tenant.schema_name
-    run_id = conn.execute(
-        text(
-            f'INSERT INTO "{schema}".runs (trigger, selection, status, who, started_at, '
-            "heartbeat_at) VALUES (:trigger, CAST(:selection AS jsonb), 'running', :who, "
-            "now(), now()) RETURNING id"
-        ),
-        {"trigger": trigger, "selection": json.dumps(list(selection)), "who": who},
-    ).scalar_one()
-    _lock_and_add_nodes(conn, schema, run_id, nodes)
-    conn.commit()  # one transaction: nobody sees the run before its lock is held
-    return run_id
-
-
-def _lock_and_add_nodes(
-    conn: Connection, schema: str, run_id: int, nodes: Iterable[Address]
-) -> None:
-    """Hold the run's lock (the runner's session owns the run) and add its pending nodes."""
-    conn.execute(
-        text("SELECT pg_advisory_lock(:ns, :key)"),
-        {"ns": LockNamespace.RUN, "key": run_lock_key(schema, run_id)},
+    """A local run, created and committed: `open_run` with LocalStart (tests, and callers
+    that start one run on a connection of their own). Raises RunConflictError."""
+    opened = open_run(
+        conn, tenant, LocalStart(frozenset(nodes)), trigger=trigger, selection=selection, who=who
     )
-    rows = [{"run": run_id, "node": str(n)} for n in sorted(nodes)]
-    if rows:
-        conn.execute(
-            text(
-                f'INSERT INTO "{schema}".node_runs (run_id, node, status) '
-                "VALUES (:run, :node, 'pending')"
-            ),
-            rows,
-        )
+    assert opened is not None
+    conn.commit()  # one transaction: nobody sees the run before its lock is held
+    return opened.id
 
 
-def start_run(
-    conn: Connection,
-    tenant: TenantRow,
-    run_id: int,
-    *,
-    who: str,
-    nodes: Iterable[Address],
-) -> bool:
-    """Start a run created beforehand (a scheduled run, `pending`): as `create_run`, but the row
-    exists. False when it is not pending any more (another dispatcher started it, or it ended):
-    a pending run starts once, whoever tries."""
-    schema = tenant.schema_name
-    started = conn.execute(
-        text(
-            f"UPDATE \"{schema}\".runs SET status = 'running', who = :who, started_at = now(), "
-            "heartbeat_at = now() WHERE id = :id AND status = 'pending' RETURNING id"
-        ),
-        {"id": run_id, "who": who},
-    ).scalar_one_or_none()
-    if started is None:
-        conn.rollback()
-        return False
-    _lock_and_add_nodes(conn, schema, run_id, nodes)
-    conn.commit()
-    return True
-
-
-def fail_pending_run(conn: Connection, tenant: TenantRow, run_id: int, error: str) -> None:
-    """A created run that cannot start (its selection matches nothing now): failed, with why."""
+def fail_pending_run(
+    conn: Connection, tenant: TenantRow, run_id: int, error: str, *, commit: bool = True
+) -> None:
+    """A created run that cannot start (its selection matches nothing now, or an active run is
+    in the way): failed, with why."""
     conn.execute(
         text(
             f"UPDATE \"{tenant.schema_name}\".runs SET status = 'failed', finished_at = now(), "
@@ -110,7 +191,8 @@ def fail_pending_run(conn: Connection, tenant: TenantRow, run_id: int, error: st
         ),
         {"id": run_id, "error": error},
     )
-    conn.commit()
+    if commit:
+        conn.commit()
 
 
 def release_run(conn: Connection, tenant: TenantRow, run_id: int) -> None:
@@ -185,6 +267,9 @@ def update_node(
 def finish_run(
     conn: Connection, tenant: TenantRow, run_id: int, status: RunStatus, error: str | None = None
 ) -> None:
+    """End a local run; queue runs waiting behind it (`queued`) start now."""
+    from fabric.state import queue as jobs
+
     conn.execute(
         text(
             f'UPDATE "{tenant.schema_name}".runs SET status = :status, finished_at = now(), '
@@ -192,6 +277,7 @@ def finish_run(
         ),
         {"status": status.value, "error": error, "id": run_id},
     )
+    jobs.promote(conn, tenant)
     conn.commit()
 
 
@@ -205,6 +291,13 @@ def heartbeat(conn: Connection, tenant: TenantRow, run_id: int) -> None:
 
 def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple[str, int]]:
     """Runs left `running` by a runner that is gone: failed, with their nodes settled."""
+    found = _settle_abandoned(conn, tenants)
+    conn.commit()
+    return found
+
+
+def _settle_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple[str, int]]:
+    """`mark_abandoned` in the caller's transaction."""
     found: list[tuple[str, int]] = []
     held = {
         r.key
@@ -249,7 +342,6 @@ def mark_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tuple
                 {"id": run_id},
             )
             found.append((tenant.slug, run_id))
-    conn.commit()
     return found
 
 

@@ -21,7 +21,7 @@ never both win.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,11 @@ class FiredRun:
     fire_at: datetime
     run_id: int
     selection: tuple[str, ...]
+
+
+Start = Callable[[Connection, Sequence[FiredRun]], None]
+"""Starts fired runs inside the tick's transaction (the queue executor defers their roots),
+so a tick's claim, its run rows and their queued jobs commit together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +340,11 @@ def tick(
     who: str,
     catchup_cap: int = 10,
     batch: int = 1000,
+    start: Start | None = None,
 ) -> TickResult:
-    """Claim, decide and write one batch of due schedules; commits on `conn`."""
+    """Claim, decide and write one batch of due schedules; commits on `conn`.
+
+    `start`, when given, starts the fired runs before the commit (the queue executor)."""
     with conn.begin():
         due = claim_due_schedules(conn, now, batch)
         if not due:
@@ -356,6 +364,8 @@ def tick(
             for d in due
         ]
         fired = write_decisions(conn, decided, who=who)
+        if start is not None and fired:
+            start(conn, fired)
     settled = tuple(
         SettledFire(d.tenant, d.name, f.at, f.outcome, f.reason or "")
         for d, decision in decided
@@ -364,6 +374,17 @@ def tick(
     )
     unrecorded = sum(decision.unrecorded_missed for _, decision in decided)
     return TickResult(len(due), fired, settled, unrecorded)
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """The earliest `next_fire_at` of any active schedule (None: none): a scheduler sleeps
+    until then (at most its interval), so a fire starts when due, not up to a tick later."""
+    return conn.execute(
+        text(
+            f"SELECT min(c.next_fire_at) FROM {CLOCK} c JOIN {tables.SHARED_SCHEMA}.tenants t "
+            "ON t.id = c.tenant_id AND t.deleted_at IS NULL WHERE c.active"
+        )
+    ).scalar_one_or_none()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,35 +419,50 @@ def read_fires(
     return [tuple(r) for r in conn.execute(text(sql), params)]
 
 
-def pending_scheduled_runs(conn: Connection, created_before: datetime) -> list[FiredRun]:
-    """Scheduled runs still `pending` that were created before `created_before`, all tenants.
+def adopt_pending(
+    conn: Connection, created_before: datetime, start: Start | None = None
+) -> list[FiredRun]:
+    """Scheduled runs left `pending` (created before `created_before`), of every tenant: a
+    scheduler stopped or killed between creating runs and starting them leaves them so.
 
-    A scheduler stopped (or killed) before its local dispatch started every run it created
-    leaves them pending; the next scheduler to start adopts them. Starting is a conditional
-    update (fabric.state.runs.start_run), so two adopters never both run one.
+    The rows are locked `SKIP LOCKED` while `start` (when given) starts them in this
+    transaction, so concurrent adopters share them out; a local dispatch starts them after
+    the commit, through a conditional update (fabric.state.runs.open_run): either way a
+    pending run starts once, whoever tries. One statement over every tenant schema; commits.
     """
-    tenants = [
-        TenantRow(r.id, r.slug, r.schema_name)
-        for r in conn.execute(
-            text(
-                f"SELECT id, slug, schema_name FROM {tables.SHARED_SCHEMA}.tenants "
-                "WHERE deleted_at IS NULL AND schema_name IS NOT NULL"
+    with conn.begin():
+        tenants = [
+            TenantRow(r.id, r.slug, r.schema_name)
+            for r in conn.execute(
+                text(
+                    f"SELECT id, slug, schema_name FROM {tables.SHARED_SCHEMA}.tenants "
+                    "WHERE deleted_at IS NULL AND schema_name IS NOT NULL"
+                )
             )
+        ]
+        if not tenants:
+            return []
+        # FOR UPDATE is not allowed beside UNION: one locking CTE per tenant schema.
+        ctes = [
+            f"p{i} AS (SELECT CAST('{t.slug}' AS text) AS tenant, "
+            f"CAST('{t.schema_name}' AS text) AS schema, id, schedule_name, fire_at, selection "
+            f"FROM \"{t.schema_name}\".runs WHERE status = 'pending' AND trigger = 'schedule' "
+            "AND created_at < :before FOR UPDATE SKIP LOCKED)"
+            for i, t in enumerate(tenants)
+        ]
+        sql = (
+            "WITH "
+            + ",\n".join(ctes)
+            + "\n"
+            + "\nUNION ALL\n".join(f"SELECT * FROM p{i}" for i in range(len(tenants)))
         )
-    ]
-    if not tenants:
-        return []
-    parts = [
-        f"SELECT CAST('{t.slug}' AS text) AS tenant, CAST('{t.schema_name}' AS text) AS schema, "
-        f'id, schedule_name, fire_at, selection FROM "{t.schema_name}".runs '
-        "WHERE status = 'pending' AND trigger = 'schedule' AND created_at < :before"
-        for t in tenants
-    ]
-    rows = conn.execute(text("\nUNION ALL\n".join(parts)), {"before": created_before})
-    return sorted(
-        (
-            FiredRun(r.tenant, r.schema, r.schedule_name, r.fire_at, r.id, tuple(r.selection))
-            for r in rows
-        ),
-        key=lambda f: (f.fire_at, f.tenant, f.schedule),
-    )
+        runs = sorted(
+            (
+                FiredRun(r.tenant, r.schema, r.schedule_name, r.fire_at, r.id, tuple(r.selection))
+                for r in conn.execute(text(sql), {"before": created_before})
+            ),
+            key=lambda f: (f.fire_at, f.tenant, f.schedule),
+        )
+        if start is not None and runs:
+            start(conn, runs)
+    return runs

@@ -926,3 +926,18 @@ def test_a_symlinked_yaml_file_leading_out_of_the_tenant_folder_is_an_error(
     ((path, message),) = refused(result)
     assert path == "tenants/acme/stolen.yaml"
     assert "outside its tenant's folder" in message
+
+
+def test_max_parallel_nodes_falls_back_to_the_project_default(make_repo: MakeRepo) -> None:
+    from conftest import TENANT
+
+    project = "format_version: 1\ndefaults: {max_parallel_nodes: 3}\n"
+    inherited = load(make_repo, {"fabric.yaml": project, P: ORDERS})
+    assert inherited.diagnostics == ()
+    assert inherited.desired.tenants["acme"].spec.max_parallel_nodes == 3
+    own = TENANT.replace("  warehouse: dwh\n", "  warehouse: dwh\n  max_parallel_nodes: 1\n")
+    overridden = load(make_repo, {"fabric.yaml": project, "tenants/acme/tenant.yaml": own})
+    assert overridden.desired.tenants["acme"].spec.max_parallel_nodes == 1
+    assert load(make_repo, {P: ORDERS}).desired.tenants["acme"].spec.max_parallel_nodes is None
+    zero = TENANT.replace("  warehouse: dwh\n", "  warehouse: dwh\n  max_parallel_nodes: 0\n")
+    assert codes(load(make_repo, {"tenants/acme/tenant.yaml": zero})) != []

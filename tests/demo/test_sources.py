@@ -125,16 +125,13 @@ def excluded(tenant: TenantState) -> frozenset[Address]:
 
 def test_postgres_source_is_created_once_then_grows_with_newer_cursors(pg: Pg) -> None:
     reader = pg.prefix + "acme_reader"
-    started = time.perf_counter()
     info = src.create_postgres_source(pg.admin, pg.shop, role_prefix=pg.prefix)
-    took = time.perf_counter() - started
     assert info.created
     assert set(info.passwords) == {reader}
     assert info.passwords[reader] not in repr(info)
     assert "@" not in (info.server or "")  # no credentials in the server address
     assert info.rows["orders"] >= 3000 and info.rows["customers"] >= 1000
     assert info.rows["order_items"] > info.rows["orders"] and info.rows["products"] >= 100
-    assert took < 5, f"creating the shop took {took:.1f} s"
 
     shop = pg.url(pg.shop)
     (max_order, max_customer, max_item), = sql(
@@ -847,9 +844,7 @@ def test_prepare_sources_twice(pg: Pg, tmp_path: Path) -> None:
     """The demo's first and second run: created, then grown; stable secrets; a taken API port
     falls back to a free one."""
     names = {"shop_database": pg.shop, "warehouse_database": pg.dwh, "role_prefix": pg.prefix}
-    started = time.perf_counter()
     with prepare_sources(tmp_path, pg.admin, api_port=None, **names) as first:
-        took = time.perf_counter() - started
         assert first.run == 1 and first.shop.created and first.erp.created and first.files.created
         assert set(first.secrets) == set(SECRET_NAMES)
         assert not any(v in repr(first) for v in first.secrets.values())
@@ -858,7 +853,6 @@ def test_prepare_sources_twice(pg: Pg, tmp_path: Path) -> None:
             f"{first.api.base_url}/billing/plans", {"Authorization": f"Bearer {token}"}
         )
         assert status == 200
-    assert took < 5, f"the sources took {took:.1f} s"
     assert (tmp_path / "data" / ".gitignore").read_text().endswith("*\n")
 
     with socket.socket() as taken:

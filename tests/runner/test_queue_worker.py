@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -287,26 +288,88 @@ def test_a_paused_worker_that_comes_back_cannot_overwrite_the_result(control, wo
     assert control.run_status(run_id) == "success"
 
 
-def test_one_active_run_per_pipeline_under_twenty_concurrent_requests(control):
+def test_one_active_run_per_pipeline_under_twenty_concurrent_local_and_queue_requests(control):
+    """Ten `fabric run` requests on the local executor and ten on the queue, at once: one run
+    is admitted, whichever executor; the 19 others are refused naming it."""
+    from scripted_nodes import scripted
+
+    from fabric.runner.driver import RunOptions, run_tenants
+    from fabric.runner.warmup import start_worker_server
+
+    release = control.tmp / "release"
+    control.script("a", record=str(control.record), block_until=str(release))
+    start_worker_server(control.env)  # once, here: it swaps the process environment
+    local = RunOptions(
+        selectors=("a",),
+        workers=1,
+        control_plane_url=control.env["FABRIC_DATABASE_URL"],
+        workdir=control.tmp / "work",
+        repo_root=control.root,
+        environ=control.env,
+        execute=scripted,
+    )
     outcomes: list[object] = []
     gate = threading.Barrier(20)
 
-    def request() -> None:
+    def request(executor: str) -> None:
         gate.wait()
         try:
-            outcomes.append(queued(control, "a").runs["acme"])
+            if executor == "local":  # returns when the run ends (after the release)
+                outcomes.append(run_tenants(control.engine, ["acme"], local).runs["acme"])
+            else:
+                outcomes.append(queued(control, "a").runs["acme"])
         except RunConflictError as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=request) for _ in range(20)]
+    threads = [
+        threading.Thread(target=request, args=(["local", "queue"][i % 2],)) for i in range(20)
+    ]
     for t in threads:
         t.start()
+    control.until(
+        "19 refusals", lambda: sum(isinstance(o, RunConflictError) for o in outcomes) >= 19
+    )
+    release.touch()
     for t in threads:
         t.join()
     created = [o for o in outcomes if isinstance(o, int)]
     refused = [o for o in outcomes if isinstance(o, RunConflictError)]
     assert len(created) == 1 and len(refused) == 19
     assert all(e.run_id == created[0] and f"Run {created[0]} of acme" in str(e) for e in refused)
+    with control.engine.connect() as conn:
+        count = conn.execute(text(f"SELECT count(*) FROM {control.tenant.schema_name}.runs"))
+        assert count.scalar_one() == 1
+    if control.run_status(created[0]) == "running":  # the queue's run won: nobody works it
+        api.cancel_run(control.root, "acme", created[0], environ=control.env)
+
+    # `--if-active wait` on both sides: a queue run waits `queued` behind a local run and
+    # starts when it ends; a local runner waits behind a queue run and runs when it ends.
+    release.unlink()
+    ran = control.executions().count("acme.pipeline.a") + 1  # with the next local run
+    behind_local: list[object] = []
+    first = threading.Thread(
+        target=lambda: behind_local.append(run_tenants(control.engine, ["acme"], local))
+    )
+    first.start()
+    control.until("the local run", lambda: control.executions().count("acme.pipeline.a") == ran)
+    waiting = queued(control, "a", if_active="wait")
+    assert waiting.status == {"acme": RunStatus.QUEUED}
+    release.touch()
+    first.join()
+    queue_run = waiting.runs["acme"]
+    control.until("its promotion", lambda: control.run_status(queue_run) == "running")
+    patient = replace(local, if_active="wait", wait_poll=0.05)
+    second: list[object] = []
+    local_waiter = threading.Thread(
+        target=lambda: second.append(run_tenants(control.engine, ["acme"], patient))
+    )
+    local_waiter.start()
+    local_waiter.join(0.5)
+    assert local_waiter.is_alive() and control.executions().count("acme.pipeline.a") == ran
+    api.cancel_run(control.root, "acme", queue_run, environ=control.env)
+    local_waiter.join(TIMEOUT)
+    (result,) = second
+    assert result.runs["acme"] > queue_run and result.status == {"acme": RunStatus.SUCCESS}
 
 
 def test_a_second_request_may_wait_in_the_queue_and_starts_when_the_first_ends(control, workers):
@@ -454,3 +517,39 @@ def test_the_cli_defers_follows_cancels_retries_and_lists_workers(control, worke
     assert "Traceback" not in out.output
     out = fabric("workers")
     assert out.exit_code == 0 and "(idle)" in out.output
+
+
+def test_max_parallel_nodes_caps_a_tenant_and_anothers_node_goes_past_its_backlog(control, workers):
+    release = control.tmp / "release"
+    for name in "aef":
+        control.script(name, record=str(control.record), block_until=str(release))
+    control.script("g", tenant="globex", record=str(control.record))
+    with control.engine.begin() as conn:  # as `max_parallel_nodes: 1` in its tenant.yaml
+        conn.execute(
+            text(
+                "UPDATE fabric.tenants SET spec = spec || '{\"max_parallel_nodes\": 1}' "
+                "WHERE slug = 'acme'"
+            )
+        )
+    backlog = queued(control, "a", "e", "f").runs["acme"]  # three roots, each busy until released
+    workers("w1", concurrency=3)
+    control.until("acme's first node", lambda: control.executions())
+    other = api.run(
+        control.root, tenants=["globex"], selectors=["g"], environ=control.env, executor="queue"
+    )
+    globex = control.tenants["globex"].schema_name
+    with control.engine.connect() as conn:
+        status = text(f"SELECT status FROM {globex}.runs WHERE id = :id")
+        control.until(
+            "globex's node, past acme's backlog",
+            lambda: conn.execute(status, {"id": other.runs["globex"]}).scalar_one() == "success",
+        )
+    acme = [e for e in control.executions() if e.startswith("acme.")]
+    assert len(acme) == 1  # two free slots on the worker, and acme's cap kept them from it
+    release.touch()
+    control.until("acme's backlog", lambda: control.run_status(backlog) == "success")
+    assert sorted(e for e in control.executions() if e.startswith("acme.")) == [
+        "acme.pipeline.a",
+        "acme.pipeline.e",
+        "acme.pipeline.f",
+    ]

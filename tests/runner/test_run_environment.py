@@ -9,23 +9,18 @@ the control plane's URL into the tenant's table and into dbt's files under `.fab
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from fabric import api
-from fabric.apply import ApplyOptions
-from fabric.settings import load_settings
 from fabric.state.engine import make_engine
-from fabric.state.secrets import load_secret_box, set_secret, tenant_schema
 from fabric.state.snapshot import read_tenant_rows
+from tests.pg_repo import CONNECTIONS, apply_with_secrets, control_plane_env, server_passwords
 
 ATTACK = (
     'select \'{{ env_var("FABRIC_SECRET_KEYS", "") }}\' as k, '
@@ -36,24 +31,7 @@ tenant:
   display_name: Acme
   warehouse: dwh
   env: [ACME_REGION]
-connections:
-  dwh:
-    type: postgres
-    direction: destination
-    host: {wh.host}
-    port: {wh.port}
-    database: {wh.database}
-    username: {wh.username}
-    password: ${{secret:dwh_password}}
-  src:
-    type: postgres
-    direction: source
-    host: {src.host}
-    port: {src.port}
-    database: {src.database}
-    username: {src.username}
-    password: ${{secret:src_password}}
-pipelines:
+{connections}pipelines:
   orders: {{source: src, dataset: acme_raw, mode: single_table, table: orders}}
 transformations:
   regional:
@@ -75,39 +53,16 @@ def repo(tmp_path, make_database):
     root = tmp_path / "repo"
     (root / "tenants" / "acme" / "models").mkdir(parents=True)
     (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
-    (root / "tenants" / "acme" / "tenant.yaml").write_text(TENANT.format(wh=warehouse, src=source))
+    tenant = TENANT.format(connections=CONNECTIONS.format(wh=warehouse, src=source))
+    (root / "tenants" / "acme" / "tenant.yaml").write_text(tenant)
     (root / "tenants" / "acme" / "models" / "probe.sql").write_text("select 1 as k\n")
-    env = {
-        "FABRIC_DATABASE_URL": make_database(),
-        "FABRIC_SECRET_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
-        "FABRIC_HOME": str(tmp_path / "home"),
-        "ACME_REGION": "eu-west",
-        "PATH": os.environ.get("PATH", ""),
-    }
-    # the server's own password (the embedded server checks it); any value under trust auth
-    passwords = {
-        "dwh_password": warehouse.password or f"dwh-pw-{secrets.token_hex(8)}",
-        "src_password": source.password or f"src-pw-{secrets.token_hex(8)}",
-    }
+    env = control_plane_env(tmp_path, make_database, keys=2, ACME_REGION="eu-west")
     src = make_engine(source)
     with src.begin() as conn:
         conn.execute(text("create table orders (id int primary key, status text)"))
         conn.execute(text("insert into orders values (1, 'new'), (2, 'paid')"))
     src.dispose()
-    return root, env, passwords, warehouse
-
-
-def apply_with_secrets(root: Path, env: dict[str, str], passwords: dict[str, str]) -> None:
-    plan = api.plan(root, environ=env).plan
-    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
-    engine = make_engine(env["FABRIC_DATABASE_URL"])
-    box = load_secret_box(load_settings(env), None)
-    with engine.begin() as conn:
-        for name, value in passwords.items():
-            set_secret(conn, box, "acme", tenant_schema(conn, "acme"), name, value)
-    engine.dispose()
-    plan = api.plan(root, environ=env).plan  # binds the connections to the secrets' values
-    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+    return root, env, server_passwords(warehouse, source), warehouse
 
 
 def tamper(env: dict[str, str], name: str, sql: str) -> None:

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
@@ -124,10 +125,13 @@ def test_a_pending_run_starts_once_whoever_tries(applied):
         (fired,) = tick(conn, utc("2026-01-01 10:00:01"), who="t").fired
     with engine.connect() as a, engine.connect() as b:
         tenant = read_tenant_rows(a, ["acme"])["acme"]
-        first = records.start_run(a, tenant, fired.run_id, who="a", nodes=[])
-        second = records.start_run(b, tenant, fired.run_id, who="b", nodes=[])
+        start = records.LocalStart(frozenset())
+        kw = {"trigger": "schedule", "selection": (), "run_id": fired.run_id}
+        first = records.open_run(a, tenant, start, who="a", **kw)
+        a.commit()
+        second = records.open_run(b, tenant, start, who="b", **kw)
         records.release_run(a, tenant, fired.run_id)
-    assert (first, second) == (True, False)
+    assert (first, second) == (records.OpenedRun(fired.run_id, "running"), None)
 
 
 def test_a_selection_matching_nothing_now_fails_the_run_with_the_reason(applied):
@@ -156,14 +160,17 @@ def test_a_selection_matching_nothing_now_fails_the_run_with_the_reason(applied)
     assert any(e == "run_failed" for e, _ in events)
 
 
-def test_the_scheduler_command_logs_json_lines_and_stops_on_sigterm(applied):
-    root, env, _ = applied
+def test_the_scheduler_command_defers_to_the_queue_logs_json_lines_and_stops_on_sigterm(applied):
+    root, env, engine = applied
+    due(engine, "acme", datetime.now(UTC))
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "fabric",
             "scheduler",
+            "--executor",
+            "queue",
             "--interval",
             "60",
             "--log-format",
@@ -179,6 +186,9 @@ def test_the_scheduler_command_logs_json_lines_and_stops_on_sigterm(applied):
     try:
         first = json.loads(proc.stdout.readline())  # blocks until the loop has started
         assert first["event"] == "started" and first["interval"] == 60
+        seen = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        assert [e["event"] for e in seen] == ["fired", "tick", "deferred"]
+        assert seen[2]["tenant"] == "acme" and seen[2]["status"] == "running"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -240,3 +250,115 @@ def test_a_failed_tick_is_logged_and_does_not_stop_the_scheduler(applied):
     assert fired == 0 and len(failed) == 2
     assert 'relation "fabric.schedule_clock" does not exist' in failed[0]["error"]
     assert [e for e, _ in events][-1] == "stopping"
+
+
+def queue_jobs(engine) -> list[tuple[str, int, list[str]]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT args FROM procrastinate_jobs WHERE task_name = 'fabric.nodes' ORDER BY id")
+        ).scalars()
+        return [(a["tenant"], a["run_id"], a["nodes"]) for a in rows]
+
+
+def test_the_queue_executor_defers_a_fired_runs_roots_in_the_tick(applied):
+    root, env, engine = applied
+    due(engine, "acme", utc("2026-01-01 10:00"))
+    events: list[tuple[str, dict]] = []
+    fired = api.scheduler(
+        root,
+        stop=threading.Event(),
+        log=lambda e, f: events.append((e, dict(f))),
+        once=True,
+        environ=env,
+        executor="queue",
+        clock=lambda: utc("2026-01-01 10:00:01"),
+    )
+    with engine.connect() as conn:
+        (run,) = records.list_runs(conn, read_tenant_rows(conn, ["acme"])["acme"])
+    assert fired == 1 and (run.trigger, run.status) == ("schedule", "running")
+    assert queue_jobs(engine) == [("acme", run.id, ["acme.pipeline.orders"])]
+    assert (
+        "deferred",
+        {"tenant": "acme", "schedule": "hourly", "run": run.id, "status": "running"},
+    ) in events
+
+
+def test_a_run_left_pending_is_adopted_once_by_the_next_tick_of_three_replicas(applied):
+    root, env, engine = applied
+    due(engine, "acme", utc("2026-01-01 10:00"))
+    with engine.connect() as conn:
+        from fabric.state.schedules import tick
+
+        # The scheduler that fired it died before starting it.
+        (fired,) = tick(conn, utc("2026-01-01 10:00:01"), who="gone").fired
+    due(engine, "acme", utc("2099-01-01 00:00"))
+    due(engine, "globex", utc("2099-01-01 00:00"))
+    with engine.connect() as conn:
+        tenant = read_tenant_rows(conn, ["acme"])["acme"]
+        created = conn.execute(
+            text(f'SELECT created_at FROM "{tenant.schema_name}".runs WHERE id = :id'),
+            {"id": fired.run_id},
+        ).scalar_one()
+    events: list[tuple[str, dict]] = []
+    lock = threading.Lock()
+
+    def replica(seconds_later: float) -> None:
+        def log(event: str, fields) -> None:
+            with lock:
+                events.append((event, dict(fields)))
+
+        api.scheduler(
+            root,
+            stop=threading.Event(),
+            log=log,
+            once=True,
+            environ=env,
+            executor="queue",
+            clock=lambda: created + timedelta(seconds=seconds_later),
+        )
+
+    replica(30)  # young: a live scheduler may still be about to start it
+    with engine.connect() as conn:
+        assert records.read_run(conn, tenant, fired.run_id).status == "pending"
+    threads = [threading.Thread(target=replica, args=(61,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with engine.connect() as conn:
+        assert records.read_run(conn, tenant, fired.run_id).status == "running"
+    assert queue_jobs(engine) == [("acme", fired.run_id, ["acme.pipeline.orders"])]
+    assert sum(f["runs"] for e, f in events if e == "adopted") == 1
+    assert [f["run"] for e, f in events if e == "deferred"] == [fired.run_id]
+
+
+def test_the_scheduler_wakes_when_the_next_schedule_is_due_not_a_whole_interval_later(applied):
+    from fabric.runner.scheduler import SchedulerOptions, run_scheduler
+
+    _, _, engine = applied
+    due(engine, "globex", utc("2099-01-01 00:00"))
+    start, began = utc("2026-01-01 09:59:59.5"), time.monotonic()
+    due(engine, "acme", utc("2026-01-01 10:00"))  # half a second after the first tick
+    stop = threading.Event()
+    events: list[str] = []
+
+    def log(event: str, fields) -> None:
+        events.append(event)
+        if event == "fired":
+            stop.set()
+
+    options = SchedulerOptions(interval=3600, adopt_after=3600)
+    thread = threading.Thread(
+        target=run_scheduler,
+        args=(engine, lambda runs: None, options),
+        kwargs={
+            "stop": stop,
+            "log": log,
+            "clock": lambda: start + timedelta(seconds=time.monotonic() - began),
+        },
+    )
+    thread.start()
+    thread.join(60)  # an hour-long interval: only the wake-up at the due time can fire it
+    stop.set()
+    thread.join()
+    assert "fired" in events

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from fabric.addresses import Address
 from fabric.domain.runs import FailureKind, NodeResult
-from fabric.state import queue
+from fabric.state import queue, runs
 from fabric.state.engine import make_engine
 from fabric.state.migrate import upgrade_all
 from fabric.state.snapshot import TenantRow
@@ -47,13 +47,19 @@ def db(make_database):
     engine.dispose()
 
 
-def dispatch(engine, tenant, plan, **kw):
+def dispatch(engine, tenant, plan, if_active="refuse", queue_name=queue.QUEUE):
     with engine.connect() as conn:
-        run_id, status = queue.dispatch_run(
-            conn, tenant, plan, trigger="manual", selection=["*"], who="test", **kw
+        opened = runs.open_run(
+            conn,
+            tenant,
+            runs.QueueStart(plan, queue_name),
+            trigger="manual",
+            selection=["*"],
+            who="test",
+            if_active=if_active,
         )
         conn.commit()
-    return run_id, status
+    return opened.id, opened.status
 
 
 def jobs(engine):
@@ -199,3 +205,19 @@ def test_a_run_sharing_a_node_with_an_active_run_is_refused_or_queued(db):
     assert state(engine, acme, waiting) == "running"
     todo = sorted((j.args["run_id"], j.args["nodes"]) for j in jobs(engine) if j.status == "todo")
     assert todo == [(2, [str(a("z"))]), (waiting, [str(a("y"))])]  # run 1's jobs: cancelled
+
+
+def test_a_local_run_blocks_a_queue_run_while_its_runner_lives_and_not_after(db):
+    engine, tenants = db
+    acme = tenants["acme"]
+    runner = engine.connect()  # a local runner: its session holds the run's lock
+    local = runs.create_run(
+        runner, acme, trigger="manual", selection=["x"], who="local", nodes=[a("x")]
+    )
+    with pytest.raises(queue.RunConflictError, match=f"Run {local} of acme is active"):
+        dispatch(engine, acme, {a("x"): queue.NodePlan()})
+    runner.close()  # the runner dies: its lock goes with its session
+    engine.dispose()  # (the pool would keep the session open)
+    run_id, status = dispatch(engine, acme, {a("x"): queue.NodePlan()})
+    assert status == "running" and run_id != local
+    assert state(engine, acme, local) == "failed"

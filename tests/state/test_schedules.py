@@ -6,6 +6,7 @@ time passing would) and ticks at a `now` it chooses.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -218,13 +219,25 @@ def test_coalesce_catchup_misfire_and_max_instances_are_recorded_with_reasons(pl
     assert reasons["busy"] == "max_instances: 1 run(s) of this schedule active"
 
 
-def test_three_processes_over_200_due_schedules_create_exactly_200_runs(plane):
+def test_three_queue_schedulers_over_200_due_schedules_create_200_runs_and_200_root_jobs(plane):
+    """Each tick claims, creates the runs and defers their roots in one transaction (the
+    queue executor's dispatch): 200 runs, each with exactly one job, whoever fired it."""
     for t in range(4):
-        body = "schedules:\n" + "".join(
-            f"  s{i:03}: {{cron: '*/5 * * * *', timezone: UTC, targets: [orders]}}\n"
-            for i in range(50)
+        path = plane.root / "tenants" / f"t{t}"
+        path.mkdir(parents=True)
+        (path / "tenant.yaml").write_text(
+            textwrap.dedent(TENANT.format(slug=f"t{t}")).split("pipelines:")[0]
+            + "pipelines:\n"
+            + "".join(
+                f"  p{i:03}: {{source: src, dataset: raw, mode: single_table, table: t{i}}}\n"
+                for i in range(50)
+            )
+            + "schedules:\n"
+            + "".join(
+                f"  s{i:03}: {{cron: '*/5 * * * *', timezone: UTC, targets: [p{i:03}]}}\n"
+                for i in range(50)
+            )
         )
-        plane.write(f"t{t}", body)
     plane.apply()
     due = utc("2026-01-01 10:00")
     with plane.engine.begin() as conn:
@@ -233,14 +246,21 @@ def test_three_processes_over_200_due_schedules_create_exactly_200_runs(plane):
         """
         import sys
         from datetime import datetime
+        from fabric.runner.scheduler import QueueDispatch
         from fabric.state.engine import make_engine
         from fabric.state.schedules import tick
         engine = make_engine(sys.argv[1])
         now = datetime.fromisoformat(sys.argv[2])
+        events = []
+        queue = QueueDispatch(who=sys.argv[3], if_active="refuse", queue=None,
+                              log=lambda e, f: events.append(e))
+        start = queue.in_tick
         fired = 0
         with engine.connect() as conn:
-            while (result := tick(conn, now, who=sys.argv[3], batch=7)).claimed:
+            while (result := tick(conn, now, who=sys.argv[3], batch=7, start=start)).claimed:
+                queue(result.fired)
                 fired += len(result.fired)
+        assert set(events) <= {"deferred"}, events
         print(fired)
         """
     )
@@ -264,9 +284,19 @@ def test_three_processes_over_200_due_schedules_create_exactly_200_runs(plane):
     assert sum(counts) == 200
     runs = [r for t in range(4) for r in plane.runs(f"t{t}")]
     assert len(runs) == 200
+    assert {r.status for r in runs} == {"running"}
     assert len({(r.schedule_name, r.fire_at) for r in plane.runs("t0")}) == 50
     assert all(r.fire_at == due for r in runs)
     assert all(e.next_fire_at == utc("2026-01-01 10:05") for e in plane.clock().values())
+    with plane.engine.connect() as conn:
+        jobs = conn.execute(
+            text("SELECT args->>'tenant', args->>'run_id', args->'nodes' FROM procrastinate_jobs")
+        ).all()
+    assert len(jobs) == 200
+    assert len({(tenant, run) for tenant, run, _ in jobs}) == 200
+    assert {json.dumps(nodes) for tenant, _, nodes in jobs if tenant == "t0"} == {
+        json.dumps([f"t0.pipeline.p{i:03}"]) for i in range(50)
+    }
 
 
 def test_no_tick_fires_a_schedule_that_an_apply_in_progress_is_deleting(plane):

@@ -59,8 +59,8 @@ SYMBOL = {"success": "✓", "failed": "✗", "skipped": "-", "cancelled": "!", "
     type=click.Choice(["refuse", "wait"]),
     default="refuse",
     show_default=True,
-    help="With --executor queue, when an active run shares a node: refuse (naming it), or "
-    "wait in the queue and start when it ends.",
+    help="When an active run (local or queue) shares a node: refuse (naming it), or wait "
+    "and start when it ends (queue: as `queued`; local: this command waits).",
 )
 @click.option("--queue", "queue_name", help="With --executor queue: the queue (default fabric).")
 @repository(variadic="selectors")
@@ -140,6 +140,7 @@ def run_command(
         workers=workers,
         full_refresh=full_refresh,
         on_event=progress,
+        if_active=if_active,
     )
     for slug, run_id in result.abandoned:
         click.secho(f"Marked run {run_id} of {slug} failed: abandoned.", fg="yellow", color=color)

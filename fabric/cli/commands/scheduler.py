@@ -24,11 +24,21 @@ from fabric.cli.repository import repository
 )
 @click.option(
     "--executor",
-    type=click.Choice(["local"]),
+    type=click.Choice(["local", "queue"]),
     default="local",
     show_default=True,
-    help="Where fired runs execute: `local` runs them on this machine.",
+    help="Where fired runs execute: `local` runs them on this machine; `queue` defers their "
+    "root nodes to the queue in the tick's transaction, and `fabric worker` processes run them.",
 )
+@click.option(
+    "--if-active",
+    type=click.Choice(["refuse", "wait"]),
+    default="refuse",
+    show_default=True,
+    help="When an active run (local or queue) shares a node with a fired run: refuse it "
+    "(recorded failed, naming the active run), or wait and start when that run ends.",
+)
+@click.option("--queue", "queue_name", help="With --executor queue: the queue (default fabric).")
 @click.option(
     "--max-runs",
     type=click.IntRange(min=1),
@@ -63,13 +73,16 @@ def scheduler(
     max_runs: int,
     workers: int | None,
     catchup_cap: int,
+    if_active: str,
+    queue_name: str | None,
     log_format: str,
     repo: Path,
 ) -> None:
     """Fire schedules when they are due; run as many replicas as you like (each fire once).
 
     Stops gracefully on SIGTERM or Ctrl-C: no new tick, runs in progress finish, runs not yet
-    started stay pending and the next scheduler to start runs them.
+    started stay pending and the next tick of any scheduler adopts them. With --executor queue
+    a tick's runs are on the queue when it commits: nothing is left pending.
     """
     from fabric import api
     from fabric.clock import utcnow
@@ -98,4 +111,7 @@ def scheduler(
         max_runs=max_runs,
         workers=workers,
         catchup_cap=catchup_cap,
+        executor=executor,
+        if_active=if_active,
+        queue=queue_name,
     )

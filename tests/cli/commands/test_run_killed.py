@@ -16,37 +16,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from fabric import api
-from fabric.apply import ApplyOptions
-from fabric.settings import load_settings
 from fabric.state.engine import make_engine
 from fabric.state.locks import LockNamespace
-from fabric.state.secrets import load_secret_box, set_secret, tenant_schema
+from tests.pg_repo import CONNECTIONS, apply_with_secrets, control_plane_env, server_passwords
 
 TENANT = """\
 tenant: {{display_name: Acme, warehouse: dwh}}
-connections:
-  dwh:
-    type: postgres
-    direction: destination
-    host: {wh.host}
-    port: {wh.port}
-    database: {wh.database}
-    username: {wh.username}
-    password: ${{secret:dwh_password}}
-  src:
-    type: postgres
-    direction: source
-    host: {src.host}
-    port: {src.port}
-    database: {src.database}
-    username: {src.username}
-    password: ${{secret:src_password}}
-pipelines:
+{connections}pipelines:
   orders: {{source: src, dataset: acme_raw, mode: single_table, table: orders}}
 """
 
@@ -71,29 +50,14 @@ def repo(tmp_path: Path, make_database):
     root = tmp_path / "repo"
     (root / "tenants" / "acme").mkdir(parents=True)
     (root / "fabric.yaml").write_text("format_version: 1\nownership: {enforce: false}\n")
-    (root / "tenants" / "acme" / "tenant.yaml").write_text(TENANT.format(wh=warehouse, src=source))
-    env = {
-        "FABRIC_DATABASE_URL": make_database(),
-        "FABRIC_SECRET_KEYS": Fernet.generate_key().decode(),
-        "FABRIC_HOME": str(tmp_path / "home"),
-        "PATH": os.environ.get("PATH", ""),
-    }
+    tenant = TENANT.format(connections=CONNECTIONS.format(wh=warehouse, src=source))
+    (root / "tenants" / "acme" / "tenant.yaml").write_text(tenant)
+    env = control_plane_env(tmp_path, make_database)
     src = make_engine(source)
     with src.begin() as conn:
         conn.exec_driver_sql(SOURCE)
     src.dispose()
-    plan = api.plan(root, environ=env).plan
-    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
-    engine = make_engine(env["FABRIC_DATABASE_URL"])
-    box = load_secret_box(load_settings(env), None)
-    with engine.begin() as conn:
-        schema = tenant_schema(conn, "acme")
-        # the servers' own passwords (the embedded server checks them)
-        set_secret(conn, box, "acme", schema, "dwh_password", warehouse.password or "x")
-        set_secret(conn, box, "acme", schema, "src_password", source.password or "x")
-    engine.dispose()
-    plan = api.plan(root, environ=env).plan  # binds the connections to the secrets' values
-    api.apply(plan, repo=root, environ=env, options=ApplyOptions())
+    apply_with_secrets(root, env, server_passwords(warehouse, source))
     return root, env, source, warehouse
 
 
@@ -139,7 +103,8 @@ def test_a_runner_killed_mid_load_leaves_no_worker_and_no_lock(repo):
                     conn.scalar(
                         text(
                             "select count(*) from pg_stat_activity where state = 'active' "
-                            "and query ilike '%orders%' and pid <> pg_backend_pid()"
+                            "and query ilike '%orders%' and pid <> pg_backend_pid() "
+                            "and datname = current_database()"
                         )
                     )
                 )
