@@ -58,17 +58,21 @@ class Reach:
     """The control plane's database, when this login may connect to it."""
 
 
+_WRITES = {"pipeline": "dataset", "transformation": "schema", "snapshot": "schema"}
+"""The field holding the schema a node of each kind writes."""
+
+
 def other_tenant_schemas(
     tenant: str, records: Mapping[str, Iterable[tuple[str, Mapping[str, Any]]]]
 ) -> tuple[str, ...]:
     """Every schema another tenant writes, from {slug: [(kind, spec), ...]}: a pipeline's
-    `dataset`, a transformation's `schema`. `tenant`'s own are left out."""
+    `dataset`, a transformation's or snapshot's `schema`. `tenant`'s own are left out."""
     out: set[str] = set()
     for slug, specs in records.items():
         if slug == tenant:
             continue
         for kind, spec in specs:
-            field = {"pipeline": "dataset", "transformation": "schema"}.get(kind)
+            field = _WRITES.get(kind)
             value = spec.get(field) if field else None
             if isinstance(value, str) and value:
                 out.add(value)

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from fabric.addresses import DBT_NODE_KINDS, Address
+from fabric.addresses import DBT_KINDS, Address
 from fabric.domain.runs import FINISHED, FailureKind, NodeResult, NodeStatus, RunStatus
 from fabric.errors import FabricError
 from fabric.graph.dag import Dag
@@ -250,7 +250,7 @@ def _defer(
     and another tenant's jobs go past the waiting ones. Without a cap, a dbt batch still holds
     the tenant's dbt lock (one dbt invocation per tenant at a time); with one, dbt batches
     all go to slot 0, which does the same."""
-    transformations = any(Address.parse(n).kind in DBT_NODE_KINDS for n in nodes)
+    transformations = any(Address.parse(n).kind in DBT_KINDS for n in nodes)
     if waiting is None:
         waiting = _waiting(conn, tenant, queue)
     if cap:
@@ -342,10 +342,10 @@ def advance(
         promote(conn, tenant)
         return final
     ready = [n for n in ready_nodes(dag, status) if n not in deferred]
-    pipelines = [n for n in ready if n.kind not in DBT_NODE_KINDS]
-    models = [n for n in ready if n.kind in DBT_NODE_KINDS]
+    pipelines = [n for n in ready if n.kind not in DBT_KINDS]
+    models = [n for n in ready if n.kind in DBT_KINDS]
     in_flight = any(
-        n.kind in DBT_NODE_KINDS and n in deferred and status[n] not in FINISHED for n in status
+        n.kind in DBT_KINDS and n in deferred and status[n] not in FINISHED for n in status
     )
     batches = [[str(n)] for n in pipelines]
     if models and not in_flight:  # one dbt invocation per tenant at a time, as locally

@@ -219,8 +219,9 @@ def read_records(
 
 
 def read_written_schemas(conn: Connection, tenants: Mapping[str, TenantRow]) -> dict[str, set[str]]:
-    """Slug -> the schemas its live pipelines (`dataset`) and transformations (`schema`) write,
-    one query per batch of tenants (what fabric.runner.reach checks a login against)."""
+    """Slug -> the schemas its live pipelines (`dataset`), transformations and snapshots
+    (`schema`) write, one query per batch of tenants (what fabric.runner.reach checks a login
+    against)."""
     out: dict[str, set[str]] = {slug: set() for slug in tenants}
     ordered = sorted(tenants.values(), key=lambda t: t.id)
     for start in range(0, len(ordered), BATCH_TENANTS):
@@ -229,7 +230,11 @@ def read_written_schemas(conn: Connection, tenants: Mapping[str, TenantRow]) -> 
             f"SELECT {t.id} AS tenant_id, spec->>'{field}' AS schema "
             f'FROM "{t.schema_name}".{table} WHERE deleted_at IS NULL'
             for t in batch
-            for table, field in (("pipelines", "dataset"), ("transformations", "schema"))
+            for table, field in (
+                ("pipelines", "dataset"),
+                ("transformations", "schema"),
+                ("snapshots", "schema"),
+            )
         ]
         by_id = {t.id: t.slug for t in batch}
         for r in conn.execute(text("\nUNION ALL\n".join(parts))):
