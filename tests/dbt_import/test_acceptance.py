@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -107,7 +108,8 @@ def databases(pg_server_url: str):
     """(raw database URL, fabric's warehouse URL, control plane URL), dropped afterwards."""
     from fabric.state.engine import create_database, drop_database
 
-    names = [f"fabric_test_import_{k}_{os.getpid()}" for k in ("raw", "dwh", "cp")]
+    suffix = secrets.token_hex(4)
+    names = [f"fabric_test_import_{k}_{suffix}" for k in ("raw", "dwh", "cp")]
     urls = [create_database(pg_server_url, n) for n in names]
     yield urls
     for name in names:
