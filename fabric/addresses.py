@@ -12,7 +12,7 @@ from enum import StrEnum
 
 TENANT_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_NODE_KINDS = "(pipeline|transformation|snapshot)"
+_NODE_KINDS = "(pipeline|transformation|snapshot|seed)"
 EDGE = re.compile(rf"{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}->{_NODE_KINDS}\.[a-z][a-z0-9_]{{0,62}}")
 
 
@@ -34,9 +34,16 @@ class Kind(StrEnum):
     """Who besides its owner may use one of the tenant's schemas (its declared shares)."""
     SNAPSHOT = "snapshot"
     """A dbt snapshot (type-2 history of a query): a DAG node like a transformation."""
+    MACRO = "macro"
+    """A dbt macro file: the tenant's `macros/**/*.sql`, or one of fabric.yaml's `dbt.macros`
+    folder (named `project__<stem>`), part of the tenant's generated dbt project."""
+    SEED = "seed"
+    """A CSV file of the tenant's `seeds/` folder, loaded by `dbt seed`."""
+    TEST = "test"
+    """A singular dbt test: a `.sql` file of the tenant's `tests/` folder."""
 
 
-DBT_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SNAPSHOT})
+DBT_KINDS = frozenset({Kind.TRANSFORMATION, Kind.SNAPSHOT, Kind.SEED})
 """Kinds whose nodes run in the tenant's dbt invocation (batched together)."""
 KINDS = frozenset(k.value for k in Kind)  # `"x" in Kind` raises TypeError on Python 3.11
 SECTIONS: dict[str, Kind] = {
@@ -45,7 +52,10 @@ SECTIONS: dict[str, Kind] = {
     "transformations": Kind.TRANSFORMATION,
     "schedules": Kind.SCHEDULE,
     "snapshots": Kind.SNAPSHOT,
+    "seeds": Kind.SEED,
 }
+DBT_NODE_KINDS = DBT_KINDS
+"""DAG nodes a tenant's dbt invocation runs (batched together: one invocation per tenant)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -681,6 +681,37 @@ def run(
         raise FabricError(str(exc)) from None
 
 
+def deps(
+    repo: Path, *, tenants: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """`fabric deps`: install each tenant's dbt packages (fabric.yaml's `dbt.packages`, then
+    the tenant's `packages`) into its work folder, where its runs find them; tenant -> the
+    packages installed. The repository must validate; every tenant when none is named."""
+    from fabric.errors import FabricError
+    from fabric.runner.dbt_deps import install
+    from fabric.runner.dbt_project import PROJECT_FOLDER
+    from fabric.state.embedded import ignored_home
+
+    ws = workspace(repo, environ)
+    load = load_valid(ws.root)
+    desired = load.desired
+    assert desired is not None
+    unknown = sorted(set(tenants) - set(desired.tenants))
+    if unknown:
+        raise FabricError(f"no tenant {', '.join(unknown)} in {ws.root}.")
+    home = ignored_home(ws.root, ws.settings)
+    shared = [p.model_dump(mode="json", exclude_none=True) for p in desired.project.dbt.packages]
+    installed: dict[str, list[str]] = {}
+    for slug in sorted(tenants or desired.tenants):
+        own = [
+            p.model_dump(mode="json", exclude_none=True)
+            for p in desired.tenants[slug].spec.packages
+        ]
+        folder = home / "work" / slug / PROJECT_FOLDER
+        installed[slug] = install(folder, slug, [*shared, *own], ws.root)
+    return installed
+
+
 def _tenants_to_run(engine: Engine, tenants: Sequence[str], all_tenants: bool) -> list[str]:
     """The named tenants, or every applied one with --all-tenants; none is an error."""
     from fabric.errors import FabricError
@@ -1633,3 +1664,63 @@ def _write_new(root: Path, texts: Mapping[str, str]) -> ScaffoldResult:
         with path.open("x", encoding="utf-8") as f:  # "x": a file created meanwhile is not lost
             f.write(text)
     return ScaffoldResult(root.resolve(), tuple(sorted(texts)))
+
+
+# ---------------------------------------------------------------------------------------------
+# import dbt
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `fabric import dbt` translated and wrote (or would write, with `dry_run`)."""
+
+    translation: Any
+    """fabric.dbt_import.translate.Translation"""
+    root: Path
+    written: tuple[str, ...]
+    """Repository-relative paths."""
+    dry_run: bool
+
+
+def import_dbt(
+    project_dir: Path,
+    tenant: str,
+    *,
+    into: Path,
+    dry_run: bool = False,
+    force: bool = False,
+    warehouse: str | None = None,
+) -> ImportResult:
+    """Translate the dbt project at `project_dir` into tenant `tenant` of the repository
+    `into` (see fabric/dbt_import); refuses a bad slug or an existing tenant folder (unless
+    `force`) before reading anything."""
+    from fabric.dbt_import.reader import read_project_dir
+    from fabric.dbt_import.translate import translate
+    from fabric.dbt_import.writer import (
+        packages_folder,
+        shared_env,
+        tenant_folder,
+        write_translation,
+    )
+    from fabric.errors import FabricError
+
+    root = Path(into)
+    tenant_folder(root.resolve(), tenant, force=force)
+    packages_folder(root.resolve(), tenant, force=force)
+    project_dir = Path(project_dir)
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise FabricError(
+            f"{project_dir} holds no dbt_project.yml: name the folder of a dbt project."
+        )
+    files, refused = read_project_dir(project_dir)
+    translation = translate(
+        files, tenant, refused=refused, shared_env=shared_env(root), warehouse=warehouse
+    )
+    if dry_run:
+        written = (
+            *(f"tenants/{tenant}/{rel}" for rel in translation.files),
+            *translation.repo_files,
+        )
+        return ImportResult(translation, root.resolve(), written, True)
+    result = write_translation(translation, root, force=force)
+    return ImportResult(translation, result.root, result.written, False)

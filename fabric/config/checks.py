@@ -375,27 +375,32 @@ def _strings_in(
 
 def check_env_vars(
     ctx: TenantContext,
-    vs: ValidSpec,
+    address: Address,
     used: tuple[tuple[str, int], ...],
     dynamic: tuple[int, ...],
     span_at: Callable[[int], SourceSpan],
     diags: list[Diagnostic],
+    *,
+    allowed: frozenset[str] | None = None,
 ) -> None:
     """A model's `env_var('NAME')` may read only what the tenant declared in `env:`; `used`
     and `dynamic` come from fabric.config.sql_refs.env_vars, `span_at(line)` locates an SQL
-    line."""
-    declared = frozenset(n for n in ctx.tenant.env if not is_reserved_env(n))
+    line. `allowed` replaces the tenant's `env:` list (a project-wide macro may read only
+    fabric.yaml's shared `env:`)."""
+    if allowed is None:
+        allowed = frozenset(ctx.tenant.env)
+    declared = frozenset(n for n in allowed if not is_reserved_env(n))
     for line in dynamic:
         diags.append(
             error(
                 "dynamic-env-var",
                 "Unresolvable env_var",
-                f"{vs.address}: env_var on SQL line {line} is not called with a plain string "
+                f"{address}: env_var on SQL line {line} is not called with a plain string "
                 "literal, so which variable it reads cannot be checked.",
                 hint="Write {{ env_var('NAME') }} with a literal name declared in the tenant's "
                 "`env:` list.",
                 span=span_at(line),
-                address=vs.address,
+                address=address,
             )
         )
     for name, line in used:
@@ -410,13 +415,13 @@ def check_env_vars(
             error(
                 "undeclared-env-var",
                 "Undeclared environment variable",
-                f"{vs.address}: env_var({name!r}) on SQL line {line} reads {why}.",
+                f"{address}: env_var({name!r}) on SQL line {line} reads {why}.",
                 hint=f"Add {name} to `env:` under `tenant:` (values come from the runner's "
                 "environment)."
                 if not is_reserved_env(name)
                 else "Read only variables the tenant declares in `env:`.",
                 span=span_at(line),
-                address=vs.address,
+                address=address,
             )
         )
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 YAML_SUFFIXES = (".yaml", ".yml")
+ASSET_FOLDERS = {"macros": ".sql", "seeds": ".csv", "tests": ".sql"}
+"""Folders of a tenant whose files are dbt files (discovered, no YAML entry needed), with the
+suffix of the files fabric reads there."""
+MAX_SEED_BYTES = 1_000_000
+"""A seed is loaded by `dbt seed` row by row through INSERTs and stored in the control plane:
+beyond this, load it with a `files` pipeline instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,10 @@ class RepositoryFiles:
     slugs: tuple[str, ...] = ()
     """Every tenant folder's name, read with `only` or not: which tenant owns an environment
     variable name depends on every tenant's prefix (config.references.env_owner)."""
+    assets: dict[str, tuple[SourceFile, ...]] = field(default_factory=dict)
+    """Folder name under tenants/ -> its dbt files (ASSET_FOLDERS), sorted by path."""
+    oversized: tuple[tuple[str, int], ...] = ()
+    """(path, bytes) of seed files over MAX_SEED_BYTES (not read)."""
 
 
 def find_repository(start: Path) -> Path | None:
@@ -79,6 +89,8 @@ def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) 
     refused: list[tuple[str, str, str]] = []
     tenants_dir = root / "tenants"
     slugs: list[str] = []
+    assets: dict[str, tuple[SourceFile, ...]] = {}
+    oversized: list[tuple[str, int]] = []
     if tenants_dir.is_dir():
         for entry in sorted(os.scandir(tenants_dir), key=lambda e: e.name):
             rel = f"tenants/{entry.name}"
@@ -115,8 +127,25 @@ def discover(root: Path, *, max_bytes: int, only: frozenset[str] | None = None) 
                 continue
             files = [read(p) for p in paths]
             tenants[entry.name] = tuple(f for f in files if f is not None)
+            found: list[SourceFile] = []
+            for path in _asset_files(folder, refused, root):
+                size = path.stat().st_size
+                if path.suffix == ".csv" and size > MAX_SEED_BYTES:
+                    oversized.append((path.relative_to(root).as_posix(), size))
+                    continue
+                if (source := read(path)) is not None:
+                    found.append(source)
+            assets[entry.name] = tuple(found)
     return RepositoryFiles(
-        root, project, tenants, tuple(stray), tuple(unreadable), tuple(refused), tuple(slugs)
+        root,
+        project,
+        tenants,
+        tuple(stray),
+        tuple(unreadable),
+        tuple(refused),
+        tuple(slugs),
+        assets,
+        tuple(oversized),
     )
 
 
@@ -134,10 +163,52 @@ def _link_problem(root: Path, link: Path) -> str:
     return f"{rel} is a symlink (to {target.relative_to(root).as_posix()})"
 
 
-def _yaml_files(folder: Path, refused: list[tuple[str, str, str]], root: Path) -> list[Path]:
-    """The YAML files of a tenant folder; links leading out of it are refused, not read."""
+def _asset_files(folder: Path, refused: list[tuple[str, str, str]], root: Path) -> list[Path]:
+    """The dbt files of a tenant folder (ASSET_FOLDERS); links out of it are refused."""
     found: list[Path] = []
-    real = Path(os.path.realpath(folder))
+    for sub, suffix in ASSET_FOLDERS.items():
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            found += _yaml_files(folder / sub, refused, root, (suffix,), folder)
+        elif (folder / sub).is_symlink():
+            why = _link_problem(root, folder / sub) + "; a tenant's dbt folders must be real"
+            refused.append(((folder / sub).relative_to(root).as_posix(), why, _LINK_HINT))
+    return found
+
+
+def project_files(root: Path, relative: str, suffix: str) -> tuple[list[SourceFile], str | None]:
+    """The `suffix` files under a folder of the repository named in fabric.yaml (`dbt.macros`);
+    (files, None) or ([], why it is refused: absolute, outside the repository, missing)."""
+    root = root.resolve()
+    if Path(relative).is_absolute():
+        return [], "is an absolute path; give a folder relative to the repository root"
+    folder = (root / relative).resolve()
+    if not folder.is_relative_to(root):
+        return [], "points outside the repository"
+    if not folder.is_dir():
+        return [], "is not a folder of the repository"
+    refused: list[tuple[str, str, str]] = []
+    files = []
+    for path in _yaml_files(folder, refused, root, (suffix,), root):
+        try:
+            files.append(SourceFile(path.relative_to(root).as_posix(), path.read_text("utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            return [], f"holds {path.relative_to(root).as_posix()}, which cannot be read ({exc})"
+    if refused:
+        return [], refused[0][1]
+    return files, None
+
+
+def _yaml_files(
+    folder: Path,
+    refused: list[tuple[str, str, str]],
+    root: Path,
+    suffixes: tuple[str, ...] = YAML_SUFFIXES,
+    within: Path | None = None,
+) -> list[Path]:
+    """The YAML files (or `suffixes` files) of a tenant folder; links leading out of it (or
+    out of `within`) are refused, not read."""
+    found: list[Path] = []
+    real = Path(os.path.realpath(within if within is not None else folder))
     for dirpath, dirnames, filenames in os.walk(folder):  # never follows symlinked folders
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in dirnames:
@@ -146,7 +217,7 @@ def _yaml_files(folder: Path, refused: list[tuple[str, str, str]], root: Path) -
                 why = _link_problem(root, path) + ", outside its tenant's folder"
                 refused.append((path.relative_to(root).as_posix(), why, _LINK_HINT))
         for name in filenames:
-            if not name.endswith(YAML_SUFFIXES) or name.startswith("."):
+            if not name.endswith(suffixes) or name.startswith("."):
                 continue
             path = Path(dirpath) / name
             if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(real):
@@ -181,3 +252,31 @@ def read_tenant_text(root: Path, tenant: str, relative: str) -> tuple[str | None
         return None, "is not a valid path"
     except OSError as exc:  # e.g. a name too long
         return None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+
+
+def read_local_package(root: Path, relative: str) -> tuple[str, tuple[str, ...]] | None:
+    """(the dbt project name, the text of every macro file) of a local package of the
+    repository, or None when it is not one (validate reports bad paths; `fabric deps` reports
+    a folder that is no dbt project)."""
+    root = root.resolve()
+    try:
+        folder = (root / relative).resolve()
+        if not folder.is_relative_to(root) or not (folder / "dbt_project.yml").is_file():
+            return None
+        header = (folder / "dbt_project.yml").read_text("utf-8")
+        texts = tuple(
+            path.read_text("utf-8")
+            for path in sorted((folder / "macros").rglob("*.sql"))
+            if (folder / "macros").is_dir() and Path(os.path.realpath(path)).is_relative_to(root)
+        )
+    except (OSError, UnicodeDecodeError, RuntimeError, ValueError):
+        return None
+    name = next(
+        (
+            line.split(":", 1)[1].strip().strip("'\"")
+            for line in header.splitlines()
+            if line.startswith("name:")
+        ),
+        None,
+    )
+    return (name, texts) if name else None

@@ -22,7 +22,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from fabric.addresses import Address, Kind
-from fabric.config.specs import SECTION_SPECS, ProjectSpec, TenantSpec
+from fabric.config.specs import SECTION_SPECS, ProjectSpec, SeedConfig, TenantSpec
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema={}\n"
 SECTION_FILES = {
@@ -111,6 +111,17 @@ def _as_written(
     return dict(written)
 
 
+def _is_own_file(path: str, tenant: str, shared: bool) -> bool:
+    """A stored file path is written back only inside its tenant's folder (a shared macro:
+    inside the repository, outside tenants/): a tampered record never writes elsewhere."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return False
+    if shared:
+        return parts[0] != "tenants"
+    return parts[:2] == ["tenants", tenant] and len(parts) > 2
+
+
 def export_files(
     records: Mapping[Address, tuple[Mapping[str, Any], bool]],
     *,
@@ -149,6 +160,21 @@ def export_files(
                 {"tenant": body}
             )
             continue
+        if address.kind is Kind.MACRO:
+            path = str(spec.get("file") or "")
+            if _is_own_file(path, address.tenant, bool(spec.get("shared"))):
+                files[path] = str(spec.get("sql") or "")
+            continue
+        if address.kind is Kind.SEED:
+            path = str(spec.get("file") or "")
+            if _is_own_file(path, address.tenant, False):
+                files[path] = str(spec.get("csv") or "")
+            config = SeedConfig.model_validate(
+                {k: v for k, v in spec.items() if k in SeedConfig.model_fields or k == "schema"}
+            )
+            body = config.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            sections[address.tenant]["seeds"][address.name] = body
+            continue
         if address.kind not in SECTION_FILES:
             continue  # dependencies are derived, never written
         section, _ = SECTION_FILES[address.kind]
@@ -166,7 +192,10 @@ def export_files(
             body["protect"] = True
         sections[address.tenant][section][address.name] = body
     for slug, by_section in sections.items():
-        for kind, (section, filename) in SECTION_FILES.items():
+        for kind, (section, filename) in {
+            **SECTION_FILES,
+            Kind.SEED: ("seeds", "seeds.yaml"),
+        }.items():
             if by_section.get(section):
                 files[f"tenants/{slug}/{filename}"] = SCHEMA_COMMENT.format(tenant_schema) + _dump(
                     {section: by_section[section]}

@@ -16,7 +16,17 @@ from types import MappingProxyType
 
 from fabric.addresses import TENANT_SLUG, Address
 from fabric.config.checks import check_project_admins, check_project_env, check_project_timezone
-from fabric.config.discovery import RepositoryFiles, discover, read_tenant_text
+from fabric.config.dbt_files import package_problems, shared_macro_problems
+from fabric.config.discovery import (
+    MAX_SEED_BYTES,
+    YAML_SUFFIXES,
+    RepositoryFiles,
+    SourceFile,
+    discover,
+    project_files,
+    read_local_package,
+    read_tenant_text,
+)
 from fabric.config.ownership import (
     SchemaWrite,
     check_schema_ownership,
@@ -153,6 +163,7 @@ def _discover(
         return not (len(parts) >= 2 and parts[0] == "tenants" and parts[1] in fresh_only)
 
     tenants = {k: v for k, v in last.tenants.items() if k not in fresh_only} | fresh.tenants
+    assets = {k: v for k, v in last.assets.items() if k not in fresh_only} | fresh.assets
     files = RepositoryFiles(
         fresh.root,
         fresh.project,
@@ -160,6 +171,9 @@ def _discover(
         last.stray,
         tuple(u for u in last.unreadable if kept(u[0])) + fresh.unreadable,
         tuple(dict.fromkeys((*(r for r in last.refused if kept(r[0])), *fresh.refused))),
+        fresh.slugs,
+        assets,
+        tuple(o for o in last.oversized if kept(o[0])) + fresh.oversized,
     )
     cache.discovered = files
     return files
@@ -200,6 +214,18 @@ def _load_repository(
             )
         )
     project: ProjectSpec | None = None
+    shared_macros: list[SourceFile] = []
+    for path, size in files.oversized:
+        diags.append(
+            error(
+                "seed-too-large",
+                "Seed file too large",
+                f"{path} holds {size} bytes; a seed may hold at most {MAX_SEED_BYTES} "
+                "(dbt seed loads it row by row and fabric stores it with the tenant's state).",
+                hint="Load a big CSV with a `files` pipeline and read it with source().",
+                span=SourceSpan(path, 1, 1),
+            )
+        )
     if files.project is None:
         diags.append(
             error(
@@ -223,6 +249,14 @@ def _load_repository(
                 diags += check_project_timezone(project, where)
                 diags += check_project_env(project, parsed.locate)
                 diags += check_project_admins(project, parsed.locate)
+                shared_macros, problems = _project_macros(files.root, project, parsed)
+                diags += problems + shared_macro_problems(project, shared_macros)
+                diags += package_problems(
+                    project.dbt.packages,
+                    None,
+                    lambda i: parsed.locate(("dbt", "packages", i, "local")),
+                )
+                project_digest = _with_files(project_digest, shared_macros)
     for path, why, hint in files.refused:
         diags.append(
             error(
@@ -275,8 +309,11 @@ def _load_repository(
         # A file that could not be read or parsed may declare anything: checking the tenant's
         # references without it would only add false errors, so the tenant is not built.
         is_complete = slug not in unreadable_tenants
-        for source in sources:
+        assets = files.assets.get(slug, ())
+        for source in (*sources, *assets):
             digest.update(source.path.encode() + b"\0" + source.text.encode() + b"\0")
+            if not source.path.endswith(YAML_SUFFIXES):
+                continue
             parse_diags, failed_parse, found, failed, problems = _validated_file(
                 source, slug, cache, seen_files
             )
@@ -317,7 +354,17 @@ def _load_repository(
             sql_files.update({rel: text for rel, (text, _) in reads.items() if text is not None})
         else:
             state, problems = build_tenant(
-                slug, specs, project, read_sql, sources[0].path, broken, root_posix, all_slugs
+                slug,
+                specs,
+                project,
+                read_sql,
+                sources[0].path,
+                broken,
+                root_posix,
+                all_slugs,
+                assets=assets,
+                shared_macros=shared_macros,
+                read_package=functools.partial(read_local_package, files.root),
             )
         if cache is not None:
             if state is not None and slug not in tenant_writes:
@@ -355,6 +402,35 @@ def _load_repository(
         MappingProxyType(tenant_digests),
         only,
     )
+
+
+def _project_macros(
+    root: Path, project: ProjectSpec, parsed
+) -> tuple[list[SourceFile], list[Diagnostic]]:
+    """The macro files of fabric.yaml's `dbt.macros` folder, shared by every tenant."""
+    folder = project.dbt.macros
+    if folder is None:
+        return [], []
+    found, problem = project_files(root, folder, ".sql")
+    if problem is None:
+        return found, []
+    return [], [
+        error(
+            "bad-macros-folder",
+            "Macros folder not usable",
+            f"fabric.yaml: dbt.macros {folder!r} {problem}.",
+            hint="Name a folder inside the repository, e.g. `macros`.",
+            span=parsed.locate(("dbt", "macros")),
+        )
+    ]
+
+
+def _with_files(digest: str, sources: Iterable[SourceFile]) -> str:
+    """`digest` extended with these files, so a changed shared file changes the source hash."""
+    extended = hashlib.sha256(digest.encode())
+    for source in sources:
+        extended.update(source.path.encode() + b"\0" + source.text.encode() + b"\0")
+    return extended.hexdigest() if sources else digest
 
 
 __all__ = ["Address", "LoadCache", "LoadResult", "load_repository"]

@@ -43,9 +43,13 @@ def schema_writes(
         if connection is not None:
             identity = warehouse_identity(connection.spec)
             yield identity, declared.spec.dataset, declared.address, declared.span
-    for declared in (*tenant.transformations.values(), *tenant.snapshots.values()):
+    for declared in (
+        *tenant.transformations.values(),
+        *tenant.snapshots.values(),
+        *tenant.seeds.values(),
+    ):
         connection = tenant.connections.get(declared.spec.warehouse or "")
-        if connection is not None:
+        if connection is not None and declared.spec.schema_ is not None:
             identity = warehouse_identity(connection.spec)
             yield identity, declared.spec.schema_, declared.address, declared.span
 

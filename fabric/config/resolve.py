@@ -8,6 +8,7 @@ diagnostic at the exact field; nothing stops at the first problem.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import graphlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from fabric.addresses import Address, Kind
-from fabric.config import checks
+from fabric.config import checks, dbt_files
 from fabric.config.freshness import check_freshness
 from fabric.config.moves import tenant_moves
 from fabric.config.sections import BrokenSpec, ValidSpec
@@ -27,6 +28,7 @@ from fabric.domain.state import Declared, Dependency, TenantState
 
 Span = Callable[[], SourceSpan]
 """A span computed only when a diagnostic needs it (the happy path never does)."""
+# `assets`/`shared_macros` are discovery.SourceFile values (path, text): any such object.
 ReadSql = Callable[[str], tuple[str | None, str | None]]
 """Reads a tenant-relative `sql_file`: (text, None) or (None, why it cannot be read)."""
 
@@ -40,6 +42,10 @@ def build_tenant(
     broken_specs: Sequence[BrokenSpec] = (),
     repo_root: str = "",
     tenant_slugs: frozenset[str] = frozenset(),
+    *,
+    assets: Sequence[Any] = (),
+    shared_macros: Sequence[Any] = (),
+    read_package: Callable[[str], tuple[str, tuple[str, ...]] | None] = lambda _: None,
 ) -> tuple[TenantState | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     broken = frozenset(b.address for b in broken_specs)
@@ -104,6 +110,13 @@ def build_tenant(
         slug, tenant, tenant_vs, by_kind, project, broken, repo_root, tenant_slugs | {slug}
     )
 
+    _apply_defaults(ctx, diags)
+    diags += dbt_files.package_problems(
+        tenant.packages,
+        slug,
+        lambda i: tenant_vs.file.locate(("tenant", "packages", i, "local")),
+        Address.of_tenant(slug),
+    )
     diags += checks.check_tenant(ctx)
     diags += checks.check_connections(ctx)
     declared_specs = [vs for section in by_kind.values() for vs in section.values()]
@@ -111,15 +124,78 @@ def build_tenant(
     pipelines = checks.resolve_pipelines(ctx, diags)
     check_freshness(ctx, diags)
     transformations, sql_text = _transformations(ctx, read_sql, diags)
+
+    def check_env(address: Address, text: str, span_at: Callable[[int], SourceSpan]) -> None:
+        checks.check_env_vars(ctx, address, *env_vars(text), span_at, diags)
+
+    macros = dbt_files.resolve_macros(slug, assets, shared_macros, check_env, diags)
+    known_macros = dbt_files.defined_macros(macros)
     for name, sql in sql_text.items():
         vs = ctx.by_kind[Kind.TRANSFORMATION][name]
-        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
+        check_env(vs.address, sql, functools.partial(_sql_span, vs))
+        dbt_files.check_calls(
+            vs.address, sql, known_macros, functools.partial(_sql_span, vs), diags
+        )
     schedules = checks.resolve_schedules(ctx, diags)
     snapshots, snapshot_text = resolve_snapshots(ctx, read_sql, _sql_span, diags)
     for name, sql in snapshot_text.items():
         vs = ctx.by_kind[Kind.SNAPSHOT][name]
-        checks.check_env_vars(ctx, vs, *env_vars(sql), functools.partial(_sql_span, vs), diags)
-    dependencies = _dependencies(ctx, sql_text, diags, snapshot_text)
+        check_env(vs.address, sql, functools.partial(_sql_span, vs))
+    seeds = dbt_files.resolve_seeds(
+        slug,
+        assets,
+        ctx.by_kind[Kind.SEED],
+        (tenant.defaults.transformations, project.defaults.transformations),
+        tenant.warehouse,
+        ctx.by_kind[Kind.TRANSFORMATION],
+        diags,
+    )
+    dependencies = _dependencies(ctx, sql_text, diags, snapshot_text, seeds)
+    nodes = {n: vs.address for n, vs in ctx.by_kind[Kind.TRANSFORMATION].items()}
+    nodes |= {n: s.address for n, s in seeds.items()}
+    nodes |= {n: vs.address for n, vs in ctx.by_kind[Kind.SNAPSHOT].items()}
+    singular = dbt_files.resolve_singular_tests(
+        slug,
+        assets,
+        nodes,
+        known_macros,
+        check_env,
+        diags,
+        [(d.upstream, d.downstream) for d in dependencies],
+    )
+    declared_packages = (*project.dbt.packages, *tenant.packages)
+    local = dbt_files.local_package_macros(declared_packages, read_package)
+    packages = frozenset(dbt_files.package_name(p) for p in declared_packages) | set(local)
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        if vs.address.name in sql_text:
+            dbt_files.check_package_calls(
+                vs.address,
+                sql_text[vs.address.name],
+                local,
+                functools.partial(_sql_span, vs),
+                diags,
+            )
+    for vs in ctx.by_kind[Kind.TRANSFORMATION].values():
+        dbt_files.check_test_names(
+            vs.address,
+            vs.spec.tests,
+            known_macros,
+            packages,
+            lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+            diags,
+            local,
+        )
+    for name, vs in ctx.by_kind[Kind.SEED].items():
+        if name in seeds:
+            dbt_files.check_test_names(
+                seeds[name].address,
+                vs.spec.tests,
+                known_macros,
+                packages,
+                lambda column, i, vs=vs: vs.file.locate((*vs.loc, "tests", column, i)),
+                diags,
+                local,
+            )
     diags += checks.check_broken_references(ctx, broken_specs)
     moves, move_diags = tenant_moves(slug, moved, by_kind)
     diags += move_diags
@@ -151,6 +227,24 @@ def build_tenant(
         written=written_form(tenant_vs),
         snapshots=declared(Kind.SNAPSHOT, snapshots),
         snapshot_sql=MappingProxyType(dict(sorted(snapshot_text.items()))),
+        macros=MappingProxyType(
+            {
+                name: Declared(address=m.address, spec=m.spec, span=m.span)
+                for name, m in sorted(macros.items())
+            }
+        ),
+        seeds=MappingProxyType(
+            {
+                name: Declared(address=s.address, spec=s.spec, span=s.span)
+                for name, s in sorted(seeds.items())
+            }
+        ),
+        tests=MappingProxyType(
+            {
+                name: Declared(address=t.address, spec=t.spec, span=t.span)
+                for name, t in sorted(singular.items())
+            }
+        ),
     )
     return state, diags
 
@@ -174,6 +268,52 @@ def _json_safe(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+_BUILT_IN_DEFAULTS = {"materialized": "view", "tests_severity": "error", "tags": ()}
+_DEFAULTED = ("schema_", "materialized", "tests_severity", "tags")
+
+
+def _apply_defaults(ctx: checks.TenantContext, diags: list[Diagnostic]) -> None:
+    """Fill each transformation's unset fields from the tenant's `defaults.transformations`,
+    then fabric.yaml's, then the built-in ones (resource > tenant > project > built-in), so
+    stored specs, the plan and the run all see the resolved values. A transformation with no
+    schema anywhere is an error at its name."""
+    tenant = ctx.tenant.defaults.transformations
+    project = ctx.project.defaults.transformations
+    section = ctx.by_kind[Kind.TRANSFORMATION]
+    for name, vs in list(section.items()):
+        spec = vs.spec
+        written = spec.model_fields_set
+        updates: dict[str, Any] = {}
+        for field in _DEFAULTED:
+            if field in written and getattr(spec, field) is not None:
+                continue
+            for source in (getattr(tenant, field), getattr(project, field)):
+                if source is not None:
+                    updates[field] = source
+                    break
+            else:
+                if field in _BUILT_IN_DEFAULTS:
+                    updates[field] = _BUILT_IN_DEFAULTS[field]
+        if updates.get("schema_", spec.schema_) is None:
+            diags.append(
+                error(
+                    "missing-field",
+                    "Missing field",
+                    f"{vs.address} needs field 'schema'.",
+                    hint="Add `schema:` to the transformation, or a default for every "
+                    "transformation: `defaults: {transformations: {schema: ...}}` under "
+                    "`tenant:` or in fabric.yaml.",
+                    span=vs.file.locate(vs.loc, key=True),
+                    address=vs.address,
+                )
+            )
+        if updates:
+            resolved = spec.model_copy(update=updates)
+            # What the YAML wrote stays known (diagnostics point at written fields only).
+            object.__setattr__(resolved, "__pydantic_fields_set__", set(written))
+            section[name] = dataclasses.replace(vs, spec=resolved)
 
 
 def _transformations(
@@ -294,6 +434,7 @@ def _dependencies(
     sql_text: Mapping[str, str],
     diags: list[Diagnostic],
     snapshot_text: Mapping[str, str] = MappingProxyType({}),
+    seeds: Mapping[str, Any] = MappingProxyType({}),
 ) -> list[Dependency]:
     pipelines = ctx.by_kind[Kind.PIPELINE]
     transformations = ctx.by_kind[Kind.TRANSFORMATION]
@@ -361,15 +502,20 @@ def _dependencies(
             kinds = (Kind.TRANSFORMATION, Kind.SNAPSHOT) if ref.kind == "ref" else (Kind.PIPELINE,)
             if any(ctx.is_broken(kind, ref.name) for kind in kinds):
                 continue
+            if ref.kind == "ref" and ref.name in seeds:
+                add(seeds[ref.name].address, vs.address, "ref", span, False)
+                continue
+            if ref.kind == "ref" and ctx.is_broken(Kind.SEED, ref.name):
+                continue
             if ref.kind == "ref":
                 if ref.name not in refable:
                     diags.append(
                         error(
                             "unknown-reference",
                             "Unknown reference",
-                            f"{vs.address}: ref({ref.name!r}) names no transformation "
-                            f"{'or snapshot ' if snapshots else ''}of tenant {ctx.slug}.",
-                            hint=did_you_mean(ref.name, refable),
+                            f"{vs.address}: ref({ref.name!r}) names no transformation"
+                            f"{', snapshot' if snapshots else ''} or seed of tenant {ctx.slug}.",
+                            hint=did_you_mean(ref.name, [*refable, *seeds]),
                             span=span(),
                             address=vs.address,
                         )

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from fabric.addresses import NAME, SECTIONS, Address, Kind
-from fabric.config.specs import SECTION_SPECS, MovedSpec, ProjectSpec, TenantSpec
+from fabric.config.specs import FILE_SPECS, SECTION_SPECS, MovedSpec, ProjectSpec, TenantSpec
 from fabric.config.yaml_source import ParsedYaml
 from fabric.diagnostics import Diagnostic, did_you_mean, error
 
@@ -198,6 +198,21 @@ def validate_records(records: Sequence[tuple[Address, Any]], where: str) -> list
         elif address.kind.value in ("role", "schema", "grant"):
             # Warehouse records are not YAML; apply checks each against the tenant's own role
             # (fabric.state.warehouse) and quotes every name as an identifier.
+            continue
+        elif address.kind in FILE_SPECS:
+            # dbt files are discovered, not YAML: their record must have the stored shape.
+            try:
+                FILE_SPECS[address.kind].model_validate(body)
+            except ValidationError:
+                problems.append(
+                    error(
+                        "wrong-type",
+                        "Wrong type",
+                        f"{address}: the record in {where} is not a stored {address.kind}.",
+                        hint="Make the plan again with `fabric plan --out`.",
+                        address=address,
+                    )
+                )
             continue
         else:
             section = next(name for name, kind in SECTIONS.items() if kind is address.kind)

@@ -108,6 +108,16 @@ Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 # fabric.yaml
 
 
+class TransformationDefaults(Spec):
+    """Defaults of every transformation (project-wide, or a tenant's own); a transformation's
+    own field wins, then the tenant's defaults, then the project's, then the built-in ones."""
+
+    schema_: SchemaName | None = Field(None, alias="schema")
+    materialized: Literal["view", "table", "incremental"] | None = None
+    tags: tuple[Tag, ...] | None = None
+    tests_severity: Literal["error", "warn"] | None = None
+
+
 class Defaults(Spec):
     """Project-wide defaults a resource may override."""
 
@@ -115,8 +125,43 @@ class Defaults(Spec):
     retries: int = Field(0, ge=0, le=20)
     retry_backoff_seconds: Seconds = 30
     timeout_seconds: Seconds | None = None
+    transformations: TransformationDefaults = TransformationDefaults()
     max_parallel_nodes: int | None = Field(None, ge=1, le=1000)
     """A tenant's `max_parallel_nodes` when it sets none (unset: no cap)."""
+
+
+class DbtPackage(Spec):
+    """One entry of dbt's packages.yml: a `local` folder of the repository, a `git` URL or a
+    hub `package`, installed by `fabric deps`."""
+
+    local: str | None = None
+    """A folder relative to the repository root; it must stay inside the repository."""
+    git: str | None = None
+    revision: str | None = None
+    subdirectory: str | None = None
+    package: str | None = None
+    """A dbt hub package, e.g. dbt-labs/dbt_utils."""
+    version: str | tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DbtPackage:
+        given = [n for n in ("local", "git", "package") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "package_source", "a package needs exactly one of local, git or package"
+            )
+        if self.package is not None and self.version is None:
+            raise PydanticCustomError("package_source", "a hub package needs a version")
+        return self
+
+
+class DbtSettings(Spec):
+    """`dbt:` in fabric.yaml: what every tenant's generated dbt project shares."""
+
+    macros: str | None = None
+    """A folder (relative to the repository root) of macros shared by every tenant."""
+    packages: tuple[DbtPackage, ...] = ()
+    """dbt packages every tenant's project installs (`fabric deps`)."""
 
 
 class ApplySettings(Spec):
@@ -192,6 +237,7 @@ class ProjectSpec(Spec):
     groups: FrozenMap(GroupName, Group) = Field(default_factory=dict)
     """Group name -> its people; `who:` and `admins:` entries without `@` name a group."""
     ownership: OwnershipSettings = OwnershipSettings()
+    dbt: DbtSettings = DbtSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +258,12 @@ class ShareSpec(Spec):
     schemas: tuple[SchemaName, ...] = Field(min_length=1)
 
 
+class TenantDefaults(Spec):
+    """A tenant's own defaults; they win over fabric.yaml's `defaults`."""
+
+    transformations: TransformationDefaults = TransformationDefaults()
+
+
 class TenantSpec(Spec):
     """`tenant:` in any file of the tenant's folder; exactly once per tenant."""
 
@@ -230,6 +282,9 @@ class TenantSpec(Spec):
     others wait, queued, and start as its running ones end, so one tenant's hundred ready
     nodes cannot keep the workers from another tenant's. Unset: fabric.yaml's
     `defaults.max_parallel_nodes`, else no cap."""
+    packages: tuple[DbtPackage, ...] = ()
+    """dbt packages of this tenant's project, besides fabric.yaml's `dbt.packages`."""
+    defaults: TenantDefaults = TenantDefaults()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,17 +530,35 @@ _TEST_ARGUMENTS: dict[str, frozenset[str]] = {
 }
 
 
+BUILT_IN_TESTS = frozenset(_TEST_ARGUMENTS)
+CUSTOM_TEST = r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$"
+"""A custom generic test (`{% test name %}` in macros/) or a package's (`dbt_utils.name`)."""
+_CUSTOM_TEST = re.compile(CUSTOM_TEST)
+
+
 class ColumnTest(Spec):
     """One dbt generic test on a column, normalised from its YAML shorthand."""
 
-    test: Literal["not_null", "unique", "accepted_values", "relationships"]
+    test: str
+    """not_null, unique, accepted_values, relationships, a custom generic test's name or a
+    package's test (`dbt_utils.accepted_range`)."""
     values: tuple[Scalar, ...] | None = None
     to: str | None = None
     field: SqlIdent | None = None
+    arguments: FrozenMap(str, Any) = Field(default_factory=dict)
+    """A custom or package test's arguments (everything but `config`)."""
     config: TestConfig | None = None
 
     @model_validator(mode="after")
     def _arguments_of_this_test(self) -> ColumnTest:
+        if self.test not in BUILT_IN_TESTS:
+            return self
+        if self.arguments:
+            raise PydanticCustomError(
+                "test_argument",
+                "{test} takes no argument '{name}'",
+                {"test": self.test, "name": sorted(self.arguments)[0]},
+            )
         given = {n for n in ("values", "to", "field") if getattr(self, n) is not None}
         extra = sorted(given - _TEST_ARGUMENTS[self.test])
         if extra:
@@ -508,10 +581,25 @@ class ColumnTest(Spec):
             return {"accepted_values": list(self.values or ())}
         if self.test == "relationships":
             return {"relationships": {"to": self.to, "field": self.field, **config}}
+        if self.arguments:
+            return {self.test: {**dict(self.arguments), **config}}
         return {self.test: config} if config else self.test
 
 
 def _column_test(value: Any) -> Any:
+    if isinstance(value, str) and value not in _TEST_ARGUMENTS and _CUSTOM_TEST.match(value):
+        return {"test": value}
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if (
+            isinstance(name, str)
+            and name not in _TEST_ARGUMENTS
+            and _CUSTOM_TEST.match(name)
+            and (arg is None or isinstance(arg, dict))
+        ):
+            arg = dict(arg or {})
+            config = arg.pop("config", None)
+            return {"test": name, "arguments": arg, **({"config": config} if config else {})}
     if isinstance(value, str):
         if value in ("not_null", "unique"):
             return {"test": value}
@@ -559,9 +647,24 @@ def _test_json_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
+    custom = {
+        "type": "object",
+        "patternProperties": {
+            CUSTOM_TEST: {
+                "type": ["object", "null"],
+                "properties": {"config": config},
+                "description": "A custom generic test or a package's, with its arguments.",
+            }
+        },
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": False,
+    }
     return {
         "anyOf": [
             {"enum": ["not_null", "unique"]},
+            {"type": "string", "pattern": CUSTOM_TEST},
+            custom,
             shape("not_null", {}, []),
             shape("unique", {}, []),
             {
@@ -586,19 +689,71 @@ ColumnTestSpec = Annotated[
 ]
 
 
+class ColumnDoc(Spec):
+    """A column's documentation, carried into dbt's schema.yml (and so into dbt docs)."""
+
+    description: str | None = None
+    data_type: str | None = None
+
+
 class TransformationSpec(_Runnable):
     """A dbt model (SQL inline or in a file under the tenant's folder) with column tests."""
 
     sql: str | None = None
     sql_file: str | None = None
-    schema_: SchemaName = Field(alias="schema")
-    materialized: Literal["view", "table", "incremental"] = "view"
+    schema_: SchemaName | None = Field(None, alias="schema")
+    """Required unless a `defaults.transformations.schema` (tenant or project) provides it."""
+    materialized: Literal["view", "table", "incremental"] | None = None
+    """Defaults to the tenant's, then the project's defaults, then `view`."""
     unique_key: SqlIdent | tuple[SqlIdent, ...] | None = None
     warehouse: ResourceRef | None = None
     """Defaults to the tenant's warehouse."""
     tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
     """Column name -> its tests; the names become SQL identifiers in dbt's schema.yml."""
-    tests_severity: Literal["error", "warn"] = "error"
+    columns: FrozenMap(SqlIdent, ColumnDoc) = Field(default_factory=dict)
+    """Column name -> its description (and data_type), carried into dbt's docs."""
+    tests_severity: Literal["error", "warn"] | None = None
+    """Defaults to the tenant's, then the project's defaults, then `error`."""
+
+
+# ---------------------------------------------------------------------------------------------
+# dbt files a tenant brings (discovered in its folder, not declared in YAML)
+
+
+class MacroSpec(Spec):
+    """A macro file as stored: where it lives and its text."""
+
+    file: str
+    """Its repository-relative path (`tenants/acme/macros/money.sql`, `macros/x.sql`)."""
+    sql: str
+    shared: bool = False
+    """A project-wide macro (fabric.yaml's `dbt.macros` folder), shared by every tenant."""
+
+
+class SeedConfig(Spec):
+    """`seeds:` in a tenant file: configuration of a discovered `seeds/<name>.csv` (a seed
+    needs no entry to exist)."""
+
+    schema_: SchemaName | None = Field(None, alias="schema")
+    """Defaults to the tenant's, then the project's `defaults.transformations.schema`."""
+    column_types: FrozenMap(SqlIdent, str) = Field(default_factory=dict)
+    """Column -> SQL type (dbt seed's column_types); other columns' types are inferred."""
+    description: str | None = None
+    columns: FrozenMap(SqlIdent, ColumnDoc) = Field(default_factory=dict)
+    tests: FrozenMap(SqlIdent, tuple[ColumnTestSpec, ...]) = Field(default_factory=dict)
+    tests_severity: Literal["error", "warn"] | None = None
+    tags: tuple[Tag, ...] = ()
+    protect: bool = False
+
+
+class SeedSpec(SeedConfig):
+    """A seed as stored: its configuration (defaults resolved), its file and its CSV text."""
+
+    file: str
+    """Its repository path (`tenants/acme/seeds/country_codes.csv`)."""
+    csv: str
+    warehouse: ResourceRef | None = None
+    """The tenant's warehouse connection."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,7 +840,25 @@ class TenantFileSpec(Spec):
     schedules: FrozenMap(ResourceName, ScheduleSpec) = Field(default_factory=dict)
     moved: tuple[MovedSpec, ...] = ()
     snapshots: FrozenMap(ResourceName, SnapshotSpec) = Field(default_factory=dict)
+    seeds: FrozenMap(ResourceName, SeedConfig) = Field(default_factory=dict)
 
+
+class SingularTestSpec(Spec):
+    """A singular test as stored: a `tests/**/*.sql` query returning the failing rows."""
+
+    file: str
+    sql: str
+    attached: tuple[ResourceRef, ...] = Field(min_length=1)
+    """The transformations and seeds it refs: it runs with them (after them), in the tenant's
+    dbt invocation, and `fabric test` reports it with each of them."""
+
+
+FILE_SPECS: dict[Any, type[Spec]] = {
+    "macro": MacroSpec,
+    "seed": SeedSpec,
+    "test": SingularTestSpec,
+}
+"""Kind (value) -> the stored spec of dbt files a tenant brings (discovered, not YAML)."""
 
 SECTION_SPECS: dict[str, Any] = {
     "connections": ConnectionSpec,
@@ -693,4 +866,5 @@ SECTION_SPECS: dict[str, Any] = {
     "transformations": TransformationSpec,
     "schedules": ScheduleSpec,
     "snapshots": SnapshotSpec,
+    "seeds": SeedConfig,
 }

@@ -15,9 +15,12 @@ from typing import Any, Generic, Literal, TypeVar
 from fabric.addresses import Address, Kind
 from fabric.config.specs import (
     ConnectionSpec,
+    MacroSpec,
     PipelineSpec,
     ProjectSpec,
     ScheduleSpec,
+    SeedSpec,
+    SingularTestSpec,
     SnapshotSpec,
     TenantSpec,
     TransformationSpec,
@@ -83,6 +86,13 @@ class TenantState:
     snapshots: Mapping[str, Declared[SnapshotSpec]] = field(default_factory=_empty)
     snapshot_sql: Mapping[str, str] = field(default_factory=_empty)
     """Snapshot name -> its select (inline, or read from `sql_file`)."""
+    macros: Mapping[str, Declared[MacroSpec]] = field(default_factory=lambda: EMPTY)
+    """Macro files of the tenant's dbt project: its own `macros/` and the project's shared
+    ones (`project__<stem>`)."""
+    seeds: Mapping[str, Declared[SeedSpec]] = field(default_factory=lambda: EMPTY)
+    """CSV files of the tenant's `seeds/` folder, with their `seeds:` configuration."""
+    tests: Mapping[str, Declared[SingularTestSpec]] = field(default_factory=lambda: EMPTY)
+    """Singular tests: `.sql` files of the tenant's `tests/` folder."""
 
     def resources(self) -> Iterator[Declared[object]]:
         for section in (
@@ -91,6 +101,9 @@ class TenantState:
             self.transformations,
             self.schedules,
             self.snapshots,
+            self.macros,
+            self.seeds,
+            self.tests,
         ):
             yield from section.values()
 
@@ -104,6 +117,9 @@ class TenantState:
             Kind.TRANSFORMATION: self.transformations,
             Kind.SCHEDULE: self.schedules,
             Kind.SNAPSHOT: self.snapshots,
+            Kind.MACRO: self.macros,
+            Kind.SEED: self.seeds,
+            Kind.TEST: self.tests,
         }[kind]
 
 

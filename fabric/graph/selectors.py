@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["name", "pipeline", "transformation", "snapshot", "tag", "all"]
+Method = Literal["name", "pipeline", "transformation", "snapshot", "seed", "tag", "all"]
 _SELECTOR = re.compile(
-    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|snapshot|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
+    r"(?P<up>\+)?(?:(?P<method>pipeline|transformation|snapshot|seed|tag):)?(?P<value>[a-z][a-z0-9_\-]{0,62}|\*)"
     r"(?P<down>\+)?"
 )
 

@@ -68,6 +68,8 @@ def tenant_records(tenant: TenantState) -> Iterator[Record]:
         spec = declared.spec.model_dump(mode="json", by_alias=True)
         spec["sql"] = tenant.snapshot_sql.get(declared.address.name, spec.get("sql"))
         yield _record(declared.address, spec, written=declared.written)
+    for declared in (*tenant.macros.values(), *tenant.seeds.values(), *tenant.tests.values()):
+        yield _record(declared.address, declared.spec.model_dump(mode="json", by_alias=True))
     for dep in tenant.dependencies:
         address = Address.of_edge(dep.upstream, dep.downstream)
         spec = {
@@ -118,6 +120,9 @@ KIND_ORDER = {
     Kind.PIPELINE: 2,
     Kind.TRANSFORMATION: 2,
     Kind.SNAPSHOT: 2,
+    Kind.MACRO: 2,
+    Kind.SEED: 2,
+    Kind.TEST: 2,
     Kind.DEPENDENCY: 3,
     Kind.SCHEDULE: 4,
     Kind.ROLE: 5,

@@ -104,9 +104,9 @@ def tenant_schemas(tenant: TenantState, managed: Mapping[str, WarehouseSpec]) ->
         if wh is not None:
             out[d.spec.dataset] = wh
             out[f"{d.spec.dataset}_staging"] = wh  # dlt's staging dataset (merge, replace)
-    for d in (*tenant.transformations.values(), *tenant.snapshots.values()):
+    for d in (*tenant.transformations.values(), *tenant.snapshots.values(), *tenant.seeds.values()):
         wh = conn_wh.get(str(d.spec.warehouse))
-        if wh is not None:
+        if wh is not None and d.spec.schema_ is not None:
             out[d.spec.schema_] = wh
     return out
 

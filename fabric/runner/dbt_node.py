@@ -75,6 +75,10 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec]) -> list[NodeResult]:
         return []
     project = _project(nodes)
     root = project_dir(nodes[0])
+    try:
+        _check_packages(root, project, nodes[0])
+    except FabricError as exc:
+        return [NodeResult.failed(n.address, str(exc)) for n in nodes]
     groups: dict[tuple[str, bool, bool], list[NodeSpec]] = {}
     for node in nodes:
         key = (str(node.spec.get("warehouse") or ""), node.tests_only, node.full_refresh)
@@ -89,6 +93,26 @@ def run_transformation_nodes(nodes: Sequence[NodeSpec]) -> list[NodeResult]:
             done = [NodeResult.failed(n.address, str(exc)) for n in group]
         results.update((r.address, r) for r in done)
     return [results[n.address] for n in nodes]
+
+
+def _check_packages(root: Path, project: Mapping[str, Any], node: NodeSpec) -> None:
+    """The packages the applied state declares are those `fabric deps` installed: a run never
+    fetches anything, and a missing package would fail as an unknown macro deep in dbt."""
+    packages = project.get("packages") or []
+    if not packages:
+        return
+    tenant = str(project["tenant"])
+    repo = Path(node.repo_root or ".").resolve().as_posix()
+    expected = dp.packages_yml(tenant, packages, repo)
+    try:
+        installed = (root / "packages.yml").read_text()
+    except OSError:
+        installed = None
+    if installed != expected or not (root / "dbt_packages").is_dir():
+        what = "changed since they were installed" if installed else "not installed"
+        raise FabricError(
+            f"tenant {tenant}'s dbt packages are {what}: run `fabric deps --tenant {tenant}`."
+        )
 
 
 def compile_node(node: NodeSpec) -> str:
@@ -161,12 +185,18 @@ def _project(nodes: Sequence[NodeSpec]) -> dict[str, Any]:
     transformations.update((n.address.name, n.spec) for n in nodes if n.kind == "transformation")
     snapshots = dict(base.get("snapshots") or {})
     snapshots.update((n.address.name, n.spec) for n in nodes if n.kind == "snapshot")
+    seeds = dict(base.get("seeds") or {})
+    seeds.update((n.address.name, n.spec) for n in nodes if n.kind == "seed")
     return {
         "tenant": base.get("tenant") or first.address.tenant,
         "transformations": transformations,
         "pipelines": dict(base.get("pipelines") or {}),
         "connections": dict(base.get("connections") or {}),
         "snapshots": snapshots,
+        "macros": dict(base.get("macros") or {}),
+        "seeds": seeds,
+        "tests": dict(base.get("tests") or {}),
+        "packages": list(base.get("packages") or ()),
     }
 
 
@@ -256,13 +286,18 @@ def _run_group(
 ) -> list[NodeResult]:
     started_at = utcnow()
     env, secrets = _warehouse_env(warehouse, nodes[0])
-    # A snapshot shares the models' namespace in dbt (validation keeps the names apart).
-    specs: Mapping[str, Mapping[str, Any]] = {**project["snapshots"], **project["transformations"]}
+    # Snapshots and seeds share the models' namespace in dbt (validation keeps names apart).
+    specs: Mapping[str, Mapping[str, Any]] = {
+        **project["snapshots"],
+        **project.get("seeds", {}),
+        **project["transformations"],
+    }
     names = [n.address.name for n in nodes]
 
     def args(unparsable: Mapping[str, str], slot: _Slot) -> list[str] | None:
         runnable = [n for n in names if n not in unparsable]
-        tested = [n for n in runnable if dp.has_tests(specs[n])]
+        singular = dp.singular_tests_of(project)
+        tested = [n for n in runnable if dp.has_tests(specs[n]) or n in singular]
         select = dp.selection(runnable, tested, tests_only=tests_only)
         if not select:
             return None
@@ -282,7 +317,7 @@ def _run_group(
     for node in nodes:
         name = node.address.name
         lines = [] if run is None else run.lines_of(name)
-        if tests_only and not dp.has_tests(specs[name]):
+        if tests_only and not (dp.has_tests(specs[name]) or name in dp.singular_tests_of(project)):
             lines.append("no tests declared")
         batch.append(
             dp.BatchNode(
@@ -391,13 +426,11 @@ def _invoke(args: list[str], secrets: Sequence[str]) -> _Run:
         message = str(result.exception) if result.exception is not None else ""
         run.error = redact(message or "\n".join(errors) or "dbt failed", secrets)
     for entry in entries or ():
-        outcome = _outcome(entry, secrets)
-        if outcome is None:
-            continue
-        run.outcomes.append(outcome)
-        code = getattr(entry.node, "compiled_code", None)
-        if outcome.resource_type == "model" and code is not None:
-            run.compiled[outcome.name] = code
+        for outcome in _outcomes(entry, secrets):
+            run.outcomes.append(outcome)
+            code = getattr(entry.node, "compiled_code", None)
+            if outcome.resource_type == "model" and code is not None:
+                run.compiled[outcome.name] = code
     if run.error is None and result.exception is not None:
         run.error = redact(str(result.exception), secrets)
     run.logs = {
@@ -422,17 +455,24 @@ def _collector(logs: dict[str, deque[str]], errors: list[str]) -> Callable[[Any]
     return on_event
 
 
-def _outcome(entry: Any, secrets: Sequence[str]) -> dp.DbtOutcome | None:
+def _outcomes(entry: Any, secrets: Sequence[str]) -> list[dp.DbtOutcome]:
+    """dbt's result of one node: one outcome per fabric node it belongs to (a singular test
+    refs several models: it is reported with each)."""
     node = entry.node
     kind = getattr(node.resource_type, "value", str(node.resource_type))
-    if kind in ("model", "snapshot"):
-        model: str | None = node.name
+    if kind in ("model", "snapshot", "seed"):
+        models: list[str | None] = [node.name]
     elif kind == "test":
         tags = [t for t in (node.tags or ()) if t.startswith(dp.TESTS_TAG_PREFIX)]
         attached = getattr(node, "attached_node", None) or ""
-        model = tags[0].removeprefix(dp.TESTS_TAG_PREFIX) if tags else attached.split(".")[-1]
+        models = [t.removeprefix(dp.TESTS_TAG_PREFIX) for t in tags] or [attached.split(".")[-1]]
     else:
-        return None
+        return []
+    return [_outcome(entry, kind, model, secrets) for model in models]
+
+
+def _outcome(entry: Any, kind: str, model: str | None, secrets: Sequence[str]) -> dp.DbtOutcome:
+    node = entry.node
     started, finished = _timing(entry)
     response = entry.adapter_response or {}
     rows = response.get("rows_affected") if isinstance(response, Mapping) else None

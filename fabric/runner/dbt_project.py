@@ -29,6 +29,7 @@ boundary); `node_results` maps them to one NodeResult per fabric node.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from fabric.runner.failures import kind_of_message
 
 PROJECT_FOLDER = "dbt"
 """The project's folder inside the tenant's work folder."""
-MANAGED_FOLDERS = ("models", "macros", "snapshots")
+MANAGED_FOLDERS = ("models", "macros", "snapshots", "seeds", "tests")
 """Folders whose every file fabric owns: a file there that the project no longer has is removed."""
 TESTS_TAG_PREFIX = "fabric_tests__"
 THREADS = 4
@@ -85,6 +86,8 @@ _NON_ALNUM = re.compile(r"[^a-zA-Z\d_]+")
 _UNDERSCORES = re.compile(r"_+")
 _MODEL_FILE = re.compile(r"\b(?:models|snapshots)/([a-z][a-z0-9_]*)\.sql\b")
 _REF_OR_SOURCE = re.compile(r"^\s*(ref|source)\s*\(")
+_SAFE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+SHARED_PREFIX = "project__"  # fabric.config.dbt_files's (not imported: pydantic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,13 +134,17 @@ def relation_name(spec: Mapping[str, Any], name: str) -> str:
 
 
 def warehouses(project: Mapping[str, Any]) -> tuple[str, ...]:
-    """Warehouse connections the tenant's transformations and snapshots run on (one dbt target
-    each)."""
+    """Warehouse connections the tenant's transformations, snapshots and seeds run on (one dbt
+    target each)."""
     return tuple(sorted({str(s["warehouse"]) for s in _dbt_nodes(project) if s.get("warehouse")}))
 
 
 def _dbt_nodes(project: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [*_transformations(project).values(), *snapshots_of(project).values()]
+    return [
+        *_transformations(project).values(),
+        *snapshots_of(project).values(),
+        *_seeds(project).values(),
+    ]
 
 
 def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ()) -> dict[str, str]:
@@ -160,7 +167,43 @@ def project_files(project: Mapping[str, Any], *, unparsable: Iterable[str] = ())
         sql = UNPARSABLE_MODEL.format(name=name) if name in skip else str(spec.get("sql") or "")
         files[f"models/{name}.sql"] = sql
     files.update(snapshot_files(project, unparsable=skip))
+    files.update(macro_files(project))
+    for name, spec in sorted(_seeds(project).items()):
+        if _SAFE_NAME.fullmatch(str(name)):
+            files[f"seeds/{name}.csv"] = str(spec.get("csv") or "")
+    for name, spec in sorted((project.get("tests") or {}).items()):
+        attached = [str(a) for a in spec.get("attached") or () if _SAFE_NAME.fullmatch(str(a))]
+        if _SAFE_NAME.fullmatch(str(name)) and attached:
+            # The config goes last, so dbt's line numbers stay those of the tenant's file.
+            tags = ", ".join(f"'{tests_tag(a)}'" for a in attached)
+            sql = str(spec.get("sql") or "").rstrip("\n")
+            files[f"tests/{name}.sql"] = f"{sql}\n{{{{ config(tags=[{tags}]) }}}}\n"
     return files
+
+
+def singular_tests_of(project: Mapping[str, Any]) -> frozenset[str]:
+    """The models and seeds some singular test of the project is attached to."""
+    return frozenset(
+        str(a) for spec in (project.get("tests") or {}).values() for a in spec.get("attached") or ()
+    )
+
+
+def _seeds(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    return project.get("seeds") or {}
+
+
+def macro_files(project: Mapping[str, Any]) -> dict[str, str]:
+    """The tenant's macro files (`macros/tenant/<name>.sql`) and the project's shared ones
+    (`macros/project/<stem>.sql`), named after their address, never after a stored path."""
+    out: dict[str, str] = {}
+    for name, spec in sorted((project.get("macros") or {}).items()):
+        if not _SAFE_NAME.fullmatch(str(name)):
+            continue  # a tampered record: addresses are names, never paths
+        if spec.get("shared") and str(name).startswith(SHARED_PREFIX):
+            out[f"macros/project/{str(name).removeprefix(SHARED_PREFIX)}.sql"] = str(spec["sql"])
+        else:
+            out[f"macros/tenant/{name}.sql"] = str(spec.get("sql") or "")
+    return out
 
 
 def _transformations(project: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
@@ -181,6 +224,8 @@ def _dbt_project(tenant: str) -> dict[str, Any]:
         "profile": name,
         "model-paths": ["models"],
         "macro-paths": ["macros"],
+        "seed-paths": ["seeds"],
+        "test-paths": ["tests"],
         "clean-targets": ["target", "logs"],
         "flags": {
             "send_anonymous_usage_stats": False,
@@ -246,7 +291,44 @@ def _schema(project: Mapping[str, Any]) -> dict[str, Any]:
     if sources:
         doc["sources"] = sources
     doc["models"] = [_model(name, spec) for name, spec in sorted(_transformations(project).items())]
+    seeds = [_seed(name, spec) for name, spec in sorted(_seeds(project).items())]
+    if seeds:
+        doc["seeds"] = seeds
     return doc
+
+
+def _seed(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"schema": spec["schema"]}
+    if spec.get("column_types"):
+        config["column_types"] = dict(spec["column_types"])
+    seed: dict[str, Any] = {"name": name}
+    if spec.get("description"):
+        seed["description"] = str(spec["description"])
+    seed["config"] = config
+    columns = _columns(name, spec)
+    if columns:
+        seed["columns"] = columns
+    return seed
+
+
+def _columns(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Column entries of a model or seed: descriptions and data types from `columns:`, tests
+    from `tests:`."""
+    severity = spec.get("tests_severity") or "error"
+    docs: Mapping[str, Any] = spec.get("columns") or {}
+    tests: Mapping[str, Any] = spec.get("tests") or {}
+    out = []
+    for column in sorted(set(docs) | {c for c, t in tests.items() if t}):
+        entry: dict[str, Any] = {"name": column}
+        doc = docs.get(column) or {}
+        if doc.get("description"):
+            entry["description"] = str(doc["description"])
+        if doc.get("data_type"):
+            entry["data_type"] = str(doc["data_type"])
+        if tests.get(column):
+            entry["data_tests"] = [_test(t, name, severity, spec["schema"]) for t in tests[column]]
+        out.append(entry)
+    return out
 
 
 def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,12 +343,7 @@ def _model(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("description"):
         model["description"] = str(spec["description"])
     model["config"] = config
-    severity = spec.get("tests_severity") or "error"
-    columns = [
-        {"name": column, "data_tests": [_test(t, name, severity, spec["schema"]) for t in tests]}
-        for column, tests in sorted((spec.get("tests") or {}).items())
-        if tests
-    ]
+    columns = _columns(name, spec)
     if columns:
         model["columns"] = columns
     return model
@@ -298,6 +375,8 @@ def _test(test: Any, model: str, severity: str, schema: str) -> dict[str, Any]:
         if not _REF_OR_SOURCE.match(to):
             to = f"ref('{to}')"
         return {name: {"arguments": {"to": to, "field": arg.get("field")}, "config": config}}
+    if arg:
+        return {name: {"arguments": dict(arg), "config": config}}
     return {name: {"config": config}}
 
 
@@ -317,6 +396,9 @@ def _test_parts(test: Any) -> tuple[str, Any, Mapping[str, Any]]:
         return name, list(values or ()), own
     if name == "relationships":
         return name, {"to": body.get("to"), "field": body.get("field")}, own
+    if isinstance(body, Mapping):  # a custom or package test: its arguments
+        arguments = {k: v for k, v in body.items() if k not in ("config", "test")}
+        return name, arguments or None, own
     return name, None, own
 
 
@@ -656,7 +738,7 @@ def sql_path(tenant: str, spec: Mapping[str, Any]) -> str | None:
 
 
 LOG_TAIL_LINES = 30
-_BUILT = frozenset({"model", "snapshot"})
+_BUILT = frozenset({"model", "snapshot", "seed"})
 """Outcomes that build a fabric node's own relation (a model's or a snapshot's)."""
 
 
@@ -752,3 +834,30 @@ def _problem(
         for t in bad
     )
     return f"{len(bad)} of {len(tests)} test(s) failed: {shown}"
+
+
+# ---------------------------------------------------------------------------------------------
+# packages
+
+
+def packages_yml(tenant: str, packages: Sequence[Mapping[str, Any]], repo_root: str) -> str:
+    """dbt's packages.yml for the tenant's project: fabric.yaml's then the tenant's entries,
+    local paths made absolute under `repo_root` (the project lives in the work folder)."""
+    entries = []
+    for package in packages:
+        entry = {k: v for k, v in package.items() if v is not None}
+        if "local" in entry:
+            entry["local"] = posixpath.normpath(posixpath.join(repo_root, str(entry["local"])))
+        if isinstance(entry.get("version"), list | tuple):
+            entry["version"] = list(entry["version"])
+        entries.append(entry)
+    return _dump({"packages": entries}, tenant)
+
+
+def describe_package(package: Mapping[str, Any]) -> str:
+    """How a message names a package: `local packages/x`, `git URL`, `dbt-labs/dbt_utils`."""
+    if package.get("local"):
+        return f"local {package['local']}"
+    if package.get("git"):
+        return f"git {package['git']}"
+    return str(package.get("package"))

@@ -111,7 +111,7 @@ def tenant_dag(applied: AppliedTenant) -> Dag:
 def tests_dag(dag: Dag) -> Dag:
     """`dag`'s transformations without edges: tests need only the built models, so they all
     run together (one dbt invocation per tenant) and a failing test skips nothing."""
-    keep = [n for n in dag.nodes if n.kind is Kind.TRANSFORMATION]
+    keep = [n for n in dag.nodes if n.kind in DBT_KINDS]
     return Dag.build(keep, [], {n: dag.tags[n] for n in keep})
 
 
@@ -173,8 +173,12 @@ def node_spec(
                 a.name: s for a, s in applied.nodes.items() if a.kind is Kind.TRANSFORMATION
             },
             "pipelines": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.PIPELINE},
+            "seeds": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SEED},
             "connections": {name: c.spec for name, c in applied.connections.items()},
             "snapshots": {a.name: s for a, s in applied.nodes.items() if a.kind is Kind.SNAPSHOT},
+            "macros": {a.name: s for a, s in applied.files.items() if a.kind is Kind.MACRO},
+            "tests": {a.name: s for a, s in applied.files.items() if a.kind is Kind.TEST},
+            "packages": [*applied.project_packages, *(applied.spec.get("packages") or ())],
         }
     connections = {}
     for name in names:

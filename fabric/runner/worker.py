@@ -29,7 +29,7 @@ def execute(node: NodeSpec) -> NodeResult:
 
 
 def execute_batch(nodes: list[NodeSpec]) -> list[NodeResult]:
-    """Several transformation (and snapshot) nodes of one tenant in one dbt invocation; never
+    """Several transformation (snapshot, seed) nodes of one tenant in one dbt invocation; never
     raises."""
     if any(n.kind not in DBT_NODE_KINDS for n in nodes):
         return [execute(n) for n in nodes]
@@ -50,7 +50,7 @@ def _dispatch(node: NodeSpec) -> NodeResult:
             from fabric.runner.dlt_node import run_pipeline_node
 
             return run_pipeline_node(node)
-        case "transformation" | "snapshot":
+        case "transformation" | "snapshot" | "seed":
             return execute_batch([node])[0]
         case _:
             return NodeResult.failed(node.address, f"unknown node kind {node.kind!r}")

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, text
 from fabric.addresses import Address, Kind
 from fabric.domain.runs import StoredConnection
 from fabric.errors import TenantNotAppliedError
+from fabric.state.history import read_project
 from fabric.state.snapshot import KIND_TABLES, TABLE_KINDS, TenantRow, read_tenant_rows
 
 
@@ -19,7 +20,7 @@ class AppliedTenant:
     tenant: TenantRow
     spec: Mapping[str, Any]
     nodes: Mapping[Address, Mapping[str, Any]]
-    """Pipelines, transformations and snapshots: address -> stored spec."""
+    """Pipelines, transformations, snapshots and seeds (the DAG's nodes): address -> stored spec."""
     connections: Mapping[str, StoredConnection]
     schedules: Mapping[str, Mapping[str, Any]]
     edges: tuple[tuple[Address, Address], ...]
@@ -28,6 +29,11 @@ class AppliedTenant:
     """Pipelines whose dlt pipeline is not named after their current name: a renamed one keeps
     the name its row had first (its dlt state and work folder), and one created later under a
     name a renamed pipeline had gets its row id appended (see state_names)."""
+    files: Mapping[Address, Mapping[str, Any]] = field(default_factory=dict)
+    """dbt files the tenant brings that are not nodes (macros, singular tests): address ->
+    stored spec."""
+    project_packages: tuple[Mapping[str, Any], ...] = ()
+    """fabric.yaml's `dbt.packages` as the last apply recorded them (every tenant's)."""
 
 
 def read_applied(
@@ -70,12 +76,13 @@ def read_applied(
     schedules: dict[str, Mapping[str, Any]] = {}
     edges: list[tuple[Address, Address]] = []
     pipeline_ids: dict[str, int] = {}
+    files: dict[Address, Mapping[str, Any]] = {}
     for r in conn.execute(text("\nUNION ALL\n".join(parts)), params):
         kind = TABLE_KINDS[r.tbl]
         address = Address(slug, kind, r.name)
         if kind is Kind.PIPELINE:
             pipeline_ids[r.name] = r.id
-        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT):
+        if kind in (Kind.PIPELINE, Kind.TRANSFORMATION, Kind.SNAPSHOT, Kind.SEED):
             nodes[address] = r.spec
         elif kind is Kind.CONNECTION:
             connections[r.name] = StoredConnection(
@@ -83,6 +90,8 @@ def read_applied(
             )
         elif kind is Kind.SCHEDULE:
             schedules[r.name] = r.spec
+        elif kind in (Kind.MACRO, Kind.TEST):
+            files[address] = r.spec
         else:
             edges.append(address.edge())
     moved = conn.execute(
@@ -93,6 +102,7 @@ def read_applied(
         {"t": tenant.id},
     ).all()
     names = state_names(pipeline_ids, [(r.resource_id, r.from_name) for r in moved])
+    project = (read_project(conn) or {}) if pipelines is None else {}
     return AppliedTenant(
         tenant,
         spec,
@@ -100,7 +110,9 @@ def read_applied(
         connections,
         schedules,
         tuple(sorted(edges)),
-        {Address(slug, Kind.PIPELINE, n): s for n, s in names.items()},
+        state_names={Address(slug, Kind.PIPELINE, n): s for n, s in names.items()},
+        files=files,
+        project_packages=tuple((project.get("dbt") or {}).get("packages") or ()),
     )
 
 

@@ -625,6 +625,9 @@ _RESOURCE_KINDS: tuple[tuple[str, Kind], ...] = (
     ("transformations", Kind.TRANSFORMATION),
     ("dependencies", Kind.DEPENDENCY),
     ("schedules", Kind.SCHEDULE),
+    ("macros", Kind.MACRO),
+    ("seeds", Kind.SEED),
+    ("tests", Kind.TEST),
 )
 
 

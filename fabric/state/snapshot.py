@@ -36,6 +36,9 @@ KIND_TABLES: dict[Kind, str] = {
     Kind.DEPENDENCY: "dependencies",
     Kind.SCHEDULE: "schedules",
     Kind.SNAPSHOT: "snapshots",
+    Kind.MACRO: "macros",
+    Kind.SEED: "seeds",
+    Kind.TEST: "tests",
 }
 TABLE_KINDS = {v: k for k, v in KIND_TABLES.items()}
 _CONTENT = tables.CONTENT_MD5_SQL.format(spec="spec", secrets="secrets", protect="protect")

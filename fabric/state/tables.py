@@ -180,6 +180,9 @@ transformations = _resource_table("transformations")
 dependencies = _resource_table("dependencies")
 schedules = _resource_table("schedules")
 snapshots = _resource_table("snapshots")
+macros = _resource_table("macros")
+seeds = _resource_table("seeds")
+tests = _resource_table("tests")
 
 RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.CONNECTION: connections,
@@ -188,6 +191,9 @@ RESOURCE_TABLES: dict[Kind, Table] = {
     Kind.DEPENDENCY: dependencies,
     Kind.SCHEDULE: schedules,
     Kind.SNAPSHOT: snapshots,
+    Kind.MACRO: macros,
+    Kind.SEED: seeds,
+    Kind.TEST: tests,
 }
 
 secrets = Table(

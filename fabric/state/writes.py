@@ -124,9 +124,12 @@ def write_resources(
     """
     order = [
         Kind.CONNECTION,
+        Kind.MACRO,
+        Kind.SEED,
         Kind.PIPELINE,
         Kind.TRANSFORMATION,
         Kind.SNAPSHOT,
+        Kind.TEST,
         Kind.DEPENDENCY,
         Kind.SCHEDULE,
     ]

@@ -144,3 +144,30 @@ def test_a_stored_spelling_is_used_only_while_it_means_the_stored_spec() -> None
     files = export_files(records, written={pipe: lying})
     exported = yaml.safe_load(files["tenants/acme/pipelines.yaml"])["pipelines"]["orders"]
     assert exported["dataset"] == "acme_raw" and "write_disposition" not in exported
+
+
+def test_dbt_files_are_written_back_only_inside_their_tenant() -> None:
+    from fabric.addresses import Address
+    from fabric.config.export import export_files
+
+    macro = {"file": "tenants/acme/macros/money.sql", "sql": "{% macro m() %}1{% endmacro %}"}
+    seed = {
+        "file": "tenants/acme/seeds/codes.csv",
+        "csv": "code\nde\n",
+        "schema": "acme_ref",
+        "warehouse": "dwh",
+        "tests_severity": "error",
+    }
+    records = {
+        Address.parse("acme"): ({"display_name": "Acme"}, False),
+        Address.parse("acme.macro.money"): (macro, False),
+        Address.parse("acme.macro.evil"): ({**macro, "file": "tenants/globex/macros/x.sql"}, False),
+        Address.parse("acme.macro.up"): ({**macro, "file": "tenants/acme/../../x.sql"}, False),
+        Address.parse("acme.seed.codes"): (seed, False),
+    }
+    files = export_files(records)
+    assert files["tenants/acme/macros/money.sql"] == macro["sql"]
+    assert files["tenants/acme/seeds/codes.csv"] == "code\nde\n"
+    assert not any("globex" in path or ".." in path for path in files)
+    seeds = yaml.safe_load(files["tenants/acme/seeds.yaml"].split("\n", 1)[1])
+    assert seeds == {"seeds": {"codes": {"schema": "acme_ref", "tests_severity": "error"}}}

@@ -9,9 +9,10 @@ import click
 
 from fabric.cli.commands.codeowners import codeowners
 from fabric.cli.commands.connections import connections_group
-from fabric.cli.commands.dbt import compile_command, test_command
+from fabric.cli.commands.dbt import compile_command, deps_command, test_command
 from fabric.cli.commands.demo import demo
 from fabric.cli.commands.freshness import docs, freshness
+from fabric.cli.commands.import_dbt import import_group
 from fabric.cli.commands.init import init_command, tenant_group
 from fabric.cli.commands.plan_apply import apply, export, history, locks, plan, unlock
 from fabric.cli.commands.queue import worker, workers
@@ -30,6 +31,7 @@ COMMANDS: tuple[click.Command, ...] = (
     plan,
     apply,
     export,
+    import_group,
     history,
     locks,
     unlock,
@@ -37,6 +39,7 @@ COMMANDS: tuple[click.Command, ...] = (
     run_command,
     test_command,
     compile_command,
+    deps_command,
     runs,
     status,
     freshness,

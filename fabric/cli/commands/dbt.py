@@ -28,6 +28,19 @@ def compile_command(address: str, repo: Path) -> None:
     click.echo(compile_transformation(repo, address).rstrip("\n"))
 
 
+@click.command(name="deps")
+@click.option("--tenant", "tenants", multiple=True, help="Tenant to install for (repeatable).")
+@repository()
+def deps_command(tenants: tuple[str, ...], repo: Path) -> None:
+    """Install the dbt packages of fabric.yaml's `dbt.packages` and each tenant's `packages`
+    into the tenant's work folder, where its runs use them (default: every tenant)."""
+    from fabric.api import deps
+
+    for slug, packages in deps(repo, tenants=tenants).items():
+        shown = ", ".join(packages) if packages else "no packages"
+        click.echo(f"{slug}: {shown}")
+
+
 @click.command(name="test")
 @click.argument("selectors", nargs=-1)
 @SELECT

@@ -2,13 +2,13 @@
 last source freshness check of each loaded table.
 
 Revision ID: t0008_snap
-Revises: t0006_queue
+Revises: t0007_dbt_files (re-chained at the merge of h-dbt and h-snap)
 """
 
 from alembic import context, op
 
 revision = "t0008_snap"
-down_revision = "t0006_queue"
+down_revision = "t0007_dbt_files"
 
 
 def _schema() -> str:

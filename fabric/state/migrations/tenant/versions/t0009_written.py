@@ -8,7 +8,17 @@ from alembic import context, op
 
 revision = "t0009_written"
 down_revision = "t0008_snap"
-TABLES = ("connections", "pipelines", "transformations", "dependencies", "schedules", "snapshots")
+TABLES = (
+    "connections",
+    "pipelines",
+    "transformations",
+    "dependencies",
+    "schedules",
+    "snapshots",
+    "macros",
+    "seeds",
+    "tests",
+)
 
 
 def _schema() -> str:

@@ -1,0 +1,4 @@
+select
+    id,
+    {{ cents_to_dolars('amount') }} as dollars
+from {{ ref('stg') }}

@@ -1,0 +1,3 @@
+{% macro clean_status(column) -%}
+    lower(trim({{ column }}))
+{%- endmacro %}
