@@ -56,13 +56,28 @@ def _dump(data: Mapping[str, Any]) -> str:
     return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> dict[str, Any]:
-    """Fields resolution fills in when they are left out: written back, they would be noise."""
+_BUILT_IN_TRANSFORMATION = {"materialized": "view", "tests_severity": "error", "tags": []}
+
+
+def _resolved_defaults(
+    kind: Kind, tenant: Mapping[str, Any], timezone: str, project_tx: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Fields resolution fills in when they are left out: written back, they would be noise.
+    `project_tx` is fabric.yaml's `defaults.transformations`."""
     warehouse = tenant.get("warehouse")
     match kind:
         case Kind.PIPELINE:
             return {"destination": warehouse}
-        case Kind.TRANSFORMATION | Kind.SNAPSHOT:
+        case Kind.TRANSFORMATION:
+            tenant_tx = (tenant.get("defaults") or {}).get("transformations") or {}
+            filled: dict[str, Any] = {"warehouse": warehouse}
+            for key in ("schema", "materialized", "tests_severity", "tags"):
+                for source in (tenant_tx, project_tx, _BUILT_IN_TRANSFORMATION):
+                    if source.get(key) is not None:
+                        filled[key] = source[key]
+                        break
+            return filled
+        case Kind.SNAPSHOT:
             return {"warehouse": warehouse}
         case Kind.SCHEDULE:
             return {"timezone": timezone}
@@ -70,7 +85,11 @@ def _resolved_defaults(kind: Kind, tenant: Mapping[str, Any], timezone: str) -> 
 
 
 def _canonical(
-    kind: Kind, data: Mapping[str, Any], tenant: Mapping[str, Any], timezone: str
+    kind: Kind,
+    data: Mapping[str, Any],
+    tenant: Mapping[str, Any],
+    timezone: str,
+    project_tx: Mapping[str, Any],
 ) -> dict[str, Any] | None:
     """What a resource means, whatever its spelling: validated, defaults and resolved values
     left out (None when `data` is not a valid spec of `kind`)."""
@@ -82,7 +101,7 @@ def _canonical(
         minimal = _minimal(_ADAPTERS[section], body)
     except ValueError:
         return None
-    for key, value in _resolved_defaults(kind, tenant, timezone).items():
+    for key, value in _resolved_defaults(kind, tenant, timezone, project_tx).items():
         if value is not None and minimal.get(key) == value:
             del minimal[key]
     return minimal
@@ -95,6 +114,7 @@ def _as_written(
     written: Mapping[str, Any] | None,
     tenant: Mapping[str, Any],
     timezone: str,
+    project_tx: Mapping[str, Any],
 ) -> dict[str, Any] | None:
     """The stored spelling of a resource, if it still says exactly what is stored."""
     if written is None or bool(written.get("protect", False)) != protect:
@@ -105,8 +125,8 @@ def _as_written(
         except ValueError:
             return None
         return dict(written) if same else None
-    mine = _canonical(address.kind, written, tenant, timezone)
-    if mine is None or mine != _canonical(address.kind, spec, tenant, timezone):
+    mine = _canonical(address.kind, written, tenant, timezone, project_tx)
+    if mine is None or mine != _canonical(address.kind, spec, tenant, timezone, project_tx):
         return None
     return dict(written)
 
@@ -144,6 +164,7 @@ def export_files(
         + _dump({"format_version": spec_project.format_version, **body})
     }
     tenant_schema = f"../../{schema_dir}/tenant.schema.json"
+    project_tx = spec_project.defaults.transformations.model_dump(mode="json", by_alias=True)
     tenant_specs = {a.tenant: spec for a, (spec, _) in records.items() if a.kind is Kind.TENANT}
     sections: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
     for address in sorted(records):
@@ -151,7 +172,9 @@ def export_files(
         folder = f"tenants/{address.tenant}"
         tenant_spec = tenant_specs.get(address.tenant, {})
         timezone = spec_project.defaults.timezone
-        spelled = _as_written(address, spec, protect, written.get(address), tenant_spec, timezone)
+        spelled = _as_written(
+            address, spec, protect, written.get(address), tenant_spec, timezone, project_tx
+        )
         if address.kind is Kind.TENANT:
             tenant = TenantSpec.model_validate(dict(spec))
             body = tenant.model_dump(mode="json", by_alias=True, exclude_defaults=True)
@@ -185,7 +208,8 @@ def export_files(
             sections[address.tenant][section][address.name] = spelled
             continue
         body = _minimal(_ADAPTERS[section], spec)
-        for key, value in _resolved_defaults(address.kind, tenant_spec, timezone).items():
+        defaults = _resolved_defaults(address.kind, tenant_spec, timezone, project_tx)
+        for key, value in defaults.items():
             if value is not None and body.get(key) == value:
                 del body[key]
         if protect:
