@@ -52,7 +52,7 @@ def test_a_new_tenant_schema_takes_no_more_locks_than_the_batch_size_assumes(sto
         two = held(conn) - base
         provision.create_schemas(conn, ["tenant_3"], token=7)
         fill(conn, ["tenant_3"])
-        per_tenant = held(conn) - base - two  # measured: 51
+        per_tenant = held(conn) - base - two  # measured: 85
     engine.dispose()
     assert 20 < per_tenant <= provision.LOCKS_PER_TENANT, per_tenant
     assert two <= 2 * provision.LOCKS_PER_TENANT
@@ -61,7 +61,7 @@ def test_a_new_tenant_schema_takes_no_more_locks_than_the_batch_size_assumes(sto
 def test_a_batch_uses_a_quarter_of_a_stock_lock_table_at_most():
     stock = provision.LockBudget(64, 100, 0)
     assert stock.batch_tenants * provision.LOCKS_PER_TENANT <= stock.capacity // 4
-    assert stock.batch_tenants >= 10
+    assert stock.batch_tenants >= 8  # 8 with the dbt-file and snapshot tables
     assert provision.LockBudget(8, 5, 0).batch_tenants == 1  # a tiny server still progresses
     assert provision.LockBudget(1024, 100, 0).batch_tenants == provision.MAX_BATCH
 
