@@ -15,6 +15,9 @@ from tests.cli.conftest import base_env, run_fabric, write_repo
 NO_REPOSITORY = ("secrets keygen", "demo", "init")
 """Commands that need no repository: keygen makes a key, demo always uses example-repo, init
 makes one."""
+REPOSITORY_BY_OPTION = ("import dbt",)
+"""Commands whose argument is something else (the dbt project): the repository is --repo
+(alias --into) only."""
 
 
 def test_find_repository_walks_up_to_the_nearest_fabric_yaml(tmp_path: Path):
@@ -66,8 +69,10 @@ def test_every_command_takes_the_repository_as_repo_and_with_the_repo_option():
             assert "--repo" in options, f"fabric {name} has no --repo"
             positional = [p.name for p in command.params if isinstance(p, click.Argument)]
             hidden = "--repo-argument" in options  # a group that is also a command
-            takes_repo = hidden or any(
-                n in ("repo_argument", "target", "selectors", "names") for n in positional
+            takes_repo = (
+                hidden
+                or name in REPOSITORY_BY_OPTION
+                or any(n in ("repo_argument", "target", "selectors", "names") for n in positional)
             )
             assert takes_repo, f"fabric {name} takes no REPO argument: {positional}"
             checked += 1

@@ -20,6 +20,8 @@ def import_group() -> None:
 @click.option("--tenant", required=True, help="Slug of the tenant to create (tenants/<slug>/).")
 @click.option(
     "--into",
+    "--repo",
+    "into",
     type=click.Path(file_okay=False, path_type=Path),
     help="The repository to write into (created when it holds no fabric.yaml). Default: the "
     "nearest folder at or above the current directory that holds fabric.yaml.",
