@@ -304,7 +304,10 @@ def _settle_abandoned(conn: Connection, tenants: Iterable[TenantRow]) -> list[tu
         for r in conn.execute(
             text(
                 "SELECT objid::bigint AS key FROM pg_locks WHERE locktype = 'advisory' "
-                "AND classid = :ns AND objsubid = 2 AND granted"
+                "AND classid = :ns AND objsubid = 2 AND granted "
+                # advisory locks are per database: another control plane on the server may hold
+                # the same key for its own run (its schemas and run ids start the same way)
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ),
             {"ns": LockNamespace.RUN},
         )

@@ -15,6 +15,7 @@ from fabric.addresses import Address
 from fabric.domain.runs import FailureKind, NodeResult
 from fabric.state import queue, runs
 from fabric.state.engine import make_engine
+from fabric.state.locks import LockNamespace
 from fabric.state.migrate import upgrade_all
 from fabric.state.snapshot import TenantRow
 
@@ -221,3 +222,26 @@ def test_a_local_run_blocks_a_queue_run_while_its_runner_lives_and_not_after(db)
     run_id, status = dispatch(engine, acme, {a("x"): queue.NodePlan()})
     assert status == "running" and run_id != local
     assert state(engine, acme, local) == "failed"
+
+
+def test_the_same_run_lock_held_in_another_control_plane_keeps_no_run_alive(db, make_database):
+    """Advisory locks are per database: a second control plane on the server (same schema
+    names, same run ids) holding its run 1's lock says nothing about this one's run 1."""
+    engine, tenants = db
+    acme = tenants["acme"]
+    runner = engine.connect()
+    local = runs.create_run(
+        runner, acme, trigger="manual", selection=["x"], who="local", nodes=[a("x")]
+    )
+    runner.close()  # this runner died
+    engine.dispose()
+    other = make_engine(make_database())
+    with other.connect() as conn:  # another control plane's live runner, same key
+        key = runs.run_lock_key(acme.schema_name, local)
+        conn.execute(
+            text("SELECT pg_advisory_lock(:ns, :key)"), {"ns": LockNamespace.RUN, "key": key}
+        )
+        run_id, status = dispatch(engine, acme, {a("x"): queue.NodePlan()})
+        assert status == "running" and run_id != local
+        assert state(engine, acme, local) == "failed"
+    other.dispose()
