@@ -549,10 +549,14 @@ def docs_files(project: Mapping[str, Any]) -> dict[str, str]:
 def docs_args(*, project_dir: str, target: str, target_path: str, log_path: str) -> list[str]:
     """`dbt docs generate --static`: one self-contained static_index.html in `target_path`
     (manifest and catalog inlined). It must write the manifest, so no `--no-write-json`."""
+    place = _place_args(project_dir, target, target_path, log_path)
+    return ["docs", "generate", "--static", *place]
+
+
+def _place_args(project_dir: str, target: str, target_path: str, log_path: str) -> list[str]:
+    """Where dbt reads and writes (explicit folders, never a chdir), quiet stdout, logs to a
+    file: every fabric invocation of dbt passes these."""
     return [
-        "docs",
-        "generate",
-        "--static",
         "--project-dir",
         project_dir,
         "--profiles-dir",
@@ -651,20 +655,7 @@ def invocation_args(
     args = [
         command,
         "--no-write-json",
-        "--project-dir",
-        project_dir,
-        "--profiles-dir",
-        project_dir,
-        "--target",
-        target,
-        "--target-path",
-        target_path,
-        "--log-path",
-        log_path,
-        "--log-level",
-        "none",
-        "--log-level-file",
-        "info",
+        *_place_args(project_dir, target, target_path, log_path),
         "--indirect-selection",
         "empty",
         "--select",
