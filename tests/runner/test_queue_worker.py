@@ -216,11 +216,17 @@ def test_a_dag_on_two_workers_runs_every_node_exactly_once(control, workers):
     assert result.status == {"acme": RunStatus.SUCCESS}, result.errors
     assert sorted(control.executions()) == [f"acme.pipeline.{n}" for n in "abcdef"]
     assert set(result.attempts.values()) == {1}
-    with control.engine.connect() as conn:
-        jobs = conn.execute(
-            text("SELECT args->>'nodes', status FROM procrastinate_jobs ORDER BY id")
-        ).all()
-    assert len(jobs) == 6 and {s for _, s in jobs} == {"succeeded"}
+
+    def jobs():
+        with control.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT args->>'nodes', status FROM procrastinate_jobs ORDER BY id")
+            ).all()
+
+    # the run ends when the last node's result is recorded; its job is marked a moment later
+    control.until("every job finished", lambda: all(s != "doing" for _, s in jobs()))
+    done = jobs()
+    assert len(done) == 6 and {s for _, s in done} == {"succeeded"}
 
 
 def test_without_wait_the_run_id_comes_back_and_workers_finish_it(control, workers):
